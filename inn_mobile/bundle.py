@@ -1,0 +1,334 @@
+"""The ``.innb`` bundle: nodes stored once, width buckets, partitions, and per-bucket runtime graphs.
+
+Layout and field meanings are specified in ``csrc/FORMAT.md``; the C reader is ``csrc/inn_bundle.c``.
+This module writes bundles (atomically) and reads them back with the same validation, so a Python
+host can inspect or run what a phone will load.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import zlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .graph import Group
+from .integral import IntegralModel, LayerSpec, _key
+
+MAGIC = b"INNB"
+VERSION = (1, 0)
+HEADER_SIZE = 64
+ENTRY_SIZE = 32
+LAYER_SIZE = 64
+UNIFORM = 0xFFFFFFFF
+MAX_DIM = 1 << 24
+KINDS = {"dense": 1, "depthwise": 2, "affine": 3}
+QUADS = {"trapezoid": 0, "simpson": 1, "rectangle": 2}
+ELEM = {"bytes": 0, "f32": 1, "f16": 2}
+
+
+class BundleError(ValueError):
+    """A bundle is malformed, corrupted or inconsistent (the message says which check failed)."""
+
+
+@dataclass
+class Bucket:
+    """One width: per-group channel counts; ``ratio`` is the global width it was made for (if any)."""
+
+    name: str
+    sizes: dict[int, int]
+    ratio: float | None = None
+    info: dict = field(default_factory=dict)
+
+
+@dataclass
+class Bundle:
+    """A bundle in memory (as written, or as read back)."""
+
+    model: IntegralModel
+    buckets: list[Bucket]
+    meta: dict = field(default_factory=dict)
+    graphs: dict[tuple[int, str], bytes] = field(default_factory=dict)  # (bucket, runtime) -> blob
+
+    def bucket_index(self, name_or_index: str | int) -> int:
+        if isinstance(name_or_index, int):
+            if not 0 <= name_or_index < len(self.buckets):
+                raise KeyError(f"bucket {name_or_index} not in bundle (has {len(self.buckets)})")
+            return name_or_index
+        for i, b in enumerate(self.buckets):
+            if b.name == name_or_index:
+                return i
+        raise KeyError(f"bucket {name_or_index!r} not in bundle; available: {[b.name for b in self.buckets]}")
+
+    def weights(self, bucket: str | int) -> dict[str, dict[str, torch.Tensor]]:
+        """Python reference weights of one bucket (what the C core must reproduce)."""
+        b = self.buckets[self.bucket_index(bucket)]
+        with torch.no_grad():
+            return self.model.discretize(self.model.samplers(b.sizes))
+
+
+def make_buckets(model: IntegralModel, ratios=(0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0), *, multiple_of: int = 8) -> list[Bucket]:
+    """Width buckets for global ratios, channel counts rounded to ``multiple_of`` where groups allow."""
+    out, seen = [], set()
+    for r in sorted(ratios):
+        sizes = model.sizes_at(r, multiple_of=multiple_of)
+        key = tuple(sorted(sizes.items()))
+        if key not in seen:
+            seen.add(key)
+            out.append(Bucket(f"w{round(r * 1000):04d}", sizes, r))
+    return out
+
+
+# ---------------------------------------------------------------------------------------- writing
+def _table(count: int, extra: int, rows: bytes) -> bytes:
+    return struct.pack("<II", count, extra) + rows
+
+
+def encode(bundle: Bundle, *, node_dtype: str = "f32") -> bytes:
+    """Serialise ``bundle`` to bytes (see FORMAT.md)."""
+    if node_dtype not in ("f32", "f16"):
+        raise ValueError("node_dtype must be 'f32' or 'f16'")
+    m = bundle.model
+    np_dtype = np.float32 if node_dtype == "f32" else np.float16
+    groups = b"".join(struct.pack("<II", g.size, 1 if g.resizable else 0) for g in m.groups)
+    pieces: list[int] = []
+    node_chunks: list[np.ndarray] = []
+    node_count = 0
+    names = bytearray()
+    layer_rows = []
+
+    def add_nodes(t: torch.Tensor) -> int:
+        nonlocal node_count
+        arr = t.detach().cpu().numpy().astype(np_dtype).ravel()
+        node_chunks.append(arr)
+        node_count += arr.size
+        return node_count - arr.size
+
+    for spec in m.layers:
+        out_first = len(pieces)
+        pieces.extend(spec.out_groups)
+        in_first = len(pieces)
+        pieces.extend(spec.in_groups)
+        if spec.kind == "affine":
+            woff = add_nodes(m.nodes[_key(spec.name, "scale")])
+            boff = add_nodes(m.nodes[_key(spec.name, "shift")])
+        else:
+            woff = add_nodes(m.nodes[_key(spec.name, "weight")])
+            boff = add_nodes(m.nodes[_key(spec.name, "bias")]) if spec.has_bias else 0
+        name = spec.name.encode()
+        layer_rows.append(struct.pack(
+            "<IIIIIIIIQQIIQ", KINDS[spec.kind], spec.blocks, spec.taps, 1 if spec.has_bias else 0,
+            out_first, len(spec.out_groups), in_first, len(spec.in_groups), woff, boff, len(names), len(name), 0))
+        names += name
+    parts: list[float] = []
+    sizes_rows, ref_rows = [], []
+    for b in bundle.buckets:
+        sizes = m.check_sizes(b.sizes)
+        for g in m.groups:
+            n = sizes[g.id]
+            sizes_rows.append(n)
+            p = m.partitions.get((g.id, n))
+            if g.resizable and p is not None:
+                ref_rows.append(len(parts))
+                parts.extend(p.detach().float().tolist())
+            else:
+                ref_rows.append(UNIFORM)
+    buck = struct.pack("<II", len(bundle.buckets), len(m.groups)) + struct.pack(
+        f"<{len(sizes_rows) + len(ref_rows)}I", *sizes_rows, *ref_rows)
+    meta = dict(bundle.meta)
+    meta["layers"] = [{k: v for k, v in asdict(s).items()} for s in m.layers]
+    meta["groups"] = [{"id": g.id, "size": g.size, "resizable": g.resizable, "members": g.members} for g in m.groups]
+    meta["buckets"] = [{"name": b.name, "ratio": b.ratio, "info": b.info} for b in bundle.buckets]
+    meta["quadrature"] = m.quadrature
+    graph_index, blob = [], bytearray()
+    for (bucket, runtime), data in sorted(bundle.graphs.items()):
+        rt = runtime.encode()[:4].ljust(4, b" ")
+        graph_index.append(struct.pack("<I4sQQ", bucket, rt, len(blob), len(data)))
+        blob += data
+        blob += b"\0" * (-len(blob) % 64)
+    sections = [
+        (b"INFO", struct.pack("<IIII", QUADS[m.quadrature], 0, 0, 0), ELEM["bytes"]),
+        (b"GRPS", _table(len(m.groups), 0, groups), ELEM["bytes"]),
+        (b"LAYR", _table(len(layer_rows), 0, b"".join(layer_rows)), ELEM["bytes"]),
+        (b"PIEC", _table(len(pieces), 0, struct.pack(f"<{len(pieces)}I", *pieces)), ELEM["bytes"]),
+        (b"NODE", np.concatenate(node_chunks).astype(np_dtype).astype(f"<{np.dtype(np_dtype).str[1:]}").tobytes(),
+         ELEM[node_dtype]),
+        (b"BUCK", buck, ELEM["bytes"]),
+        (b"PART", struct.pack(f"<{len(parts)}f", *parts), ELEM["f32"]),
+        (b"NAME", bytes(names), ELEM["bytes"]),
+        (b"META", json.dumps(meta, sort_keys=True, default=_json_default).encode(), ELEM["bytes"]),
+    ]
+    if graph_index:
+        sections.append((b"GIDX", _table(len(graph_index), 0, b"".join(graph_index)), ELEM["bytes"]))
+        sections.append((b"BLOB", bytes(blob), ELEM["bytes"]))
+    return _pack(sections)
+
+
+def _json_default(o):
+    if isinstance(o, tuple):
+        return list(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def _pack(sections: list[tuple[bytes, bytes, int]]) -> bytes:
+    body = bytearray(b"\0" * HEADER_SIZE)
+    entries = []
+    for tag, payload, elem in sections:
+        body += b"\0" * (-len(body) % 64)
+        entries.append(struct.pack("<4sIQQII", tag, zlib.crc32(payload), len(body), len(payload), elem, 0))
+        body += payload
+    body += b"\0" * (-len(body) % 64)
+    table_off = len(body)
+    table = b"".join(entries)
+    body += table
+    header = struct.pack("<4sHHIIQQII20x", MAGIC, VERSION[0], VERSION[1], HEADER_SIZE, len(entries), table_off,
+                         len(body), 0, zlib.crc32(table))
+    header += struct.pack("<I", zlib.crc32(header))
+    body[:HEADER_SIZE] = header
+    return bytes(body)
+
+
+def save(bundle: Bundle, path: str | os.PathLike, *, node_dtype: str = "f32") -> int:
+    """Write ``bundle`` to ``path`` atomically (temp file + rename); returns its size in bytes."""
+    data = encode(bundle, node_dtype=node_dtype)
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
+    return len(data)
+
+
+# ---------------------------------------------------------------------------------------- reading
+def _sections(data: bytes) -> dict[bytes, tuple[memoryview, int]]:
+    if len(data) < HEADER_SIZE:
+        raise BundleError("bundle truncated: shorter than its 64-byte header" if data[:4] == MAGIC[:len(data[:4])]
+                          else "not an .innb bundle (bad magic)")
+    if data[:4] != MAGIC:
+        raise BundleError("not an .innb bundle (bad magic)")
+    if zlib.crc32(data[:60]) != struct.unpack_from("<I", data, 60)[0]:
+        raise BundleError("checksum mismatch: the bundle header is corrupted")
+    magic, major, minor, hsize, count, table_off, file_size, flags, table_crc = struct.unpack_from("<4sHHIIQQII", data)
+    if major != VERSION[0]:
+        raise BundleError(f"unsupported bundle version {major}.{minor} (this reader: {VERSION[0]}.x)")
+    if file_size > len(data):
+        raise BundleError(f"bundle truncated: {len(data)} bytes, header says {file_size}")
+    if not 0 < count <= 64 or table_off % 64 or table_off + count * ENTRY_SIZE > file_size:
+        raise BundleError("inconsistent bundle tables: bad section table")
+    if zlib.crc32(data[table_off:table_off + count * ENTRY_SIZE]) != table_crc:
+        raise BundleError("checksum mismatch: the section table is corrupted")
+    view = memoryview(data)
+    out = {}
+    for i in range(count):
+        tag, crc, off, size, elem, _ = struct.unpack_from("<4sIQQII", data, table_off + i * ENTRY_SIZE)
+        if off % 64 or off + size > file_size:
+            raise BundleError(f"bundle truncated or malformed: section {tag!r} out of bounds")
+        if zlib.crc32(view[off:off + size]) != crc:
+            raise BundleError(f"checksum mismatch: section {tag.decode(errors='replace')} is corrupted")
+        if tag in out:
+            raise BundleError(f"inconsistent bundle tables: duplicate section {tag!r}")
+        out[tag] = (view[off:off + size], elem)
+    for need in (b"INFO", b"GRPS", b"LAYR", b"PIEC", b"NODE", b"BUCK"):
+        if need not in out:
+            raise BundleError(f"missing section {need.decode()}")
+    return out
+
+
+def decode(data: bytes) -> Bundle:
+    """Parse and validate bundle bytes; raises :class:`BundleError` naming what is wrong."""
+    sec = _sections(data)
+    meta = json.loads(bytes(sec[b"META"][0])) if b"META" in sec else {}
+    quad = struct.unpack_from("<I", sec[b"INFO"][0])[0]
+    quad_name = {v: k for k, v in QUADS.items()}.get(quad)
+    if quad_name is None:
+        raise BundleError(f"inconsistent bundle tables: unknown quadrature {quad}")
+    gview = sec[b"GRPS"][0]
+    n_groups = struct.unpack_from("<I", gview)[0]
+    groups = []
+    for i in range(n_groups):
+        size, flags = struct.unpack_from("<II", gview, 8 + 8 * i)
+        if not 0 < size <= MAX_DIM:
+            raise BundleError(f"index or dimension out of range: group {i} has {size} nodes")
+        members = meta.get("groups", [{}] * n_groups)[i].get("members", []) if meta.get("groups") else []
+        groups.append(Group(i, size, bool(flags & 1), members))
+    pview = sec[b"PIEC"][0]
+    pieces = struct.unpack_from(f"<{struct.unpack_from('<I', pview)[0]}I", pview, 8)
+    node_view, node_elem = sec[b"NODE"]
+    nodes_arr = np.frombuffer(node_view, dtype="<f4" if node_elem == 1 else "<f2").astype(np.float32)
+    lview = sec[b"LAYR"][0]
+    n_layers = struct.unpack_from("<I", lview)[0]
+    layer_meta = meta.get("layers", [])
+    specs, nodes = [], {}
+    for i in range(n_layers):
+        kind, blocks, taps, flags, of, oc, inf, ic, woff, boff, noff, nlen, _ = struct.unpack_from(
+            "<IIIIIIIIQQIIQ", lview, 8 + LAYER_SIZE * i)
+        if max(of + oc, inf + ic) > len(pieces):
+            raise BundleError(f"index or dimension out of range: layer {i} pieces")
+        lm = layer_meta[i] if i < len(layer_meta) else {}
+        kind_name = {v: k for k, v in KINDS.items()}.get(kind)
+        if kind_name is None:
+            raise BundleError(f"inconsistent bundle tables: layer {i} has kind {kind}")
+        out_groups, in_groups = tuple(pieces[of:of + oc]), tuple(pieces[inf:inf + ic])
+        if any(g >= n_groups for g in out_groups + in_groups):
+            raise BundleError(f"index or dimension out of range: layer {i} names a missing group")
+        name = lm.get("name", f"layer{i}")
+        spec = LayerSpec(name, kind_name, lm.get("module", "conv2d"), out_groups, in_groups, blocks, taps,
+                         lm.get("in_spatial", 1), bool(flags & 1), _tuples(lm.get("conv", {})))
+        m_out = sum(groups[g].size for g in out_groups)
+        m_in = sum(groups[g].size for g in in_groups) // max(blocks, 1)
+        count = m_out * m_in * taps if kind_name == "dense" else m_out * taps
+        if woff + count > nodes_arr.size or ((flags & 1 or kind_name == "affine") and boff + m_out > nodes_arr.size):
+            raise BundleError(f"index or dimension out of range: layer {name!r} nodes past the NODE section")
+        w = torch.from_numpy(nodes_arr[woff:woff + count].copy())
+        if kind_name == "affine":
+            nodes[_key(name, "scale")] = w
+            nodes[_key(name, "shift")] = torch.from_numpy(nodes_arr[boff:boff + m_out].copy())
+        else:
+            nodes[_key(name, "weight")] = w.reshape(m_out, -1, taps)
+            if flags & 1:
+                nodes[_key(name, "bias")] = torch.from_numpy(nodes_arr[boff:boff + m_out].copy())
+        specs.append(spec)
+    model = IntegralModel(None, groups, specs, nodes, quadrature=quad_name)
+    bview = sec[b"BUCK"][0]
+    n_buckets, n_g = struct.unpack_from("<II", bview)
+    if n_g != n_groups:
+        raise BundleError("inconsistent bundle tables: bucket table group count")
+    sizes = struct.unpack_from(f"<{n_buckets * n_g}I", bview, 8)
+    refs = struct.unpack_from(f"<{n_buckets * n_g}I", bview, 8 + 4 * n_buckets * n_g)
+    parts = np.frombuffer(sec[b"PART"][0], dtype="<f4") if b"PART" in sec else np.zeros(0, np.float32)
+    bucket_meta = meta.get("buckets", [])
+    buckets = []
+    for k in range(n_buckets):
+        bs = {g: sizes[k * n_g + g] for g in range(n_g)}
+        for g in range(n_g):
+            ref = refs[k * n_g + g]
+            if ref != UNIFORM:
+                if ref + bs[g] > parts.size:
+                    raise BundleError(f"index or dimension out of range: bucket {k} partition of group {g}")
+                model.partitions[(g, bs[g])] = torch.from_numpy(parts[ref:ref + bs[g]].copy())
+        bm = bucket_meta[k] if k < len(bucket_meta) else {}
+        buckets.append(Bucket(bm.get("name", f"b{k}"), bs, bm.get("ratio"), bm.get("info", {})))
+    graphs = {}
+    if b"GIDX" in sec:
+        gi = sec[b"GIDX"][0]
+        blob = sec[b"BLOB"][0]
+        for i in range(struct.unpack_from("<I", gi)[0]):
+            bucket, rt, off, size = struct.unpack_from("<I4sQQ", gi, 8 + 24 * i)
+            graphs[(bucket, rt.decode().strip())] = bytes(blob[off:off + size])
+    return Bundle(model, buckets, meta, graphs)
+
+
+def _tuples(conv: dict) -> dict:
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in conv.items()}
+
+
+def load(path: str | os.PathLike) -> Bundle:
+    """Read and validate a bundle file."""
+    return decode(Path(path).read_bytes())

@@ -1,0 +1,177 @@
+"""``convert``: an ordinary PyTorch CNN in, an :class:`IntegralModel` out.
+
+Steps: trace with torch.fx; fold every BatchNorm that directly follows a conv/linear; find the
+channel groups; permute the channels of each resizable group for smoothness; divide the weights by
+the full-width quadrature so that discretising at the original width gives the original model back.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+from torch import fx, nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
+
+from . import kernel
+from .graph import ChannelGraph, LayerSite, trace
+from .integral import IntegralModel, LayerSpec, _key
+from .permute import smooth_order
+
+
+@dataclass
+class GroupSmoothness:
+    """Mean neighbour distance of a group's normalised channel features, before/after permuting."""
+
+    group: int
+    before: float
+    after: float
+
+
+def fold_batchnorm(gm: fx.GraphModule) -> fx.GraphModule:
+    """Fold each BatchNorm whose input is a Conv2d/Linear used only by it (in place, eval mode)."""
+    modules = dict(gm.named_modules())
+    for n in list(gm.graph.nodes):
+        bn = modules.get(n.target) if n.op == "call_module" else None
+        if not isinstance(bn, (nn.BatchNorm1d, nn.BatchNorm2d)) or not isinstance(n.args[0], fx.Node):
+            continue
+        prev = n.args[0]
+        layer = modules.get(prev.target) if prev.op == "call_module" else None
+        if len(prev.users) != 1 or not isinstance(layer, (nn.Conv2d, nn.Linear)):
+            continue
+        fused = fuse_conv_bn_eval(layer, bn) if isinstance(layer, nn.Conv2d) else fuse_linear_bn_eval(layer, bn)
+        _set_module(gm, prev.target, fused)
+        n.replace_all_uses_with(prev)
+        gm.graph.erase_node(n)
+    gm.graph.lint()
+    gm.delete_all_unused_submodules()
+    gm.recompile()
+    return gm
+
+
+def _set_module(root: nn.Module, name: str, module: nn.Module) -> None:
+    parent, _, leaf = name.rpartition(".")
+    setattr(root.get_submodule(parent) if parent else root, leaf, module)
+
+
+def convert(
+    model: nn.Module,
+    example_input: torch.Tensor,
+    *,
+    quadrature: kernel.Quadrature = "trapezoid",
+    permute: bool = True,
+    min_group_size: int = 4,
+) -> IntegralModel:
+    """Turn ``model`` into an :class:`IntegralModel` whose full width reproduces ``model`` exactly.
+
+    ``example_input`` is one batch the model accepts (used for tracing shapes only). The model is not
+    modified. ``permute=False`` skips the smoothness ordering (faster; worse narrow widths).
+    The result has ``.channel_graph`` (print ``.channel_graph.table()``) and ``.smoothness``.
+    """
+    gm = fx.symbolic_trace(copy.deepcopy(model).eval())
+    fold_batchnorm(gm)
+    graph = trace(gm, example_input, min_group_size=min_group_size)
+    specs = [_spec(graph, site) for site in graph.layers]
+    tensors = {k: v for spec, site in zip(specs, graph.layers) for k, v in _tensors(spec, site).items()}
+    smoothness = []
+    if permute:
+        for g in graph.groups:
+            if g.resizable:
+                smoothness.append(_permute_group(g.id, specs, graph, tensors))
+    nodes = _init_nodes(specs, graph, tensors, quadrature)
+    im = IntegralModel(gm, graph.groups, specs, nodes, quadrature=quadrature)
+    im.channel_graph = graph
+    im.smoothness = smoothness
+    return im
+
+
+def _spec(graph: ChannelGraph, site: LayerSite) -> LayerSpec:
+    m = site.module
+    out_groups = graph.axis_groups(site.out_desc)
+    if isinstance(m, nn.Conv2d):
+        conv = dict(kernel_size=m.kernel_size, stride=m.stride, padding=m.padding, dilation=m.dilation,
+                    padding_mode=m.padding_mode)
+        taps = m.kernel_size[0] * m.kernel_size[1]
+        in_groups = () if site.kind == "depthwise" else graph.axis_groups(site.in_desc)
+        return LayerSpec(site.name, site.kind, "conv2d", out_groups, in_groups, site.blocks, taps, 1,
+                         m.bias is not None, conv)
+    if isinstance(m, nn.Linear):
+        return LayerSpec(site.name, "dense", "linear", out_groups, graph.axis_groups(site.in_desc), 1,
+                         site.in_spatial, site.in_spatial, m.bias is not None)
+    dims = 2 if isinstance(m, nn.BatchNorm2d) else 1
+    return LayerSpec(site.name, "affine", "batchnorm", out_groups, conv={"dims": dims})
+
+
+def _tensors(spec: LayerSpec, site: LayerSite) -> dict[str, torch.Tensor]:
+    """The layer's parameters in node layout, float64: weights ``[O, I/blocks, taps]``."""
+    m = site.module
+    if spec.kind == "affine":
+        scale = m.weight.detach().double() / torch.sqrt(m.running_var.double() + m.eps)
+        shift = m.bias.detach().double() - m.running_mean.double() * scale
+        return {_key(spec.name, "scale"): scale, _key(spec.name, "shift"): shift}
+    w = m.weight.detach().double()
+    out = {_key(spec.name, "weight"): w.reshape(w.shape[0], -1, spec.taps)}
+    if spec.has_bias:
+        out[_key(spec.name, "bias")] = m.bias.detach().double()
+    return out
+
+
+def _slices(spec: LayerSpec, graph: ChannelGraph, gid: int):
+    """Every place group ``gid`` occupies in this layer: ``(key, rows, dim, positions)``."""
+    sizes = [graph.groups[g].size for g in spec.out_groups]
+    out_keys = ("scale", "shift") if spec.kind == "affine" else ("weight", "bias") if spec.has_bias else ("weight",)
+    offset = 0
+    for g, n in zip(spec.out_groups, sizes):
+        if g == gid:
+            for what in out_keys:
+                yield _key(spec.name, what), None, 0, torch.arange(offset, offset + n)
+        offset += n
+    if not spec.in_groups:
+        return
+    m_in = sum(graph.groups[g].size for g in spec.in_groups) // spec.blocks
+    m_out = sum(sizes) // spec.blocks
+    offset = 0
+    for g in spec.in_groups:
+        n = graph.groups[g].size
+        if g == gid:
+            block = offset // m_in
+            rows = slice(block * m_out, (block + 1) * m_out)
+            yield _key(spec.name, "weight"), rows, 1, torch.arange(offset - block * m_in, offset - block * m_in + n)
+        offset += n
+
+
+def _permute_group(gid: int, specs, graph, tensors) -> GroupSmoothness:
+    places = [s for spec in specs for s in _slices(spec, graph, gid)]
+    feats = []
+    for key, rows, dim, pos in places:
+        t = tensors[key] if rows is None else tensors[key][rows]
+        f = t.index_select(dim, pos).movedim(dim, 0).reshape(pos.numel(), -1)
+        feats.append(f / (f.norm() + 1e-12))
+    features = torch.cat(feats, 1)
+    order = torch.from_numpy(smooth_order(features.numpy()))
+    before = kernel.total_variation(features)
+    after = kernel.total_variation(features[order])
+    for key, rows, dim, pos in places:
+        t = tensors[key] if rows is None else tensors[key][rows]
+        t.index_copy_(dim, pos, t.index_select(dim, pos[order]))
+    return GroupSmoothness(gid, before, after)
+
+
+def _init_nodes(specs, graph, tensors, rule) -> dict[str, torch.Tensor]:
+    """Divide by the full-width quadrature along each input axis: ``Λ = W / q``."""
+    nodes = {k: v.float() for k, v in tensors.items()}
+    for spec in specs:
+        if spec.kind != "dense":
+            continue
+        q = torch.cat([
+            kernel.quadrature(kernel.uniform_partition(graph.groups[g].size), rule)
+            if graph.groups[g].resizable else torch.ones(graph.groups[g].size, dtype=torch.float64)
+            for g in spec.in_groups
+        ])
+        key = _key(spec.name, "weight")
+        w = tensors[key]
+        b = spec.blocks
+        q = q.reshape(b, 1, -1, 1)
+        nodes[key] = (w.reshape(b, w.shape[0] // b, w.shape[1], w.shape[2]) / q).reshape(w.shape).float()
+    return nodes

@@ -1,0 +1,125 @@
+/*
+ * inn-mobile native core: materialise Integral Neural Network weights at load time.
+ *
+ * Dependency-free C99 (libc + libm). No globals, no aborts, no hidden allocations: every entry
+ * point returns an inn_status and writes into caller-provided memory. A bundle (.innb, see
+ * FORMAT.md) is validated once by inn_bundle_open and then read zero-copy (mmap-friendly).
+ *
+ * The math is the one in inn_mobile/kernel.py (Keys cubic convolution a=-0.5, clamped edges,
+ * trapezoid/Simpson/rectangle quadrature), evaluated in double in the same order, so results
+ * match the Python reference bit for bit when built with -ffp-contract=off.
+ */
+#ifndef INN_H
+#define INN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define INN_VERSION_MAJOR 1
+#define INN_VERSION_MINOR 0
+#define INN_TAPS 4
+#define INN_UNIFORM 0xFFFFFFFFu /* partition reference: uniform points */
+#define INN_MAX_DIM (1u << 24)  /* largest channel count / node count accepted */
+
+typedef enum {
+    INN_OK = 0,
+    INN_ERR_ARG = 1,        /* null pointer or invalid argument */
+    INN_ERR_TRUNCATED = 2,  /* data shorter than the sizes it declares */
+    INN_ERR_MAGIC = 3,      /* not an .innb bundle */
+    INN_ERR_VERSION = 4,    /* unsupported major version */
+    INN_ERR_CHECKSUM = 5,   /* CRC32 mismatch (header, table or a section) */
+    INN_ERR_FORMAT = 6,     /* inconsistent tables (shapes, counts, alignment) */
+    INN_ERR_RANGE = 7,      /* index or dimension out of range */
+    INN_ERR_OVERFLOW = 8,   /* size arithmetic would overflow */
+    INN_ERR_BUFFER = 9,     /* caller buffer too small */
+    INN_ERR_MISSING = 10,   /* required section, bucket or layer absent */
+    INN_ERR_PARTITION = 11  /* partition not sorted / not within [0, 1] / ends not 0 and 1 */
+} inn_status;
+
+typedef enum { INN_QUAD_TRAPEZOID = 0, INN_QUAD_SIMPSON = 1, INN_QUAD_RECTANGLE = 2 } inn_quadrature;
+typedef enum { INN_KIND_DENSE = 1, INN_KIND_DEPTHWISE = 2, INN_KIND_AFFINE = 3 } inn_kind;
+
+/* Output layouts. T = spatial taps (kh*kw for conv, H*W for a linear after flatten, 1 otherwise).
+ *  OIT: [O][I][T]  PyTorch OIHW, Linear [O, I]
+ *  OTI: [O][T][I]  OHWI (LiteRT conv, XNNPACK NHWC)
+ *  ITO: [I][T][O]  LiteRT depthwise [1, H, W, O]; transposed linear [I, O] */
+typedef enum { INN_LAYOUT_OIT = 0, INN_LAYOUT_OTI = 1, INN_LAYOUT_ITO = 2 } inn_layout;
+typedef enum { INN_F32 = 0, INN_I8 = 1 } inn_dtype;
+
+const char *inn_status_str(inn_status s);
+
+/* ---------------------------------------------------------------- the math (low level) */
+
+/* One sampled axis: n rows of 4 taps (node index, weight) and a quadrature weight per row. */
+typedef struct {
+    const int32_t *idx; /* [n * 4] */
+    const double *w;    /* [n * 4] */
+    const double *q;    /* [n] or NULL (no quadrature: all 1) */
+    uint32_t n;
+} inn_axis;
+
+double inn_cubic(double s);
+/* Taps sampling an m-node axis at n points: points (float, length n) or NULL for uniform. */
+inn_status inn_taps(const float *points, uint32_t n, uint32_t m, int32_t *idx, double *w);
+inn_status inn_quadrature_weights(const float *points, uint32_t n, inn_quadrature rule, double *q);
+inn_status inn_check_partition(const float *points, uint32_t n);
+
+/* Dense layer: nodes [m_out][m_in][taps] (m_in per block), axes cover all blocks
+ * (out->n and in->n divisible by blocks; tap indices global, block j reads its own nodes).
+ * dst: n_out * (n_in / blocks) * taps floats in `layout`. scratch: inn_dense_scratch() doubles. */
+size_t inn_dense_scratch(uint32_t n_in_per_block, uint32_t taps);
+inn_status inn_resample_dense(const float *nodes, uint32_t m_out, uint32_t m_in, uint32_t taps, uint32_t blocks,
+                              const inn_axis *out, const inn_axis *in, inn_layout layout, float *dst,
+                              size_t dst_count, double *scratch, size_t scratch_count);
+/* Per-channel function: nodes [m][taps] sampled along the channel axis (depthwise weights: taps
+ * = kh*kw; biases and affine vectors: taps = 1). No quadrature. */
+inn_status inn_resample_rows(const float *nodes, uint32_t m, uint32_t taps, const inn_axis *out, inn_layout layout,
+                             float *dst, size_t dst_count);
+
+/* Symmetric int8 per output channel: scale[o] = max|w[o,:]| / 127 (1 if the row is all zero),
+ * q = clamp(round_half_even(w / scale), -127, 127). Rows are located through `layout` with
+ * o in [0, n_out) and k in [0, per_row) the flat (i, t) index. */
+inn_status inn_quantize(const float *w, uint32_t n_out, uint32_t per_row, inn_layout layout, int8_t *q, float *scales);
+
+/* ---------------------------------------------------------------- bundles */
+
+typedef struct {
+    const uint8_t *data;
+    size_t size;
+    uint32_t quadrature;
+    uint32_t group_count, layer_count, bucket_count, piece_count, node_dtype;
+    const uint8_t *groups, *layers, *pieces, *nodes, *buckets, *partitions, *names;
+    size_t nodes_size, partitions_count, names_size;
+} inn_bundle;
+
+typedef struct {
+    uint32_t kind, blocks, taps, has_bias;
+    uint32_t n_out, n_in;       /* channels at this bucket (n_in: total over blocks; 0 for non-dense) */
+    uint32_t m_out, m_in;       /* node counts (m_in per block) */
+    size_t weight_count;        /* elements of the weight (affine: scale count) */
+    const char *name;           /* not NUL-terminated: use name_len */
+    uint32_t name_len;
+} inn_layer_info;
+
+inn_status inn_bundle_open(inn_bundle *b, const void *data, size_t size);
+inn_status inn_bundle_section(const inn_bundle *b, const char tag[4], const uint8_t **data, size_t *size);
+inn_status inn_bundle_group_size(const inn_bundle *b, uint32_t bucket, uint32_t group, uint32_t *n);
+inn_status inn_layer_info_get(const inn_bundle *b, uint32_t bucket, uint32_t layer, inn_layer_info *info);
+/* Bytes of scratch inn_materialize needs for any layer of `bucket`. */
+inn_status inn_bundle_scratch_size(const inn_bundle *b, uint32_t bucket, size_t *bytes);
+/* Weights of one layer at one bucket: weight_out gets weight_count elements (f32 or i8 + scales),
+ * bias_out (optional) n_out floats. Affine layers: weight_out = scale, bias_out = shift (f32). */
+inn_status inn_materialize(const inn_bundle *b, uint32_t bucket, uint32_t layer, inn_layout layout, inn_dtype dtype,
+                           void *weight_out, size_t weight_bytes, float *scales_out, size_t scales_count,
+                           float *bias_out, size_t bias_count, void *scratch, size_t scratch_bytes);
+
+uint32_t inn_crc32(const uint8_t *data, size_t size);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* INN_H */

@@ -1,0 +1,399 @@
+/* Reading .innb bundles (FORMAT.md): validate everything once, then serve layers zero-copy. */
+#include <string.h>
+
+#include "inn.h"
+#include "inn_internal.h"
+
+#define HEADER_SIZE 64
+#define ENTRY_SIZE 32
+#define MAX_SECTIONS 64
+#define LAYER_SIZE 64
+
+static uint32_t rd32(const uint8_t *p) { return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24; }
+static uint64_t rd64(const uint8_t *p) { return (uint64_t)rd32(p) | (uint64_t)rd32(p + 4) << 32; }
+
+const char *inn_status_str(inn_status s) {
+    switch (s) {
+        case INN_OK: return "ok";
+        case INN_ERR_ARG: return "invalid argument";
+        case INN_ERR_TRUNCATED: return "bundle truncated: data shorter than its declared sizes";
+        case INN_ERR_MAGIC: return "not an .innb bundle (bad magic)";
+        case INN_ERR_VERSION: return "unsupported bundle version";
+        case INN_ERR_CHECKSUM: return "checksum mismatch: the bundle is corrupted";
+        case INN_ERR_FORMAT: return "inconsistent bundle tables";
+        case INN_ERR_RANGE: return "index or dimension out of range";
+        case INN_ERR_OVERFLOW: return "size overflow: dimensions too large";
+        case INN_ERR_BUFFER: return "output or scratch buffer too small";
+        case INN_ERR_MISSING: return "missing section, bucket or layer";
+        case INN_ERR_PARTITION: return "invalid partition (must be sorted within [0, 1] from 0 to 1)";
+    }
+    return "unknown status";
+}
+
+uint32_t inn_crc32(const uint8_t *data, size_t size) {
+    uint32_t crc = 0xFFFFFFFFu;
+    for (size_t i = 0; i < size; i++) {
+        crc ^= data[i];
+        for (int k = 0; k < 8; k++) crc = (crc >> 1) ^ (0xEDB88320u & (0u - (crc & 1u)));
+    }
+    return ~crc;
+}
+
+typedef struct {
+    const uint8_t *p;
+    size_t size;
+    uint32_t elem;
+} section;
+
+static inn_status find(const inn_bundle *b, const char tag[4], section *out) {
+    uint64_t table = rd64(b->data + 16);
+    uint32_t count = rd32(b->data + 12);
+    for (uint32_t i = 0; i < count; i++) {
+        const uint8_t *e = b->data + table + (size_t)i * ENTRY_SIZE;
+        if (memcmp(e, tag, 4) == 0) {
+            out->p = b->data + rd64(e + 8);
+            out->size = (size_t)rd64(e + 16);
+            out->elem = rd32(e + 24);
+            return INN_OK;
+        }
+    }
+    return INN_ERR_MISSING;
+}
+
+inn_status inn_bundle_section(const inn_bundle *b, const char tag[4], const uint8_t **data, size_t *size) {
+    if (!b || !b->data || !tag || !data || !size) return INN_ERR_ARG;
+    section s;
+    inn_status st = find(b, tag, &s);
+    if (st != INN_OK) return st;
+    *data = s.p;
+    *size = s.size;
+    return INN_OK;
+}
+
+/* A table section: u32 count, u32 extra, then count records of rec bytes. */
+static inn_status table(const section *s, size_t rec, uint32_t *count, uint32_t *extra, const uint8_t **rows) {
+    if (s->size < 8) return INN_ERR_TRUNCATED;
+    *count = rd32(s->p);
+    *extra = rd32(s->p + 4);
+    size_t need;
+    if (!inn_mul(*count, rec, &need)) return INN_ERR_OVERFLOW;
+    if (need > s->size - 8) return INN_ERR_TRUNCATED;
+    *rows = s->p + 8;
+    return INN_OK;
+}
+
+static uint32_t group_nodes(const inn_bundle *b, uint32_t g) { return rd32(b->groups + (size_t)g * 8); }
+static uint32_t group_resizable(const inn_bundle *b, uint32_t g) { return rd32(b->groups + (size_t)g * 8 + 4) & 1u; }
+static const uint8_t *layer_rec(const inn_bundle *b, uint32_t l) { return b->layers + (size_t)l * LAYER_SIZE; }
+static uint32_t piece(const inn_bundle *b, uint32_t k) { return rd32(b->pieces + (size_t)k * 4); }
+
+static inn_status check_layers(const inn_bundle *b) {
+    size_t elem = b->node_dtype == 2 ? 2 : 4, node_count = b->nodes_size / elem;
+    for (uint32_t l = 0; l < b->layer_count; l++) {
+        const uint8_t *r = layer_rec(b, l);
+        uint32_t kind = rd32(r), blocks = rd32(r + 4), taps = rd32(r + 8), flags = rd32(r + 12);
+        uint32_t of = rd32(r + 16), oc = rd32(r + 20), inf = rd32(r + 24), ic = rd32(r + 28);
+        uint64_t woff = rd64(r + 32), boff = rd64(r + 40);
+        uint32_t name_off = rd32(r + 48), name_len = rd32(r + 52);
+        if (kind < INN_KIND_DENSE || kind > INN_KIND_AFFINE) return INN_ERR_FORMAT;
+        if (blocks == 0 || taps == 0 || taps > INN_MAX_DIM || blocks > INN_MAX_DIM) return INN_ERR_RANGE;
+        if (oc == 0 || (uint64_t)of + oc > b->piece_count || (uint64_t)inf + ic > b->piece_count) return INN_ERR_RANGE;
+        if ((uint64_t)name_off + name_len > b->names_size) return INN_ERR_RANGE;
+        uint64_t m_out = 0, m_in = 0;
+        for (uint32_t k = 0; k < oc; k++) {
+            if (piece(b, of + k) >= b->group_count) return INN_ERR_RANGE;
+            m_out += group_nodes(b, piece(b, of + k));
+        }
+        for (uint32_t k = 0; k < ic; k++) {
+            if (piece(b, inf + k) >= b->group_count) return INN_ERR_RANGE;
+            m_in += group_nodes(b, piece(b, inf + k));
+        }
+        if (m_out > INN_MAX_DIM || m_in > INN_MAX_DIM) return INN_ERR_RANGE;
+        size_t wcount, tmp;
+        if (kind == INN_KIND_DENSE) {
+            if (ic == 0 || m_out % blocks || m_in % blocks) return INN_ERR_FORMAT;
+            if (!inn_mul((size_t)m_out, (size_t)(m_in / blocks), &tmp) || !inn_mul(tmp, taps, &wcount)) return INN_ERR_OVERFLOW;
+        } else {
+            if (ic != 0 || blocks != 1 || (kind == INN_KIND_AFFINE && taps != 1)) return INN_ERR_FORMAT;
+            if (!inn_mul((size_t)m_out, taps, &wcount)) return INN_ERR_OVERFLOW;
+        }
+        if (woff > node_count || wcount > node_count - woff) return INN_ERR_RANGE;
+        if ((flags & 1u) || kind == INN_KIND_AFFINE) {
+            if (boff > node_count || m_out > node_count - boff) return INN_ERR_RANGE;
+        }
+    }
+    return INN_OK;
+}
+
+static inn_status check_buckets(const inn_bundle *b) {
+    for (uint32_t k = 0; k < b->bucket_count; k++) {
+        for (uint32_t g = 0; g < b->group_count; g++) {
+            size_t at = (size_t)k * b->group_count + g;
+            uint32_t n = rd32(b->buckets + at * 4);
+            uint32_t ref = rd32(b->buckets + ((size_t)b->bucket_count * b->group_count + at) * 4);
+            uint32_t m = group_nodes(b, g);
+            if (!group_resizable(b, g)) {
+                if (n != m || ref != INN_UNIFORM) return INN_ERR_FORMAT;
+                continue;
+            }
+            if (n < 2 || n > INN_MAX_DIM) return INN_ERR_RANGE;
+            if (ref == INN_UNIFORM) {
+                if (b->quadrature == INN_QUAD_SIMPSON && n < 3) return INN_ERR_RANGE;
+                continue;
+            }
+            if (b->quadrature == INN_QUAD_SIMPSON) return INN_ERR_PARTITION;
+            if ((uint64_t)ref + n > b->partitions_count) return INN_ERR_RANGE;
+            inn_status st = inn_check_partition((const float *)b->partitions + ref, n);
+            if (st != INN_OK) return st;
+        }
+    }
+    return INN_OK;
+}
+
+inn_status inn_bundle_open(inn_bundle *b, const void *data, size_t size) {
+    if (!b || !data) return INN_ERR_ARG;
+    memset(b, 0, sizeof *b);
+    const uint8_t *d = (const uint8_t *)data;
+    if (size < HEADER_SIZE) return size >= 4 && memcmp(d, "INNB", 4) ? INN_ERR_MAGIC : INN_ERR_TRUNCATED;
+    if (memcmp(d, "INNB", 4) != 0) return INN_ERR_MAGIC;
+    if (inn_crc32(d, 60) != rd32(d + 60)) return INN_ERR_CHECKSUM;
+    if ((d[4] | d[5] << 8) != INN_VERSION_MAJOR) return INN_ERR_VERSION;
+    if (rd32(d + 8) != HEADER_SIZE) return INN_ERR_FORMAT;
+    uint32_t count = rd32(d + 12);
+    uint64_t table_off = rd64(d + 16), file_size = rd64(d + 24);
+    if (file_size > size) return INN_ERR_TRUNCATED;
+    if (count == 0 || count > MAX_SECTIONS || table_off % 64 || table_off < HEADER_SIZE) return INN_ERR_FORMAT;
+    if (table_off > file_size || (uint64_t)count * ENTRY_SIZE > file_size - table_off) return INN_ERR_TRUNCATED;
+    if (inn_crc32(d + table_off, (size_t)count * ENTRY_SIZE) != rd32(d + 36)) return INN_ERR_CHECKSUM;
+    for (uint32_t i = 0; i < count; i++) {
+        const uint8_t *e = d + table_off + (size_t)i * ENTRY_SIZE;
+        uint64_t off = rd64(e + 8), len = rd64(e + 16);
+        if (off % 64 || off < HEADER_SIZE) return INN_ERR_FORMAT;
+        if (off > file_size || len > file_size - off) return INN_ERR_TRUNCATED;
+        if (inn_crc32(d + off, (size_t)len) != rd32(e + 4)) return INN_ERR_CHECKSUM;
+        for (uint32_t j = 0; j < i; j++)
+            if (memcmp(e, d + table_off + (size_t)j * ENTRY_SIZE, 4) == 0) return INN_ERR_FORMAT;
+    }
+    b->data = d;
+    b->size = (size_t)file_size;
+    section info, grps, layr, piec, node, buck, part, name;
+    if (find(b, "INFO", &info) || find(b, "GRPS", &grps) || find(b, "LAYR", &layr) || find(b, "PIEC", &piec) ||
+        find(b, "NODE", &node) || find(b, "BUCK", &buck)) {
+        b->data = NULL;
+        return INN_ERR_MISSING;
+    }
+    inn_status st = INN_OK;
+    uint32_t extra;
+    if (info.size < 16) st = INN_ERR_TRUNCATED;
+    else if ((b->quadrature = rd32(info.p)) > INN_QUAD_RECTANGLE) st = INN_ERR_FORMAT;
+    if (!st) st = table(&grps, 8, &b->group_count, &extra, &b->groups);
+    if (!st) st = table(&layr, LAYER_SIZE, &b->layer_count, &extra, &b->layers);
+    if (!st) st = table(&piec, 4, &b->piece_count, &extra, &b->pieces);
+    if (!st && (b->group_count == 0 || b->layer_count == 0)) st = INN_ERR_FORMAT;
+    if (!st && node.elem != 1 && node.elem != 2) st = INN_ERR_FORMAT;
+    if (!st) {
+        b->node_dtype = node.elem;
+        b->nodes = node.p;
+        b->nodes_size = node.size;
+        if (!find(b, "PART", &part)) {
+            b->partitions = part.p;
+            b->partitions_count = part.size / 4;
+        }
+        if (!find(b, "NAME", &name)) {
+            b->names = name.p;
+            b->names_size = name.size;
+        }
+        for (uint32_t g = 0; g < b->group_count && !st; g++) {
+            uint32_t m = group_nodes(b, g);
+            if (m == 0 || m > INN_MAX_DIM) st = INN_ERR_RANGE;
+        }
+    }
+    if (!st) { /* BUCK: u32 count, u32 groups, sizes[count][groups], partition refs[count][groups] */
+        uint32_t groups_in_buckets;
+        const uint8_t *rows;
+        size_t rec;
+        if (buck.size < 8) st = INN_ERR_TRUNCATED;
+        else if ((groups_in_buckets = rd32(buck.p + 4)) != b->group_count) st = INN_ERR_FORMAT;
+        else if (!inn_mul(b->group_count, 8, &rec)) st = INN_ERR_OVERFLOW;
+        else st = table(&buck, rec, &b->bucket_count, &extra, &rows);
+        if (!st) b->buckets = rows;
+        if (!st && b->bucket_count == 0) st = INN_ERR_MISSING;
+    }
+    if (!st) st = check_layers(b);
+    if (!st) st = check_buckets(b);
+    if (st) memset(b, 0, sizeof *b);
+    return st;
+}
+
+inn_status inn_bundle_group_size(const inn_bundle *b, uint32_t bucket, uint32_t group, uint32_t *n) {
+    if (!b || !b->data || !n) return INN_ERR_ARG;
+    if (bucket >= b->bucket_count || group >= b->group_count) return INN_ERR_MISSING;
+    *n = rd32(b->buckets + ((size_t)bucket * b->group_count + group) * 4);
+    return INN_OK;
+}
+
+static const float *partition_of(const inn_bundle *b, uint32_t bucket, uint32_t g) {
+    uint32_t ref = rd32(b->buckets + ((size_t)b->bucket_count * b->group_count + (size_t)bucket * b->group_count + g) * 4);
+    return ref == INN_UNIFORM ? NULL : (const float *)b->partitions + ref;
+}
+
+/* Sum of bucket sizes over an axis's pieces. For grouped layers every block boundary in node space
+ * must fall on the matching boundary in sample space, or blocks would read each other's nodes. */
+static inn_status axis_size(const inn_bundle *b, uint32_t bucket, uint32_t first, uint32_t count, uint32_t blocks,
+                            uint32_t *n_out) {
+    uint64_t m_total = 0, n_total = 0, m = 0, n = 0;
+    uint32_t sz;
+    for (uint32_t k = 0; k < count; k++) {
+        uint32_t g = piece(b, first + k);
+        inn_bundle_group_size(b, bucket, g, &sz);
+        m_total += group_nodes(b, g);
+        n_total += sz;
+    }
+    if (n_total > INN_MAX_DIM) return INN_ERR_RANGE;
+    if (n_total % blocks) return INN_ERR_FORMAT;
+    for (uint32_t k = 0; k < count; k++) {
+        uint32_t g = piece(b, first + k);
+        inn_bundle_group_size(b, bucket, g, &sz);
+        m += group_nodes(b, g);
+        n += sz;
+        if ((m * blocks) % m_total == 0 && n * blocks != (m * blocks / m_total) * n_total) return INN_ERR_FORMAT;
+    }
+    *n_out = (uint32_t)n_total;
+    return INN_OK;
+}
+
+inn_status inn_layer_info_get(const inn_bundle *b, uint32_t bucket, uint32_t layer, inn_layer_info *info) {
+    if (!b || !b->data || !info) return INN_ERR_ARG;
+    if (bucket >= b->bucket_count || layer >= b->layer_count) return INN_ERR_MISSING;
+    const uint8_t *r = layer_rec(b, layer);
+    memset(info, 0, sizeof *info);
+    info->kind = rd32(r);
+    info->blocks = rd32(r + 4);
+    info->taps = rd32(r + 8);
+    info->has_bias = rd32(r + 12) & 1u;
+    uint32_t of = rd32(r + 16), oc = rd32(r + 20), inf = rd32(r + 24), ic = rd32(r + 28);
+    for (uint32_t k = 0; k < oc; k++) info->m_out += group_nodes(b, piece(b, of + k));
+    for (uint32_t k = 0; k < ic; k++) info->m_in += group_nodes(b, piece(b, inf + k));
+    info->m_in /= info->blocks;
+    inn_status st = axis_size(b, bucket, of, oc, info->blocks, &info->n_out);
+    if (!st && ic) st = axis_size(b, bucket, inf, ic, info->blocks, &info->n_in);
+    if (st) return st;
+    size_t count = info->n_out, tmp;
+    if (info->kind == INN_KIND_DENSE) {
+        if (!inn_mul(count, info->n_in / info->blocks, &tmp) || !inn_mul(tmp, info->taps, &count)) return INN_ERR_OVERFLOW;
+    } else if (!inn_mul(count, info->taps, &count)) {
+        return INN_ERR_OVERFLOW;
+    }
+    info->weight_count = count;
+    info->name = b->names ? (const char *)b->names + rd32(r + 48) : NULL;
+    info->name_len = b->names ? rd32(r + 52) : 0;
+    return INN_OK;
+}
+
+static size_t align8(size_t x) { return (x + 7u) & ~(size_t)7u; }
+
+/* Scratch: out taps (idx, w), in taps (idx, w, q), then the resampler's rows. */
+static inn_status layer_scratch(const inn_layer_info *li, size_t *bytes) {
+    size_t n_rows = (size_t)li->n_out + li->n_in, axes = align8(n_rows * INN_TAPS * 4) + n_rows * INN_TAPS * 8 + li->n_in * 8;
+    size_t rows;
+    if (li->kind == INN_KIND_DENSE) {
+        rows = inn_dense_scratch(li->n_in / li->blocks, li->taps);
+        if (!rows || !inn_mul(rows, 8, &rows)) return INN_ERR_OVERFLOW;
+    } else {
+        rows = align8((size_t)li->taps * 4) + li->taps;
+    }
+    *bytes = align8(axes) + rows + 64;
+    return INN_OK;
+}
+
+inn_status inn_bundle_scratch_size(const inn_bundle *b, uint32_t bucket, size_t *bytes) {
+    if (!b || !b->data || !bytes) return INN_ERR_ARG;
+    if (bucket >= b->bucket_count) return INN_ERR_MISSING;
+    *bytes = 0;
+    for (uint32_t l = 0; l < b->layer_count; l++) {
+        inn_layer_info li;
+        size_t need;
+        inn_status st = inn_layer_info_get(b, bucket, l, &li);
+        if (!st) st = layer_scratch(&li, &need);
+        if (st) return st;
+        if (need > *bytes) *bytes = need;
+    }
+    return INN_OK;
+}
+
+/* Fill one axis (the layer's pieces) into idx/w/q tables; node indices offset per piece. */
+static inn_status build_axis(const inn_bundle *b, uint32_t bucket, uint32_t first, uint32_t count, int32_t *idx,
+                             double *w, double *q) {
+    uint32_t row = 0, node0 = 0;
+    for (uint32_t k = 0; k < count; k++) {
+        uint32_t g = piece(b, first + k), m = group_nodes(b, g), n;
+        inn_bundle_group_size(b, bucket, g, &n);
+        int32_t *pi = idx + (size_t)row * INN_TAPS;
+        double *pw = w + (size_t)row * INN_TAPS;
+        if (group_resizable(b, g)) {
+            const float *pts = partition_of(b, bucket, g);
+            inn_status st = inn_taps(pts, n, m, pi, pw);
+            if (!st && q) st = inn_quadrature_weights(pts, n, (inn_quadrature)b->quadrature, q + row);
+            if (st) return st;
+        } else {
+            for (uint32_t r = 0; r < n; r++) {
+                for (int t = 0; t < INN_TAPS; t++) {
+                    pi[(size_t)r * INN_TAPS + t] = (int32_t)r;
+                    pw[(size_t)r * INN_TAPS + t] = t == 0 ? 1.0 : 0.0;
+                }
+                if (q) q[row + r] = 1.0;
+            }
+        }
+        for (size_t r = 0; r < (size_t)n * INN_TAPS; r++) pi[r] += (int32_t)node0;
+        row += n;
+        node0 += m;
+    }
+    return INN_OK;
+}
+
+inn_status inn_materialize(const inn_bundle *b, uint32_t bucket, uint32_t layer, inn_layout layout, inn_dtype dtype,
+                           void *weight_out, size_t weight_bytes, float *scales_out, size_t scales_count,
+                           float *bias_out, size_t bias_count, void *scratch, size_t scratch_bytes) {
+    if (!b || !b->data || !weight_out || !scratch || layout > INN_LAYOUT_ITO || dtype > INN_I8) return INN_ERR_ARG;
+    inn_layer_info li;
+    inn_status st = inn_layer_info_get(b, bucket, layer, &li);
+    if (st) return st;
+    if (li.kind == INN_KIND_AFFINE && dtype != INN_F32) return INN_ERR_ARG;
+    size_t need, wbytes;
+    if ((st = layer_scratch(&li, &need))) return st;
+    if (scratch_bytes < need) return INN_ERR_BUFFER;
+    if (!inn_mul(li.weight_count, dtype == INN_I8 ? 1 : 4, &wbytes)) return INN_ERR_OVERFLOW;
+    if (weight_bytes < wbytes) return INN_ERR_BUFFER;
+    if (dtype == INN_I8 && (!scales_out || scales_count < li.n_out)) return INN_ERR_BUFFER;
+    if (bias_out && (li.has_bias || li.kind == INN_KIND_AFFINE) && bias_count < li.n_out) return INN_ERR_BUFFER;
+
+    const uint8_t *r = layer_rec(b, layer);
+    uint8_t *s = (uint8_t *)scratch;
+    size_t n_rows = (size_t)li.n_out + li.n_in;
+    int32_t *idx = (int32_t *)s;
+    double *w = (double *)(s + align8(n_rows * INN_TAPS * 4));
+    double *q = w + n_rows * INN_TAPS;
+    uint8_t *rest = (uint8_t *)(q + li.n_in);
+    rest = (uint8_t *)align8((size_t)rest);
+    if ((st = build_axis(b, bucket, rd32(r + 16), rd32(r + 20), idx, w, NULL))) return st;
+    inn_axis out = {idx, w, NULL, li.n_out};
+    size_t elem = b->node_dtype == 2 ? 2 : 4;
+    inn_nodes nodes = {b->nodes + (size_t)rd64(r + 32) * elem, b->node_dtype == 2};
+    inn_sink sink = {layout, dtype, weight_out, li.weight_count, scales_out, scales_count, li.n_out};
+    float *rowf = (float *)rest;
+    int8_t *qrow = (int8_t *)(rest + align8((size_t)li.taps * 4));
+    if (li.kind == INN_KIND_DENSE) {
+        size_t tail = scratch_bytes - (size_t)(rest - s);
+        if ((st = build_axis(b, bucket, rd32(r + 24), rd32(r + 28), idx + (size_t)li.n_out * INN_TAPS,
+                             w + (size_t)li.n_out * INN_TAPS, q)))
+            return st;
+        inn_axis in = {idx + (size_t)li.n_out * INN_TAPS, w + (size_t)li.n_out * INN_TAPS, q, li.n_in};
+        st = inn_dense_to_sink(&nodes, li.m_out, li.m_in, li.taps, li.blocks, &out, &in, &sink, (double *)rest, tail / 8);
+    } else {
+        st = inn_rows_to_sink(&nodes, li.m_out, li.taps, &out, &sink, rowf, qrow);
+    }
+    if (st || !bias_out || !(li.has_bias || li.kind == INN_KIND_AFFINE)) return st;
+    inn_nodes bias_nodes = {b->nodes + (size_t)rd64(r + 40) * elem, b->node_dtype == 2};
+    inn_sink bias_sink = {INN_LAYOUT_OIT, INN_F32, bias_out, bias_count, NULL, 0, li.n_out};
+    return inn_rows_to_sink(&bias_nodes, li.m_out, 1, &out, &bias_sink, rowf, qrow);
+}

@@ -1,0 +1,68 @@
+/* Helpers shared by the core's translation units (not part of the public API). */
+#ifndef INN_INTERNAL_H
+#define INN_INTERNAL_H
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "inn.h"
+
+/* a * b without overflow; returns 0 when it would overflow. */
+static inline int inn_mul(size_t a, size_t b, size_t *out) {
+    if (a != 0 && b > SIZE_MAX / a) return 0;
+    *out = a * b;
+    return 1;
+}
+
+static inline float inn_half_to_float(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exp = (h >> 10) & 0x1Fu, man = h & 0x3FFu, bits;
+    if (exp == 0) {
+        if (man == 0) {
+            bits = sign;
+        } else { /* subnormal: normalise */
+            exp = 127 - 15 + 1;
+            while (!(man & 0x400u)) {
+                man <<= 1;
+                exp--;
+            }
+            bits = sign | (exp << 23) | ((man & 0x3FFu) << 13);
+        }
+    } else if (exp == 31) {
+        bits = sign | 0x7F800000u | (man << 13);
+    } else {
+        bits = sign | ((exp + 127 - 15) << 23) | (man << 13);
+    }
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+/* Node storage: float32, or float16 converted on the fly (exactly). */
+typedef struct {
+    const void *data;
+    int f16;
+} inn_nodes;
+
+/* Where finished rows go: float32 or int8 (+ per-row scales), in a layout. */
+typedef struct {
+    inn_layout layout;
+    inn_dtype dtype;
+    void *dst;
+    size_t count; /* elements */
+    float *scales;
+    size_t scales_count;
+    size_t n_out;
+} inn_sink;
+
+size_t inn_layout_index(inn_layout layout, size_t o, size_t i, size_t t, size_t n_out, size_t n_in, size_t taps);
+inn_status inn_check_axis(const inn_axis *ax, uint32_t blocks, uint32_t nodes_per_block);
+/* Quantise len values x[k * stride] (one output channel) to q[k * stride] with one scale. */
+void inn_quantize_row(const float *x, size_t len, size_t stride, int8_t *q, float *scale_out);
+inn_status inn_dense_to_sink(const inn_nodes *nd, uint32_t m_out, uint32_t m_in, uint32_t taps, uint32_t blocks,
+                             const inn_axis *out, const inn_axis *in, const inn_sink *sink, double *scratch,
+                             size_t scratch_count);
+/* rowf: taps floats; qrow: taps bytes (int8 sinks only). */
+inn_status inn_rows_to_sink(const inn_nodes *nd, uint32_t m, uint32_t taps, const inn_axis *out, const inn_sink *sink,
+                            float *rowf, int8_t *qrow);
+
+#endif

@@ -1,0 +1,85 @@
+/* The interpolation kernel, partitions and quadrature: inn_mobile/kernel.py in C, same op order. */
+#include <math.h>
+
+#include "inn.h"
+
+#define A (-0.5)
+
+double inn_cubic(double s) {
+    double x = fabs(s);
+    if (x <= 1.0) return ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0;
+    if (x < 2.0) return ((A * x - 5.0 * A) * x + 8.0 * A) * x - 4.0 * A;
+    return 0.0;
+}
+
+static double point_at(const float *points, uint32_t n, uint32_t k) {
+    if (points) return (double)points[k];
+    if (n == 1) return 0.5;
+    return (double)k / (double)(n - 1);
+}
+
+inn_status inn_check_partition(const float *points, uint32_t n) {
+    if (!points || n < 2) return INN_ERR_ARG;
+    if (points[0] != 0.0f || points[n - 1] != 1.0f) return INN_ERR_PARTITION;
+    for (uint32_t k = 0; k < n; k++) {
+        if (!isfinite(points[k])) return INN_ERR_PARTITION;
+        if (k > 0 && points[k] < points[k - 1]) return INN_ERR_PARTITION;
+    }
+    return INN_OK;
+}
+
+inn_status inn_taps(const float *points, uint32_t n, uint32_t m, int32_t *idx, double *w) {
+    if (!idx || !w || n == 0 || m == 0 || m > INN_MAX_DIM || n > INN_MAX_DIM) return INN_ERR_ARG;
+    for (uint32_t k = 0; k < n; k++) {
+        double s = point_at(points, n, k) * (double)(m - 1);
+        double fl = floor(s);
+        int64_t base = (int64_t)fl;
+        if (base < 0) base = 0;
+        if (base > (int64_t)m - 1) base = (int64_t)m - 1;
+        for (int b = 0; b < INN_TAPS; b++) {
+            int64_t raw = base + b - 1;
+            int64_t c = raw < 0 ? 0 : (raw > (int64_t)m - 1 ? (int64_t)m - 1 : raw);
+            idx[(size_t)k * INN_TAPS + b] = (int32_t)c;
+            w[(size_t)k * INN_TAPS + b] = inn_cubic(s - (double)raw);
+        }
+    }
+    return INN_OK;
+}
+
+inn_status inn_quadrature_weights(const float *points, uint32_t n, inn_quadrature rule, double *q) {
+    if (!q || n == 0) return INN_ERR_ARG;
+    if (n == 1) {
+        q[0] = 1.0;
+        return INN_OK;
+    }
+    if (rule == INN_QUAD_TRAPEZOID) {
+        for (uint32_t k = 0; k < n; k++) {
+            double left = point_at(points, n, k == 0 ? 0 : k - 1);
+            double right = point_at(points, n, k == n - 1 ? n - 1 : k + 1);
+            q[k] = (right - left) * 0.5;
+        }
+        return INN_OK;
+    }
+    if (rule == INN_QUAD_RECTANGLE) {
+        for (uint32_t k = 0; k < n; k++) q[k] = 1.0 / (double)n;
+        return INN_OK;
+    }
+    if (rule == INN_QUAD_SIMPSON) {
+        if (n < 3 || points) return INN_ERR_ARG; /* Simpson: uniform partitions of >= 3 points */
+        double h = 1.0 / (double)(n - 1);
+        uint32_t intervals = n - 1;
+        uint32_t end = intervals % 2 == 0 ? intervals : intervals - 3;
+        for (uint32_t k = 0; k < n; k++) q[k] = 0.0;
+        for (uint32_t k = 0; k < end; k += 2) {
+            q[k] += h / 3.0;
+            q[k + 1] += 4.0 * h / 3.0;
+            q[k + 2] += h / 3.0;
+        }
+        if (end != intervals) {
+            static const double c[4] = {1.0, 3.0, 3.0, 1.0};
+            for (uint32_t j = 0; j < 4; j++) q[end + j] += 3.0 * h / 8.0 * c[j];
+        }
+        return INN_OK;
+    }
+    return INN_ERR_ARG;
+}

@@ -1,0 +1,252 @@
+"""``IntegralModel``: a network whose layers are continuous along their channel axes.
+
+Every parameterised layer keeps *nodes* ``Λ`` instead of weights:
+
+- ``dense`` (Conv2d incl. grouped, Linear): ``Λ[M_out, M_in / blocks, taps]``;
+  ``W[o, i, t] = q_i · Σ_a w_out[o, a] · Σ_b w_in[i, b] · Λ[idx_out[o, a], idx_in[i, b], t]``
+  (the inner sum runs first; in float64; cast to float32 at the end: the order the C core uses).
+- ``depthwise``: ``Λ[M, 1, taps]`` sampled along its single axis, no quadrature.
+- ``affine`` (a BatchNorm not foldable into a conv): per-channel scale and shift vectors.
+- biases and affine vectors are 1-D functions of the output axis (no quadrature).
+
+An axis is a sequence of channel groups (a concat produces several); each group is sampled with its
+own partition, so sampling a layer means concatenating its groups' tap tables.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import torch
+from torch import fx, nn
+
+from . import kernel
+from .graph import Group
+
+
+class AxisSampler(NamedTuple):
+    """How one group is sampled: tap table into its nodes and quadrature weights per sample."""
+
+    idx: torch.Tensor  # [n, 4] int64, node indices local to the group
+    w: torch.Tensor  # [n, 4] float64 tap weights
+    q: torch.Tensor  # [n] float64 quadrature weights (1 for fixed groups)
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """One parameterised layer: which groups its axes are made of, and how to rebuild it."""
+
+    name: str
+    kind: str  # "dense" | "depthwise" | "affine"
+    module: str  # "conv2d" | "linear" | "batchnorm"
+    out_groups: tuple[int, ...]
+    in_groups: tuple[int, ...] = ()
+    blocks: int = 1
+    taps: int = 1
+    in_spatial: int = 1
+    has_bias: bool = False
+    conv: dict = field(default_factory=dict)  # kernel_size, stride, padding, dilation, padding_mode
+
+
+def _key(name: str, what: str) -> str:
+    return f"{name.replace('.', '__')}__{what}"
+
+
+class IntegralModel(nn.Module):
+    """A converted network: groups, layer specs, nodes (trainable), and an fx template to rebuild.
+
+    Use :meth:`resize` to get an ordinary ``nn.Module`` at any width.
+    """
+
+    def __init__(
+        self,
+        template: fx.GraphModule | None,
+        groups: list[Group],
+        layers: list[LayerSpec],
+        nodes: dict[str, torch.Tensor],
+        *,
+        quadrature: kernel.Quadrature = "trapezoid",
+    ) -> None:
+        super().__init__()
+        if quadrature not in kernel.QUADRATURES:
+            raise ValueError(f"unknown quadrature {quadrature!r}; choose one of {kernel.QUADRATURES}")
+        self.template = template
+        self.groups = groups
+        self.layers = layers
+        self.quadrature = quadrature
+        self.nodes = nn.ParameterDict({k: nn.Parameter(v.detach().clone()) for k, v in nodes.items()})
+        # trained partitions, float32, keyed by (group, width): a partition is tied to its point count
+        self.partitions: dict[tuple[int, int], torch.Tensor] = {}
+
+    # ------------------------------------------------------------------ sizes
+    def full_sizes(self) -> dict[int, int]:
+        """Every group at its original width."""
+        return {g.id: g.size for g in self.groups}
+
+    def sizes_at(self, ratio: float, *, multiple_of: int = 1, min_size: int = 2) -> dict[int, int]:
+        """Per-group widths for a global ``ratio`` (fixed groups keep their size).
+
+        Each resizable group gets ``round(ratio * size)`` channels, rounded to ``multiple_of`` where
+        the group is at least that large, and never below ``min_size``.
+        """
+        if not 0.0 < ratio <= 1.0:
+            raise ValueError(f"width ratio must be in (0, 1], got {ratio}")
+        sizes = {}
+        for g in self.groups:
+            if not g.resizable:
+                sizes[g.id] = g.size
+                continue
+            n = max(min_size, round(ratio * g.size))
+            if multiple_of > 1 and g.size >= multiple_of:
+                n = max(multiple_of, int(round(n / multiple_of)) * multiple_of)
+            sizes[g.id] = min(n, g.size)
+        return sizes
+
+    def check_sizes(self, sizes: dict[int, int]) -> dict[int, int]:
+        """Complete ``sizes`` with full widths and validate it; returns the completed dict."""
+        out = self.full_sizes()
+        for gid, n in sizes.items():
+            if gid not in out:
+                raise ValueError(f"no group {gid}; the model has groups 0..{len(self.groups) - 1}")
+            g = self.groups[gid]
+            if not g.resizable and n != g.size:
+                raise ValueError(f"group {gid} is fixed at {g.size} channels (model input/output or too small)")
+            if n < 2 and g.resizable:
+                raise ValueError(f"group {gid}: width must be at least 2, got {n}")
+            out[gid] = int(n)
+        return out
+
+    def partition(self, gid: int, n: int) -> torch.Tensor:
+        """The sample points of group ``gid`` at width ``n``: a stored trained partition or uniform."""
+        p = self.partitions.get((gid, n))
+        if p is None:
+            return kernel.uniform_partition(n)
+        if self.quadrature == "simpson":
+            raise ValueError("simpson quadrature needs uniform partitions; use trapezoid with trained partitions")
+        return p.to(torch.float64)
+
+    def sampler(self, gid: int, n: int) -> AxisSampler:
+        """Tap table and quadrature for group ``gid`` at width ``n``."""
+        g = self.groups[gid]
+        if not g.resizable:
+            idx, w = kernel.identity_taps(g.size)
+            return AxisSampler(idx, w, torch.ones(g.size, dtype=torch.float64))
+        points = self.partition(gid, n)
+        idx, w = kernel.taps(points, g.size)
+        return AxisSampler(idx, w, kernel.quadrature(points, self.quadrature))
+
+    # ------------------------------------------------------------ discretise
+    def samplers(self, sizes: dict[int, int] | None = None) -> dict[int, AxisSampler]:
+        sizes = self.check_sizes(sizes or {})
+        return {gid: self.sampler(gid, n) for gid, n in sizes.items()}
+
+    def discretize(self, samplers: dict[int, AxisSampler]) -> dict[str, dict[str, torch.Tensor]]:
+        """Float32 weights of every layer for the given per-group samplers (differentiable).
+
+        Returns ``{layer name: {"weight": W, "bias": b}}`` (affine layers: ``scale`` and ``shift``).
+        """
+        out: dict[str, dict[str, torch.Tensor]] = {}
+        for spec in self.layers:
+            out[spec.name] = self._layer(spec, samplers)
+        return out
+
+    def _axis(self, groups: tuple[int, ...], samplers: dict[int, AxisSampler]) -> AxisSampler:
+        idx, w, q = [], [], []
+        offset = 0
+        for gid in groups:
+            s = samplers[gid]
+            idx.append(s.idx + offset)
+            w.append(s.w)
+            q.append(s.q)
+            offset += self.groups[gid].size
+        return AxisSampler(torch.cat(idx), torch.cat(w), torch.cat(q))
+
+    def _layer(self, spec: LayerSpec, samplers: dict[int, AxisSampler]) -> dict[str, torch.Tensor]:
+        out_axis = self._axis(spec.out_groups, samplers)
+        result: dict[str, torch.Tensor] = {}
+        if spec.kind == "affine":
+            for what in ("scale", "shift"):
+                v = self.nodes[_key(spec.name, what)]
+                result[what] = kernel.resample(v, 0, out_axis.idx, out_axis.w).float()
+            return result
+        lam = self.nodes[_key(spec.name, "weight")]
+        if spec.kind == "depthwise":
+            result["weight"] = kernel.resample(lam, 0, out_axis.idx, out_axis.w).float()
+        else:
+            result["weight"] = discretize_dense(lam, out_axis, self._axis(spec.in_groups, samplers), spec.blocks)
+        if spec.has_bias:
+            result["bias"] = kernel.resample(self.nodes[_key(spec.name, "bias")], 0, out_axis.idx, out_axis.w).float()
+        return result
+
+    # ---------------------------------------------------------------- rebuild
+    def resize(self, ratio: float | None = None, *, sizes: dict[int, int] | None = None, multiple_of: int = 1) -> fx.GraphModule:
+        """An ordinary network (plain ``Conv2d``/``Linear``/``BatchNorm``) at the requested width.
+
+        Give either a global ``ratio`` in (0, 1] or explicit per-group ``sizes``.
+        """
+        if (ratio is None) == (sizes is None):
+            raise ValueError("give exactly one of ratio= or sizes=")
+        if ratio is not None:
+            sizes = self.sizes_at(ratio, multiple_of=multiple_of)
+        with torch.no_grad():
+            weights = self.discretize(self.samplers(sizes))
+        return self.build(weights)
+
+    def build(self, weights: dict[str, dict[str, torch.Tensor]]) -> fx.GraphModule:
+        """Rebuild the fx template with plain modules holding ``weights`` (as from :meth:`discretize`)."""
+        if self.template is None:
+            raise RuntimeError("this model was loaded from a bundle without its torch graph; resize the original")
+        modules = dict(self.template.named_modules())
+        root: dict[str, nn.Module] = {}
+        for n in self.template.graph.nodes:
+            if n.op == "call_module" and n.target not in root:
+                root[n.target] = copy.deepcopy(modules[n.target])
+        for spec in self.layers:
+            root[spec.name] = _plain_module(spec, weights[spec.name])
+        gm = fx.GraphModule(root, copy.deepcopy(self.template.graph))
+        return gm.eval()
+
+    def width_report(self, sizes: dict[int, int]) -> str:
+        sizes = self.check_sizes(sizes)
+        return ", ".join(f"g{g.id}:{sizes[g.id]}/{g.size}" for g in self.groups if g.resizable)
+
+
+def discretize_dense(lam: torch.Tensor, out_axis: AxisSampler, in_axis: AxisSampler, blocks: int) -> torch.Tensor:
+    """Sample a dense layer's nodes ``Λ[M_out, M_in/blocks, taps]`` on both axes (see module doc)."""
+    m_in = lam.shape[1]
+    n_out, n_in = out_axis.idx.shape[0] // blocks, in_axis.idx.shape[0] // blocks
+    parts = []
+    for j in range(blocks):
+        rows = slice(j * n_out, (j + 1) * n_out)
+        cols = slice(j * n_in, (j + 1) * n_in)
+        inner = kernel.resample(lam, 1, in_axis.idx[cols] - j * m_in, in_axis.w[cols])
+        outer = kernel.resample(inner, 0, out_axis.idx[rows], out_axis.w[rows])
+        parts.append((outer * in_axis.q[cols].reshape(1, -1, 1)).float())
+    return torch.cat(parts, 0) if blocks > 1 else parts[0]
+
+
+def _plain_module(spec: LayerSpec, w: dict[str, torch.Tensor]) -> nn.Module:
+    if spec.module == "batchnorm":
+        n = w["scale"].numel()
+        bn = nn.BatchNorm2d(n, eps=0.0) if spec.conv.get("dims", 2) == 2 else nn.BatchNorm1d(n, eps=0.0)
+        bn.weight.data.copy_(w["scale"])
+        bn.bias.data.copy_(w["shift"])
+        return bn.eval()
+    weight = w["weight"]
+    n_out = weight.shape[0]
+    bias = w.get("bias")
+    if spec.module == "linear":
+        mod = nn.Linear(weight.shape[1] * weight.shape[2], n_out, bias=bias is not None)
+        mod.weight.data.copy_(weight.reshape(n_out, -1))
+    else:
+        c = spec.conv
+        groups = n_out if spec.kind == "depthwise" else spec.blocks
+        n_in = n_out if spec.kind == "depthwise" else weight.shape[1] * spec.blocks
+        mod = nn.Conv2d(n_in, n_out, c["kernel_size"], stride=c["stride"], padding=c["padding"],
+                        dilation=c["dilation"], groups=groups, bias=bias is not None, padding_mode=c["padding_mode"])
+        mod.weight.data.copy_(weight.reshape(mod.weight.shape))
+    if bias is not None:
+        mod.bias.data.copy_(bias)
+    return mod.eval()

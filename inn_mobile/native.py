@@ -1,0 +1,197 @@
+"""ctypes binding to the native core (``csrc/``), built by ``pip install`` as ``inn_mobile/_inn_core*.so``.
+
+The core has no Python C-API code: the very same library serves Android (JNI) and iOS. Here it
+materialises weights for a Python host and for parity tests against the torch reference.
+"""
+
+from __future__ import annotations
+
+import ctypes as C
+import importlib.machinery
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+LAYOUTS = {"oit": 0, "oti": 1, "ito": 2}
+DTYPES = {"f32": 0, "i8": 1}
+KIND_NAMES = {1: "dense", 2: "depthwise", 3: "affine"}
+STATUS_NAMES = {
+    1: "ARG", 2: "TRUNCATED", 3: "MAGIC", 4: "VERSION", 5: "CHECKSUM", 6: "FORMAT", 7: "RANGE", 8: "OVERFLOW",
+    9: "BUFFER", 10: "MISSING", 11: "PARTITION",
+}
+
+
+class NativeError(RuntimeError):
+    """A non-zero ``inn_status`` from the core; ``.code`` and ``.name`` say which."""
+
+    def __init__(self, code: int, what: str) -> None:
+        self.code = code
+        self.name = STATUS_NAMES.get(code, str(code))
+        super().__init__(f"{what}: {lib().inn_status_str(code).decode()} (INN_ERR_{self.name})")
+
+
+class _Axis(C.Structure):
+    _fields_ = [("idx", C.POINTER(C.c_int32)), ("w", C.POINTER(C.c_double)), ("q", C.POINTER(C.c_double)),
+                ("n", C.c_uint32)]
+
+
+class _Bundle(C.Structure):
+    _fields_ = [("data", C.c_void_p), ("size", C.c_size_t), ("quadrature", C.c_uint32),
+                ("group_count", C.c_uint32), ("layer_count", C.c_uint32), ("bucket_count", C.c_uint32),
+                ("piece_count", C.c_uint32), ("node_dtype", C.c_uint32)] + [
+        (n, C.c_void_p) for n in ("groups", "layers", "pieces", "nodes", "buckets", "partitions", "names")] + [
+        ("nodes_size", C.c_size_t), ("partitions_count", C.c_size_t), ("names_size", C.c_size_t)]
+
+
+class _LayerInfo(C.Structure):
+    _fields_ = [(n, C.c_uint32) for n in ("kind", "blocks", "taps", "has_bias", "n_out", "n_in", "m_out", "m_in")] + [
+        ("weight_count", C.c_size_t), ("name", C.c_void_p), ("name_len", C.c_uint32)]
+
+
+def library_path() -> Path:
+    """Where the compiled core lives (``INN_NATIVE_LIB`` overrides, e.g. for a sanitizer build)."""
+    env = os.environ.get("INN_NATIVE_LIB")
+    if env:
+        return Path(env)
+    here = Path(__file__).parent
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        p = here / f"_inn_core{suffix}"
+        if p.exists():
+            return p
+    raise ImportError("native core not built: reinstall with `pip install -e .` (it compiles inn_mobile/csrc)")
+
+
+@lru_cache(maxsize=1)
+def lib() -> C.CDLL:
+    L = C.CDLL(str(library_path()))
+    P = C.POINTER
+    sig = {
+        "inn_status_str": (C.c_char_p, [C.c_int]),
+        "inn_cubic": (C.c_double, [C.c_double]),
+        "inn_taps": (C.c_int, [P(C.c_float), C.c_uint32, C.c_uint32, P(C.c_int32), P(C.c_double)]),
+        "inn_quadrature_weights": (C.c_int, [P(C.c_float), C.c_uint32, C.c_int, P(C.c_double)]),
+        "inn_check_partition": (C.c_int, [P(C.c_float), C.c_uint32]),
+        "inn_dense_scratch": (C.c_size_t, [C.c_uint32, C.c_uint32]),
+        "inn_resample_dense": (C.c_int, [P(C.c_float), C.c_uint32, C.c_uint32, C.c_uint32, C.c_uint32, P(_Axis),
+                                         P(_Axis), C.c_int, P(C.c_float), C.c_size_t, P(C.c_double), C.c_size_t]),
+        "inn_resample_rows": (C.c_int, [P(C.c_float), C.c_uint32, C.c_uint32, P(_Axis), C.c_int, P(C.c_float),
+                                        C.c_size_t]),
+        "inn_quantize": (C.c_int, [P(C.c_float), C.c_uint32, C.c_uint32, C.c_int, P(C.c_int8), P(C.c_float)]),
+        "inn_bundle_open": (C.c_int, [P(_Bundle), C.c_void_p, C.c_size_t]),
+        "inn_bundle_group_size": (C.c_int, [P(_Bundle), C.c_uint32, C.c_uint32, P(C.c_uint32)]),
+        "inn_layer_info_get": (C.c_int, [P(_Bundle), C.c_uint32, C.c_uint32, P(_LayerInfo)]),
+        "inn_bundle_scratch_size": (C.c_int, [P(_Bundle), C.c_uint32, P(C.c_size_t)]),
+        "inn_materialize": (C.c_int, [P(_Bundle), C.c_uint32, C.c_uint32, C.c_int, C.c_int, C.c_void_p, C.c_size_t,
+                                      P(C.c_float), C.c_size_t, P(C.c_float), C.c_size_t, C.c_void_p, C.c_size_t]),
+        "inn_crc32": (C.c_uint32, [C.c_void_p, C.c_size_t]),
+    }
+    for name, (res, args) in sig.items():
+        fn = getattr(L, name)
+        fn.restype, fn.argtypes = res, args
+    return L
+
+
+def _ptr(a: np.ndarray, ctype):
+    return a.ctypes.data_as(C.POINTER(ctype))
+
+
+def _check(status: int, what: str) -> None:
+    if status != 0:
+        raise NativeError(status, what)
+
+
+# ---------------------------------------------------------------------------- low-level math
+def taps(points: np.ndarray | None, n: int, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """C tap table (``idx[n, 4] int32``, ``w[n, 4] f64``); ``points=None`` means uniform."""
+    idx = np.zeros((n, 4), np.int32)
+    w = np.zeros((n, 4), np.float64)
+    p = None if points is None else np.ascontiguousarray(points, np.float32)
+    _check(lib().inn_taps(None if p is None else _ptr(p, C.c_float), n, m, _ptr(idx, C.c_int32), _ptr(w, C.c_double)),
+           "inn_taps")
+    return idx, w
+
+
+def quadrature(points: np.ndarray | None, n: int, rule: int) -> np.ndarray:
+    q = np.zeros(n, np.float64)
+    p = None if points is None else np.ascontiguousarray(points, np.float32)
+    _check(lib().inn_quadrature_weights(None if p is None else _ptr(p, C.c_float), n, rule, _ptr(q, C.c_double)),
+           "inn_quadrature_weights")
+    return q
+
+
+def quantize(w: np.ndarray, layout: str = "oit") -> tuple[np.ndarray, np.ndarray]:
+    """C int8 per-output-channel quantisation of a float32 weight ``[O, ...]`` (layout ``oit``/``oti``)
+    or ``[..., O]`` (``ito``); returns ``(q int8 same shape, scales[O])``."""
+    w = np.ascontiguousarray(w, np.float32)
+    n_out = w.shape[-1] if layout == "ito" else w.shape[0]
+    q = np.zeros(w.shape, np.int8)
+    scales = np.zeros(n_out, np.float32)
+    _check(lib().inn_quantize(_ptr(w, C.c_float), n_out, w.size // n_out, LAYOUTS[layout], _ptr(q, C.c_int8),
+                              _ptr(scales, C.c_float)), "inn_quantize")
+    return q, scales
+
+
+# ---------------------------------------------------------------------------- bundles
+@dataclass(frozen=True)
+class LayerInfo:
+    name: str
+    kind: str
+    blocks: int
+    taps: int
+    has_bias: bool
+    n_out: int
+    n_in: int
+    weight_count: int
+
+
+class NativeBundle:
+    """A bundle opened by the C core (validated once; weights materialised on demand)."""
+
+    def __init__(self, data: bytes) -> None:
+        self._buf = C.create_string_buffer(bytes(data), len(data))  # owned copy; the core reads it zero-copy
+        self._b = _Bundle()
+        _check(lib().inn_bundle_open(C.byref(self._b), self._buf, len(data)), "opening bundle")
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike) -> NativeBundle:
+        return cls(Path(path).read_bytes())
+
+    @property
+    def layer_count(self) -> int:
+        return self._b.layer_count
+
+    @property
+    def bucket_count(self) -> int:
+        return self._b.bucket_count
+
+    def layer_info(self, bucket: int, layer: int) -> LayerInfo:
+        li = _LayerInfo()
+        _check(lib().inn_layer_info_get(C.byref(self._b), bucket, layer, C.byref(li)), f"layer {layer} of bucket {bucket}")
+        name = C.string_at(li.name, li.name_len).decode() if li.name else f"layer{layer}"
+        return LayerInfo(name, KIND_NAMES[li.kind], li.blocks, li.taps, bool(li.has_bias), li.n_out, li.n_in,
+                         li.weight_count)
+
+    def scratch_size(self, bucket: int) -> int:
+        n = C.c_size_t()
+        _check(lib().inn_bundle_scratch_size(C.byref(self._b), bucket, C.byref(n)), f"scratch of bucket {bucket}")
+        return n.value
+
+    def materialize(self, bucket: int, layer: int, *, layout: str = "oit", dtype: str = "f32",
+                    scratch: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """``(weight flat array, int8 scales or None, bias/shift or None)`` for one layer of one bucket."""
+        info = self.layer_info(bucket, layer)
+        w = np.zeros(info.weight_count, np.int8 if dtype == "i8" else np.float32)
+        scales = np.zeros(info.n_out, np.float32) if dtype == "i8" else None
+        has_vec = info.has_bias or info.kind == "affine"
+        bias = np.zeros(info.n_out, np.float32) if has_vec else None
+        if scratch is None:
+            scratch = np.zeros(self.scratch_size(bucket), np.uint8)
+        _check(lib().inn_materialize(
+            C.byref(self._b), bucket, layer, LAYOUTS[layout], DTYPES[dtype], w.ctypes.data, w.nbytes,
+            None if scales is None else _ptr(scales, C.c_float), 0 if scales is None else scales.size,
+            None if bias is None else _ptr(bias, C.c_float), 0 if bias is None else bias.size,
+            scratch.ctypes.data, scratch.nbytes), f"materialising layer {info.name!r} of bucket {bucket}")
+        return w, scales, bias

@@ -1,0 +1,31 @@
+"""Builds the native core (inn_mobile/csrc, plain C99) as a shared library loaded with ctypes.
+
+It is a setuptools Extension only so that `pip install .` compiles it with no extra step; it has no
+Python C-API code, so the same sources build for Android/iOS through csrc/CMakeLists.txt.
+"""
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+SOURCES = ["inn_kernel.c", "inn_resample.c", "inn_quant.c", "inn_bundle.c"]
+
+
+class BuildCtypesLib(build_ext):
+    """Plain shared library: no PyInit_ symbol is needed or exported."""
+
+    def get_export_symbols(self, ext):
+        return []
+
+
+setup(
+    ext_modules=[
+        Extension(
+            "inn_mobile._inn_core",
+            sources=[f"inn_mobile/csrc/{s}" for s in SOURCES],
+            include_dirs=["inn_mobile/csrc"],
+            extra_compile_args=["-std=c99", "-O3", "-ffp-contract=off", "-fvisibility=default"],
+            libraries=["m"],
+        )
+    ],
+    cmdclass={"build_ext": BuildCtypesLib},
+)
