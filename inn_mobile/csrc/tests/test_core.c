@@ -1,0 +1,206 @@
+/* C-side tests: the shared vectors (bit-exact against the Python reference) and bad input.
+ *   test_core tests/vectors/vectors.innb tests/vectors/expected.bin
+ * Built plain and with -fsanitize=address,undefined by tests/test_csrc.py. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bundle_edit.h"
+#include "inn.h"
+
+static int failures = 0;
+#define CHECK(cond, ...)                          \
+    do {                                          \
+        if (!(cond)) {                            \
+            failures++;                           \
+            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
+            fprintf(stderr, __VA_ARGS__);         \
+            fprintf(stderr, "\n");                \
+        }                                         \
+    } while (0)
+
+static int vectors(const unsigned char *bundle, size_t bsize, const unsigned char *exp, size_t esize) {
+    inn_bundle b;
+    inn_status st = inn_bundle_open(&b, bundle, bsize);
+    CHECK(st == INN_OK, "open vectors: %s", inn_status_str(st));
+    if (st) return 0;
+    size_t pos = 0;
+    int records = 0;
+    while (pos + 24 <= esize) {
+        uint32_t bucket = get32(exp + pos), layer = get32(exp + pos + 4), layout = get32(exp + pos + 8),
+                 dtype = get32(exp + pos + 12);
+        pos += 16;
+        const unsigned char *arr[3];
+        uint64_t len[3];
+        for (int k = 0; k < 3; k++) {
+            len[k] = get64(exp + pos);
+            arr[k] = exp + pos + 8;
+            pos += 8 + (size_t)len[k];
+        }
+        size_t scratch_size = 0;
+        inn_bundle_scratch_size(&b, bucket, &scratch_size);
+        void *scratch = malloc(scratch_size);
+        void *w = malloc(len[0] ? len[0] : 1);
+        float *scales = malloc(len[1] ? len[1] : 4), *bias = malloc(len[2] ? len[2] : 4);
+        st = inn_materialize(&b, bucket, layer, (inn_layout)layout, (inn_dtype)dtype, w, len[0], len[1] ? scales : NULL,
+                             len[1] / 4, len[2] ? bias : NULL, len[2] / 4, scratch, scratch_size);
+        CHECK(st == INN_OK, "materialize b%u l%u layout %u dtype %u: %s", bucket, layer, layout, dtype, inn_status_str(st));
+        if (st == INN_OK) {
+            if (dtype == INN_I8) {
+                CHECK(memcmp(w, arr[0], len[0]) == 0, "int8 weights differ b%u l%u layout %u", bucket, layer, layout);
+            } else {
+                size_t bad = 0;
+                for (size_t i = 0; i < len[0] / 4; i++) {
+                    float e;
+                    memcpy(&e, arr[0] + 4 * i, 4);
+                    bad += ((float *)w)[i] != e;
+                }
+                CHECK(bad == 0, "%zu float weights differ b%u l%u layout %u", bad, bucket, layer, layout);
+            }
+            CHECK(len[1] == 0 || memcmp(scales, arr[1], len[1]) == 0, "scales differ b%u l%u", bucket, layer);
+            CHECK(len[2] == 0 || memcmp(bias, arr[2], len[2]) == 0, "bias differs b%u l%u", bucket, layer);
+        }
+        free(scratch);
+        free(w);
+        free(scales);
+        free(bias);
+        records++;
+    }
+    return records;
+}
+
+static inn_status open_copy(const unsigned char *d, size_t n) {
+    inn_bundle b;
+    return inn_bundle_open(&b, d, n);
+}
+
+static int covered(const unsigned char *d, size_t size, size_t at) {
+    uint64_t table = get64(d + 16);
+    uint32_t count = get32(d + 12);
+    if (at < 64 || (at >= table && at < table + (uint64_t)count * 32)) return 1;
+    for (uint32_t i = 0; i < count; i++) {
+        uint64_t off = get64(d + table + 32 * i + 8), len = get64(d + table + 32 * i + 16);
+        if (at >= off && at < off + len && off + len <= size) return 1;
+    }
+    return 0;
+}
+
+static void bad_input(const unsigned char *good, size_t size) {
+    unsigned char *d = malloc(size);
+    inn_bundle b;
+    CHECK(inn_bundle_open(NULL, good, size) == INN_ERR_ARG, "null bundle");
+    CHECK(inn_bundle_open(&b, NULL, size) == INN_ERR_ARG, "null data");
+    /* truncated anywhere: a specific error, never a crash */
+    for (size_t n = 0; n < size; n += (n < 256 ? 1 : 61)) {
+        inn_status st = open_copy(good, n);
+        CHECK(st == INN_ERR_TRUNCATED, "truncated to %zu: got %s", n, inn_status_str(st));
+    }
+    /* bit flips anywhere in the header, table or a section: caught by a checksum (or the magic);
+     * alignment padding between sections is not covered and not read */
+    for (size_t i = 0; i < size; i += 7) {
+        if (!covered(good, size, i)) continue;
+        memcpy(d, good, size);
+        d[i] ^= (unsigned char)(1u << (i % 8));
+        inn_status st = open_copy(d, size);
+        CHECK(st == INN_ERR_CHECKSUM || st == INN_ERR_MAGIC,
+              "bit flip at %zu: got %s", i, inn_status_str(st));
+    }
+    /* wrong magic / version */
+    memcpy(d, good, size);
+    d[0] = 'X';
+    CHECK(open_copy(d, size) == INN_ERR_MAGIC, "magic");
+    memcpy(d, good, size);
+    d[4] = 2;
+    reseal(d, size);
+    CHECK(open_copy(d, size) == INN_ERR_VERSION, "version");
+    /* oversized dimension: a group with 2^25 nodes */
+    size_t len = 0, grps = section_offset(good, size, "GRPS", &len);
+    memcpy(d, good, size);
+    put32(d + grps + 8, 1u << 25);
+    reseal(d, size);
+    CHECK(open_copy(d, size) == INN_ERR_RANGE, "oversized group: %s", inn_status_str(open_copy(d, size)));
+    /* overflowing sizes: a table count whose byte size wraps */
+    memcpy(d, good, size);
+    size_t layr = section_offset(good, size, "LAYR", &len);
+    put32(d + layr, 0xFFFFFFFFu);
+    reseal(d, size);
+    inn_status st = open_copy(d, size);
+    CHECK(st == INN_ERR_TRUNCATED || st == INN_ERR_OVERFLOW, "huge layer count: %s", inn_status_str(st));
+    /* a layer whose taps make weight sizes overflow or run past the nodes */
+    memcpy(d, good, size);
+    put32(d + layr + 8 + 8, INN_MAX_DIM);
+    reseal(d, size);
+    st = open_copy(d, size);
+    CHECK(st == INN_ERR_RANGE || st == INN_ERR_OVERFLOW, "huge taps: %s", inn_status_str(st));
+    /* a piece naming a group that does not exist */
+    memcpy(d, good, size);
+    size_t piec = section_offset(good, size, "PIEC", &len);
+    put32(d + piec + 8, 999);
+    reseal(d, size);
+    CHECK(open_copy(d, size) == INN_ERR_RANGE, "bad group id");
+    /* a broken partition (not sorted) behind valid checksums */
+    memcpy(d, good, size);
+    size_t part = section_offset(good, size, "PART", &len);
+    if (len >= 12) {
+        float bad = 2.0f;
+        memcpy(d + part + 4, &bad, 4);
+        reseal(d, size);
+        CHECK(open_copy(d, size) == INN_ERR_PARTITION, "bad partition: %s", inn_status_str(open_copy(d, size)));
+    }
+    /* API misuse on a good bundle */
+    CHECK(inn_bundle_open(&b, good, size) == INN_OK, "reopen");
+    inn_layer_info li;
+    CHECK(inn_layer_info_get(&b, 99, 0, &li) == INN_ERR_MISSING, "missing bucket");
+    CHECK(inn_layer_info_get(&b, 0, 999, &li) == INN_ERR_MISSING, "missing layer");
+    float tiny[1];
+    unsigned char scratch[16];
+    CHECK(inn_materialize(&b, 0, 0, INN_LAYOUT_OIT, INN_F32, tiny, sizeof tiny, NULL, 0, NULL, 0, scratch, sizeof scratch) ==
+              INN_ERR_BUFFER, "small buffers");
+    free(d);
+}
+
+static void math(void) {
+    CHECK(inn_cubic(0.0) == 1.0 && inn_cubic(1.0) == 0.0 && inn_cubic(2.0) == 0.0 && inn_cubic(-1.0) == 0.0, "kernel nodes");
+    CHECK(fabs(inn_cubic(0.5) - 0.5625) < 1e-15 && fabs(inn_cubic(1.5) + 0.0625) < 1e-15, "kernel values");
+    int32_t idx[40];
+    double w[40], q[10];
+    CHECK(inn_taps(NULL, 10, 7, idx, w) == INN_OK, "taps");
+    for (int k = 0; k < 10; k++) {
+        double s = w[4 * k] + w[4 * k + 1] + w[4 * k + 2] + w[4 * k + 3];
+        CHECK(fabs(s - 1.0) < 1e-12, "partition of unity row %d: %g", k, s);
+    }
+    for (int rule = 0; rule < 3; rule++) {
+        CHECK(inn_quadrature_weights(NULL, 9, (inn_quadrature)rule, q) == INN_OK, "quadrature %d", rule);
+        double s = 0;
+        for (int k = 0; k < 9; k++) s += q[k];
+        CHECK(fabs(s - 1.0) < 1e-12, "quadrature %d sums to %g", rule, s);
+    }
+    float bad[3] = {0.0f, 0.7f, 0.5f};
+    CHECK(inn_check_partition(bad, 3) == INN_ERR_PARTITION, "unsorted partition");
+    float w8[6] = {0.5f, -1.0f, 0.25f, 0.0f, 0.0f, 0.0f};
+    int8_t q8[6];
+    float sc[2];
+    CHECK(inn_quantize(w8, 2, 3, INN_LAYOUT_OIT, q8, sc) == INN_OK, "quantize");
+    CHECK(q8[1] == -127 && q8[0] == 64 && sc[1] == 1.0f && q8[3] == 0, "quantize values %d %d %g", q8[0], q8[1], sc[1]);
+}
+
+int main(int argc, char **argv) {
+    if (argc != 3) {
+        fprintf(stderr, "usage: %s vectors.innb expected.bin\n", argv[0]);
+        return 2;
+    }
+    size_t bsize, esize;
+    unsigned char *bundle = read_file(argv[1], &bsize), *exp = read_file(argv[2], &esize);
+    if (!bundle || !exp) {
+        fprintf(stderr, "cannot read %s or %s\n", argv[1], argv[2]);
+        return 2;
+    }
+    math();
+    int records = vectors(bundle, bsize, exp, esize);
+    bad_input(bundle, bsize);
+    free(bundle);
+    free(exp);
+    printf("%d passed, %d failed\n", records > 0 && failures == 0 ? records : 0, failures);
+    return failures ? 1 : 0;
+}

@@ -1,0 +1,74 @@
+"""The interpolation kernel, partitions and quadrature (DESIGN.md section 1)."""
+
+import pytest
+import torch
+
+from inn_mobile import kernel
+
+
+def test_cubic_kernel_values():
+    s = torch.tensor([0.0, 0.5, 1.0, 1.5, 2.0, 2.5, -0.5, -1.5], dtype=torch.float64)
+    expected = [1.0, 0.5625, 0.0, -0.0625, 0.0, 0.0, 0.5625, -0.0625]
+    assert kernel.cubic(s).tolist() == pytest.approx(expected, abs=1e-15)
+
+
+def test_taps_partition_of_unity_and_node_reproduction():
+    idx, w = kernel.taps(kernel.uniform_partition(37), 13)
+    assert torch.allclose(w.sum(1), torch.ones(37, dtype=torch.float64), atol=1e-12)
+    assert int(idx.min()) >= 0 and int(idx.max()) <= 12
+    nodes = torch.randn(13, 5, dtype=torch.float64)
+    idx, w = kernel.taps(kernel.uniform_partition(13), 13)  # samples exactly at the nodes
+    assert torch.allclose(kernel.resample(nodes, 0, idx, w), nodes, atol=1e-12)
+
+
+def test_interpolation_reproduces_quadratics_in_the_interior():
+    m = 21
+    t = torch.linspace(0, 1, m, dtype=torch.float64)
+    f = 3 * t**2 - t + 0.5
+    pts = torch.linspace(0.15, 0.85, 50, dtype=torch.float64)
+    idx, w = kernel.taps(pts, m)
+    assert torch.allclose(kernel.resample(f, 0, idx, w), 3 * pts**2 - pts + 0.5, atol=1e-12)
+
+
+@pytest.mark.parametrize("rule", kernel.QUADRATURES)
+@pytest.mark.parametrize("n", [3, 4, 9, 10, 64])
+def test_quadrature_sums_to_one(rule, n):
+    q = kernel.quadrature(kernel.uniform_partition(n), rule)
+    assert float(q.sum()) == pytest.approx(1.0, abs=1e-12)
+    assert bool((q > 0).all())
+
+
+def test_quadrature_exactness():
+    p = kernel.uniform_partition(11)
+    assert float((kernel.quadrature(p, "trapezoid") * (2 * p + 1)).sum()) == pytest.approx(2.0, abs=1e-12)
+    for n in (9, 10):  # odd: Simpson; even: Simpson + 3/8 rule, both exact for cubics
+        p = kernel.uniform_partition(n)
+        assert float((kernel.quadrature(p, "simpson") * p**3).sum()) == pytest.approx(0.25, abs=1e-12)
+    with pytest.raises(ValueError, match="unknown quadrature"):
+        kernel.quadrature(p, "gauss")
+
+
+def test_trainable_partition_stays_valid_under_gradient_steps():
+    delta = torch.nn.Parameter(torch.rand(15) + 0.1)
+    opt = torch.optim.SGD([delta], lr=0.5)
+    for step in range(20):
+        p = kernel.partition_from_deltas(delta)
+        kernel.check_partition(p)
+        idx, w = kernel.taps(p, 16)
+        loss = (kernel.resample(torch.randn(16, dtype=torch.float64), 0, idx, w) ** 2).sum()
+        opt.zero_grad()
+        loss.backward()
+        assert delta.grad is not None and torch.isfinite(delta.grad).all()
+        opt.step()
+    p = kernel.partition_from_deltas(delta)
+    assert p[0] == 0.0 and p[-1] == 1.0 and bool((torch.diff(p) >= 0).all())
+
+
+@pytest.mark.parametrize("bad, match", [
+    (torch.tensor([0.1, 0.5, 1.0]), "start at 0"),
+    (torch.tensor([0.0, 0.7, 0.5, 1.0]), "non-decreasing"),
+    (torch.tensor([0.0, float("nan"), 1.0]), "non-finite"),
+])
+def test_check_partition_rejects_invalid(bad, match):
+    with pytest.raises(ValueError, match=match):
+        kernel.check_partition(bad)
