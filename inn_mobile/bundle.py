@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import kernel
 from .graph import Group
 from .integral import IntegralModel, LayerSpec, _key
 
@@ -72,7 +73,9 @@ class Bundle:
             return self.model.discretize(self.model.samplers(b.sizes))
 
 
-def make_buckets(model: IntegralModel, ratios=(0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0), *, multiple_of: int = 8) -> list[Bucket]:
+def make_buckets(
+    model: IntegralModel, ratios=(0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0), *, multiple_of: int = 8
+) -> list[Bucket]:
     """Width buckets for global ratios, channel counts rounded to ``multiple_of`` where groups allow."""
     out, seen = [], set()
     for r in sorted(ratios):
@@ -241,8 +244,25 @@ def _sections(data: bytes) -> dict[bytes, tuple[memoryview, int]]:
     return out
 
 
+def _count(view: memoryview, record: int, what: str) -> int:
+    """Record count of a table section, checked against the section's size."""
+    if len(view) < 8:
+        raise BundleError(f"bundle truncated: {what} table header")
+    count = struct.unpack_from("<I", view)[0]
+    if 8 + count * record > len(view):
+        raise BundleError(f"bundle truncated: {what} table declares {count} records")
+    return count
+
+
 def decode(data: bytes) -> Bundle:
     """Parse and validate bundle bytes; raises :class:`BundleError` naming what is wrong."""
+    try:
+        return _decode(data)
+    except (struct.error, IndexError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BundleError(f"inconsistent bundle tables: {e}") from e
+
+
+def _decode(data: bytes) -> Bundle:
     sec = _sections(data)
     meta = json.loads(bytes(sec[b"META"][0])) if b"META" in sec else {}
     quad = struct.unpack_from("<I", sec[b"INFO"][0])[0]
@@ -250,7 +270,7 @@ def decode(data: bytes) -> Bundle:
     if quad_name is None:
         raise BundleError(f"inconsistent bundle tables: unknown quadrature {quad}")
     gview = sec[b"GRPS"][0]
-    n_groups = struct.unpack_from("<I", gview)[0]
+    n_groups = _count(gview, 8, "group")
     groups = []
     for i in range(n_groups):
         size, flags = struct.unpack_from("<II", gview, 8 + 8 * i)
@@ -259,11 +279,11 @@ def decode(data: bytes) -> Bundle:
         members = meta.get("groups", [{}] * n_groups)[i].get("members", []) if meta.get("groups") else []
         groups.append(Group(i, size, bool(flags & 1), members))
     pview = sec[b"PIEC"][0]
-    pieces = struct.unpack_from(f"<{struct.unpack_from('<I', pview)[0]}I", pview, 8)
+    pieces = struct.unpack_from(f"<{_count(pview, 4, 'piece')}I", pview, 8)
     node_view, node_elem = sec[b"NODE"]
     nodes_arr = np.frombuffer(node_view, dtype="<f4" if node_elem == 1 else "<f2").astype(np.float32)
     lview = sec[b"LAYR"][0]
-    n_layers = struct.unpack_from("<I", lview)[0]
+    n_layers = _count(lview, LAYER_SIZE, "layer")
     layer_meta = meta.get("layers", [])
     specs, nodes = [], {}
     for i in range(n_layers):
@@ -297,9 +317,10 @@ def decode(data: bytes) -> Bundle:
         specs.append(spec)
     model = IntegralModel(None, groups, specs, nodes, quadrature=quad_name)
     bview = sec[b"BUCK"][0]
-    n_buckets, n_g = struct.unpack_from("<II", bview)
+    n_g = struct.unpack_from("<I", bview, 4)[0]
     if n_g != n_groups:
         raise BundleError("inconsistent bundle tables: bucket table group count")
+    n_buckets = _count(bview, 8 * n_g, "bucket")
     sizes = struct.unpack_from(f"<{n_buckets * n_g}I", bview, 8)
     refs = struct.unpack_from(f"<{n_buckets * n_g}I", bview, 8 + 4 * n_buckets * n_g)
     parts = np.frombuffer(sec[b"PART"][0], dtype="<f4") if b"PART" in sec else np.zeros(0, np.float32)
@@ -309,10 +330,20 @@ def decode(data: bytes) -> Bundle:
         bs = {g: sizes[k * n_g + g] for g in range(n_g)}
         for g in range(n_g):
             ref = refs[k * n_g + g]
+            grp = groups[g]
+            if not grp.resizable and (bs[g] != grp.size or ref != UNIFORM):
+                raise BundleError(f"inconsistent bundle tables: bucket {k} resizes fixed group {g}")
+            if grp.resizable and not 2 <= bs[g] <= MAX_DIM:
+                raise BundleError(f"index or dimension out of range: bucket {k} gives group {g} {bs[g]} channels")
             if ref != UNIFORM:
                 if ref + bs[g] > parts.size:
                     raise BundleError(f"index or dimension out of range: bucket {k} partition of group {g}")
-                model.partitions[(g, bs[g])] = torch.from_numpy(parts[ref:ref + bs[g]].copy())
+                p = torch.from_numpy(parts[ref:ref + bs[g]].copy())
+                try:
+                    kernel.check_partition(p)
+                except ValueError as e:
+                    raise BundleError(f"invalid partition (bucket {k}, group {g}): {e}") from e
+                model.partitions[(g, bs[g])] = p
         bm = bucket_meta[k] if k < len(bucket_meta) else {}
         buckets.append(Bucket(bm.get("name", f"b{k}"), bs, bm.get("ratio"), bm.get("info", {})))
     graphs = {}

@@ -146,7 +146,9 @@ def _slices(spec: LayerSpec, graph: ChannelGraph, gid: int):
         offset += n
 
 
-def _group_activations(gm, graph, specs, calibration: torch.Tensor, max_samples: int = 65536) -> dict[int, torch.Tensor]:
+def _group_activations(
+    gm, graph, specs, calibration: torch.Tensor, max_samples: int = 65536
+) -> dict[int, torch.Tensor]:
     """Per group, its channels' activations on ``calibration`` (``[channels, samples]``), read at the
     input of the first layer that consumes the group; each channel normalised to unit length."""
     found: dict[int, torch.Tensor] = {}

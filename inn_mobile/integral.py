@@ -3,8 +3,9 @@
 Every parameterised layer keeps *nodes* ``Λ`` instead of weights:
 
 - ``dense`` (Conv2d incl. grouped, Linear): ``Λ[M_out, M_in / blocks, taps]``;
-  ``W[o, i, t] = q_i · Σ_a w_out[o, a] · Σ_b w_in[i, b] · Λ[idx_out[o, a], idx_in[i, b], t]``
-  (the inner sum runs first; in float64; cast to float32 at the end: the order the C core uses).
+  ``W[o, i, t] = (Σ_a w_out[o, a] · Σ_b w_in[i, b] · Λ[idx_out[o, a], idx_in[i, b], t]) · q_i``
+  (tap weights and quadrature computed in float64 and rounded to float32; the sums run in float32,
+  inner sum first: exactly the C core's order, so both give identical bits).
 - ``depthwise``: ``Λ[M, 1, taps]`` sampled along its single axis, no quadrature.
 - ``affine`` (a BatchNorm not foldable into a conv): per-channel scale and shift vectors.
 - biases and affine vectors are 1-D functions of the output axis (no quadrature).
@@ -169,19 +170,21 @@ class IntegralModel(nn.Module):
         if spec.kind == "affine":
             for what in ("scale", "shift"):
                 v = self.nodes[_key(spec.name, what)]
-                result[what] = kernel.resample(v, 0, out_axis.idx, out_axis.w).float()
+                result[what] = kernel.resample(v, 0, out_axis.idx, out_axis.w.float())
             return result
         lam = self.nodes[_key(spec.name, "weight")]
         if spec.kind == "depthwise":
-            result["weight"] = kernel.resample(lam, 0, out_axis.idx, out_axis.w).float()
+            result["weight"] = kernel.resample(lam, 0, out_axis.idx, out_axis.w.float())
         else:
             result["weight"] = discretize_dense(lam, out_axis, self._axis(spec.in_groups, samplers), spec.blocks)
         if spec.has_bias:
-            result["bias"] = kernel.resample(self.nodes[_key(spec.name, "bias")], 0, out_axis.idx, out_axis.w).float()
+            result["bias"] = kernel.resample(self.nodes[_key(spec.name, "bias")], 0, out_axis.idx, out_axis.w.float())
         return result
 
     # ---------------------------------------------------------------- rebuild
-    def resize(self, ratio: float | None = None, *, sizes: dict[int, int] | None = None, multiple_of: int = 1) -> fx.GraphModule:
+    def resize(
+        self, ratio: float | None = None, *, sizes: dict[int, int] | None = None, multiple_of: int = 1
+    ) -> fx.GraphModule:
         """An ordinary network (plain ``Conv2d``/``Linear``/``BatchNorm``) at the requested width.
 
         Give either a global ``ratio`` in (0, 1] or explicit per-group ``sizes``.
@@ -221,9 +224,9 @@ def discretize_dense(lam: torch.Tensor, out_axis: AxisSampler, in_axis: AxisSamp
     for j in range(blocks):
         rows = slice(j * n_out, (j + 1) * n_out)
         cols = slice(j * n_in, (j + 1) * n_in)
-        inner = kernel.resample(lam, 1, in_axis.idx[cols] - j * m_in, in_axis.w[cols])
-        outer = kernel.resample(inner, 0, out_axis.idx[rows], out_axis.w[rows])
-        parts.append((outer * in_axis.q[cols].reshape(1, -1, 1)).float())
+        inner = kernel.resample(lam, 1, in_axis.idx[cols] - j * m_in, in_axis.w[cols].float())
+        outer = kernel.resample(inner, 0, out_axis.idx[rows], out_axis.w[rows].float())
+        parts.append(outer * in_axis.q[cols].float().reshape(1, -1, 1))
     return torch.cat(parts, 0) if blocks > 1 else parts[0]
 
 

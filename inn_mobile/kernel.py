@@ -12,9 +12,10 @@ Out-of-range node indices are clamped (the edge node is replicated). Sampling ``
 points of a partition is a sparse ``n x m`` matrix with at most four taps per row; we keep it as a
 tap table ``(idx[n, 4], w[n, 4])`` and never build the dense matrix.
 
-The C core (``csrc/inn_kernel.c``) evaluates *exactly* the same expressions in the same order, in
-double precision, so float weights agree bit for bit on hosts without fused multiply-add
-contraction (we build with ``-ffp-contract=off``). Keep the two in sync: the shared test vectors in
+The C core (``csrc/inn_kernel.c``, ``inn_resample.c``) evaluates *exactly* the same expressions in
+the same order (tap weights and quadrature in float64, rounded to float32; the weighted sums in
+float32), so weights agree bit for bit on hosts without fused multiply-add contraction (we build
+with ``-ffp-contract=off``). Keep the two in sync: the shared test vectors in
 ``tests/vectors`` fail when they drift.
 """
 
@@ -147,8 +148,8 @@ def _simpson(n: int) -> torch.Tensor:
 def resample(nodes: torch.Tensor, dim: int, idx: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """Sample ``nodes`` along ``dim`` with a tap table: ``out[k] = sum_b w[k, b] nodes[idx[k, b]]``.
 
-    The sum runs b = 0, 1, 2, 3 left to right, in the dtype of ``w`` (float64 for the reference),
-    the order the C core uses.
+    The sum runs b = 0, 1, 2, 3 left to right, in the dtype of ``w`` (float32 for weights, as the C
+    core computes them).
     """
     x = nodes.to(w.dtype)
     shape = [1] * x.ndim

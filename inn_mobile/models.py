@@ -23,7 +23,8 @@ class BasicBlock(nn.Module):
     def __init__(self, c_in: int, c_out: int, stride: int) -> None:
         super().__init__()
         self.body = nn.Sequential(*_conv_bn(c_in, c_out, 3, stride), nn.ReLU(), *_conv_bn(c_out, c_out))
-        self.shortcut = nn.Sequential(*_conv_bn(c_in, c_out, 1, stride)) if stride != 1 or c_in != c_out else nn.Identity()
+        needs_projection = stride != 1 or c_in != c_out
+        self.shortcut = nn.Sequential(*_conv_bn(c_in, c_out, 1, stride)) if needs_projection else nn.Identity()
         self.act = nn.ReLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -132,9 +133,10 @@ class _MBConv(nn.Module):
     def __init__(self, c_in: int, c_out: int, k: int, s: int, e: int, size: int) -> None:
         super().__init__()
         hid = c_in * e
-        self.expand = nn.Sequential(_SameConv(c_in, hid, 1, 1, size), nn.BatchNorm2d(hid, eps=1e-3), nn.ReLU6()) if e != 1 else nn.Identity()
-        self.depthwise = nn.Sequential(_SameConv(hid, hid, k, s, size, groups=hid), nn.BatchNorm2d(hid, eps=1e-3), nn.ReLU6())
-        self.project = nn.Sequential(_SameConv(hid, c_out, 1, 1, math.ceil(size / s)), nn.BatchNorm2d(c_out, eps=1e-3))
+        bn = lambda c: nn.BatchNorm2d(c, eps=1e-3)  # noqa: E731 - TF's epsilon
+        self.expand = nn.Sequential(_SameConv(c_in, hid, 1, 1, size), bn(hid), nn.ReLU6()) if e != 1 else nn.Identity()
+        self.depthwise = nn.Sequential(_SameConv(hid, hid, k, s, size, groups=hid), bn(hid), nn.ReLU6())
+        self.project = nn.Sequential(_SameConv(hid, c_out, 1, 1, math.ceil(size / s)), bn(c_out))
         self.residual = s == 1 and c_in == c_out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

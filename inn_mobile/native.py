@@ -169,7 +169,8 @@ class NativeBundle:
 
     def layer_info(self, bucket: int, layer: int) -> LayerInfo:
         li = _LayerInfo()
-        _check(lib().inn_layer_info_get(C.byref(self._b), bucket, layer, C.byref(li)), f"layer {layer} of bucket {bucket}")
+        status = lib().inn_layer_info_get(C.byref(self._b), bucket, layer, C.byref(li))
+        _check(status, f"layer {layer} of bucket {bucket}")
         name = C.string_at(li.name, li.name_len).decode() if li.name else f"layer{layer}"
         return LayerInfo(name, KIND_NAMES[li.kind], li.blocks, li.taps, bool(li.has_bias), li.n_out, li.n_in,
                          li.weight_count)

@@ -12,7 +12,9 @@ from torch import nn
 from .progress import progress
 
 
-def augment(x: torch.Tensor, *, pad: int = 2, flip: bool = True, generator: torch.Generator | None = None) -> torch.Tensor:
+def augment(
+    x: torch.Tensor, *, pad: int = 2, flip: bool = True, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Random crop (zero padding ``pad``) and horizontal flip, per batch element."""
     n, _, h, w = x.shape
     padded = F.pad(x, (pad, pad, pad, pad))

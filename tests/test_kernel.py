@@ -51,7 +51,7 @@ def test_quadrature_exactness():
 def test_trainable_partition_stays_valid_under_gradient_steps():
     delta = torch.nn.Parameter(torch.rand(15) + 0.1)
     opt = torch.optim.SGD([delta], lr=0.5)
-    for step in range(20):
+    for _ in range(20):
         p = kernel.partition_from_deltas(delta)
         kernel.check_partition(p)
         idx, w = kernel.taps(p, 16)

@@ -298,7 +298,7 @@ static inn_status layer_scratch(const inn_layer_info *li, size_t *bytes) {
     size_t rows;
     if (li->kind == INN_KIND_DENSE) {
         rows = inn_dense_scratch(li->n_in / li->blocks, li->taps);
-        if (!rows || !inn_mul(rows, 8, &rows)) return INN_ERR_OVERFLOW;
+        if (!rows || !inn_mul(rows, 4, &rows)) return INN_ERR_OVERFLOW;
     } else {
         rows = align8((size_t)li->taps * 4) + li->taps;
     }
@@ -388,7 +388,7 @@ inn_status inn_materialize(const inn_bundle *b, uint32_t bucket, uint32_t layer,
                              w + (size_t)li.n_out * INN_TAPS, q)))
             return st;
         inn_axis in = {idx + (size_t)li.n_out * INN_TAPS, w + (size_t)li.n_out * INN_TAPS, q, li.n_in};
-        st = inn_dense_to_sink(&nodes, li.m_out, li.m_in, li.taps, li.blocks, &out, &in, &sink, (double *)rest, tail / 8);
+        st = inn_dense_to_sink(&nodes, li.m_out, li.m_in, li.taps, li.blocks, &out, &in, &sink, (float *)rest, tail / 4);
     } else {
         st = inn_rows_to_sink(&nodes, li.m_out, li.taps, &out, &sink, rowf, qrow);
     }

@@ -59,7 +59,7 @@ inn_status inn_check_axis(const inn_axis *ax, uint32_t blocks, uint32_t nodes_pe
 /* Quantise len values x[k * stride] (one output channel) to q[k * stride] with one scale. */
 void inn_quantize_row(const float *x, size_t len, size_t stride, int8_t *q, float *scale_out);
 inn_status inn_dense_to_sink(const inn_nodes *nd, uint32_t m_out, uint32_t m_in, uint32_t taps, uint32_t blocks,
-                             const inn_axis *out, const inn_axis *in, const inn_sink *sink, double *scratch,
+                             const inn_axis *out, const inn_axis *in, const inn_sink *sink, float *scratch,
                              size_t scratch_count);
 /* rowf: taps floats; qrow: taps bytes (int8 sinks only). */
 inn_status inn_rows_to_sink(const inn_nodes *nd, uint32_t m, uint32_t taps, const inn_axis *out, const inn_sink *sink,

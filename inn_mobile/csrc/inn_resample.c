@@ -1,10 +1,12 @@
 /* Sampling layer nodes on both channel axes, streaming one output row at a time.
  *
  * W[o, i, t] = q_i * sum_a w_out[o, a] * (sum_b w_in[i, b] * nodes[idx_out[o, a], idx_in[i, b], t])
+ * Tap positions and weights are computed in double (inn_kernel.c), then the sums run in float32 in
+ * this exact order, as kernel.resample does in torch: bit-identical results, SIMD-friendly loops.
  * Inner sums (one row per node row) are cached in 4 slots: consecutive output rows share node rows,
  * so each is computed about once. Zero-weight taps are skipped (same values). Each finished output
  * row goes to a sink that writes float32, or int8 + scale (quantised per row, so int8 needs no
- * layer-sized buffer). Scratch: 5 rows of n_in_per_block * taps doubles plus one float row.
+ * layer-sized buffer). Scratch: 7 rows of n_in_per_block * taps floats, never a whole layer.
  */
 #include <string.h>
 
@@ -13,7 +15,7 @@
 
 size_t inn_dense_scratch(uint32_t n_in_per_block, uint32_t taps) {
     size_t row;
-    if (!inn_mul(n_in_per_block, taps, &row) || !inn_mul(row, INN_TAPS + 2, &row)) return 0;
+    if (!inn_mul(n_in_per_block, taps, &row) || !inn_mul(row, INN_TAPS + 3, &row)) return 0;
     return row;
 }
 
@@ -23,10 +25,6 @@ size_t inn_layout_index(inn_layout layout, size_t o, size_t i, size_t t, size_t 
         case INN_LAYOUT_ITO: return (i * taps + t) * n_out + o;
         default: return (o * n_in + i) * taps + t;
     }
-}
-
-static inline double node_at(const inn_nodes *nd, size_t k) {
-    return nd->f16 ? (double)inn_half_to_float(((const uint16_t *)nd->data)[k]) : (double)((const float *)nd->data)[k];
 }
 
 inn_status inn_check_axis(const inn_axis *ax, uint32_t blocks, uint32_t nodes_per_block) {
@@ -62,30 +60,59 @@ static void sink_row(const inn_sink *s, uint32_t o, const float *row, uint32_t n
         }
 }
 
-static void node_row(const inn_nodes *nd, uint32_t m_in, uint32_t taps, uint32_t node, const inn_axis *in,
-                     uint32_t first, uint32_t count, uint32_t col0, double *row) {
-    size_t base = (size_t)node * m_in * taps;
-    for (uint32_t i = 0; i < count; i++) {
-        const int32_t *idx = in->idx + (size_t)(first + i) * INN_TAPS;
-        const double *w = in->w + (size_t)(first + i) * INN_TAPS;
-        double *r = row + (size_t)i * taps;
-        int started = 0;
-        for (int b = 0; b < INN_TAPS; b++) {
-            if (w[b] == 0.0) continue;
-            size_t x = base + (size_t)(idx[b] - (int32_t)col0) * taps;
-            if (!started) {
-                for (uint32_t t = 0; t < taps; t++) r[t] = node_at(nd, x + t) * w[b];
-                started = 1;
-            } else {
-                for (uint32_t t = 0; t < taps; t++) r[t] += node_at(nd, x + t) * w[b];
-            }
-        }
-        if (!started) memset(r, 0, sizeof(double) * taps);
+/* One node row sampled along the input axis: row[i, t] = sum_b w_in[i, b] * nodes[node, idx_in[i, b], t].
+ * Two copies (float32 / float16 nodes) so the inner loops carry no per-element branch. */
+#define NODE_ROW_BODY(TYPE, LOAD, T)                                                                                 \
+    for (uint32_t i = 0; i < count; i++) {                                                                          \
+        const int32_t *idx = in->idx + (size_t)(first + i) * INN_TAPS;                                              \
+        const double *wd = in->w + (size_t)(first + i) * INN_TAPS;                                                  \
+        float *r = row + (size_t)i * (T);                                                                           \
+        int b = 0;                                                                                                  \
+        while (b < INN_TAPS && wd[b] == 0.0) b++;                                                                   \
+        if (b == INN_TAPS) {                                                                                        \
+            memset(r, 0, sizeof(float) * (T));                                                                      \
+            continue;                                                                                               \
+        }                                                                                                           \
+        float w = (float)wd[b];                                                                                     \
+        const TYPE *x = base + (size_t)(idx[b] - (int32_t)col0) * (T);                                              \
+        for (uint32_t t = 0; t < (T); t++) r[t] = LOAD(x[t]) * w;                                                   \
+        for (b++; b < INN_TAPS; b++) {                                                                              \
+            if (wd[b] == 0.0) continue;                                                                             \
+            w = (float)wd[b];                                                                                       \
+            x = base + (size_t)(idx[b] - (int32_t)col0) * (T);                                                      \
+            for (uint32_t t = 0; t < (T); t++) r[t] += LOAD(x[t]) * w;                                              \
+        }                                                                                                           \
     }
+
+/* Specialised for the common tap counts (1x1, 3x3) so the compiler unrolls and vectorises. */
+#define NODE_ROW(NAME, TYPE, LOAD)                                                                                   \
+    static void NAME(const TYPE *nodes, uint32_t m_in, uint32_t taps, uint32_t node, const inn_axis *in,            \
+                     uint32_t first, uint32_t count, uint32_t col0, float *row) {                                   \
+        const TYPE *base = nodes + (size_t)node * m_in * taps;                                                      \
+        if (taps == 1) {                                                                                            \
+            NODE_ROW_BODY(TYPE, LOAD, 1)                                                                            \
+        } else if (taps == 9) {                                                                                     \
+            NODE_ROW_BODY(TYPE, LOAD, 9)                                                                            \
+        } else {                                                                                                    \
+            NODE_ROW_BODY(TYPE, LOAD, taps)                                                                         \
+        }                                                                                                           \
+    }
+#define LOAD_F32(v) (v)
+NODE_ROW(node_row_f32, float, LOAD_F32)
+NODE_ROW(node_row_f16, uint16_t, inn_half_to_float)
+
+static void node_row(const inn_nodes *nd, uint32_t m_in, uint32_t taps, uint32_t node, const inn_axis *in,
+                     uint32_t first, uint32_t count, uint32_t col0, float *row) {
+    if (nd->f16) node_row_f16((const uint16_t *)nd->data, m_in, taps, node, in, first, count, col0, row);
+    else node_row_f32((const float *)nd->data, m_in, taps, node, in, first, count, col0, row);
+}
+
+static inline float node_at(const inn_nodes *nd, size_t k) {
+    return nd->f16 ? inn_half_to_float(((const uint16_t *)nd->data)[k]) : ((const float *)nd->data)[k];
 }
 
 inn_status inn_dense_to_sink(const inn_nodes *nd, uint32_t m_out, uint32_t m_in, uint32_t taps, uint32_t blocks,
-                             const inn_axis *out, const inn_axis *in, const inn_sink *sink, double *scratch,
+                             const inn_axis *out, const inn_axis *in, const inn_sink *sink, float *scratch,
                              size_t scratch_count) {
     if (!nd || !nd->data || !sink || !sink->dst || !scratch || taps == 0 || m_in == 0 || m_out == 0 || blocks == 0)
         return INN_ERR_ARG;
@@ -99,8 +126,8 @@ inn_status inn_dense_to_sink(const inn_nodes *nd, uint32_t m_out, uint32_t m_in,
     if (sink->count < total || (sink->dtype == INN_I8 && (!sink->scales || sink->scales_count < out->n)))
         return INN_ERR_BUFFER;
     if (scratch_count < inn_dense_scratch(n_ib, taps)) return INN_ERR_BUFFER;
-    double *acc = scratch, *slots = scratch + row_len;
-    float *rowf = (float *)(slots + (size_t)INN_TAPS * row_len);
+    /* scratch: acc row, 4 cached node rows, one output row, one int8 row (as floats) */
+    float *acc = scratch, *slots = scratch + row_len, *rowf = slots + (size_t)INN_TAPS * row_len;
     int8_t *qrow = (int8_t *)(rowf + row_len);
     int64_t key[INN_TAPS];
     for (uint32_t j = 0; j < blocks; j++) {
@@ -109,7 +136,10 @@ inn_status inn_dense_to_sink(const inn_nodes *nd, uint32_t m_out, uint32_t m_in,
             uint32_t o = j * n_ob + ol;
             const int32_t *oi = out->idx + (size_t)o * INN_TAPS;
             const double *ow = out->w + (size_t)o * INN_TAPS;
-            int started = 0;
+            /* rows of the (at most 4) nodes this output row reads, computed or found in the cache */
+            const float *src[INN_TAPS];
+            float wt[INN_TAPS];
+            int used = 0;
             for (int a = 0; a < INN_TAPS; a++) {
                 if (ow[a] == 0.0) continue;
                 int s = -1;
@@ -124,20 +154,30 @@ inn_status inn_dense_to_sink(const inn_nodes *nd, uint32_t m_out, uint32_t m_in,
                     key[s] = oi[a];
                     node_row(nd, m_in, taps, (uint32_t)oi[a], in, j * n_ib, n_ib, j * m_in, slots + (size_t)s * row_len);
                 }
-                const double *src = slots + (size_t)s * row_len;
-                if (!started) {
-                    for (size_t k = 0; k < row_len; k++) acc[k] = src[k] * ow[a];
-                    started = 1;
-                } else {
-                    for (size_t k = 0; k < row_len; k++) acc[k] += src[k] * ow[a];
-                }
+                src[used] = slots + (size_t)s * row_len;
+                wt[used++] = (float)ow[a];
             }
-            if (!started) memset(acc, 0, sizeof(double) * row_len);
+            /* W = (sum_a w_a * row_a) * q_i, summed in tap order, in float32 */
+            float *dst = (sink->dtype == INN_F32 && sink->layout == INN_LAYOUT_OIT)
+                             ? (float *)sink->dst + (size_t)o * row_len : rowf;
+            if (used == 0) memset(acc, 0, sizeof(float) * row_len);
+            for (int u = 0; u + 1 < used; u++) {
+                if (u == 0) for (size_t k = 0; k < row_len; k++) acc[k] = src[0][k] * wt[0];
+                else for (size_t k = 0; k < row_len; k++) acc[k] += src[u][k] * wt[u];
+            }
+            const float *last = used ? src[used - 1] : acc;
+            float wl = used ? wt[used - 1] : 0.0f;
             for (uint32_t i = 0; i < n_ib; i++) {
-                double q = in->q ? in->q[j * n_ib + i] : 1.0;
-                for (uint32_t t = 0; t < taps; t++) rowf[(size_t)i * taps + t] = (float)(acc[(size_t)i * taps + t] * q);
+                float q = in->q ? (float)in->q[j * n_ib + i] : 1.0f;
+                size_t k0 = (size_t)i * taps;
+                if (used == 1)
+                    for (uint32_t t = 0; t < taps; t++) dst[k0 + t] = (last[k0 + t] * wl) * q;
+                else if (used > 1)
+                    for (uint32_t t = 0; t < taps; t++) dst[k0 + t] = (acc[k0 + t] + last[k0 + t] * wl) * q;
+                else
+                    for (uint32_t t = 0; t < taps; t++) dst[k0 + t] = acc[k0 + t] * q;
             }
-            sink_row(sink, o, rowf, n_ib, taps, qrow);
+            if (dst == rowf) sink_row(sink, o, rowf, n_ib, taps, qrow);
         }
     }
     return INN_OK;
@@ -156,15 +196,15 @@ inn_status inn_rows_to_sink(const inn_nodes *nd, uint32_t m, uint32_t taps, cons
         const int32_t *oi = out->idx + (size_t)o * INN_TAPS;
         const double *ow = out->w + (size_t)o * INN_TAPS;
         for (uint32_t t = 0; t < taps; t++) {
-            double v = 0.0;
+            float v = 0.0f;
             int started = 0;
             for (int a = 0; a < INN_TAPS; a++) {
                 if (ow[a] == 0.0) continue;
-                double term = node_at(nd, (size_t)oi[a] * taps + t) * ow[a];
+                float term = node_at(nd, (size_t)oi[a] * taps + t) * (float)ow[a];
                 v = started ? v + term : term;
                 started = 1;
             }
-            rowf[t] = (float)v;
+            rowf[t] = v;
         }
         sink_row(sink, o, rowf, 1, taps, qrow);
     }
@@ -173,7 +213,7 @@ inn_status inn_rows_to_sink(const inn_nodes *nd, uint32_t m, uint32_t taps, cons
 
 inn_status inn_resample_dense(const float *nodes, uint32_t m_out, uint32_t m_in, uint32_t taps, uint32_t blocks,
                               const inn_axis *out, const inn_axis *in, inn_layout layout, float *dst,
-                              size_t dst_count, double *scratch, size_t scratch_count) {
+                              size_t dst_count, float *scratch, size_t scratch_count) {
     if (!out) return INN_ERR_ARG;
     inn_nodes nd = {nodes, 0};
     inn_sink sink = {layout, INN_F32, dst, dst_count, NULL, 0, out->n};

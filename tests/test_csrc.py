@@ -1,0 +1,56 @@
+"""The C core on its own: the C test program and the fuzzer under ASan + UBSan, and the CMake build
+used for Android/iOS. Needs gcc (and cmake for the last test)."""
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CSRC = ROOT / "inn_mobile" / "csrc"
+VECTORS = ROOT / "tests" / "vectors"
+SOURCES = ["inn_kernel.c", "inn_resample.c", "inn_quant.c", "inn_bundle.c"]
+SAN = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-g", "-O1"]
+
+pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
+
+
+def build(tmp_path: Path, main: str, flags: list[str]) -> Path:
+    exe = tmp_path / Path(main).stem
+    cmd = ["gcc", "-std=c99", "-Wall", "-Wextra", "-Werror", "-ffp-contract=off", *flags, f"-I{CSRC}",
+           f"-I{CSRC / 'tests'}", *[str(CSRC / s) for s in SOURCES], str(CSRC / "tests" / main), "-lm", "-o", str(exe)]
+    subprocess.run(cmd, check=True, capture_output=True, text=True)
+    return exe
+
+
+def run(exe: Path, *args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, ASAN_OPTIONS="detect_leaks=1:abort_on_error=1", UBSAN_OPTIONS="halt_on_error=1")
+    return subprocess.run([str(exe), *args], capture_output=True, text=True, env=env, timeout=600)
+
+
+def test_c_core_vectors_and_bad_input_under_sanitizers(tmp_path):
+    exe = build(tmp_path, "test_core.c", SAN)
+    r = run(exe, str(VECTORS / "vectors.innb"), str(VECTORS / "expected.bin"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    passed = int(r.stdout.split()[0])
+    assert passed >= 90 and " 0 failed" in r.stdout
+
+
+@pytest.mark.slow
+def test_fuzz_bundle_reader_under_sanitizers(tmp_path):
+    seconds = os.environ.get("INN_FUZZ_SECONDS", "20")
+    exe = build(tmp_path, "fuzz_bundle.c", SAN)
+    r = run(exe, str(VECTORS / "vectors.innb"), seconds, "12345")
+    assert r.returncode == 0, r.stdout + r.stderr
+    rounds = int(r.stdout.split()[1])
+    assert rounds > 1000 and "no crash" in r.stdout
+
+
+@pytest.mark.skipif(shutil.which("cmake") is None, reason="needs cmake")
+def test_cmake_builds_the_mobile_library(tmp_path):
+    build_dir = tmp_path / "build"
+    subprocess.run(["cmake", "-S", str(CSRC), "-B", str(build_dir), "-DINN_SHARED=ON"], check=True, capture_output=True)
+    subprocess.run(["cmake", "--build", str(build_dir)], check=True, capture_output=True)
+    assert list(build_dir.glob("libinn_core*"))

@@ -1,0 +1,126 @@
+"""The C core against the Python reference: bit-exact weights, layouts, int8, shared vectors."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from inn_mobile import bundle, kernel, native, reference
+from inn_mobile.convert import convert
+
+VECTORS = Path(__file__).parent / "vectors"
+
+
+def test_shared_vectors_match_the_python_reference():
+    """expected.bin was written by the Python reference; it must still produce it exactly."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "tools"))
+    from make_test_vectors import expected_records
+
+    b = bundle.load(VECTORS / "vectors.innb")
+    assert expected_records(b) == (VECTORS / "expected.bin").read_bytes()
+
+
+@pytest.mark.parametrize("points", [None, "trained"])
+def test_taps_and_quadrature_match(points):
+    n, m = 23, 40
+    p = None if points is None else kernel.partition_from_deltas(torch.rand(n - 1) + 0.2).float()
+    idx, w = native.taps(None if p is None else p.numpy(), n, m)
+    pts = kernel.uniform_partition(n) if p is None else p.double()
+    ridx, rw = kernel.taps(pts, m)
+    assert np.array_equal(idx, ridx.numpy()) and np.array_equal(w, rw.numpy())
+    for code, rule in enumerate(kernel.QUADRATURES):
+        if rule == "simpson" and p is not None:
+            continue
+        assert np.array_equal(native.quadrature(None if p is None else p.numpy(), n, code),
+                              kernel.quadrature(pts, rule).numpy())
+
+
+def test_quantizer_matches_torch_reference():
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(37, 5, 9, generator=g)
+    w[3] = 0.0  # an all-zero channel gets scale 1
+    w[4, 0, 0] = 127 * 0.5  # exact halves exercise round-half-to-even
+    q, s = native.quantize(w.numpy())
+    rq, rs = reference.quantize_per_channel(w)
+    assert np.array_equal(q, rq.numpy()) and np.array_equal(s, rs.numpy())
+    assert s[3] == 1.0 and not q[3].any()
+    qi, si = native.quantize(np.ascontiguousarray(w.numpy().transpose(1, 2, 0)), "ito")
+    assert np.array_equal(qi, q.transpose(1, 2, 0)) and np.array_equal(si, s)
+
+
+def _bundle_with_trained_partitions(arch):
+    name, model, x = arch
+    im = convert(model, x)
+    buckets = bundle.make_buckets(im, (0.3, 0.5, 0.8, 1.0))
+    g = torch.Generator().manual_seed(1)
+    for gid, n in buckets[1].sizes.items():  # non-uniform partitions at one width
+        if im.groups[gid].resizable:
+            im.partitions[(gid, n)] = kernel.partition_from_deltas(torch.rand(n - 1, generator=g) + 0.2).float()
+    return bundle.Bundle(im, buckets)
+
+
+@pytest.mark.parametrize("node_dtype", ["f32", "f16"])
+def test_every_layer_every_bucket_bit_exact(arch, node_dtype):
+    b = _bundle_with_trained_partitions(arch)
+    data = bundle.encode(b, node_dtype=node_dtype)
+    rb = bundle.decode(data)
+    nb = native.NativeBundle(data)
+    kinds = set()
+    for k in range(nb.bucket_count):
+        scratch = np.zeros(nb.scratch_size(k), np.uint8)
+        for layout in reference.LAYOUTS:
+            for dtype in ("f32", "i8"):
+                for layer, (rw, rs, rbias) in enumerate(reference.materialize(rb, k, layout=layout, dtype=dtype)):
+                    spec = rb.model.layers[layer]
+                    if spec.kind == "affine" and dtype == "i8":
+                        continue
+                    kinds.add((spec.kind, spec.blocks > 1, spec.module))
+                    w, s, bias = nb.materialize(k, layer, layout=layout, dtype=dtype, scratch=scratch)
+                    assert np.array_equal(w, rw), (spec.name, k, layout, dtype)
+                    if rs is not None:
+                        assert np.array_equal(s, rs)
+                    if rbias is not None:
+                        assert np.array_equal(bias, rbias)
+    assert ("dense", False, "conv2d") in kinds and ("dense", False, "linear") in kinds
+
+
+def test_materialized_weights_run_the_resized_model(arch):
+    """Weights from C, loaded into the torch module of the same width, give the same outputs."""
+    name, model, x = arch
+    im = convert(model, x)
+    buckets = bundle.make_buckets(im, (0.5,))
+    nb = native.NativeBundle(bundle.encode(bundle.Bundle(im, buckets)))
+    torch_small = im.resize(sizes=buckets[0].sizes)
+    c_small = im.resize(sizes=buckets[0].sizes)
+    for layer, spec in enumerate(im.layers):
+        w, _, bias = nb.materialize(0, layer)
+        mod = c_small.get_submodule(spec.name)
+        with torch.no_grad():
+            if spec.kind == "affine":
+                mod.weight.copy_(torch.from_numpy(w))
+                mod.bias.copy_(torch.from_numpy(bias))
+            else:
+                mod.weight.copy_(torch.from_numpy(w).reshape(mod.weight.shape))
+                if bias is not None:
+                    mod.bias.copy_(torch.from_numpy(bias))
+    with torch.no_grad():
+        assert torch.equal(c_small(x), torch_small(x))
+
+
+def test_native_errors_are_specific():
+    good = (VECTORS / "vectors.innb").read_bytes()
+    nb = native.NativeBundle(good)
+    with pytest.raises(native.NativeError, match="MISSING"):
+        nb.layer_info(99, 0)
+    cases = {
+        "TRUNCATED": good[:-100],
+        "MAGIC": b"XXXX" + good[4:],
+        "CHECKSUM": good[:200] + bytes([good[200] ^ 1]) + good[201:],
+    }
+    for name, data in cases.items():
+        with pytest.raises(native.NativeError, match=name) as e:
+            native.NativeBundle(data)
+        assert e.value.name == name
