@@ -6,7 +6,8 @@
  * Inner sums (one row per node row) are cached in 4 slots: consecutive output rows share node rows,
  * so each is computed about once. Zero-weight taps are skipped (same values). Each finished output
  * row goes to a sink that writes float32, or int8 + scale (quantised per row, so int8 needs no
- * layer-sized buffer). Scratch: 7 rows of n_in_per_block * taps floats, never a whole layer.
+ * layer-sized buffer). Scratch: 7 rows of n_in_per_block * taps floats plus the compacted input taps,
+ * never a whole layer.
  */
 #include <string.h>
 
@@ -14,9 +15,11 @@
 #include "inn_internal.h"
 
 size_t inn_dense_scratch(uint32_t n_in_per_block, uint32_t taps) {
-    size_t row;
-    if (!inn_mul(n_in_per_block, taps, &row) || !inn_mul(row, INN_TAPS + 3, &row)) return 0;
-    return row;
+    size_t row, rows, tapsz;
+    /* 7 rows of n_in * taps floats, then per input row 4 offsets + 4 weights + 1 count (9 floats) */
+    if (!inn_mul(n_in_per_block, taps, &row) || !inn_mul(row, INN_TAPS + 3, &rows)) return 0;
+    if (!inn_mul(n_in_per_block, 2 * INN_TAPS + 1, &tapsz) || rows > SIZE_MAX - tapsz) return 0;
+    return rows + tapsz;
 }
 
 size_t inn_layout_index(inn_layout layout, size_t o, size_t i, size_t t, size_t n_out, size_t n_in, size_t taps) {
@@ -60,34 +63,53 @@ static void sink_row(const inn_sink *s, uint32_t o, const float *row, uint32_t n
         }
 }
 
+/* The input-axis taps of one block, compacted once per layer: per row, the non-zero taps only, as
+ * element offsets into a node row and float weights (rows are reused by every node row). */
+typedef struct {
+    uint32_t *off; /* [count * 4] (idx - col0) * taps */
+    float *w;      /* [count * 4] */
+    uint8_t *nnz;  /* [count] */
+} compact_taps;
+
+static void compact(const inn_axis *in, uint32_t first, uint32_t count, uint32_t col0, uint32_t taps, compact_taps *c) {
+    for (uint32_t i = 0; i < count; i++) {
+        const int32_t *idx = in->idx + (size_t)(first + i) * INN_TAPS;
+        const double *wd = in->w + (size_t)(first + i) * INN_TAPS;
+        uint8_t k = 0;
+        for (int b = 0; b < INN_TAPS; b++) {
+            if (wd[b] == 0.0) continue;
+            c->off[(size_t)i * INN_TAPS + k] = (uint32_t)(idx[b] - (int32_t)col0) * taps;
+            c->w[(size_t)i * INN_TAPS + k] = (float)wd[b];
+            k++;
+        }
+        c->nnz[i] = k;
+    }
+}
+
 /* One node row sampled along the input axis: row[i, t] = sum_b w_in[i, b] * nodes[node, idx_in[i, b], t].
- * Two copies (float32 / float16 nodes) so the inner loops carry no per-element branch. */
+ * Copies per node type (float32 / float16) and for the common tap counts (1x1, 3x3) so the compiler
+ * unrolls and vectorises the inner loops. */
 #define NODE_ROW_BODY(TYPE, LOAD, T)                                                                                 \
     for (uint32_t i = 0; i < count; i++) {                                                                          \
-        const int32_t *idx = in->idx + (size_t)(first + i) * INN_TAPS;                                              \
-        const double *wd = in->w + (size_t)(first + i) * INN_TAPS;                                                  \
+        const uint32_t *off = c->off + (size_t)i * INN_TAPS;                                                        \
+        const float *w = c->w + (size_t)i * INN_TAPS;                                                               \
         float *r = row + (size_t)i * (T);                                                                           \
-        int b = 0;                                                                                                  \
-        while (b < INN_TAPS && wd[b] == 0.0) b++;                                                                   \
-        if (b == INN_TAPS) {                                                                                        \
+        uint8_t k = c->nnz[i];                                                                                      \
+        if (k == 0) {                                                                                               \
             memset(r, 0, sizeof(float) * (T));                                                                      \
             continue;                                                                                               \
         }                                                                                                           \
-        float w = (float)wd[b];                                                                                     \
-        const TYPE *x = base + (size_t)(idx[b] - (int32_t)col0) * (T);                                              \
-        for (uint32_t t = 0; t < (T); t++) r[t] = LOAD(x[t]) * w;                                                   \
-        for (b++; b < INN_TAPS; b++) {                                                                              \
-            if (wd[b] == 0.0) continue;                                                                             \
-            w = (float)wd[b];                                                                                       \
-            x = base + (size_t)(idx[b] - (int32_t)col0) * (T);                                                      \
-            for (uint32_t t = 0; t < (T); t++) r[t] += LOAD(x[t]) * w;                                              \
+        const TYPE *x = base + off[0];                                                                              \
+        for (uint32_t t = 0; t < (T); t++) r[t] = LOAD(x[t]) * w[0];                                                \
+        for (uint8_t b = 1; b < k; b++) {                                                                           \
+            x = base + off[b];                                                                                      \
+            for (uint32_t t = 0; t < (T); t++) r[t] += LOAD(x[t]) * w[b];                                           \
         }                                                                                                           \
     }
 
-/* Specialised for the common tap counts (1x1, 3x3) so the compiler unrolls and vectorises. */
 #define NODE_ROW(NAME, TYPE, LOAD)                                                                                   \
-    static void NAME(const TYPE *nodes, uint32_t m_in, uint32_t taps, uint32_t node, const inn_axis *in,            \
-                     uint32_t first, uint32_t count, uint32_t col0, float *row) {                                   \
+    static void NAME(const TYPE *nodes, uint32_t m_in, uint32_t taps, uint32_t node, const compact_taps *c,         \
+                     uint32_t count, float *row) {                                                                  \
         const TYPE *base = nodes + (size_t)node * m_in * taps;                                                      \
         if (taps == 1) {                                                                                            \
             NODE_ROW_BODY(TYPE, LOAD, 1)                                                                            \
@@ -101,10 +123,10 @@ static void sink_row(const inn_sink *s, uint32_t o, const float *row, uint32_t n
 NODE_ROW(node_row_f32, float, LOAD_F32)
 NODE_ROW(node_row_f16, uint16_t, inn_half_to_float)
 
-static void node_row(const inn_nodes *nd, uint32_t m_in, uint32_t taps, uint32_t node, const inn_axis *in,
-                     uint32_t first, uint32_t count, uint32_t col0, float *row) {
-    if (nd->f16) node_row_f16((const uint16_t *)nd->data, m_in, taps, node, in, first, count, col0, row);
-    else node_row_f32((const float *)nd->data, m_in, taps, node, in, first, count, col0, row);
+static void node_row(const inn_nodes *nd, uint32_t m_in, uint32_t taps, uint32_t node, const compact_taps *c,
+                     uint32_t count, float *row) {
+    if (nd->f16) node_row_f16((const uint16_t *)nd->data, m_in, taps, node, c, count, row);
+    else node_row_f32((const float *)nd->data, m_in, taps, node, c, count, row);
 }
 
 static inline float node_at(const inn_nodes *nd, size_t k) {
@@ -126,11 +148,17 @@ inn_status inn_dense_to_sink(const inn_nodes *nd, uint32_t m_out, uint32_t m_in,
     if (sink->count < total || (sink->dtype == INN_I8 && (!sink->scales || sink->scales_count < out->n)))
         return INN_ERR_BUFFER;
     if (scratch_count < inn_dense_scratch(n_ib, taps)) return INN_ERR_BUFFER;
-    /* scratch: acc row, 4 cached node rows, one output row, one int8 row (as floats) */
+    if ((uint64_t)m_in * taps > UINT32_MAX) return INN_ERR_RANGE; /* compact tap offsets are 32-bit */
+    /* scratch: acc row, 4 cached node rows, one output row, one int8 row, compact input taps */
     float *acc = scratch, *slots = scratch + row_len, *rowf = slots + (size_t)INN_TAPS * row_len;
     int8_t *qrow = (int8_t *)(rowf + row_len);
+    compact_taps ct;
+    ct.off = (uint32_t *)(rowf + 2 * row_len);
+    ct.w = (float *)(ct.off + (size_t)n_ib * INN_TAPS);
+    ct.nnz = (uint8_t *)(ct.w + (size_t)n_ib * INN_TAPS);
     int64_t key[INN_TAPS];
     for (uint32_t j = 0; j < blocks; j++) {
+        compact(in, j * n_ib, n_ib, j * m_in, taps, &ct);
         for (int s = 0; s < INN_TAPS; s++) key[s] = -1;
         for (uint32_t ol = 0; ol < n_ob; ol++) {
             uint32_t o = j * n_ob + ol;
@@ -152,7 +180,7 @@ inn_status inn_dense_to_sink(const inn_nodes *nd, uint32_t m_out, uint32_t m_in,
                         if (!needed) s = c;
                     }
                     key[s] = oi[a];
-                    node_row(nd, m_in, taps, (uint32_t)oi[a], in, j * n_ib, n_ib, j * m_in, slots + (size_t)s * row_len);
+                    node_row(nd, m_in, taps, (uint32_t)oi[a], &ct, n_ib, slots + (size_t)s * row_len);
                 }
                 src[used] = slots + (size_t)s * row_len;
                 wt[used++] = (float)ow[a];
