@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import kernel
+from . import image, kernel
 from .graph import Group
 from .integral import IntegralModel, LayerSpec, _key
 
@@ -31,6 +31,8 @@ MAX_DIM = 1 << 24
 KINDS = {"dense": 1, "depthwise": 2, "affine": 3}
 QUADS = {"trapezoid": 0, "simpson": 1, "rectangle": 2}
 ELEM = {"bytes": 0, "f32": 1, "f16": 2}
+RUNTIME_NAME = 16
+GRAPH_ROW = struct.Struct("<II16sQQ")  # bucket, reserved, runtime name (NUL-padded), offset, size in BLOB
 
 
 class BundleError(ValueError):
@@ -71,6 +73,25 @@ class Bundle:
         b = self.buckets[self.bucket_index(bucket)]
         with torch.no_grad():
             return self.model.discretize(self.model.samplers(b.sizes))
+
+    def runtimes(self) -> list[str]:
+        """Runtime names that have graphs in this bundle."""
+        return sorted({rt for _, rt in self.graphs})
+
+    def images(self, bucket: str | int, runtime: str) -> list[image.StoredImage]:
+        """The stored images (bytes around the holes) of one bucket's graph for ``runtime``."""
+        k = self.bucket_index(bucket)
+        if (k, runtime) not in self.graphs:
+            have = sorted(b for b, rt in self.graphs if rt == runtime)
+            raise KeyError(f"no {runtime!r} graph for bucket {self.buckets[k].name!r}; "
+                           f"buckets with one: {[self.buckets[b].name for b in have]}, runtimes: {self.runtimes()}")
+        return image.decode_record(self.graphs[(k, runtime)])
+
+    def fill(self, bucket: str | int, runtime: str) -> dict[str, bytes]:
+        """Python reference of the core's image filling: ``{file name: complete bytes}``."""
+        stored = self.images(bucket, runtime)
+        weights = self.weights(bucket)
+        return {s.name: image.fill(s, weights, self.model.layers) for s in stored}
 
 
 def make_buckets(
@@ -150,8 +171,10 @@ def encode(bundle: Bundle, *, node_dtype: str = "f32") -> bytes:
     meta["quadrature"] = m.quadrature
     graph_index, blob = [], bytearray()
     for (bucket, runtime), data in sorted(bundle.graphs.items()):
-        rt = runtime.encode()[:4].ljust(4, b" ")
-        graph_index.append(struct.pack("<I4sQQ", bucket, rt, len(blob), len(data)))
+        rt = runtime.encode()
+        if not 0 < len(rt) <= RUNTIME_NAME or b"\0" in rt:
+            raise ValueError(f"runtime name {runtime!r} must be 1..{RUNTIME_NAME} bytes without NUL")
+        graph_index.append(GRAPH_ROW.pack(bucket, 0, rt, len(blob), len(data)))
         blob += data
         blob += b"\0" * (-len(blob) % 64)
     sections = [
@@ -351,8 +374,10 @@ def _decode(data: bytes) -> Bundle:
         gi = sec[b"GIDX"][0]
         blob = sec[b"BLOB"][0]
         for i in range(struct.unpack_from("<I", gi)[0]):
-            bucket, rt, off, size = struct.unpack_from("<I4sQQ", gi, 8 + 24 * i)
-            graphs[(bucket, rt.decode().strip())] = bytes(blob[off:off + size])
+            bucket, _, rt, off, size = GRAPH_ROW.unpack_from(gi, 8 + GRAPH_ROW.size * i)
+            if bucket >= len(buckets) or off + size > len(blob):
+                raise BundleError(f"graph {i} out of range (bucket {bucket}, bytes {off}+{size})")
+            graphs[(bucket, rt.rstrip(b"\0").decode("utf-8", "replace"))] = bytes(blob[off:off + size])
     return Bundle(model, buckets, meta, graphs)
 
 

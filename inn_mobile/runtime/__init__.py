@@ -1,0 +1,1 @@
+"""Host loaders: open a bundle, let the native core fill a bucket's runtime files, run them."""
