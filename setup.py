@@ -4,10 +4,12 @@ It is a setuptools Extension only so that `pip install .` compiles it with no ex
 Python C-API code, so the same sources build for Android/iOS through csrc/CMakeLists.txt.
 """
 
+from glob import glob
+
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-SOURCES = ["inn_kernel.c", "inn_resample.c", "inn_quant.c", "inn_bundle.c"]
+SOURCES = sorted(glob("inn_mobile/csrc/*.c"))  # the core is every .c file of csrc/ (tests live in csrc/tests/)
 
 
 class BuildCtypesLib(build_ext):
@@ -21,7 +23,7 @@ setup(
     ext_modules=[
         Extension(
             "inn_mobile._inn_core",
-            sources=[f"inn_mobile/csrc/{s}" for s in SOURCES],
+            sources=SOURCES,
             include_dirs=["inn_mobile/csrc"],
             extra_compile_args=["-std=c99", "-O3", "-ffp-contract=off", "-fvisibility=default"],
             libraries=["m"],

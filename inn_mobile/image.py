@@ -211,7 +211,8 @@ def hole_bytes(weights: dict[str, torch.Tensor], kind: str, hole: Hole, taps: in
     bias_scale = torch.tensor(hole.param, dtype=torch.float32) * scales
     if hole.tensor == "bias_scale":
         return bias_scale.numpy().astype("<f4").tobytes()
-    qb = torch.round(bias / bias_scale).clamp(-(2**31), 2**31 - 1)  # float32, half to even
+    qb = torch.round(bias / bias_scale).double()  # float32 division, half to even; then exact clamping
+    qb = qb.nan_to_num(0.0, posinf=2**31 - 1, neginf=-(2**31)).clamp(-(2**31), 2**31 - 1)
     return qb.to(torch.int64).numpy().astype("<i4").tobytes()
 
 

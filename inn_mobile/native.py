@@ -18,6 +18,7 @@ import numpy as np
 LAYOUTS = {"oit": 0, "oti": 1, "ito": 2}
 DTYPES = {"f32": 0, "i8": 1}
 KIND_NAMES = {1: "dense", 2: "depthwise", 3: "affine"}
+_MISSING = 10
 STATUS_NAMES = {
     1: "ARG", 2: "TRUNCATED", 3: "MAGIC", 4: "VERSION", 5: "CHECKSUM", 6: "FORMAT", 7: "RANGE", 8: "OVERFLOW",
     9: "BUFFER", 10: "MISSING", 11: "PARTITION",
@@ -49,6 +50,15 @@ class _Bundle(C.Structure):
 class _LayerInfo(C.Structure):
     _fields_ = [(n, C.c_uint32) for n in ("kind", "blocks", "taps", "has_bias", "n_out", "n_in", "m_out", "m_in")] + [
         ("weight_count", C.c_size_t), ("name", C.c_void_p), ("name_len", C.c_uint32)]
+
+
+class _Graph(C.Structure):
+    _fields_ = [("record", C.c_void_p), ("size", C.c_size_t), ("bucket", C.c_uint32), ("image_count", C.c_uint32)]
+
+
+class _ImageInfo(C.Structure):
+    _fields_ = [("name", C.c_void_p), ("name_len", C.c_uint32), ("span_count", C.c_uint32),
+                ("hole_count", C.c_uint32), ("size", C.c_uint64)]
 
 
 def library_path() -> Path:
@@ -87,6 +97,11 @@ def lib() -> C.CDLL:
         "inn_materialize": (C.c_int, [P(_Bundle), C.c_uint32, C.c_uint32, C.c_int, C.c_int, C.c_void_p, C.c_size_t,
                                       P(C.c_float), C.c_size_t, P(C.c_float), C.c_size_t, C.c_void_p, C.c_size_t]),
         "inn_crc32": (C.c_uint32, [C.c_void_p, C.c_size_t]),
+        "inn_graph_list": (C.c_int, [P(_Bundle), C.c_uint32, P(C.c_uint32), C.c_char_p]),
+        "inn_graph_find": (C.c_int, [P(_Bundle), C.c_uint32, C.c_char_p, P(_Graph)]),
+        "inn_graph_image": (C.c_int, [P(_Graph), C.c_uint32, P(_ImageInfo)]),
+        "inn_graph_scratch_size": (C.c_int, [P(_Bundle), P(_Graph), P(C.c_size_t)]),
+        "inn_graph_fill": (C.c_int, [P(_Bundle), P(_Graph), P(C.c_void_p), P(C.c_size_t), C.c_void_p, C.c_size_t]),
     }
     for name, (res, args) in sig.items():
         fn = getattr(L, name)
@@ -196,3 +211,34 @@ class NativeBundle:
             None if bias is None else _ptr(bias, C.c_float), 0 if bias is None else bias.size,
             scratch.ctypes.data, scratch.nbytes), f"materialising layer {info.name!r} of bucket {bucket}")
         return w, scales, bias
+
+    def graphs(self) -> list[tuple[int, str]]:
+        """``(bucket, runtime)`` of every graph record in the bundle."""
+        out, bucket, name = [], C.c_uint32(), C.create_string_buffer(17)
+        while True:
+            status = lib().inn_graph_list(C.byref(self._b), len(out), C.byref(bucket), name)
+            if status == _MISSING:  # past the last graph, or no graphs at all
+                return out
+            _check(status, f"graph {len(out)}")
+            out.append((bucket.value, name.value.decode()))
+
+    def fill(self, bucket: int, runtime: str) -> dict[str, bytearray]:
+        """Rebuild the runtime files of one bucket with their weights written by the core
+        (``{file name: bytes}``; the same result as :meth:`inn_mobile.bundle.Bundle.fill`)."""
+        g = _Graph()
+        _check(lib().inn_graph_find(C.byref(self._b), bucket, runtime.encode(), C.byref(g)),
+               f"{runtime!r} graph of bucket {bucket}")
+        names, outs = [], []
+        for i in range(g.image_count):
+            info = _ImageInfo()
+            _check(lib().inn_graph_image(C.byref(g), i, C.byref(info)), f"image {i} of the {runtime!r} graph")
+            names.append(C.string_at(info.name, info.name_len).decode("utf-8", "replace"))
+            outs.append(bytearray(info.size))
+        ptrs = (C.c_void_p * max(1, len(outs)))(*[C.addressof((C.c_char * len(o)).from_buffer(o)) for o in outs])
+        sizes = (C.c_size_t * max(1, len(outs)))(*[len(o) for o in outs])
+        need = C.c_size_t()
+        _check(lib().inn_graph_scratch_size(C.byref(self._b), C.byref(g), C.byref(need)), "graph scratch size")
+        scratch = np.zeros(max(1, need.value), np.uint8)
+        _check(lib().inn_graph_fill(C.byref(self._b), C.byref(g), ptrs, sizes, scratch.ctypes.data, scratch.nbytes),
+               f"filling the {runtime!r} graph of bucket {bucket}")
+        return dict(zip(names, outs))

@@ -1,12 +1,13 @@
 """The C core against the Python reference: bit-exact weights, layouts, int8, shared vectors."""
 
+import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from inn_mobile import bundle, kernel, native, reference
+from inn_mobile import bundle, image, kernel, native, reference
 from inn_mobile.convert import convert
 
 VECTORS = Path(__file__).parent / "vectors"
@@ -17,10 +18,56 @@ def test_shared_vectors_match_the_python_reference():
     import sys
 
     sys.path.insert(0, str(Path(__file__).parents[1] / "tools"))
-    from make_test_vectors import expected_records
+    from make_test_vectors import expected_graphs, expected_records
 
     b = bundle.load(VECTORS / "vectors.innb")
     assert expected_records(b) == (VECTORS / "expected.bin").read_bytes()
+    assert expected_graphs(b) == (VECTORS / "expected_graphs.bin").read_bytes()
+
+
+def test_c_fills_graph_images_exactly_like_python():
+    """Every hole kind (weights in each layout, int8, scales, f32/int32 biases, bias scales) and the
+    stored bytes and zero runs around them: the C core rebuilds the same bytes as the reference."""
+    b = bundle.load(VECTORS / "vectors.innb")
+    nb = native.NativeBundle.from_file(VECTORS / "vectors.innb")
+    assert nb.graphs() == [(k, "vectors") for k in range(len(b.buckets))]
+    for k in range(len(b.buckets)):
+        want = b.fill(k, "vectors")
+        got = nb.fill(k, "vectors")
+        assert list(got) == ["a.bin", "b.bin"] and got == want
+        stored = sum(len(c) for im in b.images(k, "vectors") for _, c in im.spans)
+        assert stored < sum(len(v) for v in want.values()) / 2  # holes and zero runs are not stored
+
+
+def test_graph_errors_name_what_is_missing():
+    b = bundle.load(VECTORS / "vectors.innb")
+    nb = native.NativeBundle.from_file(VECTORS / "vectors.innb")
+    with pytest.raises(native.NativeError, match="MISSING"):
+        nb.fill(0, "litert")
+    with pytest.raises(KeyError, match="runtimes: \\['vectors'\\]"):
+        b.images(0, "litert")
+    with pytest.raises(KeyError, match="not in bundle"):
+        b.images("w0300", "vectors")
+
+
+def test_bad_graph_records_are_rejected_by_both_readers():
+    """A hole whose size does not match the bucket's tensor, and a hole past its image."""
+    b = bundle.load(VECTORS / "vectors.innb")
+    stored = b.images(0, "vectors")
+    spec_holes = stored[0].holes
+    for bad_hole in (image.Hole(spec_holes[0].offset, spec_holes[0].size - 4, 0),
+                     image.Hole(stored[0].size + 8, 4, 0, "bias")):
+        holes = [bad_hole] + spec_holes[1:]
+        record = image.encode_record([image.Image("a.bin", bytes(max(stored[0].size, bad_hole.offset + 8)), holes)])
+        # sizes/offsets were checked by Image; rewrite the image size to make the second hole leave it
+        record = record.replace(struct.pack("<Q", max(stored[0].size, bad_hole.offset + 8)),
+                                struct.pack("<Q", stored[0].size), 1)
+        b.graphs[(0, "vectors")] = record
+        data = bundle.encode(b)
+        with pytest.raises(native.NativeError, match="FORMAT"):
+            native.NativeBundle(data).fill(0, "vectors")
+        with pytest.raises(image.RecordError):
+            bundle.decode(data).fill(0, "vectors")
 
 
 @pytest.mark.parametrize("points", [None, "trained"])

@@ -10,6 +10,11 @@ the two implementations cannot drift apart silently.
 
 expected.bin records, little-endian: u32 bucket, u32 layer, u32 layout, u32 dtype, u64 weight bytes,
 weight, u64 scale bytes, scales, u64 bias bytes, bias.
+
+Each bucket also carries a graph record (runtime ``vectors``) whose two images hold every kind of
+hole (f32 weights in every layout, int8 weights at odd offsets, scales, f32 and int32 biases, bias
+scales) between stored bytes and long zero runs; expected_graphs.bin holds the images the Python
+reference rebuilds: u32 bucket, u32 image, u64 size, bytes.
 """
 
 from __future__ import annotations
@@ -20,11 +25,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from inn_mobile import bundle, kernel, reference
+from inn_mobile import bundle, image, kernel, reference
 from inn_mobile.convert import convert
 
 OUT = Path(__file__).resolve().parent.parent / "tests" / "vectors"
 LAYOUT_CODES = {"oit": 0, "oti": 1, "ito": 2}
+RUNTIME = "vectors"
 
 
 class VectorNet(nn.Module):
@@ -61,7 +67,41 @@ def build() -> bundle.Bundle:
     for gid, n in buckets[1].sizes.items():
         if im.groups[gid].resizable:
             im.partitions[(gid, n)] = kernel.partition_from_deltas(torch.rand(n - 1, generator=g) + 0.3).float()
-    return bundle.Bundle(im, buckets, meta={"purpose": "shared C/Python test vectors"})
+    b = bundle.Bundle(im, buckets, meta={"purpose": "shared C/Python test vectors"})
+    for k in range(len(buckets)):
+        b.graphs[(k, RUNTIME)] = image.encode_record(graph_images(b, k, g))
+    return b
+
+
+def graph_images(b: bundle.Bundle, k: int, g: torch.Generator) -> list[image.Image]:
+    """Two images per bucket with every hole kind, separated by random bytes and zero runs."""
+    weights = b.weights(k)
+    images = []
+    for name, kinds in (("a.bin", [("weight", "oit", "f32"), ("bias", "oit", "f32"), ("weight", "ito", "f32")]),
+                        ("b.bin", [("weight", "oti", "i8"), ("scale", "oit", "f32"), ("bias_i32", "oit", "i32"),
+                                   ("bias_scale", "oit", "f32")])):
+        data, holes = bytearray(torch.randint(1, 256, (13,), generator=g, dtype=torch.uint8).numpy().tobytes()), []
+        for layer, spec in enumerate(b.model.layers):
+            for tensor, layout, dtype in kinds:
+                if spec.kind == "affine" and (dtype != "f32" or tensor not in ("weight", "bias")):
+                    continue
+                hole = image.Hole(len(data), 1, layer, tensor, layout, dtype, param=0.037)
+                size = len(image.hole_bytes(weights[spec.name], spec.kind, hole, spec.taps))
+                if dtype != "i8":
+                    data += bytes(-len(data) % 4)
+                holes.append(image.Hole(len(data), size, layer, tensor, layout, dtype, param=0.037))
+                data += torch.randint(0, 256, (size,), generator=g, dtype=torch.uint8).numpy().tobytes()
+                data += bytes(70) + b"\x5a" * 3  # a zero run the record skips, and a few stored bytes
+        images.append(image.Image(name, bytes(data), holes))
+    return images
+
+
+def expected_graphs(b: bundle.Bundle) -> bytes:
+    out = bytearray()
+    for k in range(len(b.buckets)):
+        for i, data in enumerate(b.fill(k, RUNTIME).values()):
+            out += struct.pack("<IIQ", k, i, len(data)) + data
+    return bytes(out)
 
 
 def expected_records(b: bundle.Bundle) -> bytes:
@@ -83,8 +123,10 @@ def main() -> None:
     b = build()
     OUT.mkdir(parents=True, exist_ok=True)
     size = bundle.save(b, OUT / "vectors.innb")
-    (OUT / "expected.bin").write_bytes(expected_records(bundle.decode((OUT / "vectors.innb").read_bytes())))
-    print(f"wrote {OUT / 'vectors.innb'} ({size} bytes) and expected.bin")
+    written = bundle.decode((OUT / "vectors.innb").read_bytes())
+    (OUT / "expected.bin").write_bytes(expected_records(written))
+    (OUT / "expected_graphs.bin").write_bytes(expected_graphs(written))
+    print(f"wrote {OUT / 'vectors.innb'} ({size} bytes), expected.bin and expected_graphs.bin")
 
 
 if __name__ == "__main__":

@@ -120,6 +120,37 @@ inn_status inn_materialize(const inn_bundle *b, uint32_t bucket, uint32_t layer,
 
 uint32_t inn_crc32(const uint8_t *data, size_t size);
 
+/* ---------------------------------------------------------------- runtime graphs with holes
+ * A bundle may carry, per (bucket, runtime), the runtime's files (ExecuTorch .pte + .ptd, LiteRT
+ * .tflite) without their weights: a graph record (FORMAT.md "Graph records"). inn_graph_find
+ * validates the record completely (bounds, overlaps, hole sizes against the bucket's layer shapes),
+ * so inn_graph_fill never writes anything partial because of a bad record. Weights are written in
+ * host byte order (little-endian on every phone). */
+#define INN_RUNTIME_NAME 16
+typedef struct {
+    const uint8_t *record; /* inside the bundle's BLOB */
+    size_t size;
+    uint32_t bucket, image_count;
+} inn_graph;
+
+typedef struct {
+    const char *name; /* not NUL-terminated: use name_len */
+    uint32_t name_len;
+    uint32_t span_count, hole_count;
+    uint64_t size; /* bytes of the complete file */
+} inn_image_info;
+
+/* Graph `index` of the bundle: its bucket and runtime name (NUL-terminated). INN_ERR_MISSING past the end. */
+inn_status inn_graph_list(const inn_bundle *b, uint32_t index, uint32_t *bucket, char runtime[INN_RUNTIME_NAME + 1]);
+inn_status inn_graph_find(const inn_bundle *b, uint32_t bucket, const char *runtime, inn_graph *g);
+inn_status inn_graph_image(const inn_graph *g, uint32_t index, inn_image_info *info);
+/* Bytes of scratch inn_graph_fill needs (one layer's resampling state plus two channel vectors). */
+inn_status inn_graph_scratch_size(const inn_bundle *b, const inn_graph *g, size_t *bytes);
+/* Rebuild every image of the graph: outs[i] (4-byte aligned, out_sizes[i] >= the image's size) gets the
+ * stored bytes, zeros elsewhere, and each hole written from the nodes at the graph's bucket. */
+inn_status inn_graph_fill(const inn_bundle *b, const inn_graph *g, void *const *outs, const size_t *out_sizes,
+                          void *scratch, size_t scratch_bytes);
+
 #ifdef __cplusplus
 }
 #endif

@@ -9,8 +9,6 @@
 #define MAX_SECTIONS 64
 #define LAYER_SIZE 64
 
-static uint32_t rd32(const uint8_t *p) { return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24; }
-static uint64_t rd64(const uint8_t *p) { return (uint64_t)rd32(p) | (uint64_t)rd32(p + 4) << 32; }
 
 const char *inn_status_str(inn_status s) {
     switch (s) {
@@ -289,8 +287,6 @@ inn_status inn_layer_info_get(const inn_bundle *b, uint32_t bucket, uint32_t lay
     info->name_len = b->names ? rd32(r + 52) : 0;
     return INN_OK;
 }
-
-static size_t align8(size_t x) { return (x + 7u) & ~(size_t)7u; }
 
 /* Scratch: out taps (idx, w), in taps (idx, w, q), then the resampler's rows. */
 static inn_status layer_scratch(const inn_layer_info *li, size_t *bytes) {

@@ -7,6 +7,14 @@
 
 #include "inn.h"
 
+/* Little-endian reads at any alignment (bundles are untrusted bytes). */
+static inline uint32_t rd32(const uint8_t *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+static inline uint64_t rd64(const uint8_t *p) { return (uint64_t)rd32(p) | (uint64_t)rd32(p + 4) << 32; }
+
+static inline size_t align8(size_t x) { return (x + 7u) & ~(size_t)7u; }
+
 /* a * b without overflow; returns 0 when it would overflow. */
 static inline int inn_mul(size_t a, size_t b, size_t *out) {
     if (a != 0 && b > SIZE_MAX / a) return 0;

@@ -2,7 +2,8 @@
  *   fuzz_bundle seed.innb SECONDS [RNG_SEED]
  * Each round mutates the seed bundle (bit flips, interesting u32 values at aligned offsets, byte
  * runs, truncation) and, half the time, re-seals the CRCs so the mutation reaches the semantic
- * checks. Whatever opens is then materialised fully in every layout and dtype. Any memory error or
+ * checks. Whatever opens is then materialised fully in every layout and dtype, and every graph record
+ * that validates is filled. Any memory error or
  * undefined behaviour aborts the process under the sanitizers. With clang, build with
  * -DINN_LIBFUZZER -fsanitize=fuzzer to use the same target under libFuzzer instead. */
 #include <stdio.h>
@@ -13,9 +14,35 @@
 #include "bundle_edit.h"
 #include "inn.h"
 
+/* Every graph record that validates is rebuilt (images capped at 16 MiB to keep rounds fast). */
+static void exercise_graphs(const inn_bundle *b) {
+    uint32_t bucket;
+    char runtime[INN_RUNTIME_NAME + 1];
+    for (uint32_t i = 0; inn_graph_list(b, i, &bucket, runtime) == INN_OK; i++) {
+        inn_graph g;
+        size_t scratch_size;
+        if (inn_graph_find(b, bucket, runtime, &g) != INN_OK || g.image_count > 8) continue;
+        if (inn_graph_scratch_size(b, &g, &scratch_size) != INN_OK || scratch_size > (64u << 20)) continue;
+        void *outs[8] = {0};
+        size_t sizes[8] = {0};
+        int ok = 1;
+        for (uint32_t k = 0; k < g.image_count; k++) {
+            inn_image_info info;
+            ok = ok && inn_graph_image(&g, k, &info) == INN_OK && info.size <= (16u << 20);
+            sizes[k] = ok ? (size_t)info.size : 0;
+            outs[k] = malloc(sizes[k] + 4);
+        }
+        void *scratch = malloc(scratch_size + 8);
+        if (ok) inn_graph_fill(b, &g, outs, sizes, scratch, scratch_size);
+        for (uint32_t k = 0; k < g.image_count; k++) free(outs[k]);
+        free(scratch);
+    }
+}
+
 static void exercise(const unsigned char *data, size_t size) {
     inn_bundle b;
     if (inn_bundle_open(&b, data, size) != INN_OK) return;
+    exercise_graphs(&b);
     for (uint32_t k = 0; k < b.bucket_count; k++) {
         size_t scratch_size;
         if (inn_bundle_scratch_size(&b, k, &scratch_size) != INN_OK || scratch_size > (64u << 20)) continue;

@@ -1,5 +1,5 @@
 /* C-side tests: the shared vectors (bit-exact against the Python reference) and bad input.
- *   test_core tests/vectors/vectors.innb tests/vectors/expected.bin
+ *   test_core tests/vectors/vectors.innb tests/vectors/expected.bin tests/vectors/expected_graphs.bin
  * Built plain and with -fsanitize=address,undefined by tests/test_csrc.py. */
 #include <math.h>
 #include <stdio.h>
@@ -68,6 +68,80 @@ static int vectors(const unsigned char *bundle, size_t bsize, const unsigned cha
         records++;
     }
     return records;
+}
+
+/* Fill one bucket's "vectors" graph and compare image `index` with the Python reference's bytes. */
+static int graph_matches(const inn_bundle *b, uint32_t bucket, uint32_t index, const unsigned char *want, size_t n) {
+    inn_graph g;
+    inn_status st = inn_graph_find(b, bucket, "vectors", &g);
+    CHECK(st == INN_OK, "graph of bucket %u: %s", bucket, inn_status_str(st));
+    if (st || index >= g.image_count || g.image_count > 8) return 0;
+    void *outs[8];
+    size_t sizes[8], scratch_size = 0;
+    for (uint32_t k = 0; k < g.image_count; k++) {
+        inn_image_info info;
+        inn_graph_image(&g, k, &info);
+        sizes[k] = (size_t)info.size;
+        outs[k] = malloc(sizes[k] + 1);
+    }
+    inn_graph_scratch_size(b, &g, &scratch_size);
+    void *scratch = malloc(scratch_size);
+    CHECK(inn_graph_fill(b, &g, outs, sizes, scratch, scratch_size - 1) == INN_ERR_BUFFER, "small graph scratch");
+    st = inn_graph_fill(b, &g, outs, sizes, scratch, scratch_size);
+    CHECK(st == INN_OK, "fill bucket %u: %s", bucket, inn_status_str(st));
+    int ok = st == INN_OK && sizes[index] == n && memcmp(outs[index], want, n) == 0;
+    CHECK(ok, "image %u of bucket %u differs from the Python reference", index, bucket);
+    for (uint32_t k = 0; k < g.image_count; k++) free(outs[k]);
+    free(scratch);
+    return ok;
+}
+
+static int graphs(const unsigned char *bundle, size_t bsize, const unsigned char *exp, size_t esize) {
+    inn_bundle b;
+    if (inn_bundle_open(&b, bundle, bsize) != INN_OK) return 0;
+    int records = 0;
+    for (size_t pos = 0; pos + 16 <= esize;) {
+        uint32_t bucket = get32(exp + pos), index = get32(exp + pos + 4);
+        size_t n = (size_t)get64(exp + pos + 8);
+        records += graph_matches(&b, bucket, index, exp + pos + 16, n);
+        pos += 16 + n;
+    }
+    inn_graph g;
+    CHECK(inn_graph_find(&b, 0, "litert", &g) == INN_ERR_MISSING, "missing runtime");
+    CHECK(inn_graph_find(&b, 99, "vectors", &g) == INN_ERR_MISSING, "missing bucket graph");
+    CHECK(inn_graph_find(&b, 0, "a-runtime-name-too-long", &g) == INN_ERR_ARG, "long runtime name");
+    return records;
+}
+
+/* The first hole of bucket 0's graph, behind valid checksums: each edit gives a specific error. */
+static void bad_graphs(const unsigned char *good, size_t size) {
+    size_t len, gidx = section_offset(good, size, "GIDX", &len), blob = section_offset(good, size, "BLOB", &len);
+    CHECK(gidx && blob, "vectors carry graphs");
+    if (!gidx || !blob) return;
+    size_t rec = blob + (size_t)get64(good + gidx + 8 + 24); /* row 0: bucket 0 */
+    size_t image = rec + 8, spans = get32(good + image + 4);
+    size_t hole = image + 24 + ((get32(good + image) + 7u) & ~7u) + spans * 16;
+    struct { size_t at; uint32_t value; inn_status want; const char *what; } edits[] = {
+        {rec, 0x31524749u ^ 1u, INN_ERR_FORMAT, "record magic"},
+        {hole + 8, 3, INN_ERR_FORMAT, "hole size not the tensor's"},
+        {hole, 0xFFFFFFF0u, INN_ERR_FORMAT, "hole past the image"},
+        {hole + 16, 9999, INN_ERR_RANGE, "hole names a missing layer"},
+        {hole + 20, 77, INN_ERR_FORMAT, "unknown tensor code"},
+        {image + 4, 0x7FFFFFFFu, INN_ERR_RANGE, "huge span count"},
+        {image + 4, 100000, INN_ERR_TRUNCATED, "spans past the record"},
+    };
+    unsigned char *d = malloc(size);
+    for (size_t e = 0; e < sizeof edits / sizeof edits[0]; e++) {
+        memcpy(d, good, size);
+        put32(d + edits[e].at, edits[e].value);
+        reseal(d, size);
+        inn_bundle b;
+        inn_graph g;
+        inn_status st = inn_bundle_open(&b, d, size);
+        if (st == INN_OK) st = inn_graph_find(&b, 0, "vectors", &g);
+        CHECK(st == edits[e].want, "%s: got %s", edits[e].what, inn_status_str(st));
+    }
+    free(d);
 }
 
 static inn_status open_copy(const unsigned char *d, size_t n) {
@@ -186,10 +260,12 @@ static void math(void) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 3) {
-        fprintf(stderr, "usage: %s vectors.innb expected.bin\n", argv[0]);
+    if (argc != 4) {
+        fprintf(stderr, "usage: %s vectors.innb expected.bin expected_graphs.bin\n", argv[0]);
         return 2;
     }
+    size_t gsize;
+    unsigned char *gexp = read_file(argv[3], &gsize);
     size_t bsize, esize;
     unsigned char *bundle = read_file(argv[1], &bsize), *exp = read_file(argv[2], &esize);
     if (!bundle || !exp) {
@@ -198,7 +274,11 @@ int main(int argc, char **argv) {
     }
     math();
     int records = vectors(bundle, bsize, exp, esize);
+    int graph_records = gexp ? graphs(bundle, bsize, gexp, gsize) : 0;
+    CHECK(graph_records == 6, "graph images checked: %d of 6", graph_records);
     bad_input(bundle, bsize);
+    bad_graphs(bundle, bsize);
+    free(gexp);
     free(bundle);
     free(exp);
     printf("%d passed, %d failed\n", records > 0 && failures == 0 ? records : 0, failures);
