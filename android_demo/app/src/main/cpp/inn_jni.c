@@ -1,0 +1,420 @@
+/*
+ * JNI glue between dev.innmobile.InnBundle (plain Java, no android.* imports) and the native core
+ * (inn_mobile/csrc). The same file builds the Android library (app/src/main/cpp/CMakeLists.txt,
+ * NDK) and the host library the JVM test loads (host/build_and_test.sh, gcc + JDK headers), so what
+ * CI tests is what ships.
+ *
+ * Rules this file keeps:
+ *  - Never crash on bad input: every core status becomes a dev.innmobile.InnException carrying the
+ *    core's message (inn_status_str) and code; bad Java arguments become the usual Java exceptions.
+ *    After a throw we return at once (no further JNI calls with an exception pending).
+ *  - No hidden copies of weights: outputs are written straight into direct ByteBuffers.
+ *  - No global state (like the core): the handle is a malloc'd struct owned by the Java object.
+ *  - Alignment: the core reads float/double arrays in place, so the bundle bytes must be 8-byte
+ *    aligned; memory that is not (a misaligned direct buffer, a Java byte[]) is copied once.
+ */
+#include <jni.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "inn.h"
+
+#define EXC_CLASS "dev/innmobile/InnException"
+
+/* What InnBundle's `handle` points at. */
+typedef struct {
+    inn_bundle bundle;
+    void *owned; /* our copy of the bundle bytes, or NULL when the caller's memory is read in place */
+} jni_bundle;
+
+static const char *const STATUS_NAMES[] = {"OK",     "ARG",      "TRUNCATED", "MAGIC",  "VERSION",  "CHECKSUM",
+                                           "FORMAT", "RANGE",    "OVERFLOW",  "BUFFER", "MISSING",  "PARTITION"};
+
+static const char *status_name(inn_status s) {
+    return (unsigned)s < sizeof STATUS_NAMES / sizeof STATUS_NAMES[0] ? STATUS_NAMES[s] : "UNKNOWN";
+}
+
+static void throw_class(JNIEnv *env, const char *cls, const char *msg) {
+    jclass c = (*env)->FindClass(env, cls);
+    if (c) (*env)->ThrowNew(env, c, msg); /* else FindClass already left NoClassDefFoundError pending */
+}
+
+/* Throws InnException(status, "<what>: <core message> (INN_ERR_<NAME>)"): the same text as the
+ * Python binding's NativeError, so host tests can compare the two. */
+static void throw_status(JNIEnv *env, inn_status s, const char *what) {
+    char msg[512];
+    snprintf(msg, sizeof msg, "%s: %s (INN_ERR_%s)", what, inn_status_str(s), status_name(s));
+    jclass c = (*env)->FindClass(env, EXC_CLASS);
+    if (!c) return;
+    jmethodID ctor = (*env)->GetMethodID(env, c, "<init>", "(ILjava/lang/String;)V");
+    if (!ctor) return;
+    jstring jmsg = (*env)->NewStringUTF(env, msg); /* msg is ASCII: core messages and our text */
+    if (!jmsg) return;
+    jobject exc = (*env)->NewObject(env, c, ctor, (jint)s, jmsg);
+    if (exc) (*env)->Throw(env, (jthrowable)exc);
+}
+
+static jni_bundle *handle_of(JNIEnv *env, jlong handle) {
+    if (handle == 0) {
+        throw_class(env, "java/lang/IllegalStateException", "InnBundle is closed");
+        return NULL;
+    }
+    return (jni_bundle *)(intptr_t)handle;
+}
+
+/* Opens `size` bytes at `data`; copies them first when `copy` is set. Returns the handle or 0 with
+ * an exception pending. */
+static jlong open_bytes(JNIEnv *env, const void *data, size_t size, int copy) {
+    jni_bundle *h = (jni_bundle *)calloc(1, sizeof *h);
+    if (!h) {
+        throw_class(env, "java/lang/OutOfMemoryError", "InnBundle handle");
+        return 0;
+    }
+    if (copy) {
+        h->owned = malloc(size ? size : 1); /* malloc is aligned for any scalar type */
+        if (!h->owned) {
+            free(h);
+            throw_class(env, "java/lang/OutOfMemoryError", "copy of the bundle bytes");
+            return 0;
+        }
+        if (size) memcpy(h->owned, data, size);
+        data = h->owned;
+    }
+    inn_status s = inn_bundle_open(&h->bundle, data, size);
+    if (s != INN_OK) {
+        free(h->owned);
+        free(h);
+        throw_status(env, s, "opening bundle");
+        return 0;
+    }
+    return (jlong)(intptr_t)h;
+}
+
+JNIEXPORT jlong JNICALL Java_dev_innmobile_InnBundle_nOpenDirect(JNIEnv *env, jclass cls, jobject buf) {
+    (void)cls;
+    void *addr = (*env)->GetDirectBufferAddress(env, buf);
+    jlong cap = (*env)->GetDirectBufferCapacity(env, buf);
+    if (!addr || cap < 0) {
+        throw_class(env, "java/lang/IllegalArgumentException", "bundle buffer is not a direct ByteBuffer");
+        return 0;
+    }
+    /* In place when aligned (mmap'd assets, allocateDirect); the Java object keeps `buf` alive. */
+    return open_bytes(env, addr, (size_t)cap, ((uintptr_t)addr & 7u) != 0);
+}
+
+JNIEXPORT jlong JNICALL Java_dev_innmobile_InnBundle_nOpenArray(JNIEnv *env, jclass cls, jbyteArray arr, jint off,
+                                                                jint len) {
+    (void)cls;
+    jsize n = (*env)->GetArrayLength(env, arr);
+    if (off < 0 || len < 0 || off > n || len > n - off) {
+        throw_class(env, "java/lang/IndexOutOfBoundsException", "bundle array range");
+        return 0;
+    }
+    /* Copied out of the Java heap: the core keeps pointers into the bytes, and arrays can move. */
+    void *copy = malloc(len ? (size_t)len : 1);
+    if (!copy) {
+        throw_class(env, "java/lang/OutOfMemoryError", "copy of the bundle bytes");
+        return 0;
+    }
+    (*env)->GetByteArrayRegion(env, arr, off, len, (jbyte *)copy);
+    jlong h = open_bytes(env, copy, (size_t)len, 0);
+    if (h)
+        ((jni_bundle *)(intptr_t)h)->owned = copy;
+    else
+        free(copy);
+    return h;
+}
+
+JNIEXPORT void JNICALL Java_dev_innmobile_InnBundle_nClose(JNIEnv *env, jclass cls, jlong handle) {
+    (void)env, (void)cls;
+    jni_bundle *h = (jni_bundle *)(intptr_t)handle;
+    if (!h) return;
+    free(h->owned);
+    free(h);
+}
+
+/* {bucket_count, layer_count, group_count} */
+JNIEXPORT jintArray JNICALL Java_dev_innmobile_InnBundle_nCounts(JNIEnv *env, jclass cls, jlong handle) {
+    (void)cls;
+    jni_bundle *h = handle_of(env, handle);
+    if (!h) return NULL;
+    jint v[3] = {(jint)h->bundle.bucket_count, (jint)h->bundle.layer_count, (jint)h->bundle.group_count};
+    jintArray out = (*env)->NewIntArray(env, 3);
+    if (out) (*env)->SetIntArrayRegion(env, out, 0, 3, v);
+    return out;
+}
+
+/* Fills `out` (9 longs: kind, blocks, taps, has_bias, n_out, n_in, m_out, m_in, weight_count) and
+ * returns the layer name as UTF-8 bytes (decoded in Java: NewStringUTF wants modified UTF-8). */
+JNIEXPORT jbyteArray JNICALL Java_dev_innmobile_InnBundle_nLayerInfo(JNIEnv *env, jclass cls, jlong handle,
+                                                                     jint bucket, jint layer, jlongArray out) {
+    (void)cls;
+    jni_bundle *h = handle_of(env, handle);
+    if (!h) return NULL;
+    if (bucket < 0 || layer < 0) {
+        throw_status(env, INN_ERR_RANGE, "layer info");
+        return NULL;
+    }
+    inn_layer_info li;
+    inn_status s = inn_layer_info_get(&h->bundle, (uint32_t)bucket, (uint32_t)layer, &li);
+    if (s != INN_OK) {
+        char what[96];
+        snprintf(what, sizeof what, "layer %d of bucket %d", (int)layer, (int)bucket);
+        throw_status(env, s, what);
+        return NULL;
+    }
+    if ((*env)->GetArrayLength(env, out) < 9) {
+        throw_class(env, "java/lang/IllegalArgumentException", "layer info array needs 9 elements");
+        return NULL;
+    }
+    jlong v[9] = {li.kind, li.blocks, li.taps, li.has_bias, li.n_out, li.n_in, li.m_out, li.m_in,
+                  (jlong)li.weight_count};
+    (*env)->SetLongArrayRegion(env, out, 0, 9, v);
+    jsize len = li.name ? (jsize)li.name_len : 0;
+    jbyteArray name = (*env)->NewByteArray(env, len);
+    if (name && len) (*env)->SetByteArrayRegion(env, name, 0, len, (const jbyte *)li.name);
+    return name;
+}
+
+/* The payload of section `tag` (4 ASCII characters), or null when the bundle has no such section. */
+JNIEXPORT jbyteArray JNICALL Java_dev_innmobile_InnBundle_nSection(JNIEnv *env, jclass cls, jlong handle,
+                                                                   jbyteArray tag) {
+    (void)cls;
+    jni_bundle *h = handle_of(env, handle);
+    if (!h) return NULL;
+    if ((*env)->GetArrayLength(env, tag) != 4) {
+        throw_class(env, "java/lang/IllegalArgumentException", "a section tag has 4 bytes");
+        return NULL;
+    }
+    char t[4];
+    (*env)->GetByteArrayRegion(env, tag, 0, 4, (jbyte *)t);
+    const uint8_t *data = NULL;
+    size_t size = 0;
+    inn_status s = inn_bundle_section(&h->bundle, t, &data, &size);
+    if (s == INN_ERR_MISSING) return NULL;
+    if (s != INN_OK) {
+        throw_status(env, s, "reading a section");
+        return NULL;
+    }
+    if (size > (size_t)INT32_MAX) {
+        throw_status(env, INN_ERR_OVERFLOW, "section larger than a Java array");
+        return NULL;
+    }
+    jbyteArray out = (*env)->NewByteArray(env, (jsize)size);
+    if (out && size) (*env)->SetByteArrayRegion(env, out, 0, (jsize)size, (const jbyte *)data);
+    return out;
+}
+
+JNIEXPORT jlong JNICALL Java_dev_innmobile_InnBundle_nScratchSize(JNIEnv *env, jclass cls, jlong handle,
+                                                                  jint bucket) {
+    (void)cls;
+    jni_bundle *h = handle_of(env, handle);
+    if (!h) return 0;
+    size_t bytes = 0;
+    inn_status s = bucket < 0 ? INN_ERR_RANGE : inn_bundle_scratch_size(&h->bundle, (uint32_t)bucket, &bytes);
+    if (s != INN_OK) {
+        throw_status(env, s, "scratch size");
+        return 0;
+    }
+    return (jlong)bytes;
+}
+
+/* A direct buffer's memory, NULL with *bytes = 0 for a null buffer. Throws (returns 0) when the
+ * buffer is not direct or not aligned to `align` bytes (the core writes floats/doubles in place). */
+static int direct(JNIEnv *env, jobject buf, size_t align, const char *what, void **ptr, size_t *bytes) {
+    *ptr = NULL;
+    *bytes = 0;
+    if (!buf) return 1;
+    void *p = (*env)->GetDirectBufferAddress(env, buf);
+    jlong cap = (*env)->GetDirectBufferCapacity(env, buf);
+    char msg[128];
+    if (!p || cap < 0) {
+        snprintf(msg, sizeof msg, "%s must be a direct ByteBuffer", what);
+        throw_class(env, "java/lang/IllegalArgumentException", msg);
+        return 0;
+    }
+    if ((uintptr_t)p % align) {
+        snprintf(msg, sizeof msg, "%s must be %u-byte aligned", what, (unsigned)align);
+        throw_class(env, "java/lang/IllegalArgumentException", msg);
+        return 0;
+    }
+    *ptr = p;
+    *bytes = (size_t)cap;
+    return 1;
+}
+
+JNIEXPORT void JNICALL Java_dev_innmobile_InnBundle_nMaterialize(JNIEnv *env, jclass cls, jlong handle,
+                                                                 jint bucket, jint layer, jint layout, jint dtype,
+                                                                 jobject weight, jobject scales, jobject bias,
+                                                                 jobject scratch) {
+    (void)cls;
+    jni_bundle *h = handle_of(env, handle);
+    if (!h) return;
+    void *w, *sc, *bi, *scr;
+    size_t wn, scn, bin, scrn;
+    if (!direct(env, weight, 4, "weight buffer", &w, &wn) || !direct(env, scales, 4, "scales buffer", &sc, &scn) ||
+        !direct(env, bias, 4, "bias buffer", &bi, &bin) || !direct(env, scratch, 8, "scratch buffer", &scr, &scrn))
+        return;
+    char what[96];
+    snprintf(what, sizeof what, "materialising layer %d of bucket %d", (int)layer, (int)bucket);
+    if (bucket < 0 || layer < 0 || layout < 0 || dtype < 0) {
+        throw_status(env, INN_ERR_RANGE, what);
+        return;
+    }
+    inn_status s = inn_materialize(&h->bundle, (uint32_t)bucket, (uint32_t)layer, (inn_layout)layout,
+                                   (inn_dtype)dtype, w, wn, (float *)sc, scn / sizeof(float), (float *)bi,
+                                   bin / sizeof(float), scr, scrn);
+    if (s != INN_OK) throw_status(env, s, what);
+}
+
+/* ------------------------------------------------------------------ runtime graphs (inn_graph_*) */
+
+/* Finds graph (bucket, runtime); runtime comes as ASCII bytes. 0 on success, else an exception is pending. */
+static int find_graph(JNIEnv *env, jni_bundle *h, jint bucket, jbyteArray runtime, inn_graph *g) {
+    char rt[INN_RUNTIME_NAME + 1];
+    jsize n = (*env)->GetArrayLength(env, runtime);
+    if (n < 1 || n > INN_RUNTIME_NAME) {
+        throw_class(env, "java/lang/IllegalArgumentException", "runtime names have 1 to 16 characters");
+        return -1;
+    }
+    (*env)->GetByteArrayRegion(env, runtime, 0, n, (jbyte *)rt);
+    rt[n] = '\0';
+    inn_status s = bucket < 0 ? INN_ERR_MISSING : inn_graph_find(&h->bundle, (uint32_t)bucket, rt, g);
+    if (s != INN_OK) {
+        char what[96];
+        snprintf(what, sizeof what, "graph '%s' of bucket %d", rt, (int)bucket);
+        throw_status(env, s, what);
+        return -1;
+    }
+    return 0;
+}
+
+/* Graph `index` of the bundle: returns its runtime name and writes its bucket to bucket_out[0];
+ * null past the last graph. */
+JNIEXPORT jbyteArray JNICALL Java_dev_innmobile_InnBundle_nGraphList(JNIEnv *env, jclass cls, jlong handle,
+                                                                     jint index, jintArray bucket_out) {
+    (void)cls;
+    jni_bundle *h = handle_of(env, handle);
+    if (!h) return NULL;
+    uint32_t bucket = 0;
+    char rt[INN_RUNTIME_NAME + 1];
+    inn_status s = index < 0 ? INN_ERR_MISSING : inn_graph_list(&h->bundle, (uint32_t)index, &bucket, rt);
+    if (s == INN_ERR_MISSING) return NULL;
+    if (s != INN_OK) {
+        throw_status(env, s, "listing graphs");
+        return NULL;
+    }
+    if ((*env)->GetArrayLength(env, bucket_out) < 1) {
+        throw_class(env, "java/lang/IllegalArgumentException", "bucket_out needs 1 element");
+        return NULL;
+    }
+    jint b = (jint)bucket;
+    (*env)->SetIntArrayRegion(env, bucket_out, 0, 1, &b);
+    jsize len = (jsize)strlen(rt);
+    jbyteArray out = (*env)->NewByteArray(env, len);
+    if (out) (*env)->SetByteArrayRegion(env, out, 0, len, (const jbyte *)rt);
+    return out;
+}
+
+/* Images of graph (bucket, runtime): their count, then per image its UTF-8 name (returned) and its
+ * file size (size_out[0]). */
+JNIEXPORT jint JNICALL Java_dev_innmobile_InnBundle_nGraphImageCount(JNIEnv *env, jclass cls, jlong handle,
+                                                                     jint bucket, jbyteArray runtime) {
+    (void)cls;
+    jni_bundle *h = handle_of(env, handle);
+    inn_graph g;
+    if (!h || find_graph(env, h, bucket, runtime, &g)) return 0;
+    return g.image_count > (uint32_t)INT32_MAX ? INT32_MAX : (jint)g.image_count;
+}
+
+JNIEXPORT jbyteArray JNICALL Java_dev_innmobile_InnBundle_nGraphImage(JNIEnv *env, jclass cls, jlong handle,
+                                                                      jint bucket, jbyteArray runtime, jint index,
+                                                                      jlongArray size_out) {
+    (void)cls;
+    jni_bundle *h = handle_of(env, handle);
+    inn_graph g;
+    if (!h || find_graph(env, h, bucket, runtime, &g)) return NULL;
+    inn_image_info info;
+    inn_status s = index < 0 ? INN_ERR_MISSING : inn_graph_image(&g, (uint32_t)index, &info);
+    if (s != INN_OK) {
+        throw_status(env, s, "graph image");
+        return NULL;
+    }
+    if ((*env)->GetArrayLength(env, size_out) < 1) {
+        throw_class(env, "java/lang/IllegalArgumentException", "size_out needs 1 element");
+        return NULL;
+    }
+    jlong size = (jlong)info.size;
+    (*env)->SetLongArrayRegion(env, size_out, 0, 1, &size);
+    jsize len = (jsize)info.name_len;
+    jbyteArray out = (*env)->NewByteArray(env, len);
+    if (out && len) (*env)->SetByteArrayRegion(env, out, 0, len, (const jbyte *)info.name);
+    return out;
+}
+
+JNIEXPORT jlong JNICALL Java_dev_innmobile_InnBundle_nGraphScratchSize(JNIEnv *env, jclass cls, jlong handle,
+                                                                       jint bucket, jbyteArray runtime) {
+    (void)cls;
+    jni_bundle *h = handle_of(env, handle);
+    inn_graph g;
+    if (!h || find_graph(env, h, bucket, runtime, &g)) return 0;
+    size_t bytes = 0;
+    inn_status s = inn_graph_scratch_size(&h->bundle, &g, &bytes);
+    if (s != INN_OK) {
+        throw_status(env, s, "graph scratch size");
+        return 0;
+    }
+    return (jlong)bytes;
+}
+
+/* Rebuilds every image of graph (bucket, runtime) into `outs` (one direct, 4-byte aligned buffer per
+ * image, in image order). The core validates everything before writing. */
+JNIEXPORT void JNICALL Java_dev_innmobile_InnBundle_nGraphFill(JNIEnv *env, jclass cls, jlong handle, jint bucket,
+                                                               jbyteArray runtime, jobjectArray outs,
+                                                               jobject scratch) {
+    (void)cls;
+    jni_bundle *h = handle_of(env, handle);
+    inn_graph g;
+    if (!h || find_graph(env, h, bucket, runtime, &g)) return;
+    jsize n = (*env)->GetArrayLength(env, outs);
+    if ((uint32_t)n != g.image_count) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "graph has %u images, got %d buffers", (unsigned)g.image_count, (int)n);
+        throw_class(env, "java/lang/IllegalArgumentException", msg);
+        return;
+    }
+    void *scr;
+    size_t scrn;
+    if (!direct(env, scratch, 8, "scratch buffer", &scr, &scrn)) return;
+    if (!scr) {
+        throw_class(env, "java/lang/NullPointerException", "scratch");
+        return;
+    }
+    void **ptrs = (void **)calloc(n ? (size_t)n : 1, sizeof *ptrs);
+    size_t *sizes = (size_t *)calloc(n ? (size_t)n : 1, sizeof *sizes);
+    if (!ptrs || !sizes) {
+        free(ptrs);
+        free(sizes);
+        throw_class(env, "java/lang/OutOfMemoryError", "graph buffer table");
+        return;
+    }
+    int ok = 1;
+    for (jsize i = 0; i < n && ok; i++) {
+        jobject buf = (*env)->GetObjectArrayElement(env, outs, i);
+        ok = buf != NULL && direct(env, buf, 4, "image buffer", &ptrs[i], &sizes[i]);
+        if (!buf && !(*env)->ExceptionCheck(env)) throw_class(env, "java/lang/NullPointerException", "image buffer");
+        if (buf) (*env)->DeleteLocalRef(env, buf);
+    }
+    if (ok) {
+        inn_status s = inn_graph_fill(&h->bundle, &g, (void *const *)ptrs, sizes, scr, scrn);
+        if (s != INN_OK) {
+            char what[96];
+            snprintf(what, sizeof what, "filling graph of bucket %d", (int)bucket);
+            throw_status(env, s, what);
+        }
+    }
+    free(ptrs);
+    free(sizes);
+}

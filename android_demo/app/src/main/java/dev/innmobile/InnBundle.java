@@ -1,0 +1,300 @@
+package dev.innmobile;
+
+import java.io.File;
+import java.io.IOException;
+import java.io.RandomAccessFile;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import java.nio.channels.FileChannel;
+import java.nio.charset.StandardCharsets;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Objects;
+
+/**
+ * An {@code .innb} bundle opened by the native core (libinn_jni: inn_mobile/csrc + inn_jni.c).
+ *
+ * <p>Plain Java (no {@code android.*}), so the very class the app ships is compiled and tested on a
+ * host JVM in CI. The core validates the whole bundle once in {@link #open}; afterwards weights are
+ * materialised on demand, one layer at a time, straight into direct {@link ByteBuffer}s (no weight
+ * is ever held twice). Every core failure is an {@link InnException} with the core's message.
+ *
+ * <p>Not thread-safe to {@link #close} while another thread materialises; concurrent
+ * {@code materialize} calls are fine if each thread uses its own scratch buffer (the core has no
+ * global state and only reads the bundle).
+ */
+public final class InnBundle implements AutoCloseable {
+    static {
+        System.loadLibrary("inn_jni");
+    }
+
+    /** Output layouts; the ordinal is the core's {@code inn_layout} code. */
+    public enum Layout {
+        /** [O][I][T]: PyTorch OIHW, Linear [O, I]. */
+        OIT,
+        /** [O][T][I]: OHWI (LiteRT conv, XNNPACK NHWC). */
+        OTI,
+        /** [I][T][O]: LiteRT depthwise [1, H, W, O]; transposed linear [I, O]. */
+        ITO
+    }
+
+    /** Weight element types; the ordinal is the core's {@code inn_dtype} code. */
+    public enum DType {
+        F32,
+        /** Symmetric int8 per output channel, with float32 scales. */
+        I8
+    }
+
+    /** One layer's tensors, little-endian direct buffers ready for a runtime. */
+    public static final class Weights {
+        public final LayerInfo info;
+        public final ByteBuffer weight;
+        /** int8 per-output-channel scales (float32), or null for float weights. */
+        public final ByteBuffer scales;
+        /** Bias (affine layers: the shift), float32, or null when the layer has none. */
+        public final ByteBuffer bias;
+
+        Weights(LayerInfo info, ByteBuffer weight, ByteBuffer scales, ByteBuffer bias) {
+            this.info = info;
+            this.weight = weight;
+            this.scales = scales;
+            this.bias = bias;
+        }
+    }
+
+    /** A runtime graph the bundle ships for one bucket (e.g. runtime "litert" or "executorch"). */
+    public static final class Graph {
+        public final int bucket;
+        public final String runtime;
+
+        Graph(int bucket, String runtime) {
+            this.bucket = bucket;
+            this.runtime = runtime;
+        }
+
+        @Override
+        public String toString() {
+            return runtime + "@" + bucket;
+        }
+    }
+
+    /** One file of a graph (".tflite", or ".pte" / ".ptd") and its complete size. */
+    public static final class GraphImage {
+        public final String name;
+        public final long size;
+
+        GraphImage(String name, long size) {
+            this.name = name;
+            this.size = size;
+        }
+    }
+
+    private long handle;
+    /** The caller's direct buffer when the core reads it in place: must outlive the handle. */
+    @SuppressWarnings("unused")
+    private final ByteBuffer keepAlive;
+
+    public final int bucketCount;
+    public final int layerCount;
+    public final int groupCount;
+
+    private InnBundle(long handle, ByteBuffer keepAlive) {
+        this.handle = handle;
+        this.keepAlive = keepAlive;
+        int[] c = nCounts(handle);
+        bucketCount = c[0];
+        layerCount = c[1];
+        groupCount = c[2];
+    }
+
+    /**
+     * Opens the bytes between {@code data}'s position and limit. A direct buffer (e.g. a memory-mapped
+     * asset) is read in place when 8-byte aligned, else copied once; its contents must not change
+     * while the bundle is open. A heap buffer is copied.
+     */
+    public static InnBundle open(ByteBuffer data) {
+        Objects.requireNonNull(data, "data");
+        if (data.isDirect()) {
+            ByteBuffer view = data.slice();
+            return new InnBundle(nOpenDirect(view), view);
+        }
+        if (data.hasArray()) {
+            return new InnBundle(nOpenArray(data.array(), data.arrayOffset() + data.position(), data.remaining()), null);
+        }
+        byte[] copy = new byte[data.remaining()];
+        data.duplicate().get(copy);
+        return open(copy);
+    }
+
+    /** Opens a copy of {@code data}. */
+    public static InnBundle open(byte[] data) {
+        Objects.requireNonNull(data, "data");
+        return new InnBundle(nOpenArray(data, 0, data.length), null);
+    }
+
+    /** Memory-maps {@code file} read-only and opens it in place (no copy of the nodes). */
+    public static InnBundle open(File file) throws IOException {
+        try (RandomAccessFile raf = new RandomAccessFile(file, "r"); FileChannel ch = raf.getChannel()) {
+            return open(ch.map(FileChannel.MapMode.READ_ONLY, 0, ch.size())); // the mapping outlives the channel
+        }
+    }
+
+    private long live() {
+        if (handle == 0) {
+            throw new IllegalStateException("InnBundle is closed");
+        }
+        return handle;
+    }
+
+    public LayerInfo layerInfo(int bucket, int layer) {
+        long[] v = new long[9];
+        byte[] name = nLayerInfo(live(), bucket, layer, v);
+        String s = name.length == 0 ? "layer" + layer : new String(name, StandardCharsets.UTF_8);
+        return new LayerInfo(s, v);
+    }
+
+    /** The payload of section {@code tag} (4 ASCII characters, e.g. "META"), or null if absent. */
+    public byte[] section(String tag) {
+        byte[] t = tag.getBytes(StandardCharsets.US_ASCII);
+        if (t.length != 4) {
+            throw new IllegalArgumentException("section tags have 4 characters: " + tag);
+        }
+        return nSection(live(), t);
+    }
+
+    /** The bundle's META JSON (bucket names, accuracies, costs...), or "{}" when it has none. */
+    public String meta() {
+        byte[] m = section("META");
+        return m == null ? "{}" : new String(m, StandardCharsets.UTF_8);
+    }
+
+    /** Bytes of scratch {@link #materialize} needs for any layer of {@code bucket}. */
+    public long scratchBytes(int bucket) {
+        return nScratchSize(live(), bucket);
+    }
+
+    /** A scratch buffer for {@code bucket}: allocate once, reuse for every layer. */
+    public ByteBuffer newScratch(int bucket) {
+        return direct(scratchBytes(bucket));
+    }
+
+    /**
+     * Writes one layer of one bucket into caller buffers (direct, 4-byte aligned; scratch 8-byte
+     * aligned; whole capacity used, position ignored). {@code scales} is required for I8,
+     * {@code bias} may be null.
+     */
+    public void materialize(int bucket, int layer, Layout layout, DType dtype, ByteBuffer weight, ByteBuffer scales,
+                            ByteBuffer bias, ByteBuffer scratch) {
+        Objects.requireNonNull(weight, "weight");
+        Objects.requireNonNull(scratch, "scratch");
+        nMaterialize(live(), bucket, layer, layout.ordinal(), dtype.ordinal(), weight, scales, bias, scratch);
+    }
+
+    /** One layer of one bucket in newly allocated buffers sized from {@link #layerInfo}. */
+    public Weights materialize(int bucket, int layer, Layout layout, DType dtype, ByteBuffer scratch) {
+        LayerInfo info = layerInfo(bucket, layer);
+        boolean i8 = dtype == DType.I8;
+        ByteBuffer w = direct(info.weightCount * (i8 ? 1 : 4));
+        ByteBuffer s = i8 ? direct(4L * info.nOut) : null;
+        ByteBuffer b = info.hasVector() ? direct(4L * info.nOut) : null;
+        materialize(bucket, layer, layout, dtype, w, s, b, scratch);
+        return new Weights(info, w, s, b);
+    }
+
+    // ------------------------------------------------------------------ runtime graphs
+
+    /** Every (bucket, runtime) graph the bundle ships, in table order. */
+    public List<Graph> graphs() {
+        List<Graph> out = new ArrayList<>();
+        int[] bucket = new int[1];
+        for (int i = 0; ; i++) {
+            byte[] rt = nGraphList(live(), i, bucket);
+            if (rt == null) {
+                return out;
+            }
+            out.add(new Graph(bucket[0], new String(rt, StandardCharsets.US_ASCII)));
+        }
+    }
+
+    /** The files of graph (bucket, runtime), validated by the core; InnException(MISSING) if absent. */
+    public List<GraphImage> graphImages(int bucket, String runtime) {
+        byte[] rt = runtime.getBytes(StandardCharsets.US_ASCII);
+        int n = nGraphImageCount(live(), bucket, rt);
+        List<GraphImage> out = new ArrayList<>(n);
+        long[] size = new long[1];
+        for (int i = 0; i < n; i++) {
+            byte[] name = nGraphImage(live(), bucket, rt, i, size);
+            out.add(new GraphImage(new String(name, StandardCharsets.UTF_8), size[0]));
+        }
+        return out;
+    }
+
+    /**
+     * Rebuilds the files of graph (bucket, runtime) with the weights written from the nodes, into
+     * {@code outs} (one direct, 4-byte aligned buffer per image, at least the image's size).
+     */
+    public void fillGraph(int bucket, String runtime, ByteBuffer[] outs, ByteBuffer scratch) {
+        Objects.requireNonNull(outs, "outs");
+        Objects.requireNonNull(scratch, "scratch");
+        nGraphFill(live(), bucket, runtime.getBytes(StandardCharsets.US_ASCII), outs, scratch);
+    }
+
+    /**
+     * The complete files of graph (bucket, runtime) in new direct buffers (native order, the form
+     * LiteRT's {@code Interpreter(ByteBuffer)} takes), in the order of {@link #graphImages}.
+     */
+    public ByteBuffer[] fillGraph(int bucket, String runtime) {
+        List<GraphImage> images = graphImages(bucket, runtime);
+        ByteBuffer[] outs = new ByteBuffer[images.size()];
+        for (int i = 0; i < outs.length; i++) {
+            outs[i] = direct(images.get(i).size).order(ByteOrder.nativeOrder());
+        }
+        ByteBuffer scratch = direct(nGraphScratchSize(live(), bucket, runtime.getBytes(StandardCharsets.US_ASCII)));
+        fillGraph(bucket, runtime, outs, scratch);
+        return outs;
+    }
+
+    @Override
+    public void close() {
+        long h = handle;
+        handle = 0;
+        nClose(h);
+    }
+
+    static ByteBuffer direct(long bytes) {
+        if (bytes < 0 || bytes > Integer.MAX_VALUE) {
+            throw new IllegalArgumentException("buffer of " + bytes + " bytes");
+        }
+        return ByteBuffer.allocateDirect((int) bytes).order(ByteOrder.LITTLE_ENDIAN);
+    }
+
+    // ------------------------------------------------------------------ native (inn_jni.c)
+    private static native long nOpenDirect(ByteBuffer data);
+
+    private static native long nOpenArray(byte[] data, int offset, int length);
+
+    private static native void nClose(long handle);
+
+    private static native int[] nCounts(long handle);
+
+    private static native byte[] nLayerInfo(long handle, int bucket, int layer, long[] out);
+
+    private static native byte[] nSection(long handle, byte[] tag);
+
+    private static native long nScratchSize(long handle, int bucket);
+
+    private static native void nMaterialize(long handle, int bucket, int layer, int layout, int dtype,
+                                            ByteBuffer weight, ByteBuffer scales, ByteBuffer bias,
+                                            ByteBuffer scratch);
+
+    private static native byte[] nGraphList(long handle, int index, int[] bucketOut);
+
+    private static native int nGraphImageCount(long handle, int bucket, byte[] runtime);
+
+    private static native byte[] nGraphImage(long handle, int bucket, byte[] runtime, int index, long[] sizeOut);
+
+    private static native long nGraphScratchSize(long handle, int bucket, byte[] runtime);
+
+    private static native void nGraphFill(long handle, int bucket, byte[] runtime, ByteBuffer[] outs,
+                                          ByteBuffer scratch);
+}

@@ -1,0 +1,252 @@
+package dev.innmobile;
+
+import java.math.BigDecimal;
+import java.math.RoundingMode;
+import java.util.ArrayList;
+import java.util.Collections;
+import java.util.List;
+import java.util.Map;
+
+/**
+ * Picks the width bucket a device can afford: a line-by-line port of {@code inn_mobile/policy.py}
+ * ({@code candidates} + {@code choose}), down to its messages, so the width chosen on the host is the
+ * one the phone chooses (tests/test_android_host.py compares the two on the same bundles).
+ *
+ * <p>Per runtime, a bucket's costs come from the bundle's META JSON,
+ * {@code meta["buckets"][k]["info"]["runtimes"][runtime]}: {@code accuracy} (%), {@code weights_bytes},
+ * {@code arena_bytes}, measured at pack time; a device profile ({@code inn-mobile profile}) overrides
+ * memory with its measured {@code peak_bytes} and adds {@code latency_ms}. The rule:
+ * <ol>
+ *   <li>candidates: the buckets that ship a graph for the runtime, narrow to wide;
+ *   <li>a candidate fits when its memory is within the budget and, when a latency budget is given and
+ *       every candidate has a latency, its latency is within that too;
+ *   <li>the most accurate fitting candidate wins, ties to the smaller memory; when some fitting
+ *       candidate has no accuracy, the widest fitting one wins;
+ *   <li>none fits: {@link NoWidthFits} names the smallest bucket and what it needs.
+ * </ol>
+ * Plain Java: the Android app only supplies the budget ({@link #androidMemoryBudget}).
+ */
+public final class WidthPolicy {
+    /** Share of {@code ActivityManager.MemoryInfo.availMem} the model may use. */
+    public static final int AVAIL_MEM_DIVISOR = 8;
+    /** Smaller share on {@code ActivityManager.isLowRamDevice()} devices. */
+    public static final int LOW_RAM_AVAIL_MEM_DIVISOR = 16;
+
+    private WidthPolicy() {}
+
+    /** What one bucket costs and gives on one runtime ({@code Double.NaN}: not measured). */
+    public static final class Candidate {
+        /** The bucket's index in the bundle (what {@link InnBundle#fillGraph} takes). */
+        public final int bucket;
+        public final String name;
+        public final double accuracy;
+        public final long memoryBytes;
+        public final double latencyMs;
+
+        public Candidate(int bucket, String name, double accuracy, long memoryBytes, double latencyMs) {
+            this.bucket = bucket;
+            this.name = name;
+            this.accuracy = accuracy;
+            this.memoryBytes = memoryBytes;
+            this.latencyMs = latencyMs;
+        }
+    }
+
+    /** The chosen candidate, its position in the candidate list, and why (policy.py's {@code Choice}). */
+    public static final class Choice {
+        public final Candidate candidate;
+        public final int index;
+        public final String reason;
+
+        Choice(Candidate candidate, int index, String reason) {
+            this.candidate = candidate;
+            this.index = index;
+            this.reason = reason;
+        }
+    }
+
+    /** No bucket fits the budget (policy.py's {@code BudgetError}). */
+    public static final class NoWidthFits extends RuntimeException {
+        private static final long serialVersionUID = 1L;
+
+        NoWidthFits(String message) {
+            super(message);
+        }
+    }
+
+    /** The memory budget on Android: a share of what the system reports as available now. */
+    public static long androidMemoryBudget(long availMem, boolean isLowRamDevice) {
+        return Math.max(availMem, 0) / (isLowRamDevice ? LOW_RAM_AVAIL_MEM_DIVISOR : AVAIL_MEM_DIVISOR);
+    }
+
+    /** Candidates for {@code runtime} from an open bundle and an optional device profile (JSON or null). */
+    public static List<Candidate> candidates(InnBundle bundle, String runtime, String profileJson) {
+        List<Integer> withGraph = new ArrayList<>();
+        for (InnBundle.Graph g : bundle.graphs()) {
+            if (g.runtime.equals(runtime)) {
+                withGraph.add(g.bucket);
+            }
+        }
+        List<String> all = new ArrayList<>();
+        for (InnBundle.Graph g : bundle.graphs()) {
+            if (!all.contains(g.runtime)) {
+                all.add(g.runtime);
+            }
+        }
+        Collections.sort(all);
+        return candidates(bundle.meta(), bundle.bucketCount, withGraph, all, runtime, profileJson);
+    }
+
+    /**
+     * Candidates from META JSON: {@code withGraph} lists the buckets that have a graph for
+     * {@code runtime}; {@code runtimes} all runtimes with graphs (for the error message only).
+     */
+    public static List<Candidate> candidates(String metaJson, int bucketCount, List<Integer> withGraph,
+                                             List<String> runtimes, String runtime, String profileJson) {
+        Map<?, ?> rows = Collections.emptyMap();
+        if (profileJson != null) {
+            Map<?, ?> profile = map(Json.parse(profileJson));
+            if (!runtime.equals(profile.get("runtime"))) {
+                throw new IllegalArgumentException("the profile was measured for " + repr(profile.get("runtime"))
+                        + ", not " + repr(runtime));
+            }
+            rows = map(profile.get("buckets"));
+        }
+        Object metaBuckets = map(Json.parse(metaJson)).get("buckets");
+        List<?> buckets = metaBuckets instanceof List ? (List<?>) metaBuckets : Collections.emptyList();
+        List<Candidate> out = new ArrayList<>();
+        for (int k = 0; k < bucketCount; k++) {
+            if (!withGraph.contains(k)) {
+                continue;
+            }
+            Map<?, ?> b = k < buckets.size() ? map(buckets.get(k)) : Collections.emptyMap();
+            String name = b.get("name") instanceof String ? (String) b.get("name") : "b" + k;
+            Map<?, ?> info = map(map(map(b.get("info")).get("runtimes")).get(runtime));
+            Object row = rows.get(name);
+            long memory;
+            double latency = Double.NaN;
+            if (row instanceof Map) {
+                memory = (long) number(((Map<?, ?>) row).get("peak_bytes"));
+                latency = number(((Map<?, ?>) row).get("latency_ms"));
+            } else if (info.containsKey("weights_bytes")) {
+                Object arena = info.get("arena_bytes");
+                memory = (long) number(info.get("weights_bytes")) + (arena == null ? 0 : (long) number(arena));
+            } else {
+                throw new IllegalArgumentException("bucket " + repr(name) + " has no memory measurement for "
+                        + repr(runtime) + " (pack it with inn_mobile.pack, or pass a device profile)");
+            }
+            Object acc = info.get("accuracy");
+            out.add(new Candidate(k, name, acc == null ? Double.NaN : number(acc), memory, latency));
+        }
+        if (out.isEmpty()) {
+            throw new IllegalArgumentException("the bundle has no " + repr(runtime) + " graphs; it has "
+                    + (runtimes.isEmpty() ? "none" : pyList(runtimes)));
+        }
+        return out;
+    }
+
+    /**
+     * The most accurate candidate within both budgets ({@code latencyBudgetMs}: NaN for none).
+     *
+     * @throws NoWidthFits when none fits, naming the smallest bucket and what it needs
+     */
+    public static Choice choose(List<Candidate> candidates, long memoryBudget, double latencyBudgetMs) {
+        if (candidates.isEmpty()) {
+            throw new NoWidthFits("the bundle has no buckets for this runtime");
+        }
+        boolean haveLatencyBudget = !Double.isNaN(latencyBudgetMs);
+        boolean useLatency = haveLatencyBudget;
+        for (Candidate c : candidates) {
+            useLatency &= !Double.isNaN(c.latencyMs);
+        }
+        List<Integer> fits = new ArrayList<>();
+        for (int i = 0; i < candidates.size(); i++) {
+            Candidate c = candidates.get(i);
+            if (c.memoryBytes <= memoryBudget && (!useLatency || c.latencyMs <= latencyBudgetMs)) {
+                fits.add(i);
+            }
+        }
+        if (fits.isEmpty()) {
+            Candidate small = candidates.get(0);
+            for (Candidate c : candidates) {
+                if (c.memoryBytes < small.memoryBytes) {
+                    small = c;
+                }
+            }
+            String need = mib(small.memoryBytes) + (useLatency ? " and " + f2(small.latencyMs) + " ms" : "");
+            throw new NoWidthFits("no bucket fits: budget " + mib(memoryBudget)
+                    + (useLatency ? " / " + f2(latencyBudgetMs) + " ms" : "")
+                    + "; the smallest bucket " + repr(small.name) + " needs " + need);
+        }
+        boolean measured = true;
+        for (int i : fits) {
+            measured &= !Double.isNaN(candidates.get(i).accuracy);
+        }
+        int best = fits.get(0);
+        for (int i : fits) {
+            Candidate c = candidates.get(i), b = candidates.get(best);
+            boolean better = measured
+                    ? c.accuracy > b.accuracy || (c.accuracy == b.accuracy && c.memoryBytes < b.memoryBytes)
+                    : i > best;
+            if (better) {
+                best = i;
+            }
+        }
+        Candidate c = candidates.get(best);
+        List<String> why = new ArrayList<>();
+        why.add(mib(c.memoryBytes) + " <= " + mib(memoryBudget));
+        if (useLatency) {
+            why.add(f2(c.latencyMs) + " ms <= " + f2(latencyBudgetMs) + " ms");
+        } else if (haveLatencyBudget) {
+            why.add("latency budget ignored: no device profile");
+        }
+        String acc = measured ? f2(c.accuracy) + "% accurate" : "accuracy not measured: widest that fits";
+        List<String> excluded = new ArrayList<>();
+        for (int i = 0; i < candidates.size(); i++) {
+            if (!fits.contains(i)) {
+                excluded.add(candidates.get(i).name);
+            }
+        }
+        String tail = excluded.isEmpty() ? "" : "; over budget: " + String.join(", ", excluded);
+        return new Choice(c, best, c.name + ": " + acc + ", " + String.join(", ", why) + tail);
+    }
+
+    // ------------------------------------------------------------------ Python formatting, exactly
+
+    /** Python's {@code f"{x:.2f}"}: the exact binary value rounded half to even. */
+    static String f2(double x) {
+        if (Double.isNaN(x) || Double.isInfinite(x)) {
+            return Double.isNaN(x) ? "nan" : x > 0 ? "inf" : "-inf";
+        }
+        return new BigDecimal(x).setScale(2, RoundingMode.HALF_EVEN).toPlainString();
+    }
+
+    /** policy.py's {@code _mib}. */
+    static String mib(long n) {
+        return f2(n / (double) (1L << 20)) + " MiB";
+    }
+
+    /** Python's {@code repr} of a simple string (bucket and runtime names). */
+    private static String repr(Object s) {
+        return s == null ? "None" : "'" + s + "'";
+    }
+
+    private static String pyList(List<String> names) {
+        List<String> quoted = new ArrayList<>();
+        for (String n : names) {
+            quoted.add(repr(n));
+        }
+        return "[" + String.join(", ", quoted) + "]";
+    }
+
+    private static Map<?, ?> map(Object o) {
+        return o instanceof Map ? (Map<?, ?>) o : Collections.emptyMap();
+    }
+
+    private static double number(Object o) {
+        if (!(o instanceof Double)) {
+            throw new IllegalArgumentException("META: expected a number, got " + o);
+        }
+        return (Double) o;
+    }
+}

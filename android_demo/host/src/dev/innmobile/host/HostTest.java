@@ -1,0 +1,312 @@
+package dev.innmobile.host;
+
+import dev.innmobile.InnBundle;
+import dev.innmobile.InnException;
+import dev.innmobile.WidthPolicy;
+import java.io.File;
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.util.Arrays;
+import java.util.List;
+import java.util.Locale;
+import java.util.Map;
+import java.util.Random;
+import java.util.TreeMap;
+
+/**
+ * The JVM test of the app's native layer: the shipped Java facade (dev.innmobile) over the shipped
+ * JNI glue and C core, built for the host by build_and_test.sh. No JUnit (no Maven here): each mode
+ * prints one result line per check that tests/test_android_host.py asserts on, and exits non-zero
+ * when a check fails.
+ *
+ * <pre>
+ *   selftest BUNDLE EXPECTED [EXPECTED_GRAPHS RUNTIME]  vectors (+ graphvectors) + corrupt (build_and_test.sh)
+ *   vectors  BUNDLE EXPECTED     every (bucket, layer, layout, dtype) of EXPECTED (Python reference) byte-equal
+ *   graphvectors BUNDLE EXPECTED_GRAPHS RUNTIME  every filled graph image byte-equal to Bundle.fill (Python)
+ *   corrupt  BUNDLE [SEED]       truncations and bit flips: InnException or success, never anything else
+ *   open     FILE...             one line per file: "OK ..." or "InnException STATUS MESSAGE"
+ *   dump     BUNDLE DIR                       every bucket/layout/dtype/layer's weight, scales, bias as raw files
+ *   graph    BUNDLE BUCKET RUNTIME DIR        the filled runtime files of one graph
+ *   policy   BUNDLE RUNTIME BUDGET_BYTES [LATENCY_MS|- [PROFILE]]  the bucket WidthPolicy picks
+ * </pre>
+ */
+public final class HostTest {
+    private HostTest() {}
+
+    public static void main(String[] args) throws IOException {
+        if (args.length < 2) {
+            usage();
+        }
+        boolean ok;
+        switch (args[0]) {
+            case "selftest":
+                ok = vectors(new File(args[1]), new File(args[2]));
+                if (args.length > 4) {
+                    ok &= graphVectors(new File(args[1]), new File(args[3]), args[4]);
+                }
+                ok &= corrupt(Files.readAllBytes(new File(args[1]).toPath()), 1);
+                break;
+            case "graphvectors":
+                ok = graphVectors(new File(args[1]), new File(args[2]), args[3]);
+                break;
+            case "vectors":
+                ok = vectors(new File(args[1]), new File(args[2]));
+                break;
+            case "corrupt":
+                ok = corrupt(Files.readAllBytes(new File(args[1]).toPath()), args.length > 2 ? Long.parseLong(args[2]) : 1);
+                break;
+            case "open":
+                ok = true;
+                for (int i = 1; i < args.length; i++) {
+                    System.out.println(openLine(Files.readAllBytes(new File(args[i]).toPath())));
+                }
+                break;
+            case "dump":
+                ok = dump(new File(args[1]), new File(args[2]));
+                break;
+            case "graph":
+                ok = graph(new File(args[1]), Integer.parseInt(args[2]), args[3], new File(args[4]));
+                break;
+            case "policy":
+                ok = policy(new File(args[1]), args[2], Long.parseLong(args[3]),
+                            args.length > 4 && !args[4].equals("-") ? Double.parseDouble(args[4]) : Double.NaN,
+                            args.length > 5 ? new File(args[5]) : null);
+                break;
+            default:
+                usage();
+                return;
+        }
+        System.exit(ok ? 0 : 1);
+    }
+
+    private static void usage() {
+        System.err.println("usage: HostTest selftest|vectors|corrupt|open|dump|graph|policy ... (see the class comment)");
+        System.exit(2);
+    }
+
+    // ------------------------------------------------------------------ vectors: bytes equal the Python reference
+
+    /** expected.bin (tools/make_test_vectors.py): u32 bucket, layer, layout, dtype, then 3 x (u64 n, n bytes). */
+    static boolean vectors(File bundleFile, File expectedFile) throws IOException {
+        ByteBuffer exp = ByteBuffer.wrap(Files.readAllBytes(expectedFile.toPath())).order(ByteOrder.LITTLE_ENDIAN);
+        int records = 0, bad = 0;
+        try (InnBundle b = InnBundle.open(bundleFile)) { // memory-mapped: the in-place path
+            ByteBuffer[] scratch = new ByteBuffer[b.bucketCount];
+            while (exp.hasRemaining()) {
+                int bucket = exp.getInt(), layer = exp.getInt(), layout = exp.getInt(), dtype = exp.getInt();
+                byte[] w = chunk(exp), s = chunk(exp), bias = chunk(exp);
+                if (scratch[bucket] == null) {
+                    scratch[bucket] = b.newScratch(bucket);
+                }
+                InnBundle.Weights got = b.materialize(bucket, layer, InnBundle.Layout.values()[layout],
+                                                      InnBundle.DType.values()[dtype], scratch[bucket]);
+                boolean same = Arrays.equals(w, bytes(got.weight)) && Arrays.equals(s, bytes(got.scales))
+                        && Arrays.equals(bias, bytes(got.bias));
+                records++;
+                if (!same) {
+                    bad++;
+                    System.out.printf("MISMATCH bucket %d layer %d (%s) layout %d dtype %d%n", bucket, layer,
+                                      got.info.name, layout, dtype);
+                }
+            }
+        }
+        System.out.printf("vectors: %d records, %d mismatched%n", records, bad);
+        return records > 0 && bad == 0;
+    }
+
+    /** expected_graphs.bin (tools/make_test_vectors.py): u32 bucket, u32 image index, u64 n, n bytes. */
+    static boolean graphVectors(File bundleFile, File expectedFile, String runtime) throws IOException {
+        ByteBuffer exp = ByteBuffer.wrap(Files.readAllBytes(expectedFile.toPath())).order(ByteOrder.LITTLE_ENDIAN);
+        int images = 0, bad = 0;
+        try (InnBundle b = InnBundle.open(bundleFile)) {
+            Map<Integer, ByteBuffer[]> filled = new TreeMap<>();
+            while (exp.hasRemaining()) {
+                int bucket = exp.getInt(), index = exp.getInt();
+                byte[] want = chunk(exp);
+                ByteBuffer[] files = filled.computeIfAbsent(bucket, k -> b.fillGraph(k, runtime));
+                images++;
+                if (!Arrays.equals(want, bytes(files[index]))) {
+                    bad++;
+                    System.out.printf("MISMATCH graph image %d of bucket %d%n", index, bucket);
+                }
+            }
+        }
+        System.out.printf("graph vectors: %d images, %d mismatched%n", images, bad);
+        return images > 0 && bad == 0;
+    }
+
+    private static byte[] chunk(ByteBuffer in) {
+        byte[] out = new byte[(int) in.getLong()];
+        in.get(out);
+        return out;
+    }
+
+    static byte[] bytes(ByteBuffer b) {
+        if (b == null) {
+            return new byte[0];
+        }
+        byte[] out = new byte[b.capacity()];
+        b.duplicate().clear().get(out);
+        return out;
+    }
+
+    // ------------------------------------------------------------------ corrupt bytes: exceptions, never crashes
+
+    /** Opens and uses the bundle's bytes; returns "OK ..." or "InnException STATUS MESSAGE". Other exceptions propagate. */
+    static String openLine(byte[] data) {
+        try {
+            return "OK " + exercise(data, false);
+        } catch (InnException e) {
+            return "InnException " + e.statusName() + " " + e.getMessage();
+        }
+    }
+
+    /**
+     * Everything the app does with a bundle: open (through a byte[] or a direct buffer, both JNI
+     * paths), read META, materialise every layer of every bucket in every layout and dtype, fill
+     * every graph. Returns a short description of what it did.
+     */
+    static String exercise(byte[] data, boolean direct) {
+        InnBundle b;
+        if (direct) {
+            ByteBuffer buf = ByteBuffer.allocateDirect(data.length);
+            buf.put(data).flip();
+            b = InnBundle.open(buf);
+        } else {
+            b = InnBundle.open(data);
+        }
+        try (InnBundle bundle = b) {
+            bundle.meta();
+            int layers = 0;
+            for (int k = 0; k < bundle.bucketCount; k++) {
+                ByteBuffer scratch = bundle.newScratch(k);
+                for (int layer = 0; layer < bundle.layerCount; layer++) {
+                    for (InnBundle.Layout layout : InnBundle.Layout.values()) {
+                        for (InnBundle.DType dtype : InnBundle.DType.values()) {
+                            if (dtype == InnBundle.DType.I8 && bundle.layerInfo(k, layer).kind == 3) {
+                                continue; // affine layers are float only
+                            }
+                            bundle.materialize(k, layer, layout, dtype, scratch);
+                        }
+                    }
+                    layers++;
+                }
+            }
+            List<InnBundle.Graph> graphs = bundle.graphs();
+            for (InnBundle.Graph g : graphs) {
+                bundle.fillGraph(g.bucket, g.runtime);
+            }
+            return bundle.bucketCount + " buckets, " + layers + " layers materialised, " + graphs.size() + " graphs filled";
+        }
+    }
+
+    /**
+     * Truncations at every interesting length and single-bit flips spread over the whole file (and all
+     * of the header), alternating the byte[] and direct-buffer paths. Each case must end in success (a
+     * flip in padding, which no checksum covers) or an InnException; anything else fails the test, and
+     * a native crash would kill the JVM before the summary line.
+     */
+    static boolean corrupt(byte[] good, long seed) {
+        Random rnd = new Random(seed);
+        Map<String, Integer> byStatus = new TreeMap<>();
+        Map<String, String> example = new TreeMap<>();
+        int cases = 0, opened = 0, other = 0;
+        int[] cuts = {0, 1, 3, 4, 59, 60, 63, 64, 65, 127, 128, good.length / 3, good.length / 2, good.length - 65,
+                      good.length - 64, good.length - 1};
+        int flips = 400;
+        for (int c = 0; c < cuts.length + flips + 64; c++) {
+            byte[] bad;
+            if (c < cuts.length) {
+                bad = Arrays.copyOf(good, Math.max(0, Math.min(cuts[c], good.length - 1)));
+            } else {
+                bad = good.clone();
+                int pos = c < cuts.length + 64 ? c - cuts.length : rnd.nextInt(good.length); // header bytes first
+                bad[pos] ^= (byte) (1 << rnd.nextInt(8));
+            }
+            cases++;
+            try {
+                exercise(bad, (c & 1) == 1);
+                opened++;
+            } catch (InnException e) {
+                byStatus.merge(e.statusName(), 1, Integer::sum);
+                example.putIfAbsent(e.statusName(), e.getMessage());
+            } catch (RuntimeException e) {
+                other++;
+                System.out.println("UNEXPECTED " + e);
+            }
+        }
+        for (Map.Entry<String, String> e : example.entrySet()) {
+            System.out.println("message " + e.getKey() + ": " + e.getValue());
+        }
+        System.out.printf("corrupt: %d cases, %d InnException %s, %d used without error, %d other exceptions%n", cases,
+                          cases - opened - other, byStatus, opened, other);
+        return other == 0 && byStatus.containsKey("TRUNCATED") && byStatus.containsKey("CHECKSUM");
+    }
+
+    // ------------------------------------------------------------------ raw outputs for the pytest to compare
+
+    /** Every layer of every bucket in every layout and dtype, as DIR/{bucket}_{layout}_{dtype}_{layer}.{weight,scales,bias}. */
+    static boolean dump(File bundleFile, File dir) throws IOException {
+        dir.mkdirs();
+        int files = 0;
+        try (InnBundle b = InnBundle.open(Files.readAllBytes(bundleFile.toPath()))) {
+            for (int k = 0; k < b.bucketCount; k++) {
+                ByteBuffer scratch = b.newScratch(k);
+                for (InnBundle.Layout layout : InnBundle.Layout.values()) {
+                    for (InnBundle.DType dtype : InnBundle.DType.values()) {
+                        for (int layer = 0; layer < b.layerCount; layer++) {
+                            if (dtype == InnBundle.DType.I8 && b.layerInfo(k, layer).kind == 3) {
+                                continue;
+                            }
+                            InnBundle.Weights w = b.materialize(k, layer, layout, dtype, scratch);
+                            String stem = k + "_" + layout.name().toLowerCase(Locale.ROOT) + "_" + dtype.name().toLowerCase(Locale.ROOT) + "_" + layer;
+                            files += write(dir, stem + ".weight", w.weight) + write(dir, stem + ".scales", w.scales)
+                                    + write(dir, stem + ".bias", w.bias);
+                        }
+                    }
+                }
+            }
+        }
+        System.out.printf("dump: %d files%n", files);
+        return true;
+    }
+
+    private static int write(File dir, String name, ByteBuffer data) throws IOException {
+        if (data == null) {
+            return 0;
+        }
+        Files.write(new File(dir, name).toPath(), bytes(data));
+        return 1;
+    }
+
+    static boolean graph(File bundleFile, int bucket, String runtime, File dir) throws IOException {
+        dir.mkdirs();
+        try (InnBundle b = InnBundle.open(bundleFile)) {
+            List<InnBundle.GraphImage> images = b.graphImages(bucket, runtime);
+            ByteBuffer[] files = b.fillGraph(bucket, runtime);
+            for (int i = 0; i < files.length; i++) {
+                Files.write(new File(dir, images.get(i).name).toPath(), bytes(files[i]));
+                System.out.printf("graph image %s %d bytes%n", images.get(i).name, images.get(i).size);
+            }
+        }
+        return true;
+    }
+
+    /** Prints "chosen INDEX BUCKET NAME | REASON" or "NoWidthFits MESSAGE" / "Invalid MESSAGE" (policy.py's errors). */
+    static boolean policy(File bundleFile, String runtime, long budget, double latencyMs, File profile)
+            throws IOException {
+        String profileJson = profile == null ? null : new String(Files.readAllBytes(profile.toPath()), StandardCharsets.UTF_8);
+        try (InnBundle b = InnBundle.open(bundleFile)) {
+            WidthPolicy.Choice c = WidthPolicy.choose(WidthPolicy.candidates(b, runtime, profileJson), budget, latencyMs);
+            System.out.printf("chosen %d %d %s | %s%n", c.index, c.candidate.bucket, c.candidate.name, c.reason);
+        } catch (WidthPolicy.NoWidthFits e) {
+            System.out.println("NoWidthFits " + e.getMessage());
+        } catch (IllegalArgumentException e) {
+            System.out.println("Invalid " + e.getMessage());
+        }
+        return true;
+    }
+}

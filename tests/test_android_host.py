@@ -1,0 +1,301 @@
+"""The Android app's native layer on a host JVM (no Android SDK/NDK needed).
+
+android_demo/host/build_and_test.sh compiles the shipped JNI glue (app/src/main/cpp/inn_jni.c) with the
+C core into a host library and the shipped Java facade (app/src/main/java/dev/innmobile) with javac;
+HostTest (android_demo/host/src) drives it. Here we check that what crosses JNI is what the Python
+reference computes (weights, filled runtime graphs, the width policy), that bad bundle bytes become a
+Java InnException carrying the core's message (never a crash), and that the Gradle project is
+consistent (what the JNI library, R8 rules, manifest and CMake files name exists).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import struct
+import subprocess
+import zlib
+from pathlib import Path
+
+import pytest
+import torch
+
+from inn_mobile import bundle, image, models, native, policy, reference
+from inn_mobile.convert import convert
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "android_demo"
+APP = DEMO / "app"
+VECTORS = ROOT / "tests" / "vectors"
+SCRIPT = DEMO / "host" / "build_and_test.sh"
+
+pytestmark = pytest.mark.skipif(
+    not all(shutil.which(t) for t in ("javac", "java", "gcc")), reason="needs a JDK (javac, java) and gcc"
+)
+
+
+def java_home() -> str:
+    return os.environ.get("JAVA_HOME") or str(Path(shutil.which("javac")).resolve().parents[1])
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory) -> tuple[Path, str]:
+    """Builds the host library + classes and runs the self-test once: (build dir, self-test output)."""
+    out = tmp_path_factory.mktemp("android_host")
+    r = subprocess.run([str(SCRIPT), str(out)], capture_output=True, text=True, timeout=600,
+                       env=dict(os.environ, JAVA_HOME=java_home()))
+    assert r.returncode == 0, r.stdout + r.stderr
+    return out, r.stdout
+
+
+def run_java(build: Path, *args: str, lib_dir: Path | None = None) -> str:
+    cmd = ["java", "-Xcheck:jni", f"-Djava.library.path={lib_dir or build}", "-cp", str(build / "classes"),
+           "dev.innmobile.host.HostTest", *map(str, args)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "WARNING" not in r.stderr, r.stderr  # -Xcheck:jni complaints about the glue
+    return r.stdout
+
+
+# ---------------------------------------------------------------------------------------- the CI self-test
+def test_selftest_weights_graphs_and_corrupt_bundles(host):
+    _, out = host
+    assert re.search(r"^vectors: (\d+) records, 0 mismatched$", out, re.M), out
+    assert int(re.search(r"^vectors: (\d+)", out, re.M).group(1)) >= 90
+    assert re.search(r"^graph vectors: [1-9]\d* images, 0 mismatched$", out, re.M), out
+    m = re.search(r"^corrupt: (\d+) cases, (\d+) InnException .*, (\d+) used without error, 0 other exceptions$",
+                  out, re.M)
+    assert m, out
+    assert int(m.group(2)) > 0.9 * int(m.group(1))  # padding flips are the only harmless ones
+    assert ("message CHECKSUM: opening bundle: checksum mismatch: the bundle is corrupted (INN_ERR_CHECKSUM)"
+            in out)
+
+
+# ---------------------------------------------------------------------------------------- a real converted model
+def test_jni_weights_equal_python_reference_for_a_converted_model(host, tmp_path):
+    torch.manual_seed(0)
+    net = models.mobilenet_v2().eval()  # depthwise, residual adds, BatchNorm folding, linear head
+    im = convert(net, torch.randn(2, 3, 32, 32))
+    path = tmp_path / "model.innb"
+    bundle.save(bundle.Bundle(im, bundle.make_buckets(im, (0.5, 0.75, 1.0))), path)
+    b = bundle.load(path)
+
+    out = run_java(host[0], "dump", path, tmp_path / "dump")
+    checked = 0
+    for k in range(len(b.buckets)):
+        for layout in reference.LAYOUTS:
+            for dtype in ("f32", "i8"):
+                for layer, (w, scales, bias) in enumerate(reference.materialize(b, k, layout=layout, dtype=dtype)):
+                    if b.model.layers[layer].kind == "affine" and dtype == "i8":
+                        continue
+                    stem = tmp_path / "dump" / f"{k}_{layout}_{dtype}_{layer}"
+                    assert Path(f"{stem}.weight").read_bytes() == w.tobytes(), (k, layout, dtype, layer)
+                    for suffix, ref in ((".scales", scales), (".bias", bias)):
+                        got = Path(f"{stem}{suffix}")
+                        assert got.exists() == (ref is not None), (stem, suffix)
+                        if ref is not None:
+                            assert got.read_bytes() == ref.tobytes(), (k, layout, dtype, layer, suffix)
+                    checked += 1
+    assert checked > 100 and f"dump: {len(list((tmp_path / 'dump').iterdir()))} files" in out
+
+
+# ---------------------------------------------------------------------------------------- bad bytes through JNI
+def _sections(data: bytes) -> dict[bytes, tuple[int, int, int]]:
+    """tag -> (table entry offset, payload offset, payload size)."""
+    count, table = struct.unpack_from("<IQ", data, 12)
+    out = {}
+    for i in range(count):
+        e = table + 32 * i
+        tag, _, off, size = struct.unpack_from("<4sIQQ", data, e)
+        out[tag] = (e, off, size)
+    return out
+
+
+def _reseal(data: bytearray) -> bytes:
+    """Recompute every CRC, so a mutation reaches the core's semantic checks instead of the checksums."""
+    secs = _sections(data)
+    for e, off, size in secs.values():
+        struct.pack_into("<I", data, e + 4, zlib.crc32(data[off:off + size]))
+    count, table = struct.unpack_from("<IQ", data, 12)
+    struct.pack_into("<I", data, 36, zlib.crc32(data[table:table + 32 * count]))
+    struct.pack_into("<I", data, 60, zlib.crc32(data[:60]))
+    return bytes(data)
+
+
+def _mutants() -> dict[str, bytes]:
+    good = (VECTORS / "vectors.innb").read_bytes()
+    secs = _sections(good)
+    node_off = secs[b"NODE"][1]
+    version = bytearray(good)
+    struct.pack_into("<H", version, 4, 2)
+    buck = bytearray(good)
+    _, off, _ = secs[b"BUCK"]
+    n_buckets, n_groups = struct.unpack_from("<II", buck, off)
+    for i in range(n_groups):  # every group of bucket 0 down to 1 channel: no group may do that
+        struct.pack_into("<I", buck, off + 8 + 4 * i, 1)
+    blob = bytearray(good)
+    _, off, _ = secs[b"BLOB"]
+    struct.pack_into("<I", blob, off + 4, 7)  # the first graph record claims 7 images
+    part = bytearray(good)
+    _, off, _ = secs[b"PART"]
+    struct.pack_into("<f", part, off + 4, 2.0)  # a trained partition leaving [0, 1]
+    flip = bytearray(good)
+    flip[node_off + 5] ^= 0x10
+    return {
+        "empty": b"",
+        "not a bundle": b"PK\x03\x04" + bytes(100),
+        "truncated to 10 bytes": good[:10],
+        "truncated by half": good[: len(good) // 2],
+        "last byte cut": good[:-1],
+        "bit flipped in the nodes": bytes(flip),
+        "future major version": _reseal(version),
+        "1-channel bucket (resealed)": _reseal(buck),
+        "partition out of [0, 1] (resealed)": _reseal(part),
+        "bad graph record (resealed)": _reseal(blob),
+    }
+
+
+def _python_side(data: bytes) -> native.NativeError | None:
+    """What the Python binding (the same C core) reports when doing what HostTest's `open` does."""
+    try:
+        nb = native.NativeBundle(data)
+        for k in range(nb.bucket_count):
+            for layer in range(nb.layer_count):
+                nb.materialize(k, layer)
+        for k, rt in nb.graphs():
+            nb.fill(k, rt)
+    except native.NativeError as e:
+        return e
+    return None
+
+
+def test_bad_bundle_bytes_raise_java_exceptions_with_the_core_message(host, tmp_path):
+    mutants = _mutants()
+    files = []
+    for i, data in enumerate(mutants.values()):
+        files.append(tmp_path / f"bad{i}.innb")
+        files[-1].write_bytes(data)
+    lines = run_java(host[0], "open", *files).splitlines()  # one JVM for all: a crash would end it early
+    assert len(lines) == len(mutants)
+    names = set()
+    for (what, data), line in zip(mutants.items(), lines):
+        err = _python_side(data)
+        assert err is not None, f"{what}: the Python binding accepted it"
+        assert line.startswith(f"InnException {err.name} "), (what, line, str(err))
+        # the core's own text and code, whatever the call was
+        assert line.endswith(f"{native.lib().inn_status_str(err.code).decode()} (INN_ERR_{err.name})"), (what, line)
+        if str(err).startswith("opening bundle"):
+            assert line == f"InnException {err.name} {err}", what  # word for word what Python says
+        names.add(err.name)
+    assert {"MAGIC", "TRUNCATED", "CHECKSUM", "VERSION"} <= names and len(names) >= 6, names
+
+
+# ---------------------------------------------------------------------------------------- width policy parity
+def _policy_bundle(tmp_path: Path) -> Path:
+    """Four buckets; "fake" graphs for three of them (so candidate and bucket indices differ)."""
+    torch.manual_seed(0)
+    im = convert(models.resnet(widths=(8, 16), blocks=(1, 1)).eval(), torch.randn(2, 1, 8, 8))
+    buckets = bundle.make_buckets(im, (0.25, 0.5, 0.75, 1.0), multiple_of=1)
+    b = bundle.Bundle(im, buckets)
+    costs = {0: (85.0, 1000), 2: (91.5, 3000), 3: (91.5, 4000)}  # accuracy tie: the smaller wins
+    for k, (acc, weights) in costs.items():
+        buckets[k].info["runtimes"] = {"fake": {"accuracy": acc, "weights_bytes": weights, "arena_bytes": 500},
+                                       "noacc": {"weights_bytes": weights}}
+        b.graphs[(k, "fake")] = image.encode_record([image.Image("g", b"x")])
+        b.graphs[(k, "noacc")] = image.encode_record([image.Image("g", b"x")])
+    path = tmp_path / "policy.innb"
+    bundle.save(b, path)
+    return path
+
+
+def _python_policy(path: Path, runtime: str, budget: int, latency: float | None, profile: Path | None) -> str:
+    b = bundle.load(path)
+    try:
+        cands = policy.candidates(b, runtime, None if profile is None else policy.load_profile(profile))
+        c = policy.choose(cands, budget, latency)
+    except policy.BudgetError as e:
+        return f"NoWidthFits {e}"
+    except ValueError as e:
+        return f"Invalid {e}"
+    k = next(i for i, bk in enumerate(b.buckets) if bk.name == c.bucket)
+    return f"chosen {c.index} {k} {c.bucket} | {c.reason}"
+
+
+def test_width_policy_matches_python(host, tmp_path):
+    path = _policy_bundle(tmp_path)
+    names = [bk.name for bk in bundle.load(path).buckets]
+    profile = tmp_path / "device.json"
+    policy.save_profile(profile, "fake", "host", {names[0]: {"latency_ms": 1.25, "peak_bytes": 2000},
+                                                  names[2]: {"latency_ms": 2.5, "peak_bytes": 5000},
+                                                  names[3]: {"latency_ms": 4.0, "peak_bytes": 9000}})
+    cases = [("fake", b, None, None) for b in (0, 1499, 1500, 3499, 3500, 4500, 10**9)]
+    cases += [("noacc", b, None, None) for b in (999, 1000, 3000, 10**9)]
+    cases += [("fake", 10**9, 3.0, None), ("fake", 10**9, 3.0, profile), ("fake", 6000, None, profile),
+              ("fake", 10**9, 1.0, profile), ("fake", 1999, None, profile), ("noacc", 10**9, None, profile),
+              ("litert", 10**9, None, None)]
+    seen = set()
+    for runtime, budget, latency, prof in cases:
+        args = [path, runtime, budget, "-" if latency is None else latency] + ([prof] if prof else [])
+        got = run_java(host[0], "policy", *args).strip()
+        assert got == _python_policy(path, runtime, budget, latency, prof), (runtime, budget, latency, prof)
+        seen.add(got.split()[0] + (got.split()[2] if got.startswith("chosen") else ""))
+    # every outcome kind was exercised: each bucket chosen, no fit, invalid requests
+    assert {"chosen0", "chosen2", "chosen3", "NoWidthFits", "Invalid"} <= seen, seen
+
+
+# ---------------------------------------------------------------------------------------- the Gradle project
+@pytest.mark.skipif(shutil.which("cmake") is None, reason="needs cmake")
+def test_app_cmake_file_builds_the_jni_library_on_host(host, tmp_path):
+    """The app's own CMakeLists (the one the NDK build uses) finds the core and builds a library
+    that exports only JNI entry points and passes the shared vectors."""
+    env = dict(os.environ, JAVA_HOME=java_home())
+    subprocess.run(["cmake", "-S", str(APP / "src/main/cpp"), "-B", str(tmp_path)], check=True, capture_output=True,
+                   env=env)
+    subprocess.run(["cmake", "--build", str(tmp_path)], check=True, capture_output=True, env=env)
+    lib = tmp_path / "libinn_jni.so"
+    exported = subprocess.run(["nm", "-D", "--defined-only", str(lib)], capture_output=True, text=True).stdout
+    functions = [ln.split()[-1] for ln in exported.splitlines() if " T " in ln]
+    assert functions and all(f.startswith("Java_dev_innmobile_InnBundle_") for f in functions), functions
+    out = run_java(host[0], "vectors", VECTORS / "vectors.innb", VECTORS / "expected.bin", lib_dir=tmp_path)
+    assert ", 0 mismatched" in out
+
+
+def test_gradle_project_is_consistent():
+    read = lambda p: (DEMO / p).read_text()  # noqa: E731
+    catalog, app = read("gradle/libs.versions.toml"), read("app/build.gradle.kts")
+    jni = read("app/src/main/cpp/inn_jni.c")
+    facade = read("app/src/main/java/dev/innmobile/InnBundle.java")
+    # every version pinned, nothing dynamic
+    versions = dict(re.findall(r'^(\w+) = "([^"]+)"$', catalog.split("[libraries]")[0], re.M))
+    assert {"agp", "kotlin", "litert", "ndk", "cmake", "minSdk", "compileSdk", "targetSdk"} <= set(versions)
+    assert all(re.fullmatch(r"\d+(\.\d+)*", v) for v in versions.values()), versions
+    assert "+" not in catalog and "latest" not in catalog
+    assert 'include(":app")' in read("settings.gradle.kts")
+    assert "distributionUrl=https\\://services.gradle.org/distributions/gradle-8.9-bin.zip" in read(
+        "gradle/wrapper/gradle-wrapper.properties")
+    # package names: namespace = applicationId = the Kotlin package of the launcher activity
+    ns = re.search(r'namespace = "([\w.]+)"', app).group(1)
+    assert re.search(rf'applicationId = "{re.escape(ns)}"', app)
+    activity = re.search(r'android:name="\.(\w+)"', read("app/src/main/AndroidManifest.xml")).group(1)
+    kt = APP / "src/main/java" / ns.replace(".", "/") / f"{activity}.kt"
+    assert f"package {ns}\n" in kt.read_text() and f"class {activity} " in kt.read_text()
+    # the native build: CMake path in Gradle, the core's path in CMake, the library name Java loads
+    cmake_path = re.search(r'path = file\("([^"]+)"\)', app).group(1)
+    cmake = (APP / cmake_path).read_text()
+    rel = re.search(r"set\(INN_CSRC \$\{CMAKE_CURRENT_SOURCE_DIR\}/([^)]+)\)", cmake).group(1)
+    assert ((APP / cmake_path).parent / rel / "inn.h").resolve() == ROOT / "inn_mobile" / "csrc" / "inn.h"
+    lib = re.search(r"add_library\((\w+) SHARED", cmake).group(1)
+    assert f'System.loadLibrary("{lib}")' in facade
+    # every native method has its JNI function, and R8 keeps what JNI binds by name
+    natives = re.findall(r"private static native \S+ (n\w+)\(", facade)
+    assert len(natives) >= 10
+    for n in natives:
+        assert f"Java_dev_innmobile_InnBundle_{n}(" in jni, n
+    rules = read("app/proguard-rules.pro")
+    assert "class dev.innmobile.InnBundle {\n    native <methods>;" in rules
+    assert "public <init>(int, java.lang.String);" in rules and '"(ILjava/lang/String;)V"' in jni
+    assert "isMinifyEnabled = true" in app and '"proguard-rules.pro"' in app
+    # the facade stays host-testable: no android.* in dev.innmobile (the app's Kotlin lives in .demo)
+    for src in (APP / "src/main/java/dev/innmobile").glob("*.java"):
+        assert "import android." not in src.read_text(), src
