@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes as C
 import importlib.machinery
+import json
 import os
 from dataclasses import dataclass
 from functools import lru_cache
@@ -97,6 +98,7 @@ def lib() -> C.CDLL:
         "inn_materialize": (C.c_int, [P(_Bundle), C.c_uint32, C.c_uint32, C.c_int, C.c_int, C.c_void_p, C.c_size_t,
                                       P(C.c_float), C.c_size_t, P(C.c_float), C.c_size_t, C.c_void_p, C.c_size_t]),
         "inn_crc32": (C.c_uint32, [C.c_void_p, C.c_size_t]),
+        "inn_bundle_section": (C.c_int, [P(_Bundle), C.c_char_p, P(C.c_void_p), P(C.c_size_t)]),
         "inn_graph_list": (C.c_int, [P(_Bundle), C.c_uint32, P(C.c_uint32), C.c_char_p]),
         "inn_graph_find": (C.c_int, [P(_Bundle), C.c_uint32, C.c_char_p, P(_Graph)]),
         "inn_graph_image": (C.c_int, [P(_Graph), C.c_uint32, P(_ImageInfo)]),
@@ -211,6 +213,15 @@ class NativeBundle:
             None if bias is None else _ptr(bias, C.c_float), 0 if bias is None else bias.size,
             scratch.ctypes.data, scratch.nbytes), f"materialising layer {info.name!r} of bucket {bucket}")
         return w, scales, bias
+
+    def meta(self) -> dict:
+        """The bundle's ``META`` section (bucket names, pack-time measurements, input shape)."""
+        data, size = C.c_void_p(), C.c_size_t()
+        _check(lib().inn_bundle_section(C.byref(self._b), b"META", C.byref(data), C.byref(size)), "META section")
+        return json.loads(C.string_at(data, size.value))
+
+    def bucket_names(self) -> list[str]:
+        return [b["name"] for b in self.meta().get("buckets", [])]
 
     def graphs(self) -> list[tuple[int, str]]:
         """``(bucket, runtime)`` of every graph record in the bundle."""
