@@ -2,12 +2,10 @@
 
     .venv/bin/python android_demo/make_assets.py          # from the repository root, ~1 minute
 
-Trains the small ResNet of `inn-mobile demo` on scikit-learn's digits, converts it, lowers every width
-bucket to a `.tflite` whose weights are holes (inn_mobile.export.litert), and records per bucket what
-the app's width policy reads (META `info["runtimes"]["litert"]`, see inn_mobile/policy.py):
-  accuracy       % on the 500 held-out digits, measured with LiteRT on the graph the C core filled
-  weights_bytes  the filled .tflite's size (the Interpreter holds the whole file)
-  arena_bytes    every operator output + the input (no memory reuse assumed: an upper bound)
+Trains the small ResNet of `inn-mobile demo` on scikit-learn's digits, converts it and packs every width
+bucket as a LiteRT graph whose weights are holes (inn_mobile.pack), which records per bucket what the
+app's width policy reads (META `info["runtimes"]["litert"]`, see inn_mobile/policy.py): accuracy on the
+500 held-out digits measured with LiteRT on the graph the C core filled, weights_bytes and arena_bytes.
 Then writes app/src/main/assets/{model.innb, sample.png, sample.json}.
 """
 
@@ -38,30 +36,8 @@ def png_gray(pixels: np.ndarray) -> bytes:
             + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
 
 
-def litert_stats(model_bytes: bytes, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int]:
-    """(accuracy %, activation bytes) of a .tflite on (x, y), one image at a time as on the phone."""
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-    it = Interpreter(model_content=bytes(model_bytes), num_threads=2)
-    it.allocate_tensors()
-    inp, out = it.get_input_details()[0], it.get_output_details()[0]
-    correct = 0
-    for xi, yi in zip(x, y):
-        it.set_tensor(inp["index"], xi[None].numpy())
-        it.invoke()
-        correct += int(it.get_tensor(out["index"]).argmax() == int(yi))
-    # Activations: every operator's output plus the input, read from the plain (undelegated) graph.
-    plain = Interpreter(model_content=bytes(model_bytes),
-                        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-    plain.allocate_tensors()
-    produced = {inp["index"]} | {i for op in plain._get_ops_details() for i in op["outputs"]}  # noqa: SLF001
-    arena = sum(int(np.prod(t["shape"])) * np.dtype(t["dtype"]).itemsize for t in plain.get_tensor_details()
-                if t["index"] in produced)
-    return 100.0 * correct / len(y), arena
-
-
 def main() -> int:
-    from inn_mobile import bundle, data, image, models, native, train
+    from inn_mobile import bundle, data, models, pack, train
     from inn_mobile.convert import convert
     from inn_mobile.export import litert
 
@@ -71,17 +47,12 @@ def main() -> int:
     train.fit(model, x, y, epochs=12, batch=64, lr=0.05, augmentation=False, desc="training")
     im = convert(model.eval(), x[:2], calibration=x[:256])
     buckets = bundle.make_buckets(im, (0.5, 0.75, 0.875, 1.0), multiple_of=1)
-    b = bundle.Bundle(im, buckets, meta={"model": "digits-resnet", "input": {"mean": MEAN, "std": STD}})
-    for k, bk in enumerate(buckets):
-        b.graphs[(k, litert.RUNTIME)] = image.encode_record(litert.lower(im, bk, x[:1]))
-    # Measure each bucket on the graph the C core fills, exactly what the phone will run.
-    nb = native.NativeBundle(bundle.encode(b))
-    for k, bk in enumerate(buckets):
-        filled = nb.fill(k, litert.RUNTIME)[litert.FILE_NAME]
-        acc, arena = litert_stats(filled, xt, yt)
-        bk.info["runtimes"] = {litert.RUNTIME: {"accuracy": round(acc, 2), "weights_bytes": len(filled),
-                                                "arena_bytes": arena}}
-        print(f"{bk.name}: {acc:.1f}% on {len(yt)} test digits, {len(filled)} B model, {arena} B activations")
+    b = pack.pack(im, x[:1], [litert.RUNTIME], buckets=buckets, validation=(xt, yt),
+                  meta={"model": "digits-resnet", "input": {"mean": MEAN, "std": STD}})
+    for bk in b.buckets:
+        info = bk.info["runtimes"][litert.RUNTIME]
+        print(f"{bk.name}: {info['accuracy']:.1f}% on {len(yt)} test digits, {info['weights_bytes']} B weights, "
+              f"{info['arena_bytes']} B activations")
     ASSETS.mkdir(parents=True, exist_ok=True)
     size = bundle.save(b, ASSETS / "model.innb")
     pixel = ((xt[0, 0] * STD + MEAN) * 255).round().clamp(0, 255).numpy()

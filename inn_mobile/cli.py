@@ -1,12 +1,22 @@
 """The ``inn-mobile`` command line.
 
-    inn-mobile demo                 # end to end on real data: train/convert/pack/materialise in C/evaluate
-    inn-mobile inspect model.innb   # what a bundle holds
+    inn-mobile demo                                   # the whole product end to end on real data
+    inn-mobile convert --model M --input-shape 1,3,32,32 --out m.innb   # nodes only (C core, JNI)
+    inn-mobile pack --model M --input-shape 1,3,32,32 --runtime litert --calibration x.pt --out m.innb
+    inn-mobile inspect m.innb                         # what a bundle holds
+    inn-mobile profile m.innb --runtime litert --out device.json
+    inn-mobile run m.innb --runtime litert --memory-budget 8MiB [--profile device.json] [--input x.pt]
+    inn-mobile bench m.innb --runtime litert --dataset digits
+
+Exit codes: 0 success, 1 the input was bad (corrupt bundle, nothing fits the budget), 2 usage errors.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
+import re
 import sys
 import time
 from pathlib import Path
@@ -14,84 +24,319 @@ from pathlib import Path
 import numpy as np
 import torch
 
+UNITS = {"": 1, "b": 1, "k": 2**10, "kib": 2**10, "m": 2**20, "mib": 2**20, "g": 2**30, "gib": 2**30}
 
-def _demo(args: argparse.Namespace) -> int:
-    from . import bundle, data, models, native, train
+
+class UsageError(Exception):
+    """Bad arguments or files named on the command line (exit code 2)."""
+
+
+def parse_bytes(text: str) -> int:
+    """``8MiB``, ``512k``, ``1.5G`` or a plain byte count."""
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", text)
+    if not m or m.group(2).lower() not in UNITS:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (examples: 8MiB, 512k, 1.5G, 1048576)")
+    return int(float(m.group(1)) * UNITS[m.group(2).lower()])
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(s) for s in text.split(","))
+    except ValueError:
+        shape = ()
+    if not shape or min(shape) < 1:
+        raise argparse.ArgumentTypeError(f"not a shape: {text!r} (example: 1,3,32,32)")
+    return shape
+
+
+def load_tensor(path: str) -> torch.Tensor:
+    """Inputs from a ``.pt`` tensor or a ``.npy`` array."""
+    p = Path(path)
+    if not p.exists():
+        raise UsageError(f"{path} does not exist")
+    try:
+        t = torch.from_numpy(np.load(p)) if p.suffix == ".npy" else torch.load(p, weights_only=True)
+    except Exception as e:
+        raise UsageError(f"cannot read a tensor from {path}: {e}") from e
+    if not isinstance(t, torch.Tensor):
+        raise UsageError(f"{path} holds a {type(t).__name__}, not a tensor")
+    return t.float()
+
+
+def load_model(spec: str, weights: str | None) -> torch.nn.Module:
+    """``package.module:factory`` or ``path/to/file.py:factory`` (called with no arguments), or a
+    ``.pt`` file holding a whole pickled module; ``weights`` an optional state dict."""
+    if spec.endswith(".pt"):
+        if not Path(spec).exists():
+            raise UsageError(f"{spec} does not exist")
+        model = torch.load(spec, weights_only=False)
+    else:
+        if ":" not in spec:
+            raise UsageError(f"--model {spec!r}: use module:factory, file.py:factory or model.pt")
+        where, name = spec.rsplit(":", 1)
+        try:
+            if where.endswith(".py"):
+                loc = importlib.util.spec_from_file_location("inn_user_model", where)
+                if loc is None or not Path(where).exists():
+                    raise UsageError(f"{where} does not exist")
+                mod = importlib.util.module_from_spec(loc)
+                loc.loader.exec_module(mod)
+            else:
+                mod = importlib.import_module(where)
+            model = getattr(mod, name)()
+        except (ImportError, AttributeError) as e:
+            raise UsageError(f"cannot load --model {spec!r}: {e}") from e
+    if not isinstance(model, torch.nn.Module):
+        raise UsageError(f"--model {spec!r} gave a {type(model).__name__}, not a torch.nn.Module")
+    if weights:
+        if not Path(weights).exists():
+            raise UsageError(f"{weights} does not exist")
+        model.load_state_dict(torch.load(weights, weights_only=True))
+    return model.eval()
+
+
+def _convert_args(args: argparse.Namespace):
     from .convert import convert
 
-    torch.manual_seed(0)
-    x, y, xt, yt = data.digits()
-    print(f"scikit-learn digits: {len(y)} train / {len(yt)} test images (8x8)")
-    model = models.resnet(widths=(16, 32), blocks=(1, 1))
-    t = time.time()
-    train.fit(model, x, y, epochs=args.epochs, batch=64, lr=0.05, augmentation=False, desc="training")
-    print(f"trained a small ResNet in {time.time() - t:.1f} s: {data.accuracy(model, xt, yt):.1f}% test accuracy")
-    im = convert(model, x[:2], calibration=x[:256])
-    print("\nchannel groups found by tracing:\n" + im.channel_graph.table())
-    buckets = bundle.make_buckets(im, (0.5, 0.75, 0.875, 1.0), multiple_of=1)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    size = bundle.save(bundle.Bundle(im, buckets, meta={"model": "digits-resnet"}), out)
-    print(f"\nbundle: {out} ({size} bytes, nodes stored once for {len(buckets)} widths)")
-    nb = native.NativeBundle.from_file(out)
-    print("\n| bucket | channels | weights bytes | C materialise ms | accuracy (C weights) |")
-    print("|---|---|---|---|---|")
-    for k, bk in enumerate(buckets):
-        net = im.resize(sizes=bk.sizes)
-        scratch = np.zeros(nb.scratch_size(k), np.uint8)
-        t = time.perf_counter()
-        results = [nb.materialize(k, layer, scratch=scratch) for layer in range(nb.layer_count)]
-        ms = (time.perf_counter() - t) * 1e3
-        _load_weights(net, im.layers, results)
-        nbytes = sum(w.nbytes + (0 if b is None else b.nbytes) for w, _, b in results)
-        channels = sum(bk.sizes[g.id] for g in im.groups if g.resizable)
-        print(f"| {bk.name} | {channels} | {nbytes} | {ms:.2f} | {data.accuracy(net, xt, yt):.1f}% |")
+    model = load_model(args.model, args.weights)
+    x = torch.randn(*args.input_shape)
+    calib = load_tensor(args.calibration) if args.calibration else None
+    im = convert(model, x, calibration=calib)
+    print(im.channel_graph.table())
+    return im, x, calib
+
+
+def _buckets(im, ratios):
+    from . import bundle
+
+    return bundle.make_buckets(im, tuple(ratios), multiple_of=8)
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from . import bundle
+
+    im, _, _ = _convert_args(args)
+    size = bundle.save(bundle.Bundle(im, _buckets(im, args.ratios)), args.out)
+    print(f"wrote {args.out} ({size} bytes, nodes only: add runtime graphs with `inn-mobile pack`)")
     return 0
 
 
-def _load_weights(net: torch.nn.Module, layers, results) -> None:
-    """Copy weights materialised by the C core into the torch module of the same width."""
-    with torch.no_grad():
-        for spec, (w, _, b) in zip(layers, results):
-            mod = net.get_submodule(spec.name)
-            mod.weight.copy_(torch.from_numpy(w).reshape(mod.weight.shape))
-            if b is not None:
-                mod.bias.copy_(torch.from_numpy(b))
+def cmd_pack(args: argparse.Namespace) -> int:
+    from . import pack
+
+    im, x, calib = _convert_args(args)
+    validation = None
+    if args.validation:
+        validation = (load_tensor(args.validation), load_tensor(args.validation_labels).long())
+    t = time.time()
+    b = pack.pack(im, x, args.runtime, buckets=_buckets(im, args.ratios), calibration=calib,
+                  validation=validation, path=args.out)
+    print(f"wrote {args.out} ({Path(args.out).stat().st_size} bytes): {len(b.buckets)} widths x {args.runtime} "
+          f"in {time.time() - t:.1f} s")
+    return 0
 
 
-def _inspect(args: argparse.Namespace) -> int:
+def _open_bundle(path: str):
     from . import bundle
 
+    if not Path(path).exists():
+        raise UsageError(f"{path} does not exist")
+    return bundle.load(path)
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    b = _open_bundle(args.bundle)
     path = Path(args.bundle)
-    if not path.exists():
-        print(f"error: {path} does not exist", file=sys.stderr)
-        return 2
-    try:
-        b = bundle.load(path)
-    except bundle.BundleError as e:
-        print(f"error: {path}: {e}", file=sys.stderr)
-        return 1
     m = b.model
     print(f"{path}: {path.stat().st_size} bytes, quadrature {m.quadrature}, {len(m.layers)} layers, "
           f"{len(m.groups)} groups ({sum(g.resizable for g in m.groups)} resizable)")
-    print("buckets: " + ", ".join(f"{x.name} ({sum(x.sizes.values())} ch)" for x in b.buckets))
-    for key in sorted(b.graphs):
-        print(f"graph: bucket {key[0]} runtime {key[1]} ({len(b.graphs[key])} bytes)")
+    print(f"runtimes: {', '.join(b.runtimes()) or 'none (nodes only)'}")
+    print("| bucket | channels | runtime | weights bytes | file bytes | accuracy % |\n|---|---|---|---|---|---|")
+    for bk in b.buckets:
+        channels = sum(bk.sizes[g.id] for g in m.groups if g.resizable)
+        rows = bk.info.get("runtimes", {}) or {"-": {}}
+        for rt, info in rows.items():
+            acc = info.get("accuracy", "-")
+            print(f"| {bk.name} | {channels} | {rt} | {info.get('weights_bytes', '-')} | "
+                  f"{info.get('file_bytes', '-')} | {acc} |")
     return 0
 
 
+def cmd_profile(args: argparse.Namespace) -> int:
+    from . import policy, profile
+
+    b = _open_bundle(args.bundle)
+    prof = profile.profile(args.bundle, args.runtime, args.out, runs=args.runs, threads=args.threads)
+    print(policy.describe(policy.candidates(b, args.runtime, prof)))
+    print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from . import policy, runtime
+
+    b = _open_bundle(args.bundle)
+    prof = policy.load_profile(args.profile) if args.profile else None
+    cands = policy.candidates(b, args.runtime, prof)
+    choice = policy.choose(cands, args.memory_budget, args.latency_budget)
+    print(f"chose {choice.reason}")
+    t = time.perf_counter()
+    net = runtime.open_model(args.bundle, args.runtime, choice.bucket, threads=args.threads)
+    print(f"startup (open + materialise + load): {(time.perf_counter() - t) * 1e3:.1f} ms")
+    shape = b.meta.get("input_shape")
+    x = load_tensor(args.input) if args.input else torch.randn(*shape)
+    t = time.perf_counter()
+    y = net(x)
+    print(f"inference on {tuple(x.shape)}: {(time.perf_counter() - t) * 1e3:.2f} ms")
+    top = torch.as_tensor(y).float().softmax(-1).topk(min(3, y.shape[-1]), dim=-1)
+    for i in range(min(len(x), 5)):
+        print(f"input {i}: " + ", ".join(f"class {c} ({p:.2f})" for p, c in zip(top.values[i].tolist(),
+                                                                                  top.indices[i].tolist())))
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from . import data, runtime
+    from .demo import load_dataset
+
+    b = _open_bundle(args.bundle)
+    ds = load_dataset(args.dataset)
+    size = Path(args.bundle).stat().st_size
+    print(f"{args.bundle}: {size} bytes; {ds.name} test set ({len(ds.yt)} images)")
+    print("| bucket | runtime | weights bytes | startup ms | latency ms | accuracy % |\n|---|---|---|---|---|---|")
+    rows = []
+    for rt in args.runtime:
+        for k, bk in enumerate(b.buckets):
+            if (k, rt) not in b.graphs:
+                continue
+            t = time.perf_counter()
+            net = runtime.open_model(args.bundle, rt, k, threads=args.threads)
+            startup = (time.perf_counter() - t) * 1e3
+            x = ds.xt[:b.meta.get("input_shape", [1])[0]]
+            net(x)
+            t = time.perf_counter()
+            for _ in range(args.runs):
+                net(x)
+            latency = (time.perf_counter() - t) * 1e3 / args.runs
+            acc = data.accuracy(net, ds.xt, ds.yt)
+            wb = bk.info.get("runtimes", {}).get(rt, {}).get("weights_bytes", 0)
+            rows.append((bk, rt, wb, startup, latency, acc))
+            print(f"| {bk.name} | {rt} | {wb} | {startup:.1f} | {latency:.3f} | {acc:.2f} |")
+    if args.plot and rows:
+        _bench_plot(rows, args.plot)
+    return 0
+
+
+def _bench_plot(rows, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    for rt in dict.fromkeys(r[1] for r in rows):
+        mine = [r for r in rows if r[1] == rt]
+        w = [100 * (r[0].ratio or 1.0) for r in mine]
+        for ax, col, label in zip(axes, (5, 4, 2), ("accuracy %", "latency ms", "weights bytes")):
+            ax.plot(w, [r[col] for r in mine], "o-", label=rt)
+            ax.set(xlabel="width %", ylabel=label, title=f"{label} vs width")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    print(f"plot: {path}")
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from . import demo
+
+    return demo.run(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import demo
+    from .runtime import RUNTIMES
+
+    ap = argparse.ArgumentParser(prog="inn-mobile", description="Integral Neural Networks on device: one trained "
+                                 "model, every width, resampled at app start by a small C core.")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("demo", help="the whole product end to end on real data (about 2 minutes on 2 cores)",
+                       description=demo.__doc__)
+    demo.add_arguments(p)
+    p.set_defaults(fn=cmd_demo)
+
+    def model_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--model", required=True, help="module:factory, file.py:factory, or a pickled model.pt")
+        p.add_argument("--weights", help="state dict (.pt) to load into the model")
+        p.add_argument("--input-shape", required=True, type=parse_shape, help="e.g. 1,3,32,32 (batch included)")
+        p.add_argument("--calibration", help="unlabelled inputs (.pt/.npy): channel ordering and int8 ranges")
+        p.add_argument("--ratios", type=float, nargs="+", default=[0.25, 0.5, 0.75, 1.0],
+                       help="bucket widths (default: %(default)s)")
+        p.add_argument("--out", required=True, help="bundle to write (.innb)")
+
+    p = sub.add_parser("convert", help="convert a PyTorch CNN to an INN bundle (nodes and buckets, no graphs)")
+    model_args(p)
+    p.set_defaults(fn=cmd_convert)
+
+    p = sub.add_parser("pack", help="convert and lower every bucket for one or more runtimes into one bundle")
+    model_args(p)
+    p.add_argument("--runtime", nargs="+", required=True, choices=sorted(RUNTIMES), help="runtimes to lower for")
+    p.add_argument("--validation", help="validation inputs (.pt/.npy) to record each bucket's accuracy")
+    p.add_argument("--validation-labels", help="labels for --validation")
+    p.set_defaults(fn=cmd_pack)
+
+    p = sub.add_parser("inspect", help="print what a bundle holds")
+    p.add_argument("bundle", help="a .innb file")
+    p.set_defaults(fn=cmd_inspect)
+
+    p = sub.add_parser("profile", help="measure every bucket's latency and peak memory on this device")
+    p.add_argument("bundle", help="a .innb file with graphs")
+    p.add_argument("--runtime", required=True, choices=sorted(RUNTIMES))
+    p.add_argument("--out", default="device.json", help="profile to write (default: %(default)s)")
+    p.add_argument("--runs", type=int, default=20, help="timed runs per bucket (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=1, help="runtime threads (default: %(default)s)")
+    p.set_defaults(fn=cmd_profile)
+
+    p = sub.add_parser("run", help="choose a width for a budget, materialise it and run an input")
+    p.add_argument("bundle", help="a .innb file with graphs")
+    p.add_argument("--runtime", required=True, choices=sorted(RUNTIMES))
+    p.add_argument("--memory-budget", required=True, type=parse_bytes, help="e.g. 8MiB, 512k")
+    p.add_argument("--latency-budget", type=float, help="milliseconds (needs --profile)")
+    p.add_argument("--profile", help="device profile from `inn-mobile profile`")
+    p.add_argument("--input", help="inputs (.pt/.npy) shaped like the graph's input; random if omitted")
+    p.add_argument("--threads", type=int, default=1, help="runtime threads (default: %(default)s)")
+    p.set_defaults(fn=cmd_run)
+
+    p = sub.add_parser("bench", help="startup, latency, size and accuracy of every bucket, with plots")
+    p.add_argument("bundle", help="a .innb file with graphs")
+    p.add_argument("--runtime", nargs="+", required=True, choices=sorted(RUNTIMES))
+    p.add_argument("--dataset", choices=("digits", "fashion-mnist"), default="digits")
+    p.add_argument("--runs", type=int, default=20, help="timed runs per bucket (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=1, help="runtime threads (default: %(default)s)")
+    p.add_argument("--plot", help="PNG to write (accuracy / latency / size vs width)")
+    p.set_defaults(fn=cmd_bench)
+    return ap
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="inn-mobile", description="Integral Neural Networks on device.")
-    sub = ap.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="end-to-end demo on scikit-learn digits (about a minute on 2 cores)")
-    demo.add_argument("--out", default="out/demo.innb", help="where to write the bundle (default: %(default)s)")
-    demo.add_argument("--epochs", type=float, default=12.0, help="training epochs (default: %(default)s)")
-    demo.set_defaults(fn=_demo)
-    insp = sub.add_parser("inspect", help="print what a .innb bundle holds")
-    insp.add_argument("bundle", help="path to a .innb file")
-    insp.set_defaults(fn=_inspect)
-    args = ap.parse_args(argv)
-    return args.fn(args)
+    from . import bundle, image, native, policy
+
+    args = build_parser().parse_args(argv)
+    if getattr(args, "validation", None) and not getattr(args, "validation_labels", None):
+        print("error: --validation needs --validation-labels", file=sys.stderr)
+        return 2
+    try:
+        return args.fn(args)
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except (bundle.BundleError, image.RecordError, native.NativeError, policy.BudgetError, KeyError,
+            ValueError) as e:
+        print(f"error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -36,8 +36,8 @@ class Candidate:
 
 @dataclass(frozen=True)
 class Choice:
-    bucket: str
-    index: int
+    bucket: str  # the bucket's name (``Bundle.bucket_index`` finds it in the bundle)
+    index: int  # position in the candidate list
     reason: str
 
 

@@ -1,0 +1,125 @@
+"""Run a bundle's ExecuTorch graph on the host: pick a width, let the native core write the weights, run.
+
+``ExecutorchModel.open(path, bucket=...)`` does what an app does at start-up:
+
+1. *open*: validate the bundle (header, section checksums, tables) with the native core;
+2. *materialise*: the core rebuilds the bucket's ``model.pte`` and ``weights.ptd`` from the graph
+   record, writing each hole straight from the nodes at the bucket's width (int8 graphs: quantised
+   after discretisation, scales and int32 biases included), one layer at a time: no full-width float
+   weights are ever built;
+3. *load*: ``executorch.runtime`` loads the program from memory and its ``forward`` method (XNNPACK
+   packs the weights here). ``Runtime.load_program`` takes the ``.ptd`` only as a path, so it is
+   written to a temporary file (in ``/dev/shm`` where there is one) that ExecuTorch maps and that is
+   unlinked as soon as the method is loaded.
+
+The two files are checked before ExecuTorch sees them, because an XNNPACK ``.pte`` whose ``.ptd`` is
+missing crashes the process instead of returning an error. A corrupted bundle or an incomplete graph
+raises :class:`~inn_mobile.bundle.BundleError`; a width, or a graph for the runtime, that is not in
+the bundle raises :class:`~inn_mobile.runtime.reader.NotInBundleError` (a ``KeyError``) listing
+what is there.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .. import bundle
+from ..export.executorch import PTD, PTE, RUNTIME, RUNTIME_INT8
+from .reader import BundleReader, run_batched
+
+# FlatBuffers file identifiers at bytes 4..8: ExecuTorch program, FlatTensor data file.
+_MAGIC = {PTE: b"ET", PTD: b"FT"}
+_SHM = "/dev/shm"
+
+
+@dataclass
+class ExecutorchModel:
+    """One bucket of a bundle, loaded into ExecuTorch; call it like a module."""
+
+    bucket: int
+    bucket_name: str
+    runtime: str
+    input_shape: tuple[int, ...]
+    timings: dict[str, float] = field(default_factory=dict)  # seconds: open, materialise, load
+    _program: object = field(default=None, repr=False)  # must outlive the method
+    _method: object = field(default=None, repr=False)
+
+    @classmethod
+    def open(
+        cls, source: str | os.PathLike | bytes, *, bucket: int | str | float, int8: bool = False,
+        threads: int | None = None, reference: bool = False,
+    ) -> ExecutorchModel:
+        """Load ``bucket`` (index, name such as ``"w0750"``, or width ratio) of a bundle file or bytes.
+
+        ``threads`` resets ExecuTorch's process-wide thread pool first (see :func:`set_threads`: only
+        while no other program is loaded). ``reference=True`` fills with the Python reference.
+        """
+        if threads is not None:
+            set_threads(threads)
+        runtime = RUNTIME_INT8 if int8 else RUNTIME
+        t0 = time.perf_counter()
+        reader = BundleReader(source, reference=reference)
+        index = reader.bucket_index(bucket)
+        name = reader.names[index]
+        t1 = time.perf_counter()
+        files = reader.fill(index, runtime)
+        del reader
+        _check_files(files, runtime, name)
+        t2 = time.perf_counter()
+        program, method = _load(files)
+        t3 = time.perf_counter()
+        shape = tuple(method.metadata.input_tensor_meta(0).sizes())
+        return cls(index, name, runtime, shape, {"open": t1 - t0, "materialise": t2 - t1, "load": t3 - t2}, program,
+                   method)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Float outputs for inputs ``[N, *input_shape[1:]]``, run in chunks of the lowered batch."""
+        return run_batched(self._invoke, x, self.input_shape, f"{self.bucket_name} ({self.runtime})")
+
+    def _invoke(self, x: np.ndarray) -> np.ndarray:
+        return self._method.execute((torch.from_numpy(x),))[0].numpy()
+
+    __call__ = forward
+
+
+def set_threads(n: int) -> None:
+    """Size ExecuTorch's process-wide thread pool.
+
+    Call it before loading programs and never while one is alive: each XNNPACK delegate keeps a pointer
+    to the pool it was loaded with, and a reset frees that pool (a later run crashes the process).
+    """
+    from executorch.extension.pybindings.portable_lib import _threadpool_get_thread_count, _unsafe_reset_threadpool
+
+    if n < 1:
+        raise ValueError(f"threads must be >= 1, got {n}")
+    if _threadpool_get_thread_count() != n:
+        _unsafe_reset_threadpool(n)
+
+
+def _load(files: dict[str, bytes]):
+    """The program and its loaded ``forward`` (the program keeps the ``.pte`` bytes; the ``.ptd`` stays mapped)."""
+    from executorch.runtime import Runtime
+
+    with tempfile.NamedTemporaryFile(suffix=".ptd", dir=_SHM if os.path.isdir(_SHM) else None) as f:
+        f.write(files[PTD])
+        f.flush()
+        program = Runtime.get().load_program(bytes(files[PTE]), data_path=f.name)
+        return program, program.load_method("forward")
+
+
+def _check_files(files: dict[str, bytes], runtime: str, bucket_name: str) -> None:
+    """Refuse files ExecuTorch would crash on (XNNPACK segfaults on a missing or foreign ``.ptd``)."""
+    for name, magic in _MAGIC.items():
+        data = files.get(name)
+        if data is None:
+            raise bundle.BundleError(f"the {runtime!r} graph of width {bucket_name!r} has no {name} "
+                                     f"(it has {sorted(files)}): the bundle is incomplete")
+        if data[4:4 + len(magic)] != magic:
+            raise bundle.BundleError(f"{name} of width {bucket_name!r} is not an ExecuTorch "
+                                     f"{'program' if name == PTE else 'data file'} (bad identifier)")

@@ -1,0 +1,117 @@
+"""LiteRT host loader: open a bundle, let the native core write a bucket's ``.tflite``, run it.
+
+The bundle stores each bucket's flatbuffer without its weights (see :mod:`inn_mobile.export.litert`);
+:meth:`LiteRTModel.open` validates the bundle, has the C core fill the weight holes from the nodes and
+hands the bytes to ``ai_edge_litert.interpreter.Interpreter(model_content=...)``: nothing is written to disk.
+Static int8 graphs have int8 inputs and outputs; ``__call__`` quantizes and dequantizes with the
+graph's own scales, so callers always pass and get float tensors.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .. import bundle
+from ..export.litert import FILE_NAME, runtime_name
+from .reader import BundleReader, run_batched
+
+
+@dataclass(frozen=True)
+class Startup:
+    """Where the time from bundle bytes to a ready interpreter went (milliseconds)."""
+
+    open_ms: float  # validate the bundle (CRCs, tables) and find the graph
+    fill_ms: float  # the core writes the bucket's weights into the graph
+    interpreter_ms: float  # Interpreter(model_content=...) + allocate_tensors
+
+    @property
+    def total_ms(self) -> float:
+        return self.open_ms + self.fill_ms + self.interpreter_ms
+
+
+class LiteRTModel:
+    """A bucket's LiteRT graph, weights filled from the nodes, ready to run on float inputs."""
+
+    def __init__(self, flatbuffer: bytes, *, threads: int = 1, name: str = "", startup: Startup | None = None):
+        from ai_edge_litert.interpreter import Interpreter
+
+        t = time.perf_counter()
+        try:
+            self.interpreter = Interpreter(model_content=bytes(flatbuffer), num_threads=threads)
+            self.interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as e:
+            raise bundle.BundleError(f"{name or 'graph'}: not a loadable .tflite ({e})") from e
+        (self._in,), (self._out,) = self.interpreter.get_input_details(), self.interpreter.get_output_details()
+        self.name = name
+        self.flatbuffer = flatbuffer
+        interp_ms = (time.perf_counter() - t) * 1e3
+        self.startup = Startup(startup.open_ms, startup.fill_ms, interp_ms) if startup else Startup(0, 0, interp_ms)
+
+    @classmethod
+    def open(cls, source: str | os.PathLike | bytes, *, bucket: int | str | float = -1, int8: bool = False,
+             threads: int = 1, reference: bool = False) -> LiteRTModel:
+        """Load one bucket of a bundle (path or bytes).
+
+        ``bucket``: index (negative counts from the widest), name (``"w0500"``) or width ratio (0.5).
+        Raises :class:`~inn_mobile.bundle.BundleError` for a corrupted bundle or graph,
+        :class:`~inn_mobile.runtime.reader.NotInBundleError` (a ``KeyError``) when the width or its
+        graph is not in the bundle. ``reference=True`` fills with the Python reference, not the core.
+        """
+        runtime = runtime_name(int8)
+        t0 = time.perf_counter()
+        reader = BundleReader(source, reference=reference)
+        k = reader.bucket_index(bucket)
+        t1 = time.perf_counter()
+        files = reader.fill(k, runtime)
+        t2 = time.perf_counter()
+        if FILE_NAME not in files:
+            raise bundle.BundleError(f"{runtime!r} graph of {reader.names[k]!r} has no {FILE_NAME}: {list(files)}")
+        startup = Startup((t1 - t0) * 1e3, (t2 - t1) * 1e3, 0.0)
+        return cls(files[FILE_NAME], threads=threads, name=f"{reader.names[k]} ({runtime})", startup=startup)
+
+    def arena_bytes(self) -> int:
+        """Bytes of every activation the graph produces (plus its input), read from the graph run
+        without delegates: an upper bound of the interpreter's arena, which reuses memory."""
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+        plain = Interpreter(model_content=bytes(self.flatbuffer),
+                            experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+        plain.allocate_tensors()
+        produced = {self._in["index"]} | {i for op in plain._get_ops_details() for i in op["outputs"]}  # noqa: SLF001
+        return sum(int(np.prod(t["shape"])) * np.dtype(t["dtype"]).itemsize for t in plain.get_tensor_details()
+                   if t["index"] in produced)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(int(d) for d in self._in["shape"])
+
+    def __call__(self, x: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """Float outputs for float inputs ``[N, *input_shape[1:]]``, run in chunks of the graph's batch."""
+        return run_batched(self._invoke, x, self.input_shape, self.name)
+
+    def _invoke(self, x: np.ndarray) -> np.ndarray:
+        it = self.interpreter
+        it.set_tensor(self._in["index"], quantize_input(x, self._in))
+        it.invoke()
+        return _dequantize(it.get_tensor(self._out["index"]), self._out)
+
+
+def quantize_input(x: np.ndarray, detail: dict) -> np.ndarray:
+    """Float input as the tensor's dtype (int8 graphs: the calibrated per-tensor scale/zero point)."""
+    if detail["dtype"] == np.float32:
+        return x
+    scale, zero = detail["quantization"]
+    info = np.iinfo(detail["dtype"])
+    return np.clip(np.round(x / scale) + zero, info.min, info.max).astype(detail["dtype"])
+
+
+def _dequantize(y: np.ndarray, detail: dict) -> np.ndarray:
+    if detail["dtype"] == np.float32:
+        return y.copy()
+    scale, zero = detail["quantization"]
+    return ((y.astype(np.float32) - zero) * scale).astype(np.float32)

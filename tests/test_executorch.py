@@ -1,0 +1,128 @@
+"""ExecuTorch lowering per width bucket: weights as holes filled by the native core, run with XNNPACK."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from inn_mobile import bundle, data, image
+from inn_mobile.convert import convert
+
+pytest.importorskip("executorch", reason="executorch not installed (pip install -e '.[executorch]')")
+from inn_mobile.export import executorch as ex  # noqa: E402
+from inn_mobile.runtime.executorch import ExecutorchModel  # noqa: E402
+
+pytestmark = pytest.mark.slow  # every test here lowers graphs (seconds each)
+BATCH = 8
+
+
+@pytest.fixture(scope="module")
+def packed(tmp_path_factory, digits_model, digits_data):
+    """A digits ResNet packed with fp32 graphs at three widths and an int8 graph at full width."""
+    x, _, xt, _ = digits_data
+    im = convert(digits_model, xt[:2], calibration=x[:256])
+    buckets = bundle.make_buckets(im, (0.5, 0.75, 1.0))
+    example = xt[:BATCH]
+    lowered = {(k, ex.RUNTIME): ex.lower(im, b, example) for k, b in enumerate(buckets)}
+    full = len(buckets) - 1
+    lowered[(full, ex.RUNTIME_INT8)] = ex.lower(im, buckets[full], example, int8=True, calibration=x[:256])
+    b = bundle.Bundle(im, buckets, graphs={key: image.encode_record(imgs) for key, imgs in lowered.items()})
+    path = tmp_path_factory.mktemp("et") / "digits.innb"
+    bundle.save(b, path)
+    return im, b, path, lowered
+
+
+def _batches(x: torch.Tensor) -> list[torch.Tensor]:
+    return [c for c in x.split(BATCH) if len(c) == BATCH]
+
+
+def test_fp32_matches_torch_at_three_widths(packed, digits_data):
+    im, b, path, _ = packed
+    xt = digits_data[2]
+    for k, bucket in enumerate(b.buckets):
+        model = ExecutorchModel.open(path, bucket=bucket.name)
+        ref = im.resize(sizes=bucket.sizes)
+        assert model.bucket == k and model.input_shape == (BATCH, 1, 8, 8)
+        for x in _batches(xt)[:8]:
+            want = ref(x).detach()
+            assert (model(x) - want).abs().max() <= 1e-4 * want.abs().max(), bucket.name
+
+
+def test_core_rebuilds_exactly_the_lowered_files_without_storing_weights(packed):
+    im, b, path, lowered = packed
+    for (k, runtime), images in lowered.items():
+        filled = b.fill(k, runtime)
+        for img in images:
+            assert filled[img.name] == img.data, (b.buckets[k].name, runtime, img.name)
+        ptd = next(s for s in image.decode_record(b.graphs[(k, runtime)]) if s.name == ex.PTD)
+        stored = sum(len(chunk) for _, chunk in ptd.spans)  # FlatTensor header and keys (64-char hashes) only
+        assert stored <= 256 * (len(ptd.holes) + 1), f"{runtime} {b.buckets[k].name}: {stored} .ptd bytes stored"
+
+
+def test_int8_agrees_with_fp32(packed, digits_data):
+    im, b, path, _ = packed
+    xt = digits_data[2]
+    full = len(b.buckets) - 1
+    model = ExecutorchModel.open(path, bucket=full, int8=True)
+    ref = im.resize(sizes=b.buckets[full].sizes)
+    xs = _batches(xt)
+    agree = torch.cat([model(x).argmax(1) == ref(x).argmax(1) for x in xs]).float().mean().item()
+    assert agree >= 0.97
+
+
+def test_errors_are_clear(packed, tmp_path):
+    im, b, path, lowered = packed
+    raw = bytearray(path.read_bytes())
+    raw[bundle.HEADER_SIZE + 2] ^= 0xFF  # inside the INFO section: checksummed
+    with pytest.raises(bundle.BundleError, match="corrupted"):
+        ExecutorchModel.open(bytes(raw), bucket=0)
+    with pytest.raises(KeyError, match="not in bundle"):
+        ExecutorchModel.open(path, bucket="w0300")
+    with pytest.raises(KeyError, match="not in bundle"):
+        ExecutorchModel.open(path, bucket=len(b.buckets))
+    with pytest.raises(KeyError, match="no 'executorch-i8' graph"):
+        ExecutorchModel.open(path, bucket=0, int8=True)
+    pte_only = [img for img in lowered[(0, ex.RUNTIME)] if img.name == ex.PTE]
+    broken = bundle.Bundle(im, b.buckets, graphs={(0, ex.RUNTIME): image.encode_record(pte_only)})
+    with pytest.raises(bundle.BundleError, match="has no weights.ptd"):  # XNNPACK would segfault
+        ExecutorchModel.open(bundle.encode(broken), bucket=0)
+
+
+def test_lowering_fails_loudly_when_a_tensor_is_not_found_exactly_once(packed):
+    im, b, _, lowered = packed
+    files = {img.name: img.data for img in lowered[(0, ex.RUNTIME)]}
+    weights = b.weights(0)
+    with pytest.raises(RuntimeError, match="in none of"):
+        ex.locate_holes({ex.PTE: files[ex.PTE]}, im.layers, weights)
+    with pytest.raises(RuntimeError, match="occur 2 times"):
+        ex.locate_holes({**files, "copy.ptd": files[ex.PTD]}, im.layers, weights)
+
+
+@pytest.mark.skipif(not data.fashion_mnist_available(), reason="Fashion-MNIST absent (apt-get install "
+                    "dataset-fashion-mnist)")
+def test_int8_fashion_mnist_top1_agreement_and_accuracy(tmp_path):
+    """Full width, 10,000 test images: int8 ExecuTorch vs the fp32 torch model at the same width."""
+    sys.path.insert(0, str(Path(__file__).parents[1] / "tools"))
+    from train_reference import CHECKPOINT, load_reference
+
+    if not CHECKPOINT.exists():
+        pytest.skip(f"{CHECKPOINT} missing")
+    xt, yt = data.fashion_mnist("test")
+    xtr, _ = data.fashion_mnist("train")
+    im = convert(load_reference(), xt[:2], calibration=xtr[:256])
+    full = bundle.make_buckets(im, (1.0,))
+    graphs = {(0, ex.RUNTIME_INT8): image.encode_record(ex.lower(im, full[0], xt[:500], int8=True,
+                                                                 calibration=xtr[:1000]))}
+    bundle.save(bundle.Bundle(im, full, graphs=graphs), tmp_path / "fmnist.innb")
+    model = ExecutorchModel.open(tmp_path / "fmnist.innb", bucket=0, int8=True, threads=2)
+    ref = im.resize(sizes=full[0].sizes)
+    with torch.no_grad():
+        p8 = torch.cat([model(x).argmax(1) for x in xt.split(500)])
+        p32 = torch.cat([ref(x).argmax(1) for x in xt.split(500)])
+    agree = (p8 == p32).float().mean().item()
+    acc8, acc32 = ((p8 == yt).float().mean().item() * 100, (p32 == yt).float().mean().item() * 100)
+    assert agree >= 0.99, f"top-1 agreement {agree:.4f}"
+    assert acc32 - acc8 <= 0.5, f"int8 {acc8:.2f}% vs fp32 {acc32:.2f}%"
