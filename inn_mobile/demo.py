@@ -1,21 +1,21 @@
 """``inn-mobile demo``: the whole product in one run, on real data, on this machine.
 
-Train (or load) a small CNN, convert it to an INN, pack one bundle for every installed runtime,
-profile every bucket, then play three devices with different memory budgets: each chooses its width
-with the policy, materialises it through the C core, runs it and reports what it got.
+Train (or load) a small CNN, convert it to an INN, pack one bundle for every installed runtime
+(measuring each width's accuracy, weight bytes and activation arena), then play three devices with
+different memory budgets: each chooses its width with the policy, materialises it through the C
+core, runs it and reports what it got. (``inn-mobile profile`` measures a real device's peaks.)
 """
 
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from . import bundle, data, models, pack, policy, profile, runtime, train
+from . import bundle, data, models, pack, policy, runtime, train
 from .convert import convert
 
 REFERENCE = Path(__file__).resolve().parents[1] / "tools" / "checkpoints" / "resnet_fmnist.pt"
@@ -53,12 +53,11 @@ def trained_model(ds: Dataset, epochs: float) -> torch.nn.Module:
     return model.eval()
 
 
-def devices(rows: dict[str, dict]) -> list[tuple[str, int]]:
-    """Three devices whose memory budgets are the smallest, the median and twice the largest measured
-    bucket peak (the runtime's fixed overhead dominates a small model's peak, so fixed MiB budgets
-    would not separate the buckets)."""
-    peaks = sorted(r["peak_bytes"] for r in rows.values())
-    return [("low-end phone", peaks[0]), ("mid-range phone", peaks[len(peaks) // 2]), ("flagship phone", 2 * peaks[-1])]
+def devices(cands: list[policy.Candidate]) -> list[tuple[str, int]]:
+    """Three devices whose model memory budgets are the smallest bucket's need, the median one's and
+    twice the largest (needs measured at pack time: weights written + activation arena)."""
+    needs = sorted(c.memory_bytes for c in cands)
+    return [("low-end phone", needs[0]), ("mid-range phone", needs[len(needs) // 2]), ("flagship phone", 2 * needs[-1])]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -81,27 +80,27 @@ def run(args: argparse.Namespace) -> int:
     size = out.stat().st_size
     print(f"\npacked {len(buckets)} widths x {rts} in {time.time() - t:.1f} s: {out} ({size} bytes)")
     primary = rts[0]
-    with tempfile.TemporaryDirectory() as tmp:
-        prof = profile.profile(str(out), primary, str(Path(tmp) / "device.json"), runs=args.runs)
-    cands = policy.candidates(b, primary, prof)
-    print(f"\nprofile of this host ({primary}):\n" + policy.describe(cands))
+    cands = policy.candidates(b, primary)
+    print(f"\nwhat each width needs and gives ({primary}, measured while packing):\n" + policy.describe(cands))
     print("\n| device | memory budget | chosen width | bundle bytes | weights bytes | startup ms | latency ms | "
           "accuracy % |\n|---|---|---|---|---|---|---|---|")
-    for name, budget in devices(prof["buckets"]):
+    for name, budget in devices(cands):
         try:
             choice = policy.choose(cands, budget)
         except policy.BudgetError as e:
-            print(f"| {name} | {budget / 2**20:.2f} MiB | none: {e} | | | | | |")
+            print(f"| {name} | {budget / 1024:.1f} KiB | none: {e} | | | | | |")
             continue
         t = time.perf_counter()
         net = runtime.open_model(out, primary, choice.bucket)
         startup = (time.perf_counter() - t) * 1e3
         x = ds.xt[:args.batch]
+        net(x)  # warm-up: first runs allocate
         t = time.perf_counter()
-        net(x)
-        latency = (time.perf_counter() - t) * 1e3
+        for _ in range(20):
+            net(x)
+        latency = (time.perf_counter() - t) * 1e3 / 20
         info = b.buckets[b.bucket_index(choice.bucket)].info["runtimes"][primary]
-        print(f"| {name} | {budget / 2**20:.2f} MiB | {choice.bucket} | {size} | {info['weights_bytes']} | "
+        print(f"| {name} | {budget / 1024:.1f} KiB | {choice.bucket} | {size} | {info['weights_bytes']} | "
               f"{startup:.1f} | {latency:.2f} | {data.accuracy(net, ds.xt, ds.yt):.2f} |")
     _plot(b, rts, out.with_suffix(".png"))
     return 0
@@ -142,5 +141,4 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ratios", type=float, nargs="+", default=[0.5, 0.75, 1.0],
                    help="bucket widths as fractions (default: %(default)s)")
     p.add_argument("--batch", type=int, default=1, help="graph batch size (default: %(default)s)")
-    p.add_argument("--runs", type=int, default=20, help="timed runs per bucket when profiling (default: %(default)s)")
     p.add_argument("--int8", action="store_true", help="also pack the int8 graphs (calibrated per bucket)")

@@ -133,5 +133,5 @@ def describe(cands: list[Candidate]) -> str:
         d = asdict(c)
         acc = "-" if d["accuracy"] is None else f"{d['accuracy']:.2f}"
         lat = "-" if d["latency_ms"] is None else f"{d['latency_ms']:.2f}"
-        lines.append(f"| {c.name} | {acc} | {_mib(c.memory_bytes)} | {lat} |")
+        lines.append(f"| {c.name} | {acc} | {c.memory_bytes / 1024:.1f} KiB | {lat} |")
     return "\n".join(lines)
