@@ -1,0 +1,282 @@
+"""Integral-aware fine-tuning: train the nodes so that *every* width is good (the INN paper's pipeline B).
+
+A converted network reproduces the original exactly at full width, but an ordinarily trained layer
+is not smooth along its channel axis, so narrow widths collapse (README, "Measured"). Training the
+nodes through :meth:`IntegralModel.discretize` at widths sampled per step makes the continuous
+functions smooth where it matters. Per step we use the *sandwich rule* of slimmable networks:
+
+- the largest width (full sizes), trained on the labels;
+- the smallest width (``min_ratio``) and ``n_random`` widths drawn uniformly in between, trained on
+  the labels or, with ``distill > 0``, towards the largest width's (detached) predictions
+  (self-distillation: the full network teaches the narrow ones, no separate teacher needed).
+
+Each width's loss is back-propagated on its own (gradients accumulate), so memory stays at one
+width's activations. Pieces usable in any loop: :class:`WidthForward` (a differentiable forward at
+given sizes), :func:`sandwich_sizes`, :func:`sandwich_step`, :func:`node_optimizer`. :func:`fit` is a
+complete loop with checkpoint/resume.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import fx
+from torch.func import functional_call
+
+from .integral import IntegralModel
+from .progress import progress
+from .train import augment
+
+# discretize() names the affine vectors after what they mean; the rebuilt BatchNorm calls them weight/bias
+_PARAM_NAMES = {"weight": "weight", "bias": "bias", "scale": "weight", "shift": "bias"}
+
+
+def _sizes_key(sizes: dict[int, int]) -> tuple[tuple[int, int], ...]:
+    return tuple(sorted(sizes.items()))
+
+
+class WidthForward:
+    """Differentiable forward pass of an :class:`IntegralModel` at any per-group sizes.
+
+    ``discretize`` gives the weights as functions of the nodes (and of any trainable partition put
+    in ``im.partitions``); the plain network built by ``im.build`` supplies the graph, and
+    ``torch.func.functional_call`` runs it with those weights, so gradients reach the nodes. Built
+    graphs are cached per sizes (building deep-copies the template).
+    """
+
+    def __init__(self, im: IntegralModel) -> None:
+        self.im = im
+        self._graphs: dict[tuple[tuple[int, int], ...], fx.GraphModule] = {}
+
+    def graph(self, sizes: dict[int, int]) -> fx.GraphModule:
+        key = _sizes_key(self.im.check_sizes(sizes))
+        gm = self._graphs.get(key)
+        if gm is None:
+            with torch.no_grad():
+                gm = self.im.build(self.im.discretize(self.im.samplers(dict(key))))
+            for p in gm.parameters():
+                p.requires_grad_(False)
+            self._graphs[key] = gm
+        return gm
+
+    def __call__(self, x: torch.Tensor, sizes: dict[int, int] | None = None) -> torch.Tensor:
+        sizes = self.im.check_sizes(sizes or {})
+        gm = self.graph(sizes)
+        weights = self.im.discretize(self.im.samplers(sizes))
+        params = {}
+        for layer, tensors in weights.items():
+            for what, t in tensors.items():
+                name = f"{layer}.{_PARAM_NAMES[what]}"
+                params[name] = t.reshape(gm.get_parameter(name).shape)
+        return functional_call(gm, params, (x,))
+
+
+def sandwich_sizes(
+    im: IntegralModel,
+    rng: random.Random,
+    *,
+    min_ratio: float = 0.25,
+    max_ratio: float = 1.0,
+    n_random: int = 1,
+    multiple_of: int = 1,
+) -> list[dict[int, int]]:
+    """Sizes for one step: largest first (it is the distillation teacher), smallest, then random."""
+    ratios = [max_ratio, min_ratio] + [rng.uniform(min_ratio, max_ratio) for _ in range(n_random)]
+    return [im.sizes_at(r, multiple_of=multiple_of) for r in ratios]
+
+
+def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """KL divergence from the teacher's softened predictions (scaled by T² so gradients keep their size)."""
+    t = temperature
+    return F.kl_div(F.log_softmax(student / t, 1), F.softmax(teacher / t, 1), reduction="batchmean") * t * t
+
+
+def sandwich_step(
+    forward: WidthForward,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    widths: list[dict[int, int]],
+    *,
+    distill: float = 1.0,
+    temperature: float = 1.0,
+    balance: bool = False,
+) -> float:
+    """Back-propagate the losses of every width in ``widths`` (gradients accumulate); returns their sum.
+
+    The first width is trained on the labels; the others mix label loss and distillation from the
+    first width's detached logits: ``(1 - distill) * CE + distill * KL``.
+    """
+    total = 0.0
+    teacher = None
+    for k, sizes in enumerate(widths):
+        logits = forward(x, sizes)
+        loss = F.cross_entropy(logits, y)
+        if k == 0:
+            teacher = logits.detach()
+        elif distill > 0:
+            loss = (1.0 - distill) * loss + distill * distillation_loss(logits, teacher, temperature)
+        (loss / loss.detach().clamp_min(1.0) if balance else loss).backward()
+        total += float(loss.detach())
+    return total
+
+
+def node_optimizer(
+    params: dict[str, torch.nn.Parameter], lr: float, weight_decay: float = 0.0
+) -> torch.optim.Optimizer:
+    """Adam with a per-tensor learning rate ``lr * rms(tensor)``: a *relative* step size.
+
+    Nodes are weights divided by the quadrature (about ``1/width``), so their scale differs per layer
+    by the layer's width; a relative step size updates each layer's weights by the same fraction,
+    whatever its width (plain SGD would move 64-wide layers 4,000x slower than 1-wide ones).
+    """
+    groups = []
+    for p in params.values():
+        scale = float(p.detach().pow(2).mean().sqrt()) if p.numel() else 1.0
+        groups.append({"params": [p], "lr": lr * max(scale, 1e-3), "weight_decay": weight_decay})
+    return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
+
+
+@dataclass
+class FinetuneConfig:
+    """Hyper-parameters of :func:`fit` (stored in checkpoints; resuming checks they match)."""
+
+    epochs: float = 3.0
+    batch: int = 128
+    lr: float = 3e-2  # relative: each tensor moves by about lr * its rms per step
+    weight_decay: float = 0.0
+    min_ratio: float = 0.25
+    max_ratio: float = 1.0
+    n_random: int = 1
+    multiple_of: int = 1
+    distill: float = 1.0
+    temperature: float = 1.0
+    warmup: float = 0.05  # fraction of steps with linearly rising lr, then cosine decay to 0
+    shrink: float = 0.5  # fraction of steps over which the smallest width goes from max_ratio to min_ratio
+    balance: bool = True  # divide each width's loss by its value when above 1 (no width's gradient swamps the rest)
+    augmentation: bool = True
+    seed: int = 0
+
+
+def _min_ratio(cfg: FinetuneConfig, step: int, total: int) -> float:
+    """Progressive shrinking: the smallest width sampled moves from ``max_ratio`` down to ``min_ratio``.
+
+    A converted (not yet smooth) network at 25% width has activations many times too large (each
+    sample stands for 4x as many channels, which are not correlated yet), so its loss starts in the
+    hundreds; widening the range gradually lets the narrow widths inherit smoothness learnt at wider ones.
+    """
+    ramp = max(1.0, cfg.shrink * total)
+    t = min(1.0, (step + 1) / ramp)
+    return cfg.max_ratio - t * (cfg.max_ratio - cfg.min_ratio)
+
+
+def _lr_factor(step: int, total: int, warmup: float) -> float:
+    w = max(1, int(warmup * total))
+    if step < w:
+        return (step + 1) / w
+    return 0.5 * (1.0 + math.cos(math.pi * (step - w) / max(1, total - w)))
+
+
+class _State:
+    """Everything a resumed run needs to continue bit for bit: nodes, optimiser, data order, RNGs."""
+
+    def __init__(self, cfg: FinetuneConfig, n: int) -> None:
+        self.step = 0
+        self.gen = torch.Generator().manual_seed(cfg.seed)
+        self.rng = random.Random(cfg.seed)
+        self.perm = torch.randperm(n, generator=self.gen)
+        self.pos = 0
+
+    def batch(self, size: int) -> torch.Tensor:
+        if self.pos + size > len(self.perm):
+            self.perm, self.pos = torch.randperm(len(self.perm), generator=self.gen), 0
+        idx = self.perm[self.pos:self.pos + size]
+        self.pos += size
+        return idx
+
+    def to_dict(self) -> dict:
+        return {"step": self.step, "gen": self.gen.get_state(), "rng": self.rng.getstate(),
+                "perm": self.perm, "pos": self.pos}
+
+    def load(self, d: dict) -> None:
+        self.step, self.pos, self.perm = d["step"], d["pos"], d["perm"]
+        self.gen.set_state(d["gen"])
+        self.rng.setstate(d["rng"])
+
+
+def _save(
+    path: Path, im: IntegralModel, opt: torch.optim.Optimizer, state: _State, cfg: FinetuneConfig, base_lrs: list[float]
+) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save({"nodes": {k: v.detach().clone() for k, v in im.nodes.items()}, "optimizer": opt.state_dict(),
+                "state": state.to_dict(), "config": asdict(cfg), "base_lrs": base_lrs}, tmp)
+    os.replace(tmp, path)
+
+
+def load_nodes(im: IntegralModel, checkpoint: str | os.PathLike) -> IntegralModel:
+    """Copy the nodes saved by :func:`fit` into ``im`` (converted the same way); returns ``im``."""
+    ck = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    with torch.no_grad():
+        for k, v in ck["nodes"].items():
+            im.nodes[k].copy_(v)
+    return im
+
+
+def fit(
+    im: IntegralModel,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    cfg: FinetuneConfig | None = None,
+    *,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: int = 200,
+    max_steps: int | None = None,
+    desc: str = "integral fine-tune",
+) -> IntegralModel:
+    """Fine-tune ``im``'s nodes in place with the sandwich rule; returns ``im``.
+
+    With ``checkpoint``, the run saves its full state there every ``checkpoint_every`` steps and at
+    the end, and *resumes* from it if the file exists (same config required): an interrupted run
+    continues exactly where it stopped. ``max_steps`` stops this call early (the schedule still
+    spans the whole run), e.g. to time-box a session and resume later.
+    """
+    cfg = cfg or FinetuneConfig()
+    total = max(1, math.ceil(cfg.epochs * len(y) / cfg.batch))
+    params = dict(im.nodes.items())
+    opt = node_optimizer(params, cfg.lr, cfg.weight_decay)
+    base_lrs = [g["lr"] for g in opt.param_groups]
+    state = _State(cfg, len(y))
+    path = Path(checkpoint) if checkpoint is not None else None
+    if path is not None and path.exists():
+        ck = torch.load(path, map_location="cpu", weights_only=False)
+        if ck["config"] != asdict(cfg):
+            raise ValueError(f"{path} was written with a different config: {ck['config']}")
+        if len(ck["state"]["perm"]) != len(y):
+            raise ValueError(f"{path} was written for {len(ck['state']['perm'])} training examples, not {len(y)}")
+        load_nodes(im, path)
+        opt.load_state_dict(ck["optimizer"])
+        base_lrs = ck["base_lrs"]  # from the initial nodes, not the resumed ones
+        state.load(ck["state"])
+    forward = WidthForward(im)
+    stop = total if max_steps is None else min(total, state.step + max_steps)
+    for _ in progress(range(state.step, stop), desc=desc, total=stop - state.step):
+        idx = state.batch(cfg.batch)
+        xb = augment(x[idx], generator=state.gen) if cfg.augmentation else x[idx]
+        widths = sandwich_sizes(im, state.rng, min_ratio=_min_ratio(cfg, state.step, total), max_ratio=cfg.max_ratio,
+                                n_random=cfg.n_random, multiple_of=cfg.multiple_of)
+        factor = _lr_factor(state.step, total, cfg.warmup)
+        for g, lr in zip(opt.param_groups, base_lrs):
+            g["lr"] = lr * factor
+        opt.zero_grad(set_to_none=True)
+        sandwich_step(forward, xb, y[idx], widths, distill=cfg.distill, temperature=cfg.temperature,
+                      balance=cfg.balance)
+        opt.step()
+        state.step += 1
+        if path is not None and (state.step % checkpoint_every == 0 or state.step == stop):
+            _save(path, im, opt, state, cfg, base_lrs)
+    return im

@@ -1,0 +1,123 @@
+"""Integral fine-tuning and partition tuning on real data (scikit-learn digits), small and fast."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from inn_mobile import bundle, data, finetune, kernel, native, reference
+from inn_mobile.convert import convert
+from inn_mobile.partition_tuning import recalibrate, tune_partitions
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Small tensors: extra threads only spin on a shared 2-core machine (several-fold slower there)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
+def digits_im(digits_model, digits_data):
+    x = digits_data[0]
+    return convert(digits_model, x[:2], calibration=x[:256])
+
+
+def test_width_forward_matches_resize_and_reaches_nodes(digits_im, digits_data):
+    """The differentiable forward is the resized network, and gradients reach every node."""
+    x, y = digits_data[0][:32], digits_data[1][:32]
+    sizes = digits_im.sizes_at(0.5)
+    fw = finetune.WidthForward(digits_im)
+    with torch.no_grad():
+        assert torch.equal(fw(x, sizes), digits_im.resize(sizes=sizes)(x))
+    torch.nn.functional.cross_entropy(fw(x, sizes), y).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in digits_im.nodes.values())
+
+
+def test_partitions_stay_valid_under_training(digits_im, digits_data):
+    """A large step size still leaves every partition sorted, in [0, 1], with fixed ends; and they move."""
+    x, y = digits_data[0][:256], digits_data[1][:256]
+    before = {k: v.detach().clone() for k, v in digits_im.nodes.items()}
+    parts = tune_partitions(digits_im, x, y, ratio=0.5, steps=15, lr=0.5, batch=64, keep_if_worse=True)
+    assert parts and all((g, n) in digits_im.partitions for g, n in parts)
+    for (_gid, n), p in parts.items():
+        kernel.check_partition(p)
+        assert p.dtype == torch.float32 and p.numel() == n
+        assert p[0] == 0.0 and p[-1] == 1.0 and bool((p >= 0).all() and (p <= 1).all())
+        assert not torch.allclose(p.double(), kernel.uniform_partition(n), atol=1e-3), "partition did not train"
+    assert all(torch.equal(v, digits_im.nodes[k]) for k, v in before.items())  # nodes frozen
+
+
+def test_resume_gives_the_same_state(digits_model, digits_data, tmp_path):
+    """Stopping after 3 steps and resuming from the checkpoint ends bit-identical to one straight run."""
+    x, y = digits_data[0][:320], digits_data[1][:320]
+    cfg = finetune.FinetuneConfig(epochs=1.0, batch=64, lr=1e-2, augmentation=True)  # 5 steps
+    straight = convert(digits_model, x[:2])
+    finetune.fit(straight, x, y, cfg, checkpoint=tmp_path / "a.pt")
+    resumed = convert(digits_model, x[:2])
+    finetune.fit(resumed, x, y, cfg, checkpoint=tmp_path / "b.pt", max_steps=3)
+    again = convert(digits_model, x[:2])  # a fresh process would start from the converted model
+    finetune.fit(again, x, y, cfg, checkpoint=tmp_path / "b.pt")
+    assert torch.load(tmp_path / "b.pt", weights_only=False)["state"]["step"] == 5
+    for k, v in straight.nodes.items():
+        assert torch.equal(v, again.nodes[k]), k
+        assert not torch.equal(v, resumed.nodes[k]), "the first call should have stopped early"
+    with pytest.raises(ValueError, match="different config"):
+        finetune.fit(again, x, y, finetune.FinetuneConfig(epochs=2.0, batch=64), checkpoint=tmp_path / "b.pt")
+
+
+def test_tuned_partition_round_trips_through_the_bundle_bit_exact(digits_im, digits_data):
+    """Trained points are stored in the bundle; C and Python then produce identical weights."""
+    x, y = digits_data[0][:256], digits_data[1][:256]
+    buckets = bundle.make_buckets(digits_im, (0.5, 1.0))
+    parts = tune_partitions(digits_im, x, y, sizes=buckets[0].sizes, steps=10, lr=0.1, batch=64,
+                            keep_if_worse=True)
+    assert parts
+    raw = bundle.encode(bundle.Bundle(digits_im, buckets))
+    back = bundle.decode(raw)
+    for key, p in parts.items():
+        assert torch.equal(back.model.partitions[key], p)
+    nb = native.NativeBundle(raw)
+    python = digits_im.discretize(digits_im.samplers(buckets[0].sizes))
+    for layer, (rw, _, rbias) in enumerate(reference.materialize(back, 0)):
+        w, _, bias = nb.materialize(0, layer)
+        assert np.array_equal(w, rw)
+        spec = digits_im.layers[layer]
+        ours = python[spec.name]["scale" if spec.kind == "affine" else "weight"]
+        assert np.array_equal(w, ours.detach().numpy().ravel())
+        if rbias is not None:
+            assert np.array_equal(bias, rbias)
+
+
+def test_partition_tuning_improves_a_narrow_width(digits_im, digits_data):
+    x, y, xt, yt = digits_data
+    before = data.accuracy(digits_im.resize(0.75), xt, yt)
+    tune_partitions(digits_im, x, y, ratio=0.75, steps=100, lr=0.02, distill=0.5)
+    after = data.accuracy(digits_im.resize(0.75), xt, yt)
+    assert after > before + 5.0, (before, after)
+
+
+def test_integral_finetuning_improves_narrow_widths(digits_im, digits_data):
+    """The sandwich rule lifts the narrow widths that a plain conversion loses, keeping full width."""
+    x, y, xt, yt = digits_data
+    before = {r: data.accuracy(digits_im.resize(r), xt, yt) for r in (1.0, 0.5)}
+    cfg = finetune.FinetuneConfig(epochs=5, batch=64, min_ratio=0.5, augmentation=False)
+    finetune.fit(digits_im, x, y, cfg)
+    after = {r: data.accuracy(digits_im.resize(r), xt, yt) for r in (1.0, 0.5)}
+    assert after[0.5] > before[0.5] + 20.0, (before, after)
+    assert after[1.0] > before[1.0] - 4.0, (before, after)
+
+
+def test_recalibration_keeps_full_width_and_lifts_a_narrow_one(digits_im, digits_data):
+    """Matching per-channel statistics is the identity at full width and helps at 75% without training."""
+    x, _, xt, yt = digits_data
+    full = recalibrate(digits_im, x[:512], ratio=1.0)
+    with torch.no_grad():
+        ref = digits_im.resize(1.0)(xt)
+        assert (full(xt) - ref).abs().max() <= 1e-3 * ref.abs().max()
+    before = data.accuracy(digits_im.resize(0.75), xt, yt)
+    after = data.accuracy(recalibrate(digits_im, x[:512], ratio=0.75), xt, yt)
+    assert after > before + 5.0, (before, after)
