@@ -87,6 +87,11 @@ class ExecutorchModel:
 
     __call__ = forward
 
+    @property
+    def method(self):
+        """The loaded ``forward`` method (``executorch.runtime``), for callers that batch themselves."""
+        return self._method
+
 
 def set_threads(n: int) -> None:
     """Size ExecuTorch's process-wide thread pool.
