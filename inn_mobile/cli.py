@@ -228,11 +228,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _bench_plot(rows, path: str) -> None:
-    import matplotlib
+    from .plotting import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
+    if plt is None:
+        return
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
     for rt in dict.fromkeys(r[1] for r in rows):
         mine = [r for r in rows if r[1] == rt]

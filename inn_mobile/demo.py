@@ -17,6 +17,7 @@ import torch
 
 from . import bundle, data, models, pack, policy, runtime, train
 from .convert import convert
+from .plotting import pyplot
 
 REFERENCE = Path(__file__).resolve().parents[1] / "tools" / "checkpoints" / "resnet_fmnist.pt"
 
@@ -108,13 +109,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _plot(b: bundle.Bundle, rts: list[str], path: Path) -> None:
     """Accuracy and weight bytes vs width, one line per runtime."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("(matplotlib not installed: no plot)")
+    plt = pyplot()
+    if plt is None:
         return
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
     widths = [100 * (bk.ratio or 1.0) for bk in b.buckets]

@@ -55,3 +55,14 @@ def materialize(bundle: Bundle, bucket: int, *, layout: str = "oit", dtype: str 
         bias = r["bias"].numpy() if "bias" in r else None
         out.append((arr, scales, bias))
     return out
+
+
+def every_case(bundle: Bundle):
+    """``(bucket, layout, dtype, layer, weight, scales, bias)`` for every combination the core serves
+    (affine layers only as f32): what parity tests and test vectors walk through."""
+    for k in range(len(bundle.buckets)):
+        for layout in LAYOUTS:
+            for dtype in ("f32", "i8"):
+                for layer, (w, scales, bias) in enumerate(materialize(bundle, k, layout=layout, dtype=dtype)):
+                    if bundle.model.layers[layer].kind != "affine" or dtype == "f32":
+                        yield k, layout, dtype, layer, w, scales, bias

@@ -83,20 +83,15 @@ def test_jni_weights_equal_python_reference_for_a_converted_model(host, tmp_path
 
     out = run_java(host[0], "dump", path, tmp_path / "dump")
     checked = 0
-    for k in range(len(b.buckets)):
-        for layout in reference.LAYOUTS:
-            for dtype in ("f32", "i8"):
-                for layer, (w, scales, bias) in enumerate(reference.materialize(b, k, layout=layout, dtype=dtype)):
-                    if b.model.layers[layer].kind == "affine" and dtype == "i8":
-                        continue
-                    stem = tmp_path / "dump" / f"{k}_{layout}_{dtype}_{layer}"
-                    assert Path(f"{stem}.weight").read_bytes() == w.tobytes(), (k, layout, dtype, layer)
-                    for suffix, ref in ((".scales", scales), (".bias", bias)):
-                        got = Path(f"{stem}{suffix}")
-                        assert got.exists() == (ref is not None), (stem, suffix)
-                        if ref is not None:
-                            assert got.read_bytes() == ref.tobytes(), (k, layout, dtype, layer, suffix)
-                    checked += 1
+    for k, layout, dtype, layer, w, scales, bias in reference.every_case(b):
+        stem = tmp_path / "dump" / f"{k}_{layout}_{dtype}_{layer}"
+        assert Path(f"{stem}.weight").read_bytes() == w.tobytes(), (k, layout, dtype, layer)
+        for suffix, ref in ((".scales", scales), (".bias", bias)):
+            got = Path(f"{stem}{suffix}")
+            assert got.exists() == (ref is not None), (stem, suffix)
+            if ref is not None:
+                assert got.read_bytes() == ref.tobytes(), (k, layout, dtype, layer, suffix)
+        checked += 1
     assert checked > 100 and f"dump: {len(list((tmp_path / 'dump').iterdir()))} files" in out
 
 

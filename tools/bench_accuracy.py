@@ -27,6 +27,7 @@ from train_reference import CHECKPOINT, load_reference  # noqa: E402
 
 from inn_mobile import data  # noqa: E402
 from inn_mobile.convert import convert  # noqa: E402
+from inn_mobile.plotting import pyplot
 from inn_mobile.prune import l1_prune  # noqa: E402
 
 
@@ -70,13 +71,8 @@ def main() -> None:
 
 
 def _plot(path: Path, widths, rows, base) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("(matplotlib not installed: no plot)")
+    plt = pyplot()
+    if plt is None:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(6, 4))

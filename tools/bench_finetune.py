@@ -42,6 +42,7 @@ from train_reference import ARCH, CHECKPOINT, load_reference  # noqa: E402
 from inn_mobile import data, finetune, models, train  # noqa: E402
 from inn_mobile.convert import convert  # noqa: E402
 from inn_mobile.partition_tuning import recalibrate, tune_partitions  # noqa: E402
+from inn_mobile.plotting import pyplot
 
 REFERENCE_EPOCHS = 6.0
 
@@ -175,13 +176,8 @@ def main() -> None:
 
 
 def _plot(path: Path, widths, rows) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("(matplotlib not installed: no plot)")
+    plt = pyplot()
+    if plt is None:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(7, 4.5))

@@ -106,16 +106,11 @@ def expected_graphs(b: bundle.Bundle) -> bytes:
 
 def expected_records(b: bundle.Bundle) -> bytes:
     out = bytearray()
-    for k in range(len(b.buckets)):
-        for layout in reference.LAYOUTS:
-            for dtype in ("f32", "i8"):
-                for layer, (w, scales, bias) in enumerate(reference.materialize(b, k, layout=layout, dtype=dtype)):
-                    if b.model.layers[layer].kind == "affine" and dtype == "i8":
-                        continue
-                    out += struct.pack("<IIII", k, layer, LAYOUT_CODES[layout], 1 if dtype == "i8" else 0)
-                    for arr in (w, scales, bias):
-                        raw = b"" if arr is None else arr.tobytes()
-                        out += struct.pack("<Q", len(raw)) + raw
+    for k, layout, dtype, layer, w, scales, bias in reference.every_case(b):
+        out += struct.pack("<IIII", k, layer, LAYOUT_CODES[layout], 1 if dtype == "i8" else 0)
+        for arr in (w, scales, bias):
+            raw = b"" if arr is None else arr.tobytes()
+            out += struct.pack("<Q", len(raw)) + raw
     return bytes(out)
 
 
