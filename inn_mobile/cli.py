@@ -16,9 +16,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import logging
+import os
 import re
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -321,10 +324,20 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _quiet_third_party() -> None:
+    """The converters log deprecation chatter and optional-CUDA-kernel failures that say nothing about
+    the user's model; the command line hides them (library users keep their own logging settings)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    for name in ("torchao", "torch.utils._pytree", "torch._export"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def main(argv: list[str] | None = None) -> int:
     from . import bundle, image, native, policy
 
     args = build_parser().parse_args(argv)
+    _quiet_third_party()
     if getattr(args, "validation", None) and not getattr(args, "validation_labels", None):
         print("error: --validation needs --validation-labels", file=sys.stderr)
         return 2
