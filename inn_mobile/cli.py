@@ -119,7 +119,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     from . import bundle
 
     im, _, _ = _convert_args(args)
-    size = bundle.save(bundle.Bundle(im, _buckets(im, args.ratios)), args.out)
+    size = bundle.save(bundle.Bundle(im, _buckets(im, args.ratios)), args.out, node_dtype=args.node_dtype)
     print(f"wrote {args.out} ({size} bytes, nodes only: add runtime graphs with `inn-mobile pack`)")
     return 0
 
@@ -133,7 +133,7 @@ def cmd_pack(args: argparse.Namespace) -> int:
         validation = (load_tensor(args.validation), load_tensor(args.validation_labels).long())
     t = time.time()
     b = pack.pack(im, x, args.runtime, buckets=_buckets(im, args.ratios), calibration=calib,
-                  validation=validation, path=args.out)
+                  validation=validation, path=args.out, node_dtype=args.node_dtype)
     print(f"wrote {args.out} ({Path(args.out).stat().st_size} bytes): {len(b.buckets)} widths x {args.runtime} "
           f"in {time.time() - t:.1f} s")
     return 0
@@ -279,6 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--ratios", type=float, nargs="+", default=[0.25, 0.5, 0.75, 1.0],
                        help="bucket widths (default: %(default)s)")
         p.add_argument("--out", required=True, help="bundle to write (.innb)")
+        p.add_argument("--node-dtype", choices=("f32", "f16"), default="f32",
+                       help="node storage: f16 halves the bundle (default: %(default)s)")
 
     p = sub.add_parser("convert", help="convert a PyTorch CNN to an INN bundle (nodes and buckets, no graphs)")
     model_args(p)

@@ -68,6 +68,10 @@ def test_convert_writes_a_nodes_only_bundle(model_file, digits_data, capsys):
     assert code == 0 and "nodes only" in text and out.stat().st_size > 1000
     code, text, _ = run(capsys, "inspect", out)
     assert code == 0 and "runtimes: none (nodes only)" in text
+    half = model_file / "nodes16.innb"
+    code, _, _ = run(capsys, "convert", "--model", f"{model_file / 'net.py'}:net", "--input-shape", "1,1,8,8",
+                     "--node-dtype", "f16", "--out", half)
+    assert code == 0 and half.stat().st_size < 0.6 * out.stat().st_size
 
 
 @pytest.mark.slow
