@@ -153,7 +153,8 @@ class IntegralModel(nn.Module):
             out[spec.name] = self._layer(spec, samplers)
         return out
 
-    def _axis(self, groups: tuple[int, ...], samplers: dict[int, AxisSampler]) -> AxisSampler:
+    def axis(self, groups: tuple[int, ...], samplers: dict[int, AxisSampler]) -> AxisSampler:
+        """The sampler of a layer axis made of several groups (concatenated pieces), node indices offset per piece."""
         idx, w, q = [], [], []
         offset = 0
         for gid in groups:
@@ -165,7 +166,7 @@ class IntegralModel(nn.Module):
         return AxisSampler(torch.cat(idx), torch.cat(w), torch.cat(q))
 
     def _layer(self, spec: LayerSpec, samplers: dict[int, AxisSampler]) -> dict[str, torch.Tensor]:
-        out_axis = self._axis(spec.out_groups, samplers)
+        out_axis = self.axis(spec.out_groups, samplers)
         result: dict[str, torch.Tensor] = {}
         if spec.kind == "affine":
             for what in ("scale", "shift"):
@@ -176,7 +177,7 @@ class IntegralModel(nn.Module):
         if spec.kind == "depthwise":
             result["weight"] = kernel.resample(lam, 0, out_axis.idx, out_axis.w.float())
         else:
-            result["weight"] = discretize_dense(lam, out_axis, self._axis(spec.in_groups, samplers), spec.blocks)
+            result["weight"] = discretize_dense(lam, out_axis, self.axis(spec.in_groups, samplers), spec.blocks)
         if spec.has_bias:
             result["bias"] = kernel.resample(self.nodes[_key(spec.name, "bias")], 0, out_axis.idx, out_axis.w.float())
         return result

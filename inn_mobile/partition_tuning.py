@@ -156,7 +156,7 @@ def recalibrate(
     samplers = im.samplers(sizes)
     targets = {}
     for spec in layers:
-        axis = im._axis(spec.out_groups, samplers)
+        axis = im.axis(spec.out_groups, samplers)
         targets[spec.name] = [kernel.resample(v, 0, axis.idx, axis.w.float()) for v in stats[spec.name]]
 
     def hook_for(name: str):
