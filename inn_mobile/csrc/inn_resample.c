@@ -16,8 +16,8 @@
 
 size_t inn_dense_scratch(uint32_t n_in_per_block, uint32_t taps) {
     size_t row, rows, tapsz;
-    /* 7 rows of n_in * taps floats, then per input row 4 offsets + 4 weights + 1 count (9 floats) */
-    if (!inn_mul(n_in_per_block, taps, &row) || !inn_mul(row, INN_TAPS + 3, &rows)) return 0;
+    /* 8 rows of n_in * taps floats, then per input row 4 offsets + 4 weights + 1 count (9 floats) */
+    if (!inn_mul(n_in_per_block, taps, &row) || !inn_mul(row, INN_TAPS + 4, &rows)) return 0;
     if (!inn_mul(n_in_per_block, 2 * INN_TAPS + 1, &tapsz) || rows > SIZE_MAX - tapsz) return 0;
     return rows + tapsz;
 }
@@ -91,28 +91,45 @@ static void compact(const inn_axis *in, uint32_t first, uint32_t count, uint32_t
  * unrolls and vectorises the inner loops. */
 #define NODE_ROW_BODY(TYPE, LOAD, T)                                                                                 \
     for (uint32_t i = 0; i < count; i++) {                                                                          \
-        const uint32_t *off = c->off + (size_t)i * INN_TAPS;                                                        \
-        const float *w = c->w + (size_t)i * INN_TAPS;                                                               \
-        float *r = row + (size_t)i * (T);                                                                           \
+        const uint32_t *restrict off = c->off + (size_t)i * INN_TAPS;                                               \
+        const float *restrict w = c->w + (size_t)i * INN_TAPS;                                                      \
+        float *restrict r = row + (size_t)i * (T);                                                                  \
         uint8_t k = c->nnz[i];                                                                                      \
         if (k == 0) {                                                                                               \
             memset(r, 0, sizeof(float) * (T));                                                                      \
             continue;                                                                                               \
         }                                                                                                           \
-        const TYPE *x = base + off[0];                                                                              \
+        const TYPE *restrict x = base + off[0];                                                                     \
+        if (k == INN_TAPS) { /* the common case below full width: all four taps in one pass */                     \
+            const TYPE *restrict x1 = base + off[1], *restrict x2 = base + off[2], *restrict x3 = base + off[3];    \
+            for (uint32_t t = 0; t < (T); t++)                                                                      \
+                r[t] = ((LOAD(x[t]) * w[0] + LOAD(x1[t]) * w[1]) + LOAD(x2[t]) * w[2]) + LOAD(x3[t]) * w[3];        \
+            continue;                                                                                               \
+        }                                                                                                           \
         for (uint32_t t = 0; t < (T); t++) r[t] = LOAD(x[t]) * w[0];                                                \
         for (uint8_t b = 1; b < k; b++) {                                                                           \
-            x = base + off[b];                                                                                      \
-            for (uint32_t t = 0; t < (T); t++) r[t] += LOAD(x[t]) * w[b];                                           \
+            const TYPE *restrict y = base + off[b];                                                                 \
+            for (uint32_t t = 0; t < (T); t++) r[t] += LOAD(y[t]) * w[b];                                           \
         }                                                                                                           \
     }
 
+/* 1x1 convs and linears: one value per input, so the taps are a gather summed in a register. */
+#define NODE_ROW_GATHER(TYPE, LOAD)                                                                                  \
+    for (uint32_t i = 0; i < count; i++) {                                                                          \
+        const uint32_t *restrict off = c->off + (size_t)i * INN_TAPS;                                               \
+        const float *restrict w = c->w + (size_t)i * INN_TAPS;                                                      \
+        uint8_t k = c->nnz[i];                                                                                      \
+        float acc = k ? LOAD(base[off[0]]) * w[0] : 0.0f;                                                           \
+        for (uint8_t b = 1; b < k; b++) acc += LOAD(base[off[b]]) * w[b];                                           \
+        row[i] = acc;                                                                                               \
+    }
+
 #define NODE_ROW(NAME, TYPE, LOAD)                                                                                   \
-    static void NAME(const TYPE *nodes, uint32_t m_in, uint32_t taps, uint32_t node, const compact_taps *c,         \
-                     uint32_t count, float *row) {                                                                  \
+    static void NAME(const TYPE *restrict nodes, uint32_t m_in, uint32_t taps, uint32_t node,                      \
+                     const compact_taps *restrict c, uint32_t count, float *restrict row) {                         \
         const TYPE *base = nodes + (size_t)node * m_in * taps;                                                      \
         if (taps == 1) {                                                                                            \
-            NODE_ROW_BODY(TYPE, LOAD, 1)                                                                            \
+            NODE_ROW_GATHER(TYPE, LOAD)                                                                             \
         } else if (taps == 9) {                                                                                     \
             NODE_ROW_BODY(TYPE, LOAD, 9)                                                                            \
         } else {                                                                                                    \
@@ -127,6 +144,33 @@ static void node_row(const inn_nodes *nd, uint32_t m_in, uint32_t taps, uint32_t
                      uint32_t count, float *row) {
     if (nd->f16) node_row_f16((const uint16_t *)nd->data, m_in, taps, node, c, count, row);
     else node_row_f32((const float *)nd->data, m_in, taps, node, c, count, row);
+}
+
+/* acc = x * w (first) or acc += x * w: one output-axis tap over a whole row. */
+static void accumulate(float *restrict acc, const float *restrict x, float w, int first, size_t n) {
+    if (first)
+        for (size_t k = 0; k < n; k++) acc[k] = x[k] * w;
+    else
+        for (size_t k = 0; k < n; k++) acc[k] += x[k] * w;
+}
+
+/* dst = (acc + last * wl) * q, the last output-axis tap and the quadrature, over one whole row. */
+static void combine(float *restrict dst, const float *restrict acc, const float *restrict last, float wl, int used,
+                    const float *restrict qx, size_t n) {
+    if (used == 1)
+        for (size_t k = 0; k < n; k++) dst[k] = (last[k] * wl) * qx[k];
+    else if (used > 1)
+        for (size_t k = 0; k < n; k++) dst[k] = (acc[k] + last[k] * wl) * qx[k];
+    else
+        for (size_t k = 0; k < n; k++) dst[k] = acc[k] * qx[k];
+}
+
+/* The common case below full width, four output-axis taps in one pass: same sums, same order. */
+static void combine4(float *restrict dst, const float *const src[INN_TAPS], const float wt[INN_TAPS],
+                     const float *restrict qx, size_t n) {
+    const float *restrict s0 = src[0], *restrict s1 = src[1], *restrict s2 = src[2], *restrict s3 = src[3];
+    const float w0 = wt[0], w1 = wt[1], w2 = wt[2], w3 = wt[3];
+    for (size_t k = 0; k < n; k++) dst[k] = (((s0[k] * w0 + s1[k] * w1) + s2[k] * w2) + s3[k] * w3) * qx[k];
 }
 
 static inline float node_at(const inn_nodes *nd, size_t k) {
@@ -149,16 +193,22 @@ inn_status inn_dense_to_sink(const inn_nodes *nd, uint32_t m_out, uint32_t m_in,
         return INN_ERR_BUFFER;
     if (scratch_count < inn_dense_scratch(n_ib, taps)) return INN_ERR_BUFFER;
     if ((uint64_t)m_in * taps > UINT32_MAX) return INN_ERR_RANGE; /* compact tap offsets are 32-bit */
-    /* scratch: acc row, 4 cached node rows, one output row, one int8 row, compact input taps */
+    /* scratch: acc row, 4 cached node rows, one output row, quadrature per element, one int8 row, compact
+     * input taps */
     float *acc = scratch, *slots = scratch + row_len, *rowf = slots + (size_t)INN_TAPS * row_len;
-    int8_t *qrow = (int8_t *)(rowf + row_len);
+    float *qx = rowf + row_len;
+    int8_t *qrow = (int8_t *)(qx + row_len);
     compact_taps ct;
-    ct.off = (uint32_t *)(rowf + 2 * row_len);
+    ct.off = (uint32_t *)(qx + 2 * row_len);
     ct.w = (float *)(ct.off + (size_t)n_ib * INN_TAPS);
     ct.nnz = (uint8_t *)(ct.w + (size_t)n_ib * INN_TAPS);
     int64_t key[INN_TAPS];
     for (uint32_t j = 0; j < blocks; j++) {
         compact(in, j * n_ib, n_ib, j * m_in, taps, &ct);
+        for (uint32_t i = 0; i < n_ib; i++) {
+            float q = in->q ? (float)in->q[j * n_ib + i] : 1.0f;
+            for (uint32_t t = 0; t < taps; t++) qx[(size_t)i * taps + t] = q;
+        }
         for (int s = 0; s < INN_TAPS; s++) key[s] = -1;
         for (uint32_t ol = 0; ol < n_ob; ol++) {
             uint32_t o = j * n_ob + ol;
@@ -189,21 +239,11 @@ inn_status inn_dense_to_sink(const inn_nodes *nd, uint32_t m_out, uint32_t m_in,
             float *dst = (sink->dtype == INN_F32 && sink->layout == INN_LAYOUT_OIT)
                              ? (float *)sink->dst + (size_t)o * row_len : rowf;
             if (used == 0) memset(acc, 0, sizeof(float) * row_len);
-            for (int u = 0; u + 1 < used; u++) {
-                if (u == 0) for (size_t k = 0; k < row_len; k++) acc[k] = src[0][k] * wt[0];
-                else for (size_t k = 0; k < row_len; k++) acc[k] += src[u][k] * wt[u];
-            }
-            const float *last = used ? src[used - 1] : acc;
-            float wl = used ? wt[used - 1] : 0.0f;
-            for (uint32_t i = 0; i < n_ib; i++) {
-                float q = in->q ? (float)in->q[j * n_ib + i] : 1.0f;
-                size_t k0 = (size_t)i * taps;
-                if (used == 1)
-                    for (uint32_t t = 0; t < taps; t++) dst[k0 + t] = (last[k0 + t] * wl) * q;
-                else if (used > 1)
-                    for (uint32_t t = 0; t < taps; t++) dst[k0 + t] = (acc[k0 + t] + last[k0 + t] * wl) * q;
-                else
-                    for (uint32_t t = 0; t < taps; t++) dst[k0 + t] = acc[k0 + t] * q;
+            if (used == INN_TAPS) {
+                combine4(dst, src, wt, qx, row_len);
+            } else {
+                for (int u = 0; u + 1 < used; u++) accumulate(acc, src[u], wt[u], u == 0, row_len);
+                combine(dst, acc, used ? src[used - 1] : acc, used ? wt[used - 1] : 0.0f, used, qx, row_len);
             }
             if (dst == rowf) sink_row(sink, o, rowf, n_ib, taps, qrow);
         }
