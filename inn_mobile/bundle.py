@@ -22,7 +22,7 @@ from .graph import Group
 from .integral import IntegralModel, LayerSpec, _key
 
 MAGIC = b"INNB"
-VERSION = (1, 0)
+VERSION = (1, 1)
 HEADER_SIZE = 64
 ENTRY_SIZE = 32
 LAYER_SIZE = 64
@@ -30,8 +30,10 @@ UNIFORM = 0xFFFFFFFF
 MAX_DIM = 1 << 24
 KINDS = {"dense": 1, "depthwise": 2, "affine": 3}
 QUADS = {"trapezoid": 0, "simpson": 1, "rectangle": 2}
-ELEM = {"bytes": 0, "f32": 1, "f16": 2}
+ELEM = {"bytes": 0, "f32": 1, "f16": 2, "i8": 3}
+NODE_DTYPES = ("f32", "f16", "i8")
 RUNTIME_NAME = 16
+LAYER_ROW = struct.Struct("<IIIIIIIIQQIIII")  # FORMAT.md "Layer record"
 GRAPH_ROW = struct.Struct("<II16sQQ")  # bucket, reserved, runtime name (NUL-padded), offset, size in BLOB
 
 
@@ -114,24 +116,40 @@ def _table(count: int, extra: int, rows: bytes) -> bytes:
 
 
 def encode(bundle: Bundle, *, node_dtype: str = "f32") -> bytes:
-    """Serialise ``bundle`` to bytes (see FORMAT.md)."""
-    if node_dtype not in ("f32", "f16"):
-        raise ValueError("node_dtype must be 'f32' or 'f16'")
+    """Serialise ``bundle`` to bytes (see FORMAT.md).
+
+    ``node_dtype``: ``f32``; ``f16`` (half the size); ``i8`` (a quarter: int8 with one float32 scale per
+    node row, the core's per-channel rule, so an int8 graph's bundle is about the size of its weights).
+    """
+    if node_dtype not in NODE_DTYPES:
+        raise ValueError(f"node_dtype must be one of {', '.join(NODE_DTYPES)}, not {node_dtype!r}")
+    from .reference import quantize_per_channel  # reference imports this module
+
     m = bundle.model
-    np_dtype = np.float32 if node_dtype == "f32" else np.float16
+    np_dtype = {"f32": np.float32, "f16": np.float16, "i8": np.int8}[node_dtype]
     groups = b"".join(struct.pack("<II", g.size, 1 if g.resizable else 0) for g in m.groups)
     pieces: list[int] = []
     node_chunks: list[np.ndarray] = []
-    node_count = 0
+    scale_chunks: list[np.ndarray] = []
+    node_count = scale_count = 0
     names = bytearray()
     layer_rows = []
 
-    def add_nodes(t: torch.Tensor) -> int:
-        nonlocal node_count
-        arr = t.detach().cpu().numpy().astype(np_dtype).ravel()
+    def add_nodes(t: torch.Tensor) -> tuple[int, int]:
+        """Append one tensor; returns its offset in NODE elements and (int8) in NSCL scales."""
+        nonlocal node_count, scale_count
+        t = t.detach().cpu().float()
+        first, first_scale = node_count, scale_count
+        if node_dtype == "i8":
+            q, scales = quantize_per_channel(t.reshape(t.shape[0], -1))
+            arr = q.numpy().ravel()
+            scale_chunks.append(scales.numpy())
+            scale_count += scales.numel()
+        else:
+            arr = t.numpy().astype(np_dtype).ravel()
         node_chunks.append(arr)
         node_count += arr.size
-        return node_count - arr.size
+        return first, first_scale
 
     for spec in m.layers:
         out_first = len(pieces)
@@ -139,15 +157,15 @@ def encode(bundle: Bundle, *, node_dtype: str = "f32") -> bytes:
         in_first = len(pieces)
         pieces.extend(spec.in_groups)
         if spec.kind == "affine":
-            woff = add_nodes(m.nodes[_key(spec.name, "scale")])
-            boff = add_nodes(m.nodes[_key(spec.name, "shift")])
+            (woff, wsoff), (boff, bsoff) = add_nodes(m.nodes[_key(spec.name, "scale")]), add_nodes(
+                m.nodes[_key(spec.name, "shift")])
         else:
-            woff = add_nodes(m.nodes[_key(spec.name, "weight")])
-            boff = add_nodes(m.nodes[_key(spec.name, "bias")]) if spec.has_bias else 0
+            woff, wsoff = add_nodes(m.nodes[_key(spec.name, "weight")])
+            boff, bsoff = add_nodes(m.nodes[_key(spec.name, "bias")]) if spec.has_bias else (0, 0)
         name = spec.name.encode()
-        layer_rows.append(struct.pack(
-            "<IIIIIIIIQQIIQ", KINDS[spec.kind], spec.blocks, spec.taps, 1 if spec.has_bias else 0,
-            out_first, len(spec.out_groups), in_first, len(spec.in_groups), woff, boff, len(names), len(name), 0))
+        layer_rows.append(LAYER_ROW.pack(
+            KINDS[spec.kind], spec.blocks, spec.taps, 1 if spec.has_bias else 0, out_first, len(spec.out_groups),
+            in_first, len(spec.in_groups), woff, boff, len(names), len(name), wsoff, bsoff))
         names += name
     parts: list[float] = []
     sizes_rows, ref_rows = [], []
@@ -182,13 +200,15 @@ def encode(bundle: Bundle, *, node_dtype: str = "f32") -> bytes:
         (b"GRPS", _table(len(m.groups), 0, groups), ELEM["bytes"]),
         (b"LAYR", _table(len(layer_rows), 0, b"".join(layer_rows)), ELEM["bytes"]),
         (b"PIEC", _table(len(pieces), 0, struct.pack(f"<{len(pieces)}I", *pieces)), ELEM["bytes"]),
-        (b"NODE", np.concatenate(node_chunks).astype(np_dtype).astype(f"<{np.dtype(np_dtype).str[1:]}").tobytes(),
+        (b"NODE", np.concatenate(node_chunks).astype(np.dtype(np_dtype).newbyteorder("<")).tobytes(),
          ELEM[node_dtype]),
         (b"BUCK", buck, ELEM["bytes"]),
         (b"PART", struct.pack(f"<{len(parts)}f", *parts), ELEM["f32"]),
         (b"NAME", bytes(names), ELEM["bytes"]),
         (b"META", json.dumps(meta, sort_keys=True, default=_json_default).encode(), ELEM["bytes"]),
     ]
+    if node_dtype == "i8":
+        sections.append((b"NSCL", np.concatenate(scale_chunks).astype("<f4").tobytes(), ELEM["f32"]))
     if graph_index:
         sections.append((b"GIDX", _table(len(graph_index), 0, b"".join(graph_index)), ELEM["bytes"]))
         sections.append((b"BLOB", bytes(blob), ELEM["bytes"]))
@@ -304,14 +324,37 @@ def _decode(data: bytes) -> Bundle:
     pview = sec[b"PIEC"][0]
     pieces = struct.unpack_from(f"<{_count(pview, 4, 'piece')}I", pview, 8)
     node_view, node_elem = sec[b"NODE"]
-    nodes_arr = np.frombuffer(node_view, dtype="<f4" if node_elem == 1 else "<f2").astype(np.float32)
+    node_np = {ELEM["f32"]: "<f4", ELEM["f16"]: "<f2", ELEM["i8"]: "i1"}.get(node_elem)
+    if node_np is None:
+        raise BundleError(f"inconsistent bundle tables: NODE element type {node_elem}")
+    nodes_arr = np.frombuffer(node_view, dtype=node_np)
+    node_scales = None
+    if node_elem == ELEM["i8"]:
+        if b"NSCL" not in sec:
+            raise BundleError("missing section NSCL (scales of int8 nodes)")
+        if sec[b"NSCL"][1] != ELEM["f32"]:
+            raise BundleError("inconsistent bundle tables: NSCL must be float32")
+        node_scales = np.frombuffer(sec[b"NSCL"][0], dtype="<f4")[:len(sec[b"NSCL"][0]) // 4]
+    else:
+        nodes_arr = nodes_arr.astype(np.float32)
+
+    def tensor(off: int, count: int, rows: int, scale_off: int, what: str) -> torch.Tensor:
+        """``count`` nodes at ``off`` as float32; int8 nodes times their row scales (float32 product)."""
+        if off + count > nodes_arr.size:
+            raise BundleError(f"index or dimension out of range: layer {what} nodes past the NODE section")
+        arr = nodes_arr[off:off + count]
+        if node_scales is not None:
+            if scale_off + rows > node_scales.size:
+                raise BundleError(f"index or dimension out of range: layer {what} scales past the NSCL section")
+            arr = (arr.reshape(rows, -1).astype(np.float32) * node_scales[scale_off:scale_off + rows, None]).ravel()
+        return torch.from_numpy(arr.copy())
     lview = sec[b"LAYR"][0]
     n_layers = _count(lview, LAYER_SIZE, "layer")
     layer_meta = meta.get("layers", [])
     specs, nodes = [], {}
     for i in range(n_layers):
-        kind, blocks, taps, flags, of, oc, inf, ic, woff, boff, noff, nlen, _ = struct.unpack_from(
-            "<IIIIIIIIQQIIQ", lview, 8 + LAYER_SIZE * i)
+        kind, blocks, taps, flags, of, oc, inf, ic, woff, boff, noff, nlen, wsoff, bsoff = LAYER_ROW.unpack_from(
+            lview, 8 + LAYER_SIZE * i)
         if max(of + oc, inf + ic) > len(pieces):
             raise BundleError(f"index or dimension out of range: layer {i} pieces")
         lm = layer_meta[i] if i < len(layer_meta) else {}
@@ -327,16 +370,14 @@ def _decode(data: bytes) -> Bundle:
         m_out = sum(groups[g].size for g in out_groups)
         m_in = sum(groups[g].size for g in in_groups) // max(blocks, 1)
         count = m_out * m_in * taps if kind_name == "dense" else m_out * taps
-        if woff + count > nodes_arr.size or ((flags & 1 or kind_name == "affine") and boff + m_out > nodes_arr.size):
-            raise BundleError(f"index or dimension out of range: layer {name!r} nodes past the NODE section")
-        w = torch.from_numpy(nodes_arr[woff:woff + count].copy())
+        w = tensor(woff, count, m_out, wsoff, repr(name))
         if kind_name == "affine":
             nodes[_key(name, "scale")] = w
-            nodes[_key(name, "shift")] = torch.from_numpy(nodes_arr[boff:boff + m_out].copy())
+            nodes[_key(name, "shift")] = tensor(boff, m_out, m_out, bsoff, repr(name))
         else:
             nodes[_key(name, "weight")] = w.reshape(m_out, -1, taps)
             if flags & 1:
-                nodes[_key(name, "bias")] = torch.from_numpy(nodes_arr[boff:boff + m_out].copy())
+                nodes[_key(name, "bias")] = tensor(boff, m_out, m_out, bsoff, repr(name))
         specs.append(spec)
     model = IntegralModel(None, groups, specs, nodes, quadrature=quad_name)
     bview = sec[b"BUCK"][0]

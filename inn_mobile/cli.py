@@ -279,8 +279,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--ratios", type=float, nargs="+", default=[0.25, 0.5, 0.75, 1.0],
                        help="bucket widths (default: %(default)s)")
         p.add_argument("--out", required=True, help="bundle to write (.innb)")
-        p.add_argument("--node-dtype", choices=("f32", "f16"), default="f32",
-                       help="node storage: f16 halves the bundle (default: %(default)s)")
+        # bundle.NODE_DTYPES, spelled out so that --help does not import torch
+        p.add_argument("--node-dtype", choices=("f32", "f16", "i8"), default="f32",
+                       help="node storage: f16 halves the nodes, i8 quarters them (int8 + a scale per node row; "
+                            "for int8 graphs) (default: %(default)s)")
 
     p = sub.add_parser("convert", help="convert a PyTorch CNN to an INN bundle (nodes and buckets, no graphs)")
     model_args(p)

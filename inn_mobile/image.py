@@ -11,12 +11,13 @@ Record layout (little-endian, one record per ``(bucket, runtime)`` in the bundle
 ``csrc/FORMAT.md``)::
 
     "IGR1" u32 image_count
-    per image:  u32 name_len  u32 span_count  u32 hole_count  u32 reserved  u64 size
+    per image:  u32 name_len  u32 span_count  u32 hole_count  u32 packed  u64 size
                 name bytes, zero-padded to a multiple of 8
                 spans: u64 offset  u64 length                     (stored bytes of the image)
                 holes: u64 offset  u64 size  u32 layer  u8 tensor  u8 layout  u8 dtype  u8 reserved
                        f32 param  u32 reserved                    (32 bytes)
-                span data, concatenated, zero-padded to a multiple of 8
+                span data, concatenated (LZ-packed into `packed` bytes when packed != 0, see
+                lz.py), zero-padded to a multiple of 8
 Bytes covered by neither a span nor a hole are zero.
 """
 
@@ -27,6 +28,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+
+from . import lz
 
 RECORD_MAGIC = b"IGR1"
 # What a hole holds (per layer; O = output channels of the bucket):
@@ -114,19 +117,24 @@ def _pad8(b: bytes) -> bytes:
 
 
 def encode_record(images: list[Image]) -> bytes:
-    """Serialise a runtime's images for one bucket."""
+    """Serialise a runtime's images for one bucket; each image's stored bytes are LZ-packed when
+    that makes them smaller (graph structure repeats a lot: about 1.5x smaller for XNNPACK files)."""
     out = bytearray(RECORD_MAGIC + struct.pack("<I", len(images)))
     for im in images:
         name = im.name.encode()
         spans = im.spans()
-        out += _IMAGE_HEAD.pack(len(name), len(spans), len(im.holes), 0, len(im.data))
+        stored = b"".join(im.data[o:o + n] for o, n in spans)
+        packed = lz.encode(stored) if stored else b""
+        if len(packed) >= len(stored) or len(packed) > 0xFFFFFFFF:
+            packed = b""
+        out += _IMAGE_HEAD.pack(len(name), len(spans), len(im.holes), len(packed), len(im.data))
         out += _pad8(name)
         for off, n in spans:
             out += _SPAN.pack(off, n)
         for h in im.holes:
             out += _HOLE.pack(h.offset, h.size, h.layer, TENSORS[h.tensor], LAYOUTS[h.layout], DTYPES[h.dtype], 0,
                               h.param, 0)
-        out += _pad8(b"".join(im.data[o:o + n] for o, n in spans))
+        out += _pad8(packed or stored)
     return bytes(out)
 
 
@@ -156,7 +164,7 @@ def decode_record(data: bytes) -> list[StoredImage]:
 
     images = []
     for _ in range(struct.unpack_from("<I", view, 4)[0]):
-        name_len, n_spans, n_holes, _, size = _IMAGE_HEAD.unpack(take(_IMAGE_HEAD.size))
+        name_len, n_spans, n_holes, packed, size = _IMAGE_HEAD.unpack(take(_IMAGE_HEAD.size))
         name = bytes(take(name_len + (-name_len % 8))[:name_len]).decode("utf-8", "replace")
         spans = [_SPAN.unpack(take(_SPAN.size)) for _ in range(n_spans)]
         holes = []
@@ -172,8 +180,14 @@ def decode_record(data: bytes) -> list[StoredImage]:
             if o < end or o + n > size:
                 raise RecordError(f"{name}: span/hole at {o} (+{n}) overlaps or leaves the image ({size} bytes)")
             end = o + n
-        stored = take(sum(n for _, n in spans))
+        total = sum(n for _, n in spans)
+        stored = take(packed or total)
         take(-len(stored) % 8)
+        if packed:
+            try:
+                stored = lz.decode(stored, total)
+            except lz.LZError as e:
+                raise RecordError(f"{name}: {e}") from e
         chunks, at = [], 0
         for o, n in spans:
             chunks.append((o, bytes(stored[at:at + n])))

@@ -45,7 +45,8 @@ class _Bundle(C.Structure):
                 ("group_count", C.c_uint32), ("layer_count", C.c_uint32), ("bucket_count", C.c_uint32),
                 ("piece_count", C.c_uint32), ("node_dtype", C.c_uint32)] + [
         (n, C.c_void_p) for n in ("groups", "layers", "pieces", "nodes", "buckets", "partitions", "names")] + [
-        ("nodes_size", C.c_size_t), ("partitions_count", C.c_size_t), ("names_size", C.c_size_t)]
+        ("nodes_size", C.c_size_t), ("partitions_count", C.c_size_t), ("names_size", C.c_size_t),
+        ("node_scales", C.c_void_p), ("node_scales_count", C.c_size_t)]
 
 
 class _LayerInfo(C.Structure):

@@ -45,7 +45,9 @@ def pack(
     inputs) sets int8 activation ranges per bucket; ``validation`` ``(x, y)`` records each bucket's
     accuracy in the bundle for the width policy. ``node_dtype="f16"`` halves the nodes (the core
     widens them exactly; the weights then differ from the f32 nodes' by f16 rounding, well below an
-    int8 step) and measures accuracy with them.
+    int8 step); ``"i8"`` quarters them (int8 with a float32 scale per node row: about one int8 step
+    of error before the int8 runtimes quantise again, so meant for int8 graphs). Accuracy is
+    measured with the nodes as stored.
     """
     for rt in runtimes:
         module, int8 = runtime.check_runtime(rt)

@@ -12,6 +12,7 @@ from inn_mobile import bundle, native
 
 VECTORS = Path(__file__).parent / "vectors"
 GOOD = (VECTORS / "vectors.innb").read_bytes()
+GOOD_I8 = (VECTORS / "vectors_i8.innb").read_bytes()  # the same model with int8 nodes + NSCL scales
 
 
 def reseal(data: bytearray) -> bytes:
@@ -25,17 +26,22 @@ def reseal(data: bytearray) -> bytes:
     return bytes(data)
 
 
-def section(data: bytes, tag: bytes) -> int:
+def entry(data: bytes, tag: bytes) -> int:
+    """Offset of the section table entry of ``tag``."""
     count, table = struct.unpack_from("<IQ", data, 12)
     for i in range(count):
         if data[table + 32 * i: table + 32 * i + 4] == tag:
-            return struct.unpack_from("<Q", data, table + 32 * i + 8)[0]
+            return table + 32 * i
     raise KeyError(tag)
 
 
-def edited(offset_of, value: int) -> bytes:
-    d = bytearray(GOOD)
-    struct.pack_into("<I", d, offset_of(GOOD), value)
+def section(data: bytes, tag: bytes) -> int:
+    return struct.unpack_from("<Q", data, entry(data, tag) + 8)[0]
+
+
+def edited(offset_of, value: int, good: bytes = GOOD) -> bytes:
+    d = bytearray(good)
+    struct.pack_into("<I", d, offset_of(good), value)
     return reseal(d)
 
 
@@ -49,6 +55,11 @@ BAD = {
     "overflowing count": (edited(lambda d: section(d, b"LAYR"), 0xFFFFFFFF), "declares", ("TRUNCATED", "OVERFLOW")),
     "unsorted partition": (edited(lambda d: section(d, b"PART") + 4, 0x40000000), "partition", "PARTITION"),
     "missing group": (edited(lambda d: section(d, b"PIEC") + 8, 999), "out of range", "RANGE"),
+    "unknown node type": (edited(lambda d: entry(d, b"NODE") + 24, 9), "element type", "FORMAT"),
+    "int8 nodes without scales": (edited(lambda d: entry(d, b"NSCL"), int.from_bytes(b"XSCL", "little"), GOOD_I8),
+                                  "missing section NSCL", "MISSING"),
+    "int8 scales past NSCL": (edited(lambda d: section(d, b"LAYR") + 8 + 56, 1 << 20, GOOD_I8), "scales past",
+                              "RANGE"),
 }
 
 
@@ -100,3 +111,16 @@ def test_f16_nodes_halve_the_bundle():
     w = bundle.decode(f16).model.nodes
     for k, v in b.model.nodes.items():
         assert np.allclose(w[k].detach().numpy(), v.detach().numpy(), rtol=1e-3, atol=1e-4)
+
+
+def test_i8_nodes_quarter_the_bundle_and_dequantise_per_row():
+    b = bundle.load(VECTORS / "vectors.innb")
+    f32, i8 = bundle.encode(b), bundle.encode(b, node_dtype="i8")
+    n_nodes = sum(v.numel() for v in b.model.nodes.values())
+    rows = sum(v.shape[0] for v in b.model.nodes.values())
+    assert len(i8) <= len(f32) - 3 * n_nodes + 4 * rows + 128  # 1 byte per node + 4 per row's scale
+    w = bundle.decode(i8).model.nodes
+    for k, v in b.model.nodes.items():
+        rows_max = v.detach().reshape(v.shape[0], -1).abs().amax(1)
+        err = (w[k] - v.detach()).reshape(v.shape[0], -1).abs().amax(1)
+        assert torch.all(err <= rows_max / 254 * 1.0001 + 1e-12), k  # half a step of max|row| / 127

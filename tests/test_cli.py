@@ -72,6 +72,10 @@ def test_convert_writes_a_nodes_only_bundle(model_file, digits_data, capsys):
     code, _, _ = run(capsys, "convert", "--model", f"{model_file / 'net.py'}:net", "--input-shape", "1,1,8,8",
                      "--node-dtype", "f16", "--out", half)
     assert code == 0 and half.stat().st_size < 0.6 * out.stat().st_size
+    quarter = model_file / "nodes8.innb"
+    code, _, _ = run(capsys, "convert", "--model", f"{model_file / 'net.py'}:net", "--input-shape", "1,1,8,8",
+                     "--node-dtype", "i8", "--out", quarter)
+    assert code == 0 and quarter.stat().st_size < 0.35 * out.stat().st_size
 
 
 @pytest.mark.slow

@@ -30,19 +30,26 @@ def run(exe: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([str(exe), *args], capture_output=True, text=True, env=env, timeout=600)
 
 
-def test_c_core_vectors_and_bad_input_under_sanitizers(tmp_path):
+# the shared vectors: float32 nodes, and the same model with int8 nodes (tools/make_test_vectors.py)
+NODE_SETS = pytest.mark.parametrize("suffix", ["", "_i8"], ids=["f32-nodes", "i8-nodes"])
+
+
+@NODE_SETS
+def test_c_core_vectors_and_bad_input_under_sanitizers(tmp_path, suffix):
     exe = build(tmp_path, "test_core.c", SAN)
-    r = run(exe, *(str(VECTORS / f) for f in ("vectors.innb", "expected.bin", "expected_graphs.bin")))
+    r = run(exe, *(str(VECTORS / f"{f}{suffix}.{ext}") for f, ext in (("vectors", "innb"), ("expected", "bin"),
+                                                                        ("expected_graphs", "bin"))))
     assert r.returncode == 0, r.stdout + r.stderr
     passed = int(r.stdout.split()[0])
     assert passed >= 90 and " 0 failed" in r.stdout
 
 
 @pytest.mark.slow
-def test_fuzz_bundle_reader_under_sanitizers(tmp_path):
-    seconds = os.environ.get("INN_FUZZ_SECONDS", "20")
+@NODE_SETS
+def test_fuzz_bundle_reader_under_sanitizers(tmp_path, suffix):
+    seconds = os.environ.get("INN_FUZZ_SECONDS", "10")
     exe = build(tmp_path, "fuzz_bundle.c", SAN)
-    r = run(exe, str(VECTORS / "vectors.innb"), seconds, "12345")
+    r = run(exe, str(VECTORS / f"vectors{suffix}.innb"), seconds, "12345")
     assert r.returncode == 0, r.stdout + r.stderr
     rounds = int(r.stdout.split()[1])
     assert rounds > 1000 and "no crash" in r.stdout

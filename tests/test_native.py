@@ -7,22 +7,23 @@ import numpy as np
 import pytest
 import torch
 
-from inn_mobile import bundle, image, kernel, native, reference
+from inn_mobile import bundle, image, kernel, lz, native, reference
 from inn_mobile.convert import convert
 
 VECTORS = Path(__file__).parent / "vectors"
 
 
-def test_shared_vectors_match_the_python_reference():
+@pytest.mark.parametrize("suffix", ["", "_i8"], ids=["f32-nodes", "i8-nodes"])
+def test_shared_vectors_match_the_python_reference(suffix):
     """expected.bin was written by the Python reference; it must still produce it exactly."""
     import sys
 
     sys.path.insert(0, str(Path(__file__).parents[1] / "tools"))
     from make_test_vectors import expected_graphs, expected_records
 
-    b = bundle.load(VECTORS / "vectors.innb")
-    assert expected_records(b) == (VECTORS / "expected.bin").read_bytes()
-    assert expected_graphs(b) == (VECTORS / "expected_graphs.bin").read_bytes()
+    b = bundle.load(VECTORS / f"vectors{suffix}.innb")
+    assert expected_records(b) == (VECTORS / f"expected{suffix}.bin").read_bytes()
+    assert expected_graphs(b) == (VECTORS / f"expected_graphs{suffix}.bin").read_bytes()
 
 
 def test_c_fills_graph_images_exactly_like_python():
@@ -34,7 +35,7 @@ def test_c_fills_graph_images_exactly_like_python():
     for k in range(len(b.buckets)):
         want = b.fill(k, "vectors")
         got = nb.fill(k, "vectors")
-        assert list(got) == ["a.bin", "b.bin"] and got == want
+        assert list(got) == ["a.bin", "b.bin", "c.bin"] and got == want  # c.bin: packed stored bytes
         stored = sum(len(c) for im in b.images(k, "vectors") for _, c in im.spans)
         assert stored < sum(len(v) for v in want.values()) / 2  # holes and zero runs are not stored
 
@@ -63,6 +64,43 @@ def test_bad_graph_records_are_rejected_by_both_readers():
         record = record.replace(struct.pack("<Q", max(stored[0].size, bad_hole.offset + 8)),
                                 struct.pack("<Q", stored[0].size), 1)
         b.graphs[(0, "vectors")] = record
+        data = bundle.encode(b)
+        with pytest.raises(native.NativeError, match="FORMAT"):
+            native.NativeBundle(data).fill(0, "vectors")
+        with pytest.raises(image.RecordError):
+            bundle.decode(data).fill(0, "vectors")
+
+
+def test_packed_record_smaller_than_its_stored_spans():
+    """A graph whose structure packs far below its stored size (as real .pte files do)."""
+    b = bundle.load(VECTORS / "vectors.innb")
+    spec_holes = b.images(0, "vectors")[0].holes
+    size = spec_holes[-1].offset + spec_holes[-1].size
+    table = b"".join(b"tensor_%05d:" % k + bytes(20) for k in range(4000))  # stored, repetitive
+    holes = [image.Hole(len(table) + h.offset, h.size, h.layer, h.tensor, h.layout, h.dtype, h.param)
+             for h in spec_holes]
+    im = image.Image("big.pte", table + bytes(size), holes)
+    b.graphs[(0, "vectors")] = record = image.encode_record([im])
+    assert len(record) < len(table) / 4
+    data = bundle.encode(b)
+    want = bundle.decode(data).fill(0, "vectors")
+    assert native.NativeBundle(data).fill(0, "vectors") == want and want["big.pte"][:len(table)] == table
+
+
+def test_corrupt_packed_bytes_are_rejected_by_both_readers():
+    """c.bin's stored bytes are LZ-packed: a match reaching before the start, a stream cut short and
+    one that yields too many bytes each fail validation, before anything is written."""
+    b = bundle.load(VECTORS / "vectors.innb")
+    record = b.graphs[(0, "vectors")]
+    stored = b.images(0, "vectors")[2]
+    raw = b"".join(c for _, c in stored.spans)
+    packed = lz.encode(raw)
+    at = record.index(packed)
+    for bad in (b"\x00\xff\xff" + packed[3:],  # no literals, then a match 65535 back
+                packed[:len(packed) // 2] + bytes(len(packed) - len(packed) // 2),
+                packed[:-1] + bytes([packed[-1] ^ 0x40])):
+        assert len(bad) == len(packed)
+        b.graphs[(0, "vectors")] = record[:at] + bad + record[at + len(packed):]
         data = bundle.encode(b)
         with pytest.raises(native.NativeError, match="FORMAT"):
             native.NativeBundle(data).fill(0, "vectors")
@@ -109,7 +147,7 @@ def _bundle_with_trained_partitions(arch):
     return bundle.Bundle(im, buckets)
 
 
-@pytest.mark.parametrize("node_dtype", ["f32", "f16"])
+@pytest.mark.parametrize("node_dtype", ["f32", "f16", "i8"])
 def test_every_layer_every_bucket_bit_exact(arch, node_dtype):
     b = _bundle_with_trained_partitions(arch)
     data = bundle.encode(b, node_dtype=node_dtype)

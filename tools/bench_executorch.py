@@ -10,7 +10,8 @@ one run:
   - latency: median forward time at 1 and 2 threads, bundle-loaded vs plain, with their ratio
     (the graphs are the same lowering, so it should be 1.00 within noise).
   - size: the bundle (nodes + every bucket's graph) vs the single full-width .pte and vs shipping
-    one .pte per bucket.
+    one .pte per bucket, with the nodes stored as f32, f16 and i8 (startup and latency are timed with
+    f32 nodes for fp32 graphs and i8 nodes for int8 graphs).
 Prints Markdown tables.
 """
 
@@ -32,6 +33,8 @@ from inn_mobile import bundle, data, image  # noqa: E402
 from inn_mobile.convert import convert  # noqa: E402
 from inn_mobile.export import executorch as ex  # noqa: E402
 from inn_mobile.runtime.executorch import ExecutorchModel, set_threads  # noqa: E402
+
+SHIPPED_NODES = {False: "f32", True: "i8"}  # node storage timed per graph kind (int8 graphs ship int8 nodes)
 
 
 def main() -> None:
@@ -63,10 +66,12 @@ def main() -> None:
             plain.append(path)
         print(f"{runtime}: lowered {len(buckets)} buckets twice (bundle + plain) in {time.time() - t:.0f} s",
               file=sys.stderr)
-        bundle_path = out / f"{runtime}.innb"
-        bundle_size = bundle.save(bundle.Bundle(im, buckets, graphs=graphs), bundle_path)
         plain_sizes = [p.stat().st_size for p in plain]
-        sizes.append((runtime, bundle_size, plain_sizes[-1], sum(plain_sizes)))
+        for nodes in bundle.NODE_DTYPES:
+            path = out / f"{runtime}_{nodes}.innb"
+            size = bundle.save(bundle.Bundle(im, buckets, graphs=graphs), path, node_dtype=nodes)
+            sizes.append((runtime, nodes, size, plain_sizes[-1], sum(plain_sizes)))
+        bundle_path = out / f"{runtime}_{SHIPPED_NODES[int8]}.innb"
         for k, b in enumerate(buckets):
             rows.append(_measure(runtime, b, bundle_path, plain[k], x, int8, args.repeats))
     _print(rows, sizes, args, buckets[-1].ratio)
@@ -133,13 +138,13 @@ def _print(rows: list[dict], sizes: list[tuple], args, full_ratio: float) -> Non
               f"{r['start_plain'] * ms:.2f} | {r['bundle_1'] * ms:.3f} | {r['plain_1'] * ms:.3f} | "
               f"{r['bundle_1'] / r['plain_1']:.2f} | {r['bundle_2'] * ms:.3f} | {r['plain_2'] * ms:.3f} | "
               f"{r['bundle_2'] / r['plain_2']:.2f} |")
-    print(f"\n| runtime | bundle KiB (all buckets) | full-width .pte KiB ({full_ratio:g}) | bundle / full .pte | "
-          "one .pte per bucket KiB | bundle / per-bucket |")
-    print("|---|---|---|---|---|---|")
+    print(f"\n| runtime | nodes | bundle KiB (all buckets) | full-width .pte KiB ({full_ratio:g}) | "
+          "bundle / full .pte | one .pte per bucket KiB | bundle / per-bucket |")
+    print("|---|---|---|---|---|---|---|")
     kib = 1024.0
-    for runtime, bsize, full, total in sizes:
-        print(f"| {runtime} | {bsize / kib:.1f} | {full / kib:.1f} | {bsize / full:.2f}x | {total / kib:.1f} | "
-              f"{bsize / total:.2f}x |")
+    for runtime, nodes, bsize, full, total in sizes:
+        print(f"| {runtime} | {nodes} | {bsize / kib:.1f} | {full / kib:.1f} | {bsize / full:.2f}x | "
+              f"{total / kib:.1f} | {bsize / total:.2f}x |")
 
 
 if __name__ == "__main__":

@@ -11,10 +11,13 @@ the two implementations cannot drift apart silently.
 expected.bin records, little-endian: u32 bucket, u32 layer, u32 layout, u32 dtype, u64 weight bytes,
 weight, u64 scale bytes, scales, u64 bias bytes, bias.
 
-Each bucket also carries a graph record (runtime ``vectors``) whose two images hold every kind of
+Each bucket also carries a graph record (runtime ``vectors``) whose images hold every kind of
 hole (f32 weights in every layout, int8 weights at odd offsets, scales, f32 and int32 biases, bias
-scales) between stored bytes and long zero runs; expected_graphs.bin holds the images the Python
+scales) between stored bytes and long zero runs; the third image's stored bytes are repetitive, so
+the record packs them (LZ); expected_graphs.bin holds the images the Python
 reference rebuilds: u32 bucket, u32 image, u64 size, bytes.
+
+The same files with the suffix ``_i8`` hold the model with int8 nodes (NODE element type 3 + NSCL).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from inn_mobile.convert import convert
 OUT = Path(__file__).resolve().parent.parent / "tests" / "vectors"
 LAYOUT_CODES = {"oit": 0, "oti": 1, "ito": 2}
 RUNTIME = "vectors"
+SETS = (("", "f32"), ("_i8", "i8"))  # file suffix, node storage: the same model twice
 
 
 class VectorNet(nn.Module):
@@ -77,9 +81,17 @@ def graph_images(b: bundle.Bundle, k: int, g: torch.Generator) -> list[image.Ima
     """Two images per bucket with every hole kind, separated by random bytes and zero runs."""
     weights = b.weights(k)
     images = []
-    for name, kinds in (("a.bin", [("weight", "oit", "f32"), ("bias", "oit", "f32"), ("weight", "ito", "f32")]),
-                        ("b.bin", [("weight", "oti", "i8"), ("scale", "oit", "f32"), ("bias_i32", "oit", "i32"),
-                                   ("bias_scale", "oit", "f32")])):
+    def noise(n: int) -> bytes:
+        return torch.randint(0, 256, (n,), generator=g, dtype=torch.uint8).numpy().tobytes()
+
+    def structured(n: int) -> bytes:  # repetitive, like a graph's tables: the record packs it (LZ)
+        return (b"op:conv2d;shape=[" + noise(3) + b"];") * (n // 20 + 1)
+
+    for name, kinds, filler in (
+            ("a.bin", [("weight", "oit", "f32"), ("bias", "oit", "f32"), ("weight", "ito", "f32")], noise),
+            ("b.bin", [("weight", "oti", "i8"), ("scale", "oit", "f32"), ("bias_i32", "oit", "i32"),
+                       ("bias_scale", "oit", "f32")], noise),
+            ("c.bin", [("weight", "oti", "f32"), ("bias", "oit", "f32")], structured)):
         data, holes = bytearray(torch.randint(1, 256, (13,), generator=g, dtype=torch.uint8).numpy().tobytes()), []
         for layer, spec in enumerate(b.model.layers):
             for tensor, layout, dtype in kinds:
@@ -90,8 +102,8 @@ def graph_images(b: bundle.Bundle, k: int, g: torch.Generator) -> list[image.Ima
                 if dtype != "i8":
                     data += bytes(-len(data) % 4)
                 holes.append(image.Hole(len(data), size, layer, tensor, layout, dtype, param=0.037))
-                data += torch.randint(0, 256, (size,), generator=g, dtype=torch.uint8).numpy().tobytes()
-                data += bytes(70) + b"\x5a" * 3  # a zero run the record skips, and a few stored bytes
+                data += noise(size)
+                data += bytes(70) + filler(40)  # a zero run the record skips, and stored bytes
         images.append(image.Image(name, bytes(data), holes))
     return images
 
@@ -117,11 +129,13 @@ def expected_records(b: bundle.Bundle) -> bytes:
 def main() -> None:
     b = build()
     OUT.mkdir(parents=True, exist_ok=True)
-    size = bundle.save(b, OUT / "vectors.innb")
-    written = bundle.decode((OUT / "vectors.innb").read_bytes())
-    (OUT / "expected.bin").write_bytes(expected_records(written))
-    (OUT / "expected_graphs.bin").write_bytes(expected_graphs(written))
-    print(f"wrote {OUT / 'vectors.innb'} ({size} bytes), expected.bin and expected_graphs.bin")
+    for suffix, node_dtype in SETS:
+        path = OUT / f"vectors{suffix}.innb"
+        size = bundle.save(b, path, node_dtype=node_dtype)
+        written = bundle.decode(path.read_bytes())
+        (OUT / f"expected{suffix}.bin").write_bytes(expected_records(written))
+        (OUT / f"expected_graphs{suffix}.bin").write_bytes(expected_graphs(written))
+        print(f"wrote {path} ({size} bytes, {node_dtype} nodes), expected{suffix}.bin and expected_graphs{suffix}.bin")
 
 
 if __name__ == "__main__":

@@ -95,6 +95,8 @@ typedef struct {
     uint32_t group_count, layer_count, bucket_count, piece_count, node_dtype;
     const uint8_t *groups, *layers, *pieces, *nodes, *buckets, *partitions, *names;
     size_t nodes_size, partitions_count, names_size;
+    const uint8_t *node_scales; /* int8 nodes only: NSCL, float32 per node row */
+    size_t node_scales_count;
 } inn_bundle;
 
 typedef struct {

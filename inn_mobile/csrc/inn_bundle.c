@@ -98,8 +98,16 @@ static uint32_t group_resizable(const inn_bundle *b, uint32_t g) { return rd32(b
 static const uint8_t *layer_rec(const inn_bundle *b, uint32_t l) { return b->layers + (size_t)l * LAYER_SIZE; }
 static uint32_t piece(const inn_bundle *b, uint32_t k) { return rd32(b->pieces + (size_t)k * 4); }
 
+/* Bytes per node value: NODE element type 1 float32, 2 float16, 3 int8. */
+static size_t node_elem_size(const inn_bundle *b) { return b->node_dtype == INN_NODES_I8 ? 1 : b->node_dtype == INN_NODES_F16 ? 2 : 4; }
+
+/* int8 nodes: the layer's [m_out] scales at NSCL offset `first` must exist. */
+static int scales_fit(const inn_bundle *b, uint32_t first, uint64_t m_out) {
+    return b->node_dtype != INN_NODES_I8 || (uint64_t)first + m_out <= b->node_scales_count;
+}
+
 static inn_status check_layers(const inn_bundle *b) {
-    size_t elem = b->node_dtype == 2 ? 2 : 4, node_count = b->nodes_size / elem;
+    size_t node_count = b->nodes_size / node_elem_size(b);
     for (uint32_t l = 0; l < b->layer_count; l++) {
         const uint8_t *r = layer_rec(b, l);
         uint32_t kind = rd32(r), blocks = rd32(r + 4), taps = rd32(r + 8), flags = rd32(r + 12);
@@ -128,9 +136,10 @@ static inn_status check_layers(const inn_bundle *b) {
             if (ic != 0 || blocks != 1 || (kind == INN_KIND_AFFINE && taps != 1)) return INN_ERR_FORMAT;
             if (!inn_mul((size_t)m_out, taps, &wcount)) return INN_ERR_OVERFLOW;
         }
-        if (woff > node_count || wcount > node_count - woff) return INN_ERR_RANGE;
+        if (woff > node_count || wcount > node_count - woff || !scales_fit(b, rd32(r + 56), m_out)) return INN_ERR_RANGE;
         if ((flags & 1u) || kind == INN_KIND_AFFINE) {
-            if (boff > node_count || m_out > node_count - boff) return INN_ERR_RANGE;
+            if (boff > node_count || m_out > node_count - boff || !scales_fit(b, rd32(r + 60), m_out))
+                return INN_ERR_RANGE;
         }
     }
     return INN_OK;
@@ -201,7 +210,16 @@ inn_status inn_bundle_open(inn_bundle *b, const void *data, size_t size) {
     if (!st) st = table(&layr, LAYER_SIZE, &b->layer_count, &extra, &b->layers);
     if (!st) st = table(&piec, 4, &b->piece_count, &extra, &b->pieces);
     if (!st && (b->group_count == 0 || b->layer_count == 0)) st = INN_ERR_FORMAT;
-    if (!st && node.elem != 1 && node.elem != 2) st = INN_ERR_FORMAT;
+    if (!st && (node.elem < 1 || node.elem > 3)) st = INN_ERR_FORMAT;
+    if (!st && node.elem == INN_NODES_I8) { /* int8 nodes need their scales */
+        section nscl;
+        if (find(b, "NSCL", &nscl)) st = INN_ERR_MISSING;
+        else if (nscl.elem != 1) st = INN_ERR_FORMAT;
+        else {
+            b->node_scales = nscl.p;
+            b->node_scales_count = nscl.size / 4;
+        }
+    }
     if (!st) {
         b->node_dtype = node.elem;
         b->nodes = node.p;
@@ -360,6 +378,13 @@ static inn_status build_axis(const inn_bundle *b, uint32_t bucket, uint32_t firs
     return INN_OK;
 }
 
+/* One node tensor of a layer: `offset` in node elements, `scale_first` its first NSCL scale (int8 only). */
+static inn_nodes layer_nodes(const inn_bundle *b, uint64_t offset, uint32_t scale_first) {
+    inn_nodes n = {b->nodes + (size_t)offset * node_elem_size(b), (inn_node_dtype)b->node_dtype, NULL};
+    if (b->node_dtype == INN_NODES_I8) n.scales = (const float *)b->node_scales + scale_first;
+    return n;
+}
+
 inn_status inn_materialize(const inn_bundle *b, uint32_t bucket, uint32_t layer, inn_layout layout, inn_dtype dtype,
                            void *weight_out, size_t weight_bytes, float *scales_out, size_t scales_count,
                            float *bias_out, size_t bias_count, void *scratch, size_t scratch_bytes) {
@@ -386,8 +411,7 @@ inn_status inn_materialize(const inn_bundle *b, uint32_t bucket, uint32_t layer,
     rest = (uint8_t *)align8((size_t)rest);
     if ((st = build_axis(b, bucket, rd32(r + 16), rd32(r + 20), idx, w, NULL))) return st;
     inn_axis out = {idx, w, NULL, li.n_out};
-    size_t elem = b->node_dtype == 2 ? 2 : 4;
-    inn_nodes nodes = {b->nodes + (size_t)rd64(r + 32) * elem, b->node_dtype == 2};
+    inn_nodes nodes = layer_nodes(b, rd64(r + 32), rd32(r + 56));
     inn_sink sink = {layout, dtype, weight_out, li.weight_count, scales_out, scales_count, li.n_out};
     float *rowf = (float *)rest;
     int8_t *qrow = (int8_t *)(rest + align8((size_t)li.taps * 4));
@@ -402,7 +426,7 @@ inn_status inn_materialize(const inn_bundle *b, uint32_t bucket, uint32_t layer,
         st = inn_rows_to_sink(&nodes, li.m_out, li.taps, &out, &sink, rowf, qrow);
     }
     if (st || !bias_out || !(li.has_bias || li.kind == INN_KIND_AFFINE)) return st;
-    inn_nodes bias_nodes = {b->nodes + (size_t)rd64(r + 40) * elem, b->node_dtype == 2};
+    inn_nodes bias_nodes = layer_nodes(b, rd64(r + 40), rd32(r + 60));
     inn_sink bias_sink = {INN_LAYOUT_OIT, INN_F32, bias_out, bias_count, NULL, 0, li.n_out};
     return inn_rows_to_sink(&bias_nodes, li.m_out, 1, &out, &bias_sink, rowf, qrow);
 }

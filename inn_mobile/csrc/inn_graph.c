@@ -16,8 +16,8 @@ enum { D_F32 = 0, D_I8 = 1, D_I32 = 2 };
 
 typedef struct {
     const uint8_t *name, *spans, *holes, *data;
-    uint32_t name_len, span_count, hole_count;
-    uint64_t size, data_len;
+    uint32_t name_len, span_count, hole_count, packed; /* packed: bytes of the LZ stream, 0 if raw */
+    uint64_t size, data_len;                           /* data_len: the spans' bytes, unpacked */
 } image;
 
 typedef struct {
@@ -36,11 +36,13 @@ static hole hole_at(const image *im, uint32_t k) {
 
 /* Parse the image starting at *pos (record bytes [0, size)); advances *pos past it. */
 static inn_status parse_image(const uint8_t *rec, size_t size, size_t *pos, image *im) {
-    size_t p = *pos, tables, data_len = 0;
+    size_t p = *pos, tables;
+    uint64_t data_len = 0;
     if (size - p < IMAGE_HEAD) return INN_ERR_TRUNCATED;
     im->name_len = rd32(rec + p);
     im->span_count = rd32(rec + p + 4);
     im->hole_count = rd32(rec + p + 8);
+    im->packed = rd32(rec + p + 12);
     im->size = rd64(rec + p + 16);
     p += IMAGE_HEAD;
     if (im->name_len > INN_MAX_DIM || size - p < align8(im->name_len)) return INN_ERR_TRUNCATED;
@@ -52,15 +54,16 @@ static inn_status parse_image(const uint8_t *rec, size_t size, size_t *pos, imag
     im->spans = rec + p;
     im->holes = im->spans + (size_t)im->span_count * SPAN_SIZE;
     p += tables;
-    for (uint32_t k = 0; k < im->span_count; k++) {
+    for (uint32_t k = 0; k < im->span_count; k++) { /* spans lie inside the image (check_ranges) */
         uint64_t len = rd64(im->spans + (size_t)k * SPAN_SIZE + 8);
-        if (len > size || data_len > size - len) return INN_ERR_TRUNCATED;
+        if (len > im->size || data_len > im->size - len) return INN_ERR_FORMAT;
         data_len += len;
     }
-    if (size - p < align8(data_len)) return INN_ERR_TRUNCATED;
+    uint64_t stored = im->packed ? im->packed : data_len;
+    if (stored > size - p || align8((size_t)stored) > size - p) return INN_ERR_TRUNCATED;
     im->data = rec + p;
     im->data_len = data_len;
-    *pos = p + align8(data_len);
+    *pos = p + align8(stored);
     return INN_OK;
 }
 
@@ -130,6 +133,7 @@ static inn_status check_record(const inn_bundle *b, inn_graph *g) {
         image im;
         inn_status st = parse_image(g->record, g->size, &pos, &im);
         if (!st) st = check_ranges(&im);
+        if (!st && im.packed) st = inn_lz_decode(im.data, im.packed, NULL, (size_t)im.data_len);
         for (uint32_t k = 0; !st && k < im.hole_count; k++) {
             hole h = hole_at(&im, k);
             st = check_hole(b, g, &h);
@@ -227,10 +231,19 @@ inn_status inn_graph_scratch_size(const inn_bundle *b, const inn_graph *g, size_
     return fill_scratch(b, g->bucket, &vec, bytes);
 }
 
-/* Stored bytes in place, zeros in the gaps; holes are left for the layer pass. */
+/* Stored bytes in place, zeros in the gaps; holes are left for the layer pass. Packed spans are first
+ * unpacked into the end of the image, then moved down in order: span k lands at or below where it was
+ * unpacked and above nothing still waiting to move, so neither the moves nor the gap zeroing touch
+ * bytes not yet moved (the record was validated by inn_graph_find, so unpacking cannot fail). */
 static void copy_spans(const image *im, uint8_t *out) {
     uint32_t s = 0, h = 0;
     uint64_t end = 0, data = 0;
+    const uint8_t *src = im->data;
+    if (im->packed) {
+        uint8_t *tail = out + (im->size - im->data_len);
+        inn_lz_decode(im->data, im->packed, tail, (size_t)im->data_len);
+        src = tail;
+    }
     while (s < im->span_count || h < im->hole_count) {
         uint64_t so = s < im->span_count ? rd64(im->spans + (size_t)s * SPAN_SIZE) : UINT64_MAX;
         uint64_t ho = h < im->hole_count ? rd64(im->holes + (size_t)h * HOLE_SIZE) : UINT64_MAX;
@@ -239,7 +252,7 @@ static void copy_spans(const image *im, uint8_t *out) {
         uint64_t off = rd64(r), len = rd64(r + 8);
         memset(out + end, 0, (size_t)(off - end));
         if (is_span) {
-            memcpy(out + off, im->data + data, (size_t)len);
+            memmove(out + off, src + data, (size_t)len);
             data += len;
         }
         end = off + len;

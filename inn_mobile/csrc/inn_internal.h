@@ -45,10 +45,13 @@ static inline float inn_half_to_float(uint16_t h) {
     return f;
 }
 
-/* Node storage: float32, or float16 converted on the fly (exactly). */
+/* Node storage, widened on the fly: float32, float16 (exactly), or int8 times a float32 scale per node
+ * row (the tensor's first axis), as the one product (float)q * scale. */
+typedef enum { INN_NODES_F32 = 1, INN_NODES_F16 = 2, INN_NODES_I8 = 3 } inn_node_dtype;
 typedef struct {
     const void *data;
-    int f16;
+    inn_node_dtype dtype;
+    const float *scales; /* int8: one per row of this tensor */
 } inn_nodes;
 
 /* Where finished rows go: float32 or int8 (+ per-row scales), in a layout. */
@@ -72,5 +75,8 @@ inn_status inn_dense_to_sink(const inn_nodes *nd, uint32_t m_out, uint32_t m_in,
 /* rowf: taps floats; qrow: taps bytes (int8 sinks only). */
 inn_status inn_rows_to_sink(const inn_nodes *nd, uint32_t m, uint32_t taps, const inn_axis *out, const inn_sink *sink,
                             float *rowf, int8_t *qrow);
+
+/* Unpack an LZ stream (FORMAT.md "Packed spans") into exactly `size` bytes at dst (NULL: validate only). */
+inn_status inn_lz_decode(const uint8_t *src, size_t n, uint8_t *dst, size_t size);
 
 #endif

@@ -125,9 +125,10 @@ static void compact(const inn_axis *in, uint32_t first, uint32_t count, uint32_t
     }
 
 #define NODE_ROW(NAME, TYPE, LOAD)                                                                                   \
-    static void NAME(const TYPE *restrict nodes, uint32_t m_in, uint32_t taps, uint32_t node,                      \
+    static void NAME(const TYPE *restrict nodes, float scale, uint32_t m_in, uint32_t taps, uint32_t node,         \
                      const compact_taps *restrict c, uint32_t count, float *restrict row) {                         \
         const TYPE *base = nodes + (size_t)node * m_in * taps;                                                      \
+        (void)scale;                                                                                                \
         if (taps == 1) {                                                                                            \
             NODE_ROW_GATHER(TYPE, LOAD)                                                                             \
         } else if (taps == 9) {                                                                                     \
@@ -137,13 +138,20 @@ static void compact(const inn_axis *in, uint32_t first, uint32_t count, uint32_t
         }                                                                                                           \
     }
 #define LOAD_F32(v) (v)
+#define LOAD_I8(v) ((float)(v) * scale)
 NODE_ROW(node_row_f32, float, LOAD_F32)
 NODE_ROW(node_row_f16, uint16_t, inn_half_to_float)
+NODE_ROW(node_row_i8, int8_t, LOAD_I8)
 
 static void node_row(const inn_nodes *nd, uint32_t m_in, uint32_t taps, uint32_t node, const compact_taps *c,
                      uint32_t count, float *row) {
-    if (nd->f16) node_row_f16((const uint16_t *)nd->data, m_in, taps, node, c, count, row);
-    else node_row_f32((const float *)nd->data, m_in, taps, node, c, count, row);
+    switch (nd->dtype) {
+        case INN_NODES_F16: node_row_f16((const uint16_t *)nd->data, 1.0f, m_in, taps, node, c, count, row); break;
+        case INN_NODES_I8:
+            node_row_i8((const int8_t *)nd->data, nd->scales[node], m_in, taps, node, c, count, row);
+            break;
+        default: node_row_f32((const float *)nd->data, 1.0f, m_in, taps, node, c, count, row);
+    }
 }
 
 /* acc = x * w (first) or acc += x * w: one output-axis tap over a whole row. */
@@ -173,8 +181,13 @@ static void combine4(float *restrict dst, const float *const src[INN_TAPS], cons
     for (size_t k = 0; k < n; k++) dst[k] = (((s0[k] * w0 + s1[k] * w1) + s2[k] * w2) + s3[k] * w3) * qx[k];
 }
 
-static inline float node_at(const inn_nodes *nd, size_t k) {
-    return nd->f16 ? inn_half_to_float(((const uint16_t *)nd->data)[k]) : ((const float *)nd->data)[k];
+/* Element k of the tensor, which lies in node row `row`. */
+static inline float node_at(const inn_nodes *nd, size_t row, size_t k) {
+    switch (nd->dtype) {
+        case INN_NODES_F16: return inn_half_to_float(((const uint16_t *)nd->data)[k]);
+        case INN_NODES_I8: return (float)((const int8_t *)nd->data)[k] * nd->scales[row];
+        default: return ((const float *)nd->data)[k];
+    }
 }
 
 inn_status inn_dense_to_sink(const inn_nodes *nd, uint32_t m_out, uint32_t m_in, uint32_t taps, uint32_t blocks,
@@ -268,7 +281,7 @@ inn_status inn_rows_to_sink(const inn_nodes *nd, uint32_t m, uint32_t taps, cons
             int started = 0;
             for (int a = 0; a < INN_TAPS; a++) {
                 if (ow[a] == 0.0) continue;
-                float term = node_at(nd, (size_t)oi[a] * taps + t) * (float)ow[a];
+                float term = node_at(nd, (size_t)oi[a], (size_t)oi[a] * taps + t) * (float)ow[a];
                 v = started ? v + term : term;
                 started = 1;
             }
@@ -283,7 +296,7 @@ inn_status inn_resample_dense(const float *nodes, uint32_t m_out, uint32_t m_in,
                               const inn_axis *out, const inn_axis *in, inn_layout layout, float *dst,
                               size_t dst_count, float *scratch, size_t scratch_count) {
     if (!out) return INN_ERR_ARG;
-    inn_nodes nd = {nodes, 0};
+    inn_nodes nd = {nodes, INN_NODES_F32, NULL};
     inn_sink sink = {layout, INN_F32, dst, dst_count, NULL, 0, out->n};
     return inn_dense_to_sink(&nd, m_out, m_in, taps, blocks, out, in, &sink, scratch, scratch_count);
 }
@@ -293,7 +306,7 @@ inn_status inn_resample_rows(const float *nodes, uint32_t m, uint32_t taps, cons
     if (!out || taps > INN_MAX_DIM) return INN_ERR_ARG;
     float row[256];
     if (taps > 256) return INN_ERR_ARG;
-    inn_nodes nd = {nodes, 0};
+    inn_nodes nd = {nodes, INN_NODES_F32, NULL};
     inn_sink sink = {layout, INN_F32, dst, dst_count, NULL, 0, out->n};
     return inn_rows_to_sink(&nd, m, taps, out, &sink, row, NULL);
 }

@@ -275,7 +275,7 @@ int main(int argc, char **argv) {
     math();
     int records = vectors(bundle, bsize, exp, esize);
     int graph_records = gexp ? graphs(bundle, bsize, gexp, gsize) : 0;
-    CHECK(graph_records == 6, "graph images checked: %d of 6", graph_records);
+    CHECK(graph_records == 9, "graph images checked: %d of 9", graph_records);
     bad_input(bundle, bsize);
     bad_graphs(bundle, bsize);
     free(gexp);
