@@ -86,7 +86,7 @@ def lib() -> C.CDLL:
         "inn_taps": (C.c_int, [P(C.c_float), C.c_uint32, C.c_uint32, P(C.c_int32), P(C.c_double)]),
         "inn_quadrature_weights": (C.c_int, [P(C.c_float), C.c_uint32, C.c_int, P(C.c_double)]),
         "inn_check_partition": (C.c_int, [P(C.c_float), C.c_uint32]),
-        "inn_dense_scratch": (C.c_size_t, [C.c_uint32, C.c_uint32]),
+        "inn_dense_scratch": (C.c_size_t, [C.c_uint32, C.c_uint32, C.c_uint32]),
         "inn_resample_dense": (C.c_int, [P(C.c_float), C.c_uint32, C.c_uint32, C.c_uint32, C.c_uint32, P(_Axis),
                                          P(_Axis), C.c_int, P(C.c_float), C.c_size_t, P(C.c_double), C.c_size_t]),
         "inn_resample_rows": (C.c_int, [P(C.c_float), C.c_uint32, C.c_uint32, P(_Axis), C.c_int, P(C.c_float),

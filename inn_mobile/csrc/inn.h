@@ -72,7 +72,7 @@ inn_status inn_check_partition(const float *points, uint32_t n);
  * (out->n and in->n divisible by blocks; tap indices global, block j reads its own nodes).
  * dst: n_out * (n_in / blocks) * taps floats in `layout`. scratch: inn_dense_scratch() floats.
  * Sums run in float32 with the tap weights and quadrature rounded to float (see kernel.resample). */
-size_t inn_dense_scratch(uint32_t n_in_per_block, uint32_t taps);
+size_t inn_dense_scratch(uint32_t n_in_per_block, uint32_t m_in, uint32_t taps);
 inn_status inn_resample_dense(const float *nodes, uint32_t m_out, uint32_t m_in, uint32_t taps, uint32_t blocks,
                               const inn_axis *out, const inn_axis *in, inn_layout layout, float *dst,
                               size_t dst_count, float *scratch, size_t scratch_count);

@@ -324,7 +324,7 @@ static inn_status layer_scratch(const inn_layer_info *li, size_t *bytes) {
     size_t n_rows = (size_t)li->n_out + li->n_in, axes = align8(n_rows * INN_TAPS * 4) + n_rows * INN_TAPS * 8 + li->n_in * 8;
     size_t rows;
     if (li->kind == INN_KIND_DENSE) {
-        rows = inn_dense_scratch(li->n_in / li->blocks, li->taps);
+        rows = inn_dense_scratch(li->n_in / li->blocks, li->m_in, li->taps);
         if (!rows || !inn_mul(rows, 4, &rows)) return INN_ERR_OVERFLOW;
     } else {
         rows = align8((size_t)li->taps * 4) + li->taps;

@@ -22,24 +22,18 @@ static inline int inn_mul(size_t a, size_t b, size_t *out) {
     return 1;
 }
 
+/* float16 -> float32, exactly, without branches (so loops over it vectorise): normal numbers rebias the
+ * exponent, inf/NaN keep their payload under an all-ones exponent, and subnormals (and zero) are the
+ * integer mantissa times 2^-24, exact in float32. */
 static inline float inn_half_to_float(uint16_t h) {
-    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exp = (h >> 10) & 0x1Fu, man = h & 0x3FFu, bits;
-    if (exp == 0) {
-        if (man == 0) {
-            bits = sign;
-        } else { /* subnormal: normalise */
-            exp = 127 - 15 + 1;
-            while (!(man & 0x400u)) {
-                man <<= 1;
-                exp--;
-            }
-            bits = sign | (exp << 23) | ((man & 0x3FFu) << 13);
-        }
-    } else if (exp == 31) {
-        bits = sign | 0x7F800000u | (man << 13);
-    } else {
-        bits = sign | ((exp + 127 - 15) << 23) | (man << 13);
-    }
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, em = h & 0x7FFFu;
+    uint32_t is_sub = 0u - (uint32_t)(em < 0x400u), is_special = 0u - (uint32_t)(em >= 0x7C00u);
+    /* exponent + 112 (rebias), or + 224 for inf/NaN (31 -> 255) */
+    uint32_t normal = (em << 13) + (112u << 23) + (is_special & (112u << 23));
+    float sub = (float)(int32_t)em * 0x1p-24f;
+    uint32_t sub_bits;
+    memcpy(&sub_bits, &sub, sizeof sub_bits);
+    uint32_t bits = sign | (is_sub & sub_bits) | (~is_sub & normal);
     float f;
     memcpy(&f, &bits, sizeof f);
     return f;

@@ -6,20 +6,22 @@
  * Inner sums (one row per node row) are cached in 4 slots: consecutive output rows share node rows,
  * so each is computed about once. Zero-weight taps are skipped (same values). Each finished output
  * row goes to a sink that writes float32, or int8 + scale (quantised per row, so int8 needs no
- * layer-sized buffer). Scratch: 7 rows of n_in_per_block * taps floats plus the compacted input taps,
- * never a whole layer.
+ * layer-sized buffer). Scratch: 8 rows of n_in_per_block * taps floats, the compacted input taps and
+ * one node row widened to float32 (float16 and int8 nodes), never a whole layer.
  */
 #include <string.h>
 
 #include "inn.h"
 #include "inn_internal.h"
 
-size_t inn_dense_scratch(uint32_t n_in_per_block, uint32_t taps) {
-    size_t row, rows, tapsz;
-    /* 8 rows of n_in * taps floats, then per input row 4 offsets + 4 weights + 1 count (9 floats) */
+size_t inn_dense_scratch(uint32_t n_in_per_block, uint32_t m_in, uint32_t taps) {
+    size_t row, rows, tapsz, wide;
+    /* 8 rows of n_in * taps floats, per input row 4 offsets + 4 weights + 1 count (9 floats), then one
+     * node row widened to float32 (m_in * taps) */
     if (!inn_mul(n_in_per_block, taps, &row) || !inn_mul(row, INN_TAPS + 4, &rows)) return 0;
     if (!inn_mul(n_in_per_block, 2 * INN_TAPS + 1, &tapsz) || rows > SIZE_MAX - tapsz) return 0;
-    return rows + tapsz;
+    if (!inn_mul(m_in, taps, &wide) || rows + tapsz > SIZE_MAX - wide) return 0;
+    return rows + tapsz + wide;
 }
 
 size_t inn_layout_index(inn_layout layout, size_t o, size_t i, size_t t, size_t n_out, size_t n_in, size_t taps) {
@@ -86,10 +88,10 @@ static void compact(const inn_axis *in, uint32_t first, uint32_t count, uint32_t
     }
 }
 
-/* One node row sampled along the input axis: row[i, t] = sum_b w_in[i, b] * nodes[node, idx_in[i, b], t].
- * Copies per node type (float32 / float16) and for the common tap counts (1x1, 3x3) so the compiler
- * unrolls and vectorises the inner loops. */
-#define NODE_ROW_BODY(TYPE, LOAD, T)                                                                                 \
+/* One node row sampled along the input axis: row[i, t] = sum_b w_in[i, b] * x[idx_in[i, b], t], x being
+ * the node row in float32. A copy per common tap count (1x1, 3x3) lets the compiler unroll and
+ * vectorise the inner loops. */
+#define SAMPLE_BODY(T)                                                                                               \
     for (uint32_t i = 0; i < count; i++) {                                                                          \
         const uint32_t *restrict off = c->off + (size_t)i * INN_TAPS;                                               \
         const float *restrict w = c->w + (size_t)i * INN_TAPS;                                                      \
@@ -99,58 +101,55 @@ static void compact(const inn_axis *in, uint32_t first, uint32_t count, uint32_t
             memset(r, 0, sizeof(float) * (T));                                                                      \
             continue;                                                                                               \
         }                                                                                                           \
-        const TYPE *restrict x = base + off[0];                                                                     \
+        const float *restrict x0 = x + off[0];                                                                      \
         if (k == INN_TAPS) { /* the common case below full width: all four taps in one pass */                     \
-            const TYPE *restrict x1 = base + off[1], *restrict x2 = base + off[2], *restrict x3 = base + off[3];    \
-            for (uint32_t t = 0; t < (T); t++)                                                                      \
-                r[t] = ((LOAD(x[t]) * w[0] + LOAD(x1[t]) * w[1]) + LOAD(x2[t]) * w[2]) + LOAD(x3[t]) * w[3];        \
+            const float *restrict x1 = x + off[1], *restrict x2 = x + off[2], *restrict x3 = x + off[3];            \
+            for (uint32_t t = 0; t < (T); t++) r[t] = ((x0[t] * w[0] + x1[t] * w[1]) + x2[t] * w[2]) + x3[t] * w[3]; \
             continue;                                                                                               \
         }                                                                                                           \
-        for (uint32_t t = 0; t < (T); t++) r[t] = LOAD(x[t]) * w[0];                                                \
+        for (uint32_t t = 0; t < (T); t++) r[t] = x0[t] * w[0];                                                     \
         for (uint8_t b = 1; b < k; b++) {                                                                           \
-            const TYPE *restrict y = base + off[b];                                                                 \
-            for (uint32_t t = 0; t < (T); t++) r[t] += LOAD(y[t]) * w[b];                                           \
+            const float *restrict y = x + off[b];                                                                   \
+            for (uint32_t t = 0; t < (T); t++) r[t] += y[t] * w[b];                                                 \
         }                                                                                                           \
     }
 
-/* 1x1 convs and linears: one value per input, so the taps are a gather summed in a register. */
-#define NODE_ROW_GATHER(TYPE, LOAD)                                                                                  \
-    for (uint32_t i = 0; i < count; i++) {                                                                          \
-        const uint32_t *restrict off = c->off + (size_t)i * INN_TAPS;                                               \
-        const float *restrict w = c->w + (size_t)i * INN_TAPS;                                                      \
-        uint8_t k = c->nnz[i];                                                                                      \
-        float acc = k ? LOAD(base[off[0]]) * w[0] : 0.0f;                                                           \
-        for (uint8_t b = 1; b < k; b++) acc += LOAD(base[off[b]]) * w[b];                                           \
-        row[i] = acc;                                                                                               \
+static void sample_row(const float *restrict x, uint32_t taps, const compact_taps *restrict c, uint32_t count,
+                       float *restrict row) {
+    if (taps == 1) { /* 1x1 convs and linears: the taps are a gather, summed in a register */
+        for (uint32_t i = 0; i < count; i++) {
+            const uint32_t *restrict off = c->off + (size_t)i * INN_TAPS;
+            const float *restrict w = c->w + (size_t)i * INN_TAPS;
+            uint8_t k = c->nnz[i];
+            float acc = k ? x[off[0]] * w[0] : 0.0f;
+            for (uint8_t b = 1; b < k; b++) acc += x[off[b]] * w[b];
+            row[i] = acc;
+        }
+    } else if (taps == 9) {
+        SAMPLE_BODY(9)
+    } else {
+        SAMPLE_BODY(taps)
     }
+}
 
-#define NODE_ROW(NAME, TYPE, LOAD)                                                                                   \
-    static void NAME(const TYPE *restrict nodes, float scale, uint32_t m_in, uint32_t taps, uint32_t node,         \
-                     const compact_taps *restrict c, uint32_t count, float *restrict row) {                         \
-        const TYPE *base = nodes + (size_t)node * m_in * taps;                                                      \
-        (void)scale;                                                                                                \
-        if (taps == 1) {                                                                                            \
-            NODE_ROW_GATHER(TYPE, LOAD)                                                                             \
-        } else if (taps == 9) {                                                                                     \
-            NODE_ROW_BODY(TYPE, LOAD, 9)                                                                            \
-        } else {                                                                                                    \
-            NODE_ROW_BODY(TYPE, LOAD, taps)                                                                         \
-        }                                                                                                           \
-    }
-#define LOAD_F32(v) (v)
-#define LOAD_I8(v) ((float)(v) * scale)
-NODE_ROW(node_row_f32, float, LOAD_F32)
-NODE_ROW(node_row_f16, uint16_t, inn_half_to_float)
-NODE_ROW(node_row_i8, int8_t, LOAD_I8)
-
-static void node_row(const inn_nodes *nd, uint32_t m_in, uint32_t taps, uint32_t node, const compact_taps *c,
-                     uint32_t count, float *row) {
+/* Node row `node` (len = m_in * taps values) in float32: in place for float32 nodes, else widened
+ * once into `wide` (float16 exactly; int8 as (float)q * scale), so each value converts once although
+ * up to four taps read it. */
+static const float *node_row(const inn_nodes *nd, uint32_t node, size_t len, float *restrict wide) {
+    size_t at = (size_t)node * len;
     switch (nd->dtype) {
-        case INN_NODES_F16: node_row_f16((const uint16_t *)nd->data, 1.0f, m_in, taps, node, c, count, row); break;
-        case INN_NODES_I8:
-            node_row_i8((const int8_t *)nd->data, nd->scales[node], m_in, taps, node, c, count, row);
-            break;
-        default: node_row_f32((const float *)nd->data, 1.0f, m_in, taps, node, c, count, row);
+        case INN_NODES_F16: {
+            const uint16_t *restrict h = (const uint16_t *)nd->data + at;
+            for (size_t k = 0; k < len; k++) wide[k] = inn_half_to_float(h[k]);
+            return wide;
+        }
+        case INN_NODES_I8: {
+            const int8_t *restrict q = (const int8_t *)nd->data + at;
+            const float scale = nd->scales[node];
+            for (size_t k = 0; k < len; k++) wide[k] = (float)q[k] * scale;
+            return wide;
+        }
+        default: return (const float *)nd->data + at;
     }
 }
 
@@ -204,10 +203,12 @@ inn_status inn_dense_to_sink(const inn_nodes *nd, uint32_t m_out, uint32_t m_in,
     if (!inn_mul(n_ib, taps, &row_len) || !inn_mul(row_len, out->n, &total)) return INN_ERR_OVERFLOW;
     if (sink->count < total || (sink->dtype == INN_I8 && (!sink->scales || sink->scales_count < out->n)))
         return INN_ERR_BUFFER;
-    if (scratch_count < inn_dense_scratch(n_ib, taps)) return INN_ERR_BUFFER;
+    size_t need = inn_dense_scratch(n_ib, m_in, taps), node_len = (size_t)m_in * taps;
+    if (need == 0) return INN_ERR_OVERFLOW;
+    if (scratch_count < need) return INN_ERR_BUFFER;
     if ((uint64_t)m_in * taps > UINT32_MAX) return INN_ERR_RANGE; /* compact tap offsets are 32-bit */
     /* scratch: acc row, 4 cached node rows, one output row, quadrature per element, one int8 row, compact
-     * input taps */
+     * input taps, one widened node row */
     float *acc = scratch, *slots = scratch + row_len, *rowf = slots + (size_t)INN_TAPS * row_len;
     float *qx = rowf + row_len;
     int8_t *qrow = (int8_t *)(qx + row_len);
@@ -215,6 +216,7 @@ inn_status inn_dense_to_sink(const inn_nodes *nd, uint32_t m_out, uint32_t m_in,
     ct.off = (uint32_t *)(qx + 2 * row_len);
     ct.w = (float *)(ct.off + (size_t)n_ib * INN_TAPS);
     ct.nnz = (uint8_t *)(ct.w + (size_t)n_ib * INN_TAPS);
+    float *wide = (float *)ct.w + (size_t)n_ib * (INN_TAPS + 1); /* past the counts (n_ib bytes <= n_ib floats) */
     int64_t key[INN_TAPS];
     for (uint32_t j = 0; j < blocks; j++) {
         compact(in, j * n_ib, n_ib, j * m_in, taps, &ct);
@@ -243,7 +245,8 @@ inn_status inn_dense_to_sink(const inn_nodes *nd, uint32_t m_out, uint32_t m_in,
                         if (!needed) s = c;
                     }
                     key[s] = oi[a];
-                    node_row(nd, m_in, taps, (uint32_t)oi[a], &ct, n_ib, slots + (size_t)s * row_len);
+                    const float *x = node_row(nd, (uint32_t)oi[a], node_len, wide);
+                    sample_row(x, taps, &ct, n_ib, slots + (size_t)s * row_len);
                 }
                 src[used] = slots + (size_t)s * row_len;
                 wt[used++] = (float)ow[a];
