@@ -122,14 +122,15 @@ def _size_table(b: bundle.Bundle, direct: dict, buckets, variants) -> None:
     full = len(buckets) - 1
     full_fp32 = len(direct[(full, litert.RUNTIME)])
     print(f"\nsizes (KiB); reference: the single full-width fp32 .tflite = {full_fp32 / 1024:.1f} KiB\n")
-    print("| what | KiB | x full-width fp32 .tflite |")
-    print("|---|---|---|")
+    int8 = len(variants) > 1
+    print("| what | KiB | x full-width fp32 .tflite |" + (" x full-width int8 .tflite |" if int8 else ""))
+    print("|---|---|---|" + ("---|" if int8 else ""))
     rows = []
     with tempfile.TemporaryDirectory() as d:
         runtimes = [litert.runtime_name(i) for i in variants]
-        for names in ([litert.RUNTIME], runtimes) if len(runtimes) > 1 else ([litert.RUNTIME],):
+        for names in ([litert.RUNTIME], runtimes, runtimes[1:]) if len(runtimes) > 1 else ([litert.RUNTIME],):
             graphs = {key: v for key, v in b.graphs.items() if key[1] in names}
-            for nodes in ("f32", "f16"):
+            for nodes in bundle.NODE_DTYPES:
                 size = bundle.save(bundle.Bundle(b.model, buckets, graphs=graphs), Path(d) / "b.innb", node_dtype=nodes)
                 rows.append((f"bundle, {nodes} nodes, graphs: {' + '.join(names)}", size))
     for rt in [litert.runtime_name(i) for i in variants]:
@@ -137,10 +138,12 @@ def _size_table(b: bundle.Bundle, direct: dict, buckets, variants) -> None:
                      sum(len(v) for (_, r), v in direct.items() if r == rt)))
         rows.append((f"graph records only ({rt}, all buckets)",
                      sum(len(v) for (_, r), v in b.graphs.items() if r == rt)))
-    if len(variants) > 1:
-        rows.append(("full-width int8 .tflite", len(direct[(full, litert.RUNTIME_I8)])))
+    full_i8 = len(direct[(full, litert.RUNTIME_I8)]) if len(variants) > 1 else None
+    if full_i8:
+        rows.append(("full-width int8 .tflite", full_i8))
     for name, size in rows:
-        print(f"| {name} | {size / 1024:.1f} | {size / full_fp32:.2f} |")
+        vs_i8 = f" {size / full_i8:.2f} |" if full_i8 else ""
+        print(f"| {name} | {size / 1024:.1f} | {size / full_fp32:.2f} |{vs_i8}")
 
 
 if __name__ == "__main__":
