@@ -1,8 +1,8 @@
 """Load-time resampling speed: the C core vs the torch reference vs memcpy, on a ResNet-18-sized model.
 
-    python tools/bench_resample.py [--repeats 5]
+    python tools/bench_resample.py [--repeats 5] [--node-dtypes f32 f16 i8]
 
-For each width (100% and 50%) in one run: time to materialise every layer (float32, OIHW) with the
+For each node storage and width (100% and 50%) in one run: time to materialise every layer (float32, OIHW) with the
 native core, with the torch reference (kernel.py, float64 as the core computes), and the time libc
 memcpy needs to move the same traffic: the output bytes alone, and (nodes read + weights written).
 Peak extra memory of the core is its scratch buffer (it allocates nothing else), compared with the
@@ -21,6 +21,8 @@ import torch
 from inn_mobile import bundle, models, native
 from inn_mobile.convert import convert
 
+NODE_BYTES = {"f32": 4, "f16": 2, "i8": 1}
+
 
 def best(fn, repeats: int) -> float:
     times = []
@@ -34,6 +36,8 @@ def best(fn, repeats: int) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--node-dtypes", nargs="+", choices=bundle.NODE_DTYPES, default=list(bundle.NODE_DTYPES),
+                    help="node storage to time (the issue's targets are for f32)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -41,22 +45,28 @@ def main() -> None:
     n_params = sum(p.numel() for p in model.parameters())
     im = convert(model, torch.randn(1, 3, 64, 64), permute=False)
     buckets = [bundle.Bucket("w1000", im.sizes_at(1.0), 1.0), bundle.Bucket("w0500", im.sizes_at(0.5), 0.5)]
-    b = bundle.Bundle(im, buckets)
-    data = bundle.encode(b)
-    nb = native.NativeBundle(data)
-    nodes_bytes = sum(v.numel() for v in im.nodes.values()) * 4
-    print(f"model: ResNet-18-sized, {n_params / 1e6:.2f}M parameters, nodes {nodes_bytes / 2**20:.1f} MiB")
-    open_ms = best(lambda: native.NativeBundle(data), args.repeats) * 1e3
-    print(f"opening the bundle (every section's CRC32 checked): {open_ms:.1f} ms for {len(data) / 2**20:.1f} MiB, "
-          f"{open_ms / (len(data) / 2**20):.2f} ms per MiB (includes one copy into the binding's buffer)\n")
-    print("| width | weights MiB | C core ms | torch ref ms | memcpy(out) ms | memcpy(nodes+out) ms "
+    n_nodes = sum(v.numel() for v in im.nodes.values())
+    n_rows = sum(v.shape[0] for v in im.nodes.values())
+    print(f"model: ResNet-18-sized, {n_params / 1e6:.2f}M parameters, {n_nodes * 4 / 2**20:.1f} MiB of f32 nodes")
+    rows = []
+    for nodes in args.node_dtypes:
+        data = bundle.encode(bundle.Bundle(im, buckets), node_dtype=nodes)
+        nb = native.NativeBundle(data)
+        if nodes == args.node_dtypes[0]:
+            open_ms = best(lambda data=data: native.NativeBundle(data), args.repeats) * 1e3
+            print(f"opening the {nodes}-node bundle (every section's CRC32 checked): {open_ms:.1f} ms for "
+                  f"{len(data) / 2**20:.1f} MiB, {open_ms / (len(data) / 2**20):.2f} ms per MiB (includes one copy "
+                  "into the binding's buffer)\n")
+        b = bundle.decode(data)  # the reference works on the nodes as stored (f16 / int8 widened)
+        nodes_bytes = n_nodes * NODE_BYTES[nodes] + (n_rows * 4 if nodes == "i8" else 0)  # + int8 row scales
+        rows += [measure(nb, b, k, nodes, nodes_bytes, args.repeats) for k in range(len(buckets))]
+    print("| nodes | width | weights MiB | C core ms | torch ref ms | memcpy(out) ms | memcpy(nodes+out) ms "
           "| C vs torch | C / memcpy(out) | C / memcpy(nodes+out) | scratch KiB | largest layer KiB |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for k in range(len(buckets)):
-        print(measure(nb, b, k, nodes_bytes, args.repeats))
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("\n".join(rows))
 
 
-def measure(nb: native.NativeBundle, b: bundle.Bundle, k: int, nodes_bytes: int, repeats: int) -> str:
+def measure(nb: native.NativeBundle, b: bundle.Bundle, k: int, nodes: str, nodes_bytes: int, repeats: int) -> str:
     """One table row: bucket k timed with the C core, the torch reference and memcpy."""
     infos = [nb.layer_info(k, layer) for layer in range(nb.layer_count)]
     out_bytes = sum(i.weight_count * 4 + (i.n_out * 4 if i.has_bias else 0) for i in infos)
@@ -83,8 +93,8 @@ def measure(nb: native.NativeBundle, b: bundle.Bundle, k: int, nodes_bytes: int,
     for layer, spec in enumerate(b.model.layers):
         assert np.array_equal(outs[layer][0], ref[spec.name]["weight"].numpy().ravel())
     ratio = b.buckets[k].ratio
-    return (f"| {ratio:.0%} | {out_bytes / 2**20:.1f} | {t_c * 1e3:.1f} | {t_ref * 1e3:.1f} | {t_out * 1e3:.2f} "
-            f"| {t_both * 1e3:.2f} | {t_ref / t_c:.1f}x | {t_c / t_out:.1f}x | {t_c / t_both:.1f}x "
+    return (f"| {nodes} | {ratio:.0%} | {out_bytes / 2**20:.1f} | {t_c * 1e3:.1f} | {t_ref * 1e3:.1f} "
+            f"| {t_out * 1e3:.2f} | {t_both * 1e3:.2f} | {t_ref / t_c:.1f}x | {t_c / t_out:.1f}x | {t_c / t_both:.1f}x "
             f"| {scratch.nbytes / 1024:.0f} | {largest / 1024:.0f} |")
 
 if __name__ == "__main__":
