@@ -31,9 +31,10 @@ from .. import image
 from ..bundle import Bucket
 from ..integral import IntegralModel, LayerSpec
 from ..reference import quantize_per_channel
+from ..runtime import runtime_name
 
-RUNTIME = "executorch"
-RUNTIME_INT8 = "executorch-i8"
+RUNTIME = runtime_name("executorch", int8=False)
+RUNTIME_INT8 = runtime_name("executorch", int8=True)
 PTE = "model.pte"
 PTD = "weights.ptd"
 _DATA_TAG = PTD.removesuffix(".ptd")

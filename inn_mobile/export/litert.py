@@ -28,9 +28,10 @@ import torch
 from .. import image
 from ..bundle import Bucket
 from ..integral import IntegralModel
+from ..runtime import runtime_name as _runtime_name
 
-RUNTIME = "litert"
-RUNTIME_I8 = "litert-i8"
+RUNTIME = _runtime_name("litert", int8=False)
+RUNTIME_I8 = _runtime_name("litert", int8=True)
 FILE_NAME = "model.tflite"
 # builtin operator code -> weight layouts the converter may use for it (see FORMAT.md "Graph records")
 _CONV_2D, _DEPTHWISE_CONV_2D, _FULLY_CONNECTED = 3, 4, 9

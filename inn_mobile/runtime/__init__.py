@@ -21,6 +21,11 @@ RUNTIMES: dict[str, tuple[str, bool]] = {
 _PACKAGES = {"litert": ("ai_edge_litert", "litert_torch"), "executorch": ("executorch",)}
 
 
+def runtime_name(module: str, int8: bool) -> str:
+    """The bundle's name for ``module``'s fp32 or int8 graphs (the exporters take theirs from here)."""
+    return next(name for name, key in RUNTIMES.items() if key == (module, int8))
+
+
 def installed() -> list[str]:
     """Runtime names whose Python packages are installed (``pip install inn-mobile[litert]`` etc.)."""
     ok = {m for m, pkgs in _PACKAGES.items() if all(importlib.util.find_spec(p) is not None for p in pkgs)}
