@@ -57,7 +57,11 @@ def test_fuzz_bundle_reader_under_sanitizers(tmp_path, suffix):
 
 @pytest.mark.skipif(shutil.which("cmake") is None, reason="needs cmake")
 def test_cmake_builds_the_mobile_library(tmp_path):
+    """The CMake build apps use, and its ctest entries for the shared vectors (both node types)."""
     build_dir = tmp_path / "build"
-    subprocess.run(["cmake", "-S", str(CSRC), "-B", str(build_dir), "-DINN_SHARED=ON"], check=True, capture_output=True)
+    subprocess.run(["cmake", "-S", str(CSRC), "-B", str(build_dir), "-DINN_SHARED=ON", "-DINN_BUILD_TESTS=ON"],
+                   check=True, capture_output=True)
     subprocess.run(["cmake", "--build", str(build_dir)], check=True, capture_output=True)
     assert list(build_dir.glob("libinn_core*"))
+    r = subprocess.run(["ctest", "-R", "core_vectors"], cwd=build_dir, capture_output=True, text=True)
+    assert r.returncode == 0 and "0 tests failed out of 2" in r.stdout, r.stdout
