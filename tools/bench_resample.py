@@ -82,7 +82,7 @@ def measure(nb: native.NativeBundle, b: bundle.Bundle, k: int, nodes: str, nodes
             assert st == 0
 
     t_c = best(run_c, repeats)
-    t_ref = best(lambda: b.weights(k), max(1, repeats // 2))
+    t_ref = best(lambda: b.weights(k), repeats)
     half = (nodes_bytes + out_bytes) // 2  # copying X bytes = X read + X written
     src = np.ones(max(out_bytes, half), np.uint8)
     dst = np.zeros_like(src)
