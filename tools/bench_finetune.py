@@ -77,10 +77,17 @@ def same_shapes(a: torch.nn.Module, b: torch.nn.Module) -> bool:
     return shapes(a) == shapes(b)
 
 
+def ft_tag(args) -> str:
+    """Names the fine-tuning run in cache files (its checkpoint, and partitions tuned on its nodes)."""
+    shrink = "" if args.ft_shrink == finetune.FinetuneConfig.shrink else f"_sh{args.ft_shrink:g}"
+    return f"ft_e{args.ft_epochs:g}_lr{args.ft_lr:g}{shrink}"
+
+
 def finetuned(im, x, y, args) -> tuple[object, float]:
     """Integral fine-tuning of ``im`` (resumable checkpoint in the cache); returns (im, seconds this call)."""
-    cfg = finetune.FinetuneConfig(epochs=args.ft_epochs, lr=args.ft_lr, min_ratio=min(args.widths))
-    ck = args.cache / f"ft_e{args.ft_epochs:g}_n{len(y)}_lr{args.ft_lr:g}.pt"
+    cfg = finetune.FinetuneConfig(epochs=args.ft_epochs, lr=args.ft_lr, min_ratio=min(args.widths),
+                                  shrink=args.ft_shrink)
+    ck = args.cache / f"{ft_tag(args)}_n{len(y)}.pt"
     t = time.time()
     finetune.fit(im, x, y, cfg, checkpoint=ck, checkpoint_every=25)
     return im, time.time() - t
@@ -110,6 +117,8 @@ def main() -> None:
     ap.add_argument("--ft-epochs", type=float, default=3.0, help="integral fine-tuning epochs over --ft-subset")
     ap.add_argument("--ft-subset", type=int, default=60000, help="train images used for fine-tuning")
     ap.add_argument("--ft-lr", type=float, default=3e-2, help="relative Adam step (see finetune.node_optimizer)")
+    ap.add_argument("--ft-shrink", type=float, default=finetune.FinetuneConfig.shrink,
+                    help="fraction of the run over which the smallest sampled width shrinks to the narrowest")
     ap.add_argument("--pt-steps", type=int, default=100, help="partition-tuning steps per width (batch 128)")
     ap.add_argument("--pt-lr", type=float, default=0.02)
     ap.add_argument("--calibration", type=int, default=2048, help="labelled train images for partition tuning")
@@ -150,9 +159,10 @@ def main() -> None:
     print(f"partition tuning: {time.time() - t:.0f} s", flush=True)
     im_ft, secs = finetuned(copy.deepcopy(im0), x[:args.ft_subset], y[:args.ft_subset], args)
     print(f"integral fine-tuning: {secs:.0f} s this call (resumed from cache if any)", flush=True)
-    rows[f"integral FT ({args.ft_epochs:g} ep)"] = [data.accuracy(im_ft.resize(r), xt, yt) for r in widths]
+    ft_name = f"integral FT ({args.ft_epochs:g} ep, step {args.ft_lr:g}, shrink {args.ft_shrink:g})"
+    rows[ft_name] = [data.accuracy(im_ft.resize(r), xt, yt) for r in widths]
     rows["integral FT + recalibrated"] = [data.accuracy(recalibrate(im_ft, xc, ratio=r), xt, yt) for r in widths]
-    tuned = partition_rows(im_ft, widths, xc, yc, args, f"ft{args.ft_epochs:g}")
+    tuned = partition_rows(im_ft, widths, xc, yc, args, ft_tag(args))
     rows["integral FT + partition tuning"] = [data.accuracy(m, xt, yt) for m in tuned]
     scratch_row = []
     for r in widths:
