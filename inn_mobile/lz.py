@@ -82,23 +82,21 @@ def encode(data: bytes, *, chain: int = 16) -> bytes:
             remember(j)
         i += best
         lit_start = i
-    literals = data[lit_start:]
-    out.append(min(len(literals), 15) << 4)
-    if len(literals) >= 15:
-        out += _count(len(literals) - 15)
-    out += literals
+    _sequence(out, data[lit_start:])
     return bytes(out)
 
 
-def _sequence(out: bytearray, literals: bytes, distance: int, length: int) -> None:
+def _sequence(out: bytearray, literals: bytes, distance: int = 0, length: int = MIN_MATCH) -> None:
+    """One sequence; ``distance`` 0: the last one (literals only)."""
     m = length - MIN_MATCH
     out.append(min(len(literals), 15) << 4 | min(m, 15))
     if len(literals) >= 15:
         out += _count(len(literals) - 15)
     out += literals
-    out += distance.to_bytes(2, "little")
-    if m >= 15:
-        out += _count(m - 15)
+    if distance:
+        out += distance.to_bytes(2, "little")
+        if m >= 15:
+            out += _count(m - 15)
 
 
 def decode(packed: bytes, size: int) -> bytes:
