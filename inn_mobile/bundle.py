@@ -157,8 +157,8 @@ def encode(bundle: Bundle, *, node_dtype: str = "f32") -> bytes:
         in_first = len(pieces)
         pieces.extend(spec.in_groups)
         if spec.kind == "affine":
-            (woff, wsoff), (boff, bsoff) = add_nodes(m.nodes[_key(spec.name, "scale")]), add_nodes(
-                m.nodes[_key(spec.name, "shift")])
+            woff, wsoff = add_nodes(m.nodes[_key(spec.name, "scale")])
+            boff, bsoff = add_nodes(m.nodes[_key(spec.name, "shift")])
         else:
             woff, wsoff = add_nodes(m.nodes[_key(spec.name, "weight")])
             boff, bsoff = add_nodes(m.nodes[_key(spec.name, "bias")]) if spec.has_bias else (0, 0)
