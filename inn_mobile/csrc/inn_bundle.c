@@ -99,7 +99,9 @@ static const uint8_t *layer_rec(const inn_bundle *b, uint32_t l) { return b->lay
 static uint32_t piece(const inn_bundle *b, uint32_t k) { return rd32(b->pieces + (size_t)k * 4); }
 
 /* Bytes per node value: NODE element type 1 float32, 2 float16, 3 int8. */
-static size_t node_elem_size(const inn_bundle *b) { return b->node_dtype == INN_NODES_I8 ? 1 : b->node_dtype == INN_NODES_F16 ? 2 : 4; }
+static size_t node_elem_size(const inn_bundle *b) {
+    return b->node_dtype == INN_NODES_I8 ? 1 : b->node_dtype == INN_NODES_F16 ? 2 : 4;
+}
 
 /* int8 nodes: the layer's [m_out] scales at NSCL offset `first` must exist. */
 static int scales_fit(const inn_bundle *b, uint32_t first, uint64_t m_out) {
@@ -210,11 +212,11 @@ inn_status inn_bundle_open(inn_bundle *b, const void *data, size_t size) {
     if (!st) st = table(&layr, LAYER_SIZE, &b->layer_count, &extra, &b->layers);
     if (!st) st = table(&piec, 4, &b->piece_count, &extra, &b->pieces);
     if (!st && (b->group_count == 0 || b->layer_count == 0)) st = INN_ERR_FORMAT;
-    if (!st && (node.elem < 1 || node.elem > 3)) st = INN_ERR_FORMAT;
+    if (!st && (node.elem < INN_NODES_F32 || node.elem > INN_NODES_I8)) st = INN_ERR_FORMAT;
     if (!st && node.elem == INN_NODES_I8) { /* int8 nodes need their scales */
         section nscl;
         if (find(b, "NSCL", &nscl)) st = INN_ERR_MISSING;
-        else if (nscl.elem != 1) st = INN_ERR_FORMAT;
+        else if (nscl.elem != INN_NODES_F32) st = INN_ERR_FORMAT; /* float32 scales */
         else {
             b->node_scales = nscl.p;
             b->node_scales_count = nscl.size / 4;
