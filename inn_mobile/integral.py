@@ -3,9 +3,10 @@
 Every parameterised layer keeps *nodes* ``Λ`` instead of weights:
 
 - ``dense`` (Conv2d incl. grouped, Linear): ``Λ[M_out, M_in / blocks, taps]``;
-  ``W[o, i, t] = (Σ_a w_out[o, a] · Σ_b w_in[i, b] · Λ[idx_out[o, a], idx_in[i, b], t]) · q_i``
+  ``W[o, i, t] = (Σ_b w_in[i, b] · Σ_a w_out[o, a] · Λ[idx_out[o, a], idx_in[i, b], t]) · q_i``
   (tap weights and quadrature computed in float64 and rounded to float32; the sums run in float32,
-  inner sum first: exactly the C core's order, so both give identical bits).
+  output-axis sum first: exactly the C core's order, so both give identical bits. That order puts
+  the gather-like input-axis pass on the ``n_out`` sampled rows instead of all ``M_out`` node rows).
 - ``depthwise``: ``Λ[M, 1, taps]`` sampled along its single axis, no quadrature.
 - ``affine`` (a BatchNorm not foldable into a conv): per-channel scale and shift vectors.
 - biases and affine vectors are 1-D functions of the output axis (no quadrature).
@@ -225,9 +226,9 @@ def discretize_dense(lam: torch.Tensor, out_axis: AxisSampler, in_axis: AxisSamp
     for j in range(blocks):
         rows = slice(j * n_out, (j + 1) * n_out)
         cols = slice(j * n_in, (j + 1) * n_in)
-        inner = kernel.resample(lam, 1, in_axis.idx[cols] - j * m_in, in_axis.w[cols].float())
-        outer = kernel.resample(inner, 0, out_axis.idx[rows], out_axis.w[rows].float())
-        parts.append(outer * in_axis.q[cols].float().reshape(1, -1, 1))
+        outer = kernel.resample(lam, 0, out_axis.idx[rows], out_axis.w[rows].float())
+        inner = kernel.resample(outer, 1, in_axis.idx[cols] - j * m_in, in_axis.w[cols].float())
+        parts.append(inner * in_axis.q[cols].float().reshape(1, -1, 1))
     return torch.cat(parts, 0) if blocks > 1 else parts[0]
 
 

@@ -1,13 +1,16 @@
 /* Sampling layer nodes on both channel axes, streaming one output row at a time.
  *
- * W[o, i, t] = q_i * sum_a w_out[o, a] * (sum_b w_in[i, b] * nodes[idx_out[o, a], idx_in[i, b], t])
+ * W[o, i, t] = (sum_b w_in[i, b] * (sum_a w_out[o, a] * nodes[idx_out[o, a], idx_in[i, b], t])) * q_i
  * Tap positions and weights are computed in double (inn_kernel.c), then the sums run in float32 in
  * this exact order, as kernel.resample does in torch: bit-identical results, SIMD-friendly loops.
- * Inner sums (one row per node row) are cached in 4 slots: consecutive output rows share node rows,
- * so each is computed about once. Zero-weight taps are skipped (same values). Each finished output
- * row goes to a sink that writes float32, or int8 + scale (quantised per row, so int8 needs no
- * layer-sized buffer). Scratch: 8 rows of n_in_per_block * taps floats, the compacted input taps and
- * one node row widened to float32 (float16 and int8 nodes), never a whole layer.
+ * Output axis first: per output row, the (at most 4) node rows it reads are combined over whole
+ * contiguous rows (the cheap, fully vectorised pass), then that one row is sampled along the input
+ * axis (the gather-like pass), so the latter runs on n_out rows rather than on all m_out node rows
+ * (half the work at 50% width). Zero-weight taps are skipped (same values). Each finished output row
+ * goes to a sink that writes float32, or int8 + scale (quantised per row, so int8 needs no
+ * layer-sized buffer). Scratch: the combined row, four node rows widened to float32 (float16 and
+ * int8 nodes; consecutive output rows share node rows, so each is widened about once), one output
+ * row and the compacted input taps, never a whole layer.
  */
 #include <string.h>
 
@@ -15,13 +18,14 @@
 #include "inn_internal.h"
 
 size_t inn_dense_scratch(uint32_t n_in_per_block, uint32_t m_in, uint32_t taps) {
-    size_t row, rows, tapsz, wide;
-    /* 8 rows of n_in * taps floats, per input row 4 offsets + 4 weights + 1 count (9 floats), then one
-     * node row widened to float32 (m_in * taps) */
-    if (!inn_mul(n_in_per_block, taps, &row) || !inn_mul(row, INN_TAPS + 4, &rows)) return 0;
-    if (!inn_mul(n_in_per_block, 2 * INN_TAPS + 1, &tapsz) || rows > SIZE_MAX - tapsz) return 0;
-    if (!inn_mul(m_in, taps, &wide) || rows + tapsz > SIZE_MAX - wide) return 0;
-    return rows + tapsz + wide;
+    size_t node, rows, out, tapsz;
+    /* 1 combined + 4 widened node rows (m_in * taps floats each); one output row and one int8 row
+     * (2 * n_in * taps); per input row 4 offsets + 4 weights + quadrature + 1 count (10 floats) */
+    if (!inn_mul(m_in, taps, &node) || !inn_mul(node, 1 + INN_TAPS, &rows)) return 0;
+    if (!inn_mul(n_in_per_block, taps, &out) || !inn_mul(out, 2, &out)) return 0;
+    if (!inn_mul(n_in_per_block, 2 * INN_TAPS + 2, &tapsz) || rows > SIZE_MAX - out || rows + out > SIZE_MAX - tapsz)
+        return 0;
+    return rows + out + tapsz;
 }
 
 size_t inn_layout_index(inn_layout layout, size_t o, size_t i, size_t t, size_t n_out, size_t n_in, size_t taps) {
@@ -66,10 +70,11 @@ static void sink_row(const inn_sink *s, uint32_t o, const float *row, uint32_t n
 }
 
 /* The input-axis taps of one block, compacted once per layer: per row, the non-zero taps only, as
- * element offsets into a node row and float weights (rows are reused by every node row). */
+ * element offsets into a node row, float weights and the row's quadrature. */
 typedef struct {
     uint32_t *off; /* [count * 4] (idx - col0) * taps */
     float *w;      /* [count * 4] */
+    float *q;      /* [count] */
     uint8_t *nnz;  /* [count] */
 } compact_taps;
 
@@ -85,33 +90,37 @@ static void compact(const inn_axis *in, uint32_t first, uint32_t count, uint32_t
             k++;
         }
         c->nnz[i] = k;
+        c->q[i] = in->q ? (float)in->q[first + i] : 1.0f;
     }
 }
 
-/* One node row sampled along the input axis: row[i, t] = sum_b w_in[i, b] * x[idx_in[i, b], t], x being
- * the node row in float32. A copy per common tap count (1x1, 3x3) lets the compiler unroll and
- * vectorise the inner loops. */
-#define SAMPLE_BODY(T)                                                                                               \
-    for (uint32_t i = 0; i < count; i++) {                                                                          \
-        const uint32_t *restrict off = c->off + (size_t)i * INN_TAPS;                                               \
-        const float *restrict w = c->w + (size_t)i * INN_TAPS;                                                      \
-        float *restrict r = row + (size_t)i * (T);                                                                  \
-        uint8_t k = c->nnz[i];                                                                                      \
-        if (k == 0) {                                                                                               \
-            memset(r, 0, sizeof(float) * (T));                                                                      \
-            continue;                                                                                               \
-        }                                                                                                           \
-        const float *restrict x0 = x + off[0];                                                                      \
-        if (k == INN_TAPS) { /* the common case below full width: all four taps in one pass */                     \
-            const float *restrict x1 = x + off[1], *restrict x2 = x + off[2], *restrict x3 = x + off[3];            \
-            for (uint32_t t = 0; t < (T); t++) r[t] = ((x0[t] * w[0] + x1[t] * w[1]) + x2[t] * w[2]) + x3[t] * w[3]; \
-            continue;                                                                                               \
-        }                                                                                                           \
-        for (uint32_t t = 0; t < (T); t++) r[t] = x0[t] * w[0];                                                     \
-        for (uint8_t b = 1; b < k; b++) {                                                                           \
-            const float *restrict y = x + off[b];                                                                   \
-            for (uint32_t t = 0; t < (T); t++) r[t] += y[t] * w[b];                                                 \
-        }                                                                                                           \
+/* One combined row sampled along the input axis, times the quadrature:
+ * row[i, t] = (sum_b w_in[i, b] * x[idx_in[i, b], t]) * q_i. A copy per common tap count (1x1, 3x3)
+ * lets the compiler unroll and vectorise the inner loops. */
+#define SAMPLE_BODY(T)                                                                                                \
+    for (uint32_t i = 0; i < count; i++) {                                                                           \
+        const uint32_t *restrict off = c->off + (size_t)i * INN_TAPS;                                                \
+        const float *restrict w = c->w + (size_t)i * INN_TAPS;                                                       \
+        const float q = c->q[i];                                                                                     \
+        float *restrict r = row + (size_t)i * (T);                                                                   \
+        uint8_t k = c->nnz[i];                                                                                       \
+        if (k == 0) {                                                                                                \
+            for (uint32_t t = 0; t < (T); t++) r[t] = 0.0f;                                                          \
+            continue;                                                                                                \
+        }                                                                                                            \
+        const float *restrict x0 = x + off[0];                                                                       \
+        if (k == INN_TAPS) { /* the common case below full width: all four taps in one pass */                      \
+            const float *restrict x1 = x + off[1], *restrict x2 = x + off[2], *restrict x3 = x + off[3];             \
+            for (uint32_t t = 0; t < (T); t++)                                                                       \
+                r[t] = (((x0[t] * w[0] + x1[t] * w[1]) + x2[t] * w[2]) + x3[t] * w[3]) * q;                          \
+            continue;                                                                                                \
+        }                                                                                                            \
+        for (uint32_t t = 0; t < (T); t++) r[t] = x0[t] * w[0];                                                      \
+        for (uint8_t b = 1; b < k; b++) {                                                                            \
+            const float *restrict y = x + off[b];                                                                    \
+            for (uint32_t t = 0; t < (T); t++) r[t] += y[t] * w[b];                                                  \
+        }                                                                                                            \
+        for (uint32_t t = 0; t < (T); t++) r[t] *= q;                                                                \
     }
 
 static void sample_row(const float *restrict x, uint32_t taps, const compact_taps *restrict c, uint32_t count,
@@ -123,7 +132,7 @@ static void sample_row(const float *restrict x, uint32_t taps, const compact_tap
             uint8_t k = c->nnz[i];
             float acc = k ? x[off[0]] * w[0] : 0.0f;
             for (uint8_t b = 1; b < k; b++) acc += x[off[b]] * w[b];
-            row[i] = acc;
+            row[i] = acc * c->q[i];
         }
     } else if (taps == 9) {
         SAMPLE_BODY(9)
@@ -133,8 +142,7 @@ static void sample_row(const float *restrict x, uint32_t taps, const compact_tap
 }
 
 /* Node row `node` (len = m_in * taps values) in float32: in place for float32 nodes, else widened
- * once into `wide` (float16 exactly; int8 as (float)q * scale), so each value converts once although
- * up to four taps read it. */
+ * into `wide` (float16 exactly; int8 as (float)q * scale). */
 static const float *node_row(const inn_nodes *nd, uint32_t node, size_t len, float *restrict wide) {
     size_t at = (size_t)node * len;
     switch (nd->dtype) {
@@ -153,31 +161,49 @@ static const float *node_row(const inn_nodes *nd, uint32_t node, size_t len, flo
     }
 }
 
-/* acc = x * w (first) or acc += x * w: one output-axis tap over a whole row. */
-static void accumulate(float *restrict acc, const float *restrict x, float w, int first, size_t n) {
-    if (first)
-        for (size_t k = 0; k < n; k++) acc[k] = x[k] * w;
-    else
-        for (size_t k = 0; k < n; k++) acc[k] += x[k] * w;
+/* Widened node rows kept for the next output rows (which read overlapping node windows). */
+typedef struct {
+    int64_t key[INN_TAPS]; /* node index held by each slot, -1 if none */
+    float *slot;           /* [INN_TAPS * len] */
+} row_cache;
+
+/* Node row `node` in float32, from the cache or widened into a slot no tap of this output row needs. */
+static const float *cached_row(const inn_nodes *nd, row_cache *rc, uint32_t node, const int32_t *oi, const double *ow,
+                               size_t len) {
+    if (nd->dtype == INN_NODES_F32) return node_row(nd, node, len, NULL);
+    int s = -1;
+    for (int c = 0; c < INN_TAPS; c++)
+        if (rc->key[c] == node) return rc->slot + (size_t)c * len;
+    for (int c = 0; c < INN_TAPS && s < 0; c++) {
+        int needed = 0;
+        for (int e = 0; e < INN_TAPS; e++) needed |= (rc->key[c] == oi[e] && ow[e] != 0.0);
+        if (!needed) s = c;
+    }
+    rc->key[s] = node;
+    return node_row(nd, node, len, rc->slot + (size_t)s * len);
 }
 
-/* dst = (acc + last * wl) * q, the last output-axis tap and the quadrature, over one whole row. */
-static void combine(float *restrict dst, const float *restrict acc, const float *restrict last, float wl, int used,
-                    const float *restrict qx, size_t n) {
-    if (used == 1)
-        for (size_t k = 0; k < n; k++) dst[k] = (last[k] * wl) * qx[k];
-    else if (used > 1)
-        for (size_t k = 0; k < n; k++) dst[k] = (acc[k] + last[k] * wl) * qx[k];
-    else
-        for (size_t k = 0; k < n; k++) dst[k] = acc[k] * qx[k];
-}
-
-/* The common case below full width, four output-axis taps in one pass: same sums, same order. */
-static void combine4(float *restrict dst, const float *const src[INN_TAPS], const float wt[INN_TAPS],
-                     const float *restrict qx, size_t n) {
-    const float *restrict s0 = src[0], *restrict s1 = src[1], *restrict s2 = src[2], *restrict s3 = src[3];
-    const float w0 = wt[0], w1 = wt[1], w2 = wt[2], w3 = wt[3];
-    for (size_t k = 0; k < n; k++) dst[k] = (((s0[k] * w0 + s1[k] * w1) + s2[k] * w2) + s3[k] * w3) * qx[k];
+/* dst = sum_u w_u * src_u over a whole row, in tap order (the output-axis pass). */
+static void combine(float *restrict dst, const float *const src[INN_TAPS], const float wt[INN_TAPS], int used,
+                    size_t n) {
+    if (used == INN_TAPS) { /* the common case below full width: four taps in one pass, same order */
+        const float *restrict s0 = src[0], *restrict s1 = src[1], *restrict s2 = src[2], *restrict s3 = src[3];
+        const float w0 = wt[0], w1 = wt[1], w2 = wt[2], w3 = wt[3];
+        for (size_t k = 0; k < n; k++) dst[k] = ((s0[k] * w0 + s1[k] * w1) + s2[k] * w2) + s3[k] * w3;
+        return;
+    }
+    if (used == 0) {
+        memset(dst, 0, n * sizeof(float));
+        return;
+    }
+    const float *restrict s0 = src[0];
+    const float w0 = wt[0];
+    for (size_t k = 0; k < n; k++) dst[k] = s0[k] * w0;
+    for (int u = 1; u < used; u++) {
+        const float *restrict su = src[u];
+        const float wu = wt[u];
+        for (size_t k = 0; k < n; k++) dst[k] += su[k] * wu;
+    }
 }
 
 /* Element k of the tensor, which lies in node row `row`. */
@@ -207,60 +233,37 @@ inn_status inn_dense_to_sink(const inn_nodes *nd, uint32_t m_out, uint32_t m_in,
     if (need == 0) return INN_ERR_OVERFLOW;
     if (scratch_count < need) return INN_ERR_BUFFER;
     if ((uint64_t)m_in * taps > UINT32_MAX) return INN_ERR_RANGE; /* compact tap offsets are 32-bit */
-    /* scratch: acc row, 4 cached node rows, one output row, quadrature per element, one int8 row, compact
-     * input taps, one widened node row */
-    float *acc = scratch, *slots = scratch + row_len, *rowf = slots + (size_t)INN_TAPS * row_len;
-    float *qx = rowf + row_len;
-    int8_t *qrow = (int8_t *)(qx + row_len);
+    /* scratch: combined row, 4 widened node rows, one output row, one int8 row, compact input taps */
+    float *comb = scratch;
+    row_cache rc = {{-1, -1, -1, -1}, comb + node_len};
+    float *rowf = rc.slot + (size_t)INN_TAPS * node_len;
+    int8_t *qrow = (int8_t *)(rowf + row_len);
     compact_taps ct;
-    ct.off = (uint32_t *)(qx + 2 * row_len);
+    ct.off = (uint32_t *)(rowf + 2 * row_len);
     ct.w = (float *)(ct.off + (size_t)n_ib * INN_TAPS);
-    ct.nnz = (uint8_t *)(ct.w + (size_t)n_ib * INN_TAPS);
-    float *wide = (float *)ct.w + (size_t)n_ib * (INN_TAPS + 1); /* past the counts (n_ib bytes <= n_ib floats) */
-    int64_t key[INN_TAPS];
+    ct.q = ct.w + (size_t)n_ib * INN_TAPS;
+    ct.nnz = (uint8_t *)(ct.q + n_ib);
     for (uint32_t j = 0; j < blocks; j++) {
         compact(in, j * n_ib, n_ib, j * m_in, taps, &ct);
-        for (uint32_t i = 0; i < n_ib; i++) {
-            float q = in->q ? (float)in->q[j * n_ib + i] : 1.0f;
-            for (uint32_t t = 0; t < taps; t++) qx[(size_t)i * taps + t] = q;
-        }
-        for (int s = 0; s < INN_TAPS; s++) key[s] = -1;
         for (uint32_t ol = 0; ol < n_ob; ol++) {
             uint32_t o = j * n_ob + ol;
             const int32_t *oi = out->idx + (size_t)o * INN_TAPS;
             const double *ow = out->w + (size_t)o * INN_TAPS;
-            /* rows of the (at most 4) nodes this output row reads, computed or found in the cache */
             const float *src[INN_TAPS];
             float wt[INN_TAPS];
             int used = 0;
             for (int a = 0; a < INN_TAPS; a++) {
                 if (ow[a] == 0.0) continue;
-                int s = -1;
-                for (int c = 0; c < INN_TAPS; c++)
-                    if (key[c] == oi[a]) s = c;
-                if (s < 0) { /* evict a slot this row does not need */
-                    for (int c = 0; c < INN_TAPS && s < 0; c++) {
-                        int needed = 0;
-                        for (int e = 0; e < INN_TAPS; e++) needed |= (key[c] == oi[e] && ow[e] != 0.0);
-                        if (!needed) s = c;
-                    }
-                    key[s] = oi[a];
-                    const float *x = node_row(nd, (uint32_t)oi[a], node_len, wide);
-                    sample_row(x, taps, &ct, n_ib, slots + (size_t)s * row_len);
-                }
-                src[used] = slots + (size_t)s * row_len;
+                src[used] = cached_row(nd, &rc, (uint32_t)oi[a], oi, ow, node_len);
                 wt[used++] = (float)ow[a];
             }
-            /* W = (sum_a w_a * row_a) * q_i, summed in tap order, in float32 */
+            /* x * 1.0f == x: a row on a node (every row at full width) is read in place */
+            const float *x = comb;
+            if (used == 1 && wt[0] == 1.0f) x = src[0];
+            else combine(comb, src, wt, used, node_len);
             float *dst = (sink->dtype == INN_F32 && sink->layout == INN_LAYOUT_OIT)
                              ? (float *)sink->dst + (size_t)o * row_len : rowf;
-            if (used == 0) memset(acc, 0, sizeof(float) * row_len);
-            if (used == INN_TAPS) {
-                combine4(dst, src, wt, qx, row_len);
-            } else {
-                for (int u = 0; u + 1 < used; u++) accumulate(acc, src[u], wt[u], u == 0, row_len);
-                combine(dst, acc, used ? src[used - 1] : acc, used ? wt[used - 1] : 0.0f, used, qx, row_len);
-            }
+            sample_row(x, taps, &ct, n_ib, dst);
             if (dst == rowf) sink_row(sink, o, rowf, n_ib, taps, qrow);
         }
     }
