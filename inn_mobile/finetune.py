@@ -175,7 +175,7 @@ def _min_ratio(cfg: FinetuneConfig, step: int, total: int) -> float:
     return cfg.max_ratio - t * (cfg.max_ratio - cfg.min_ratio)
 
 
-def _lr_factor(step: int, total: int, warmup: float) -> float:
+def lr_factor(step: int, total: int, warmup: float) -> float:
     w = max(1, int(warmup * total))
     if step < w:
         return (step + 1) / w
@@ -269,7 +269,7 @@ def fit(
         xb = augment(x[idx], generator=state.gen) if cfg.augmentation else x[idx]
         widths = sandwich_sizes(im, state.rng, min_ratio=_min_ratio(cfg, state.step, total), max_ratio=cfg.max_ratio,
                                 n_random=cfg.n_random, multiple_of=cfg.multiple_of)
-        factor = _lr_factor(state.step, total, cfg.warmup)
+        factor = lr_factor(state.step, total, cfg.warmup)
         for g, lr in zip(opt.param_groups, base_lrs):
             g["lr"] = lr * factor
         opt.zero_grad(set_to_none=True)

@@ -80,13 +80,14 @@ def same_shapes(a: torch.nn.Module, b: torch.nn.Module) -> bool:
 def ft_tag(args) -> str:
     """Names the fine-tuning run in cache files (its checkpoint, and partitions tuned on its nodes)."""
     shrink = "" if args.ft_shrink == finetune.FinetuneConfig.shrink else f"_sh{args.ft_shrink:g}"
-    return f"ft_e{args.ft_epochs:g}_lr{args.ft_lr:g}{shrink}"
+    random = "" if args.ft_random == finetune.FinetuneConfig.n_random else f"_rnd{args.ft_random}"
+    return f"ft_e{args.ft_epochs:g}_lr{args.ft_lr:g}{shrink}{random}"
 
 
 def finetuned(im, x, y, args) -> tuple[object, float]:
     """Integral fine-tuning of ``im`` (resumable checkpoint in the cache); returns (im, seconds this call)."""
     cfg = finetune.FinetuneConfig(epochs=args.ft_epochs, lr=args.ft_lr, min_ratio=min(args.widths),
-                                  shrink=args.ft_shrink)
+                                  shrink=args.ft_shrink, n_random=args.ft_random)
     ck = args.cache / f"{ft_tag(args)}_n{len(y)}.pt"
     t = time.time()
     finetune.fit(im, x, y, cfg, checkpoint=ck, checkpoint_every=25)
@@ -119,6 +120,8 @@ def main() -> None:
     ap.add_argument("--ft-lr", type=float, default=3e-2, help="relative Adam step (see finetune.node_optimizer)")
     ap.add_argument("--ft-shrink", type=float, default=finetune.FinetuneConfig.shrink,
                     help="fraction of the run over which the smallest sampled width shrinks to the narrowest")
+    ap.add_argument("--ft-random", type=int, default=finetune.FinetuneConfig.n_random,
+                    help="widths drawn at random per step, besides the largest and the smallest")
     ap.add_argument("--pt-steps", type=int, default=100, help="partition-tuning steps per width (batch 128)")
     ap.add_argument("--pt-lr", type=float, default=0.02)
     ap.add_argument("--calibration", type=int, default=2048, help="labelled train images for partition tuning")
@@ -159,7 +162,8 @@ def main() -> None:
     print(f"partition tuning: {time.time() - t:.0f} s", flush=True)
     im_ft, secs = finetuned(copy.deepcopy(im0), x[:args.ft_subset], y[:args.ft_subset], args)
     print(f"integral fine-tuning: {secs:.0f} s this call (resumed from cache if any)", flush=True)
-    ft_name = f"integral FT ({args.ft_epochs:g} ep, step {args.ft_lr:g}, shrink {args.ft_shrink:g})"
+    ft_name = (f"integral FT ({args.ft_epochs:g} ep, step {args.ft_lr:g}, shrink {args.ft_shrink:g}, "
+               f"{args.ft_random} random)")
     rows[ft_name] = [data.accuracy(im_ft.resize(r), xt, yt) for r in widths]
     rows["integral FT + recalibrated"] = [data.accuracy(recalibrate(im_ft, xc, ratio=r), xt, yt) for r in widths]
     tuned = partition_rows(im_ft, widths, xc, yc, args, ft_tag(args))
