@@ -6,7 +6,7 @@ For each node storage and width (100% and 50%) in one run: time to materialise e
 native core, with the torch reference (kernel.py, float64 as the core computes), and the time libc
 memcpy needs to move the same traffic: the output bytes alone, and (nodes read + weights written).
 Peak extra memory of the core is its scratch buffer (it allocates nothing else), compared with the
-largest single layer's float weights. Best of --repeats; one thread.
+largest single layer's float weights. Best of --repeats, the four timed in turn; one thread.
 """
 
 from __future__ import annotations
@@ -25,12 +25,19 @@ NODE_BYTES = {"f32": 4, "f16": 2, "i8": 1}
 
 
 def best(fn, repeats: int) -> float:
-    times = []
+    return interleaved([fn], repeats)[0]
+
+
+def interleaved(fns, repeats: int) -> list[float]:
+    """Best time of each of ``fns``, run in turn ``repeats`` times: a slow spell of this shared VM hits
+    all of them alike instead of whichever happened to be timed then, so the ratios stay fair."""
+    times = [[] for _ in fns]
     for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
+        for fn, ts in zip(fns, times):
+            t = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t)
+    return [min(ts) for ts in times]
 
 
 def main() -> None:
@@ -81,13 +88,15 @@ def measure(nb: native.NativeBundle, b: bundle.Bundle, k: int, nodes: str, nodes
                                      scratch.ctypes.data, scratch.nbytes)
             assert st == 0
 
-    t_c = best(run_c, repeats)
-    t_ref = best(lambda: b.weights(k), repeats)
     half = (nodes_bytes + out_bytes) // 2  # copying X bytes = X read + X written
     src = np.ones(max(out_bytes, half), np.uint8)
     dst = np.zeros_like(src)
-    t_out = best(lambda: ctypes.memmove(dst.ctypes.data, src.ctypes.data, out_bytes), repeats)
-    t_both = best(lambda: ctypes.memmove(dst.ctypes.data, src.ctypes.data, half), repeats)
+    t_c, t_ref, t_out, t_both = interleaved([
+        run_c,
+        lambda: b.weights(k),
+        lambda: ctypes.memmove(dst.ctypes.data, src.ctypes.data, out_bytes),
+        lambda: ctypes.memmove(dst.ctypes.data, src.ctypes.data, half),
+    ], repeats)
     largest = max(i.weight_count for i in infos) * 4
     ref = b.weights(k)  # correctness: the benchmark times bit-identical work
     for layer, spec in enumerate(b.model.layers):
