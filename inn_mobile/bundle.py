@@ -19,10 +19,12 @@ import torch
 
 from . import image, kernel
 from .graph import Group
-from .integral import IntegralModel, LayerSpec, _key
+from .integral import IntegralModel, LayerSpec, _key, sizes_key
 
 MAGIC = b"INNB"
-VERSION = (1, 1)
+VERSION = (1, 2)
+FLAG_NORM = 1  # header flag: per-width normalisation (NORM + NRMV) that a reader must apply
+NORM_ROW = struct.Struct("<IIII")  # bucket, layer, first float in NRMV, reserved
 HEADER_SIZE = 64
 ENTRY_SIZE = 32
 LAYER_SIZE = 64
@@ -74,7 +76,7 @@ class Bundle:
         """Python reference weights of one bucket (what the C core must reproduce)."""
         b = self.buckets[self.bucket_index(bucket)]
         with torch.no_grad():
-            return self.model.discretize(self.model.samplers(b.sizes))
+            return self.model.weights_at(b.sizes)
 
     def runtimes(self) -> list[str]:
         """Runtime names that have graphs in this bundle."""
@@ -96,14 +98,26 @@ class Bundle:
         return {s.name: image.fill(s, weights, self.model.layers) for s in stored}
 
 
-def make_buckets(
-    model: IntegralModel, ratios=(0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0), *, multiple_of: int = 8
-) -> list[Bucket]:
-    """Width buckets for global ratios, channel counts rounded to ``multiple_of`` where groups allow."""
+DEFAULT_RATIOS = (0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0)
+
+
+def make_buckets(model: IntegralModel, ratios=None, *, multiple_of: int = 8) -> list[Bucket]:
+    """Width buckets for global ratios, channel counts rounded to ``multiple_of`` where groups allow.
+
+    A model with per-width normalisation serves only its calibrated widths: without ``ratios`` the
+    buckets are exactly those (narrowest first), and a ratio that is not one of them is an error.
+    """
+    if ratios is None and model.norms:
+        full = sum(model.full_sizes().values())
+        return [Bucket(f"w{round(sum(s.values()) / full * 1000):04d}", s, sum(s.values()) / full)
+                for s in reversed(model.calibrated_sizes())]
     out, seen = [], set()
-    for r in sorted(ratios):
+    for r in sorted(DEFAULT_RATIOS if ratios is None else ratios):
         sizes = model.sizes_at(r, multiple_of=multiple_of)
-        key = tuple(sorted(sizes.items()))
+        key = sizes_key(model.check_sizes(sizes))
+        if model.norms and key not in model.norms:
+            raise ValueError(f"width {r} ({model.width_report(sizes)}) has no per-width normalisation; this model "
+                             f"serves {len(model.norms)} calibrated widths: call make_buckets(model) without ratios")
         if key not in seen:
             seen.add(key)
             out.append(Bucket(f"w{round(r * 1000):04d}", sizes, r))
@@ -182,6 +196,7 @@ def encode(bundle: Bundle, *, node_dtype: str = "f32") -> bytes:
                 ref_rows.append(UNIFORM)
     buck = struct.pack("<II", len(bundle.buckets), len(m.groups)) + struct.pack(
         f"<{len(sizes_rows) + len(ref_rows)}I", *sizes_rows, *ref_rows)
+    norm_rows, norm_values = _encode_norms(bundle)
     meta = dict(bundle.meta)
     meta["layers"] = [{k: v for k, v in asdict(s).items()} for s in m.layers]
     meta["groups"] = [{"id": g.id, "size": g.size, "resizable": g.resizable, "members": g.members} for g in m.groups]
@@ -209,10 +224,41 @@ def encode(bundle: Bundle, *, node_dtype: str = "f32") -> bytes:
     ]
     if node_dtype == "i8":
         sections.append((b"NSCL", np.concatenate(scale_chunks).astype("<f4").tobytes(), ELEM["f32"]))
+    if norm_rows:
+        sections.append((b"NORM", _table(len(norm_rows), 0, b"".join(norm_rows)), ELEM["bytes"]))
+        sections.append((b"NRMV", np.concatenate(norm_values).astype("<f4").tobytes(), ELEM["f32"]))
     if graph_index:
         sections.append((b"GIDX", _table(len(graph_index), 0, b"".join(graph_index)), ELEM["bytes"]))
         sections.append((b"BLOB", bytes(blob), ELEM["bytes"]))
-    return _pack(sections)
+    return _pack(sections, flags=FLAG_NORM if norm_rows else 0)
+
+
+def _encode_norms(bundle: Bundle) -> tuple[list[bytes], list[np.ndarray]]:
+    """NORM records and NRMV values (``a`` then ``c`` per record) for every bucket (FORMAT.md)."""
+    m = bundle.model
+    rows: list[bytes] = []
+    values: list[np.ndarray] = []
+    first = 0
+    if not m.norms:
+        return rows, values
+    for k, b in enumerate(bundle.buckets):
+        sizes = m.check_sizes(b.sizes)
+        norm = m.norms.get(sizes_key(sizes))
+        if norm is None:
+            raise ValueError(f"bucket {b.name!r} ({m.width_report(sizes)}) has no per-width normalisation; "
+                             "buckets of this model must be its calibrated widths (bundle.make_buckets(model))")
+        for layer, spec in enumerate(m.layers):
+            if spec.name not in norm:
+                continue
+            a, c = (t.detach().cpu().float().numpy().ravel() for t in norm[spec.name])
+            n_out = sum(sizes[g] for g in spec.out_groups)
+            if spec.kind == "affine" or not spec.has_bias or a.size != n_out or c.size != n_out:
+                raise ValueError(f"normalisation of layer {spec.name!r} at bucket {b.name!r} must be two vectors "
+                                 f"of its {n_out} output channels on a conv/linear layer with a bias")
+            rows.append(NORM_ROW.pack(k, layer, first, 0))
+            values += [a, c]
+            first += 2 * n_out
+    return rows, values
 
 
 def _json_default(o):
@@ -221,7 +267,7 @@ def _json_default(o):
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-def _pack(sections: list[tuple[bytes, bytes, int]]) -> bytes:
+def _pack(sections: list[tuple[bytes, bytes, int]], *, flags: int = 0) -> bytes:
     body = bytearray(b"\0" * HEADER_SIZE)
     entries = []
     for tag, payload, elem in sections:
@@ -233,7 +279,7 @@ def _pack(sections: list[tuple[bytes, bytes, int]]) -> bytes:
     table = b"".join(entries)
     body += table
     header = struct.pack("<4sHHIIQQII20x", MAGIC, VERSION[0], VERSION[1], HEADER_SIZE, len(entries), table_off,
-                         len(body), 0, zlib.crc32(table))
+                         len(body), flags, zlib.crc32(table))
     header += struct.pack("<I", zlib.crc32(header))
     body[:HEADER_SIZE] = header
     return bytes(body)
@@ -253,7 +299,8 @@ def save(bundle: Bundle, path: str | os.PathLike, *, node_dtype: str = "f32") ->
 
 
 # ---------------------------------------------------------------------------------------- reading
-def _sections(data: bytes) -> dict[bytes, tuple[memoryview, int]]:
+def _sections(data: bytes) -> tuple[dict[bytes, tuple[memoryview, int]], int]:
+    """The validated sections ``{tag: (payload, element type)}`` and the header flags."""
     if len(data) < HEADER_SIZE:
         raise BundleError("bundle truncated: shorter than its 64-byte header" if data[:4] == MAGIC[:len(data[:4])]
                           else "not an .innb bundle (bad magic)")
@@ -264,6 +311,8 @@ def _sections(data: bytes) -> dict[bytes, tuple[memoryview, int]]:
     magic, major, minor, hsize, count, table_off, file_size, flags, table_crc = struct.unpack_from("<4sHHIIQQII", data)
     if major != VERSION[0]:
         raise BundleError(f"unsupported bundle version {major}.{minor} (this reader: {VERSION[0]}.x)")
+    if flags & ~FLAG_NORM:
+        raise BundleError(f"unsupported bundle version {major}.{minor}: unknown feature flags {flags:#x}")
     if file_size > len(data):
         raise BundleError(f"bundle truncated: {len(data)} bytes, header says {file_size}")
     if not 0 < count <= 64 or table_off % 64 or table_off + count * ENTRY_SIZE > file_size:
@@ -284,7 +333,7 @@ def _sections(data: bytes) -> dict[bytes, tuple[memoryview, int]]:
     for need in (b"INFO", b"GRPS", b"LAYR", b"PIEC", b"NODE", b"BUCK"):
         if need not in out:
             raise BundleError(f"missing section {need.decode()}")
-    return out
+    return out, flags
 
 
 def _count(view: memoryview, record: int, what: str) -> int:
@@ -306,7 +355,7 @@ def decode(data: bytes) -> Bundle:
 
 
 def _decode(data: bytes) -> Bundle:
-    sec = _sections(data)
+    sec, header_flags = _sections(data)
     meta = json.loads(bytes(sec[b"META"][0])) if b"META" in sec else {}
     quad = struct.unpack_from("<I", sec[b"INFO"][0])[0]
     quad_name = {v: k for k, v in QUADS.items()}.get(quad)
@@ -410,6 +459,7 @@ def _decode(data: bytes) -> Bundle:
                 model.partitions[(g, bs[g])] = p
         bm = bucket_meta[k] if k < len(bucket_meta) else {}
         buckets.append(Bucket(bm.get("name", f"b{k}"), bs, bm.get("ratio"), bm.get("info", {})))
+    _decode_norms(sec, header_flags, model, buckets)
     graphs = {}
     if b"GIDX" in sec:
         gi = sec[b"GIDX"][0]
@@ -420,6 +470,42 @@ def _decode(data: bytes) -> Bundle:
                 raise BundleError(f"graph {i} out of range (bucket {bucket}, bytes {off}+{size})")
             graphs[(bucket, rt.rstrip(b"\0").decode("utf-8", "replace"))] = bytes(blob[off:off + size])
     return Bundle(model, buckets, meta, graphs)
+
+
+def _decode_norms(sec: dict, flags: int, model: IntegralModel, buckets: list[Bucket]) -> None:
+    """Read NORM/NRMV into ``model.norms`` with the C reader's checks (FORMAT.md "Per-width normalisation")."""
+    present = b"NORM" in sec or b"NRMV" in sec
+    if not flags & FLAG_NORM:
+        if present:
+            raise BundleError("inconsistent bundle tables: NORM sections without the header flag")
+        return
+    if b"NORM" not in sec or b"NRMV" not in sec:
+        raise BundleError("missing section NORM/NRMV (the header flag says the bundle has per-width normalisation)")
+    vview, velem = sec[b"NRMV"]
+    if velem != ELEM["f32"] or len(vview) % 4:
+        raise BundleError("inconsistent bundle tables: NRMV must be float32")
+    values = np.frombuffer(vview, dtype="<f4")
+    nview = sec[b"NORM"][0]
+    prev = None
+    for i in range(_count(nview, NORM_ROW.size, "NORM")):
+        k, layer, first, reserved = NORM_ROW.unpack_from(nview, 8 + NORM_ROW.size * i)
+        if k >= len(buckets) or layer >= len(model.layers):
+            raise BundleError(f"index or dimension out of range: NORM record {i} names bucket {k}, layer {layer}")
+        if reserved or (prev is not None and (k, layer) <= prev):
+            raise BundleError(f"inconsistent bundle tables: NORM record {i} out of order or not unique")
+        prev = (k, layer)
+        spec = model.layers[layer]
+        if spec.kind == "affine" or not spec.has_bias:
+            raise BundleError(f"inconsistent bundle tables: NORM on layer {spec.name!r} (needs a conv/linear with bias)")
+        sizes = model.check_sizes(buckets[k].sizes)
+        n_out = sum(sizes[g] for g in spec.out_groups)
+        if first + 2 * n_out > values.size:
+            raise BundleError(f"index or dimension out of range: NORM record {i} past the NRMV section")
+        v = values[first:first + 2 * n_out]
+        if not np.isfinite(v).all():
+            raise BundleError(f"inconsistent bundle tables: NORM record {i} has non-finite values")
+        model.norms.setdefault(sizes_key(sizes), {})[spec.name] = (
+            torch.from_numpy(v[:n_out].copy()), torch.from_numpy(v[n_out:].copy()))
 
 
 def _tuples(conv: dict) -> dict:

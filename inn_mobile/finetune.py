@@ -29,16 +29,12 @@ import torch.nn.functional as F
 from torch import fx
 from torch.func import functional_call
 
-from .integral import IntegralModel
+from .integral import IntegralModel, sizes_key
 from .progress import progress
 from .train import augment
 
 # discretize() names the affine vectors after what they mean; the rebuilt BatchNorm calls them weight/bias
 _PARAM_NAMES = {"weight": "weight", "bias": "bias", "scale": "weight", "shift": "bias"}
-
-
-def _sizes_key(sizes: dict[int, int]) -> tuple[tuple[int, int], ...]:
-    return tuple(sorted(sizes.items()))
 
 
 class WidthForward:
@@ -55,7 +51,7 @@ class WidthForward:
         self._graphs: dict[tuple[tuple[int, int], ...], fx.GraphModule] = {}
 
     def graph(self, sizes: dict[int, int]) -> fx.GraphModule:
-        key = _sizes_key(self.im.check_sizes(sizes))
+        key = sizes_key(self.im.check_sizes(sizes))
         gm = self._graphs.get(key)
         if gm is None:
             with torch.no_grad():
@@ -68,7 +64,7 @@ class WidthForward:
     def __call__(self, x: torch.Tensor, sizes: dict[int, int] | None = None) -> torch.Tensor:
         sizes = self.im.check_sizes(sizes or {})
         gm = self.graph(sizes)
-        weights = self.im.discretize(self.im.samplers(sizes))
+        weights = self.im.weights_at(sizes)
         params = {}
         for layer, tensors in weights.items():
             for what, t in tensors.items():

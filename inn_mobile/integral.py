@@ -13,6 +13,12 @@ Every parameterised layer keeps *nodes* ``Λ`` instead of weights:
 
 An axis is a sequence of channel groups (a concat produces several); each group is sampled with its
 own partition, so sampling a layer means concatenating its groups' tap tables.
+
+Per-width normalisation (``IntegralModel.norms``, made by ``finetune.fit(..., switchable=True)``):
+at each calibrated width, a layer's output channel ``o`` is scaled by ``a[o]`` and shifted by
+``c[o]`` after discretisation: ``W'[o] = W[o] · a[o]``, ``b'[o] = b[o] · a[o] + c[o]`` (float32, the
+C core's order). That is a BatchNorm private to the width, folded; narrow widths need their own
+statistics, which one shared set of nodes cannot give them.
 """
 
 from __future__ import annotations
@@ -56,6 +62,15 @@ def _key(name: str, what: str) -> str:
     return f"{name.replace('.', '__')}__{what}"
 
 
+SizesKey = tuple[tuple[int, int], ...]
+Norm = tuple[torch.Tensor, torch.Tensor]  # (a, c), float32 [n_out] each
+
+
+def sizes_key(sizes: dict[int, int]) -> SizesKey:
+    """A hashable form of complete per-group sizes (what per-width state is keyed by)."""
+    return tuple(sorted(sizes.items()))
+
+
 class IntegralModel(nn.Module):
     """A converted network: groups, layer specs, nodes (trainable), and an fx template to rebuild.
 
@@ -81,6 +96,8 @@ class IntegralModel(nn.Module):
         self.nodes = nn.ParameterDict({k: nn.Parameter(v.detach().clone()) for k, v in nodes.items()})
         # trained partitions, float32, keyed by (group, width): a partition is tied to its point count
         self.partitions: dict[tuple[int, int], torch.Tensor] = {}
+        # per-width normalisation, keyed by the complete sizes: {layer name: (a, c)} (module doc)
+        self.norms: dict[SizesKey, dict[str, Norm]] = {}
 
     # ------------------------------------------------------------------ sizes
     def full_sizes(self) -> dict[int, int]:
@@ -154,6 +171,29 @@ class IntegralModel(nn.Module):
             out[spec.name] = self._layer(spec, samplers)
         return out
 
+    def weights_at(self, sizes: dict[int, int] | None = None) -> dict[str, dict[str, torch.Tensor]]:
+        """The weights deployed at ``sizes`` (differentiable): :meth:`discretize`, then the width's
+        normalisation if the model has per-width normalisation (only calibrated widths have one)."""
+        sizes = self.check_sizes(sizes or {})
+        weights = self.discretize(self.samplers(sizes))
+        if not self.norms:
+            return weights
+        norm = self.norms.get(sizes_key(sizes))
+        if norm is None:
+            known = "; ".join(self.width_report(dict(k)) for k in self.norms)
+            raise ValueError(f"this model has per-width normalisation, calibrated only at: {known}. "
+                             f"{self.width_report(sizes)} is not one of them: use one of those widths, or "
+                             "fine-tune with switchable=True including it")
+        for name, (a, c) in norm.items():
+            r = weights[name]
+            r["weight"] = r["weight"] * a.reshape(-1, *([1] * (r["weight"].ndim - 1)))
+            r["bias"] = r["bias"] * a + c
+        return weights
+
+    def calibrated_sizes(self) -> list[dict[int, int]]:
+        """The widths that have per-width normalisation, widest first (empty without it)."""
+        return sorted((dict(k) for k in self.norms), key=lambda s: -sum(s.values()))
+
     def axis(self, groups: tuple[int, ...], samplers: dict[int, AxisSampler]) -> AxisSampler:
         """The sampler of a layer axis made of several groups (concatenated pieces), node indices offset per piece."""
         idx, w, q = [], [], []
@@ -196,7 +236,7 @@ class IntegralModel(nn.Module):
         if ratio is not None:
             sizes = self.sizes_at(ratio, multiple_of=multiple_of)
         with torch.no_grad():
-            weights = self.discretize(self.samplers(sizes))
+            weights = self.weights_at(sizes)
         return self.build(weights)
 
     def build(self, weights: dict[str, dict[str, torch.Tensor]]) -> fx.GraphModule:

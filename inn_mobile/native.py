@@ -46,7 +46,8 @@ class _Bundle(C.Structure):
                 ("piece_count", C.c_uint32), ("node_dtype", C.c_uint32)] + [
         (n, C.c_void_p) for n in ("groups", "layers", "pieces", "nodes", "buckets", "partitions", "names")] + [
         ("nodes_size", C.c_size_t), ("partitions_count", C.c_size_t), ("names_size", C.c_size_t),
-        ("node_scales", C.c_void_p), ("node_scales_count", C.c_size_t)]
+        ("node_scales", C.c_void_p), ("node_scales_count", C.c_size_t), ("norms", C.c_void_p),
+        ("norm_count", C.c_uint32), ("norm_values", C.c_void_p), ("norm_values_count", C.c_size_t)]
 
 
 class _LayerInfo(C.Structure):
@@ -98,6 +99,8 @@ def lib() -> C.CDLL:
         "inn_bundle_scratch_size": (C.c_int, [P(_Bundle), C.c_uint32, P(C.c_size_t)]),
         "inn_materialize": (C.c_int, [P(_Bundle), C.c_uint32, C.c_uint32, C.c_int, C.c_int, C.c_void_p, C.c_size_t,
                                       P(C.c_float), C.c_size_t, P(C.c_float), C.c_size_t, C.c_void_p, C.c_size_t]),
+        "inn_layer_norm": (C.c_int, [P(_Bundle), C.c_uint32, C.c_uint32, P(P(C.c_float)), P(P(C.c_float)),
+                                     P(C.c_uint32)]),
         "inn_crc32": (C.c_uint32, [C.c_void_p, C.c_size_t]),
         "inn_bundle_section": (C.c_int, [P(_Bundle), C.c_char_p, P(C.c_void_p), P(C.c_size_t)]),
         "inn_graph_list": (C.c_int, [P(_Bundle), C.c_uint32, P(C.c_uint32), C.c_char_p]),
@@ -214,6 +217,15 @@ class NativeBundle:
             None if bias is None else _ptr(bias, C.c_float), 0 if bias is None else bias.size,
             scratch.ctypes.data, scratch.nbytes), f"materialising layer {info.name!r} of bucket {bucket}")
         return w, scales, bias
+
+    def norm(self, bucket: int, layer: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(a, c)`` of the layer's per-width normalisation at ``bucket`` (copies), or None if it has none."""
+        a, c, n = C.POINTER(C.c_float)(), C.POINTER(C.c_float)(), C.c_uint32()
+        status = lib().inn_layer_norm(C.byref(self._b), bucket, layer, C.byref(a), C.byref(c), C.byref(n))
+        if status == _MISSING:
+            return None
+        _check(status, f"normalisation of layer {layer} at bucket {bucket}")
+        return np.ctypeslib.as_array(a, (n.value,)).copy(), np.ctypeslib.as_array(c, (n.value,)).copy()
 
     def meta(self) -> dict:
         """The bundle's ``META`` section (bucket names, pack-time measurements, input shape)."""

@@ -60,6 +60,17 @@ BAD = {
                                   "missing section NSCL", "MISSING"),
     "int8 scales past NSCL": (edited(lambda d: section(d, b"LAYR") + 8 + 56, 1 << 20, GOOD_I8), "scales past",
                               "RANGE"),
+    # per-width normalisation (NORM records: bucket, layer, first, reserved; the vectors' first two are
+    # bucket 0's layers 0 and 2)
+    "unknown feature flag": (edited(lambda d: 32, 3), "feature flags", "VERSION"),
+    "norm without the flag": (edited(lambda d: 32, 0), "without the header flag", "FORMAT"),
+    "flag without norm": (edited(lambda d: entry(d, b"NORM"), int.from_bytes(b"XORM", "little")), "missing section NORM",
+                          "MISSING"),
+    "norm on a missing layer": (edited(lambda d: section(d, b"NORM") + 8 + 4, 99), "out of range", "RANGE"),
+    "norm records repeated": (edited(lambda d: section(d, b"NORM") + 8 + 16 + 4, 0), "out of order", "FORMAT"),
+    "norm on an affine layer": (edited(lambda d: section(d, b"NORM") + 8 + 4, 1), "needs a conv", "FORMAT"),
+    "norm past NRMV": (edited(lambda d: section(d, b"NORM") + 8 + 8, 1 << 20), "past the NRMV", "RANGE"),
+    "non-finite norm": (edited(lambda d: section(d, b"NRMV"), 0x7F800000), "non-finite", "FORMAT"),
 }
 
 
@@ -80,6 +91,11 @@ def test_round_trip_keeps_everything():
     assert [x.name for x in again.buckets] == [x.name for x in b.buckets]
     assert again.model.layers == b.model.layers
     assert again.model.partitions.keys() == b.model.partitions.keys()
+    assert b.model.norms and again.model.norms.keys() == b.model.norms.keys()
+    for key, layers in b.model.norms.items():
+        assert layers.keys() == again.model.norms[key].keys()
+        for name, (a, c) in layers.items():
+            assert torch.equal(again.model.norms[key][name][0], a) and torch.equal(again.model.norms[key][name][1], c)
     for k in b.model.nodes:
         assert torch.equal(again.model.nodes[k], b.model.nodes[k])
     for k in range(len(b.buckets)):

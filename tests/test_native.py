@@ -9,6 +9,7 @@ import torch
 
 from inn_mobile import bundle, image, kernel, lz, native, reference
 from inn_mobile.convert import convert
+from inn_mobile.integral import sizes_key
 
 VECTORS = Path(__file__).parent / "vectors"
 
@@ -136,7 +137,8 @@ def test_quantizer_matches_torch_reference():
     assert np.array_equal(qi, q.transpose(1, 2, 0)) and np.array_equal(si, s)
 
 
-def _bundle_with_trained_partitions(arch):
+def _bundle_with_trained_partitions(arch, *, norms: bool = False):
+    """Four widths, non-uniform partitions at one; ``norms``: per-width normalisation on every layer with a bias."""
     name, model, x = arch
     im = convert(model, x)
     buckets = bundle.make_buckets(im, (0.3, 0.5, 0.8, 1.0))
@@ -144,12 +146,19 @@ def _bundle_with_trained_partitions(arch):
     for gid, n in buckets[1].sizes.items():  # non-uniform partitions at one width
         if im.groups[gid].resizable:
             im.partitions[(gid, n)] = kernel.partition_from_deltas(torch.rand(n - 1, generator=g) + 0.2).float()
+    if norms:
+        for bk in buckets:
+            sizes = im.check_sizes(bk.sizes)
+            im.norms[sizes_key(sizes)] = {
+                s.name: (torch.rand(n, generator=g) + 0.5, torch.randn(n, generator=g) * 0.1)
+                for s in im.layers if s.has_bias and s.kind != "affine" for n in [sum(sizes[q] for q in s.out_groups)]}
     return bundle.Bundle(im, buckets)
 
 
+@pytest.mark.parametrize("norms", [False, True], ids=["plain", "per-width-norm"])
 @pytest.mark.parametrize("node_dtype", ["f32", "f16", "i8"])
-def test_every_layer_every_bucket_bit_exact(arch, node_dtype):
-    b = _bundle_with_trained_partitions(arch)
+def test_every_layer_every_bucket_bit_exact(arch, node_dtype, norms):
+    b = _bundle_with_trained_partitions(arch, norms=norms)
     data = bundle.encode(b, node_dtype=node_dtype)
     rb = bundle.decode(data)
     nb = native.NativeBundle(data)
@@ -170,6 +179,35 @@ def test_every_layer_every_bucket_bit_exact(arch, node_dtype):
                     if rbias is not None:
                         assert np.array_equal(bias, rbias)
     assert ("dense", False, "conv2d") in kinds and ("dense", False, "linear") in kinds
+
+
+def test_per_width_norm_scales_weight_rows_and_shifts_biases(arch):
+    """The core applies W[o] * a[o] and b[o] * a[o] + c[o] after resampling, int8 quantisation after that."""
+    normed = _bundle_with_trained_partitions(arch, norms=True)
+    plain = native.NativeBundle(bundle.encode(bundle.Bundle(_bundle_with_trained_partitions(arch).model,
+                                                            normed.buckets)))
+    nb = native.NativeBundle(bundle.encode(normed))
+    covered = 0
+    for k in range(nb.bucket_count):
+        for layer, spec in enumerate(normed.model.layers):
+            got = nb.norm(k, layer)
+            if not spec.has_bias or spec.kind == "affine":
+                assert got is None
+                continue
+            a, c = got
+            sizes = normed.model.check_sizes(normed.buckets[k].sizes)
+            want_a, want_c = normed.model.norms[sizes_key(sizes)][spec.name]
+            assert np.array_equal(a, want_a.numpy()) and np.array_equal(c, want_c.numpy())
+            w0, _, b0 = plain.materialize(k, layer)
+            w, _, bias = nb.materialize(k, layer)
+            rows = w0.reshape(len(a), -1)
+            assert np.array_equal(w.reshape(len(a), -1), rows * a[:, None])
+            assert np.array_equal(bias, b0 * a + c)
+            q, scales, _ = nb.materialize(k, layer, dtype="i8")
+            rq, rs = native.quantize(rows * a[:, None])
+            assert np.array_equal(q, rq.ravel()) and np.array_equal(scales, rs)
+            covered += 1
+    assert covered >= 2 * nb.bucket_count
 
 
 def test_materialized_weights_run_the_resized_model(arch):

@@ -18,6 +18,10 @@ the record packs them (LZ); expected_graphs.bin holds the images the Python
 reference rebuilds: u32 bucket, u32 image, u64 size, bytes.
 
 The same files with the suffix ``_i8`` hold the model with int8 nodes (NODE element type 3 + NSCL).
+
+Every bucket has per-width normalisation (NORM + NRMV) on some of its layers with a bias (a
+different subset per bucket, a depthwise layer included), so the vectors cover weights scaled and
+biases shifted after resampling, before int8 quantisation.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from torch import nn
 
 from inn_mobile import bundle, image, kernel, reference
 from inn_mobile.convert import convert
+from inn_mobile.integral import sizes_key
 
 OUT = Path(__file__).resolve().parent.parent / "tests" / "vectors"
 LAYOUT_CODES = {"oit": 0, "oti": 1, "ito": 2}
@@ -71,6 +76,12 @@ def build() -> bundle.Bundle:
     for gid, n in buckets[1].sizes.items():
         if im.groups[gid].resizable:
             im.partitions[(gid, n)] = kernel.partition_from_deltas(torch.rand(n - 1, generator=g) + 0.3).float()
+    with_bias = [s for s in im.layers if s.has_bias and s.kind != "affine"]
+    for k, bk in enumerate(buckets):  # per-width normalisation on a different subset of layers per bucket
+        sizes = im.check_sizes(bk.sizes)
+        im.norms[sizes_key(sizes)] = {
+            s.name: (torch.rand(n, generator=g) + 0.5, torch.rand(n, generator=g) * 0.4 - 0.2)
+            for j, s in enumerate(with_bias) if (j + k) % 3 != 2 for n in [sum(sizes[q] for q in s.out_groups)]}
     b = bundle.Bundle(im, buckets, meta={"purpose": "shared C/Python test vectors"})
     for k in range(len(buckets)):
         b.graphs[(k, RUNTIME)] = image.encode_record(graph_images(b, k, g))

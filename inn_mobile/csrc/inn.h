@@ -20,7 +20,8 @@ extern "C" {
 #endif
 
 #define INN_VERSION_MAJOR 1
-#define INN_VERSION_MINOR 0
+#define INN_VERSION_MINOR 2
+#define INN_FLAG_NORM 1u      /* header flag: the bundle has per-width normalisation (NORM + NRMV) */
 #define INN_TAPS 4
 #define INN_UNIFORM 0xFFFFFFFFu /* partition reference: uniform points */
 #define INN_MAX_DIM (1u << 24)  /* largest channel count / node count accepted */
@@ -97,6 +98,10 @@ typedef struct {
     size_t nodes_size, partitions_count, names_size;
     const uint8_t *node_scales; /* int8 nodes only: NSCL, float32 per node row */
     size_t node_scales_count;
+    const uint8_t *norms;       /* NORM records (16 bytes each, sorted by bucket, layer), or NULL */
+    uint32_t norm_count;
+    const uint8_t *norm_values; /* NRMV: float32 a[n_out] then c[n_out] per record */
+    size_t norm_values_count;
 } inn_bundle;
 
 typedef struct {
@@ -115,10 +120,16 @@ inn_status inn_layer_info_get(const inn_bundle *b, uint32_t bucket, uint32_t lay
 /* Bytes of scratch inn_materialize needs for any layer of `bucket`. */
 inn_status inn_bundle_scratch_size(const inn_bundle *b, uint32_t bucket, size_t *bytes);
 /* Weights of one layer at one bucket: weight_out gets weight_count elements (f32 or i8 + scales),
- * bias_out (optional) n_out floats. Affine layers: weight_out = scale, bias_out = shift (f32). */
+ * bias_out (optional) n_out floats. Affine layers: weight_out = scale, bias_out = shift (f32).
+ * A layer with per-width normalisation at this bucket (FORMAT.md "NORM") gets it applied after
+ * resampling and before int8 quantisation: W[o, ...] * a[o], bias b[o] * a[o] + c[o]. */
 inn_status inn_materialize(const inn_bundle *b, uint32_t bucket, uint32_t layer, inn_layout layout, inn_dtype dtype,
                            void *weight_out, size_t weight_bytes, float *scales_out, size_t scales_count,
                            float *bias_out, size_t bias_count, void *scratch, size_t scratch_bytes);
+/* The per-width normalisation of one layer at one bucket: *a and *c point at n_out floats each
+ * inside the bundle. INN_ERR_MISSING when the layer has none there (its weights are the resampled ones). */
+inn_status inn_layer_norm(const inn_bundle *b, uint32_t bucket, uint32_t layer, const float **a, const float **c,
+                          uint32_t *n_out);
 
 uint32_t inn_crc32(const uint8_t *data, size_t size);
 

@@ -172,6 +172,69 @@ static inn_status check_buckets(const inn_bundle *b) {
     return INN_OK;
 }
 
+/* Per-width normalisation (1.2): NORM, a table of {u32 bucket, u32 layer, u32 first, u32 reserved}
+ * sorted by (bucket, layer), each naming a dense or depthwise layer with a bias and the float32
+ * a[n_out], c[n_out] at NRMV[first]. Present exactly when the header flag says so. */
+static inn_status open_norms(inn_bundle *b, int flagged) {
+    section norm, vals;
+    int has_norm = find(b, "NORM", &norm) == INN_OK, has_vals = find(b, "NRMV", &vals) == INN_OK;
+    if (!flagged) return has_norm || has_vals ? INN_ERR_FORMAT : INN_OK;
+    if (!has_norm || !has_vals) return INN_ERR_MISSING;
+    if (vals.elem != INN_NODES_F32 || vals.size % 4) return INN_ERR_FORMAT;
+    uint32_t extra;
+    inn_status st = table(&norm, 16, &b->norm_count, &extra, &b->norms);
+    if (st) return st;
+    b->norm_values = vals.p;
+    b->norm_values_count = vals.size / 4;
+    uint64_t prev = 0;
+    for (uint32_t k = 0; k < b->norm_count; k++) {
+        const uint8_t *r = b->norms + (size_t)k * 16;
+        uint32_t bucket = rd32(r), layer = rd32(r + 4), first = rd32(r + 8);
+        if (bucket >= b->bucket_count || layer >= b->layer_count) return INN_ERR_RANGE;
+        uint64_t key = (uint64_t)bucket << 32 | layer;
+        if (rd32(r + 12) != 0 || (k > 0 && key <= prev)) return INN_ERR_FORMAT;
+        prev = key;
+        const uint8_t *lr = layer_rec(b, layer);
+        if (rd32(lr) == INN_KIND_AFFINE || !(rd32(lr + 12) & 1u)) return INN_ERR_FORMAT;
+        inn_layer_info li;
+        if ((st = inn_layer_info_get(b, bucket, layer, &li))) return st;
+        if ((uint64_t)first + 2u * (uint64_t)li.n_out > b->norm_values_count) return INN_ERR_RANGE;
+        const float *v = (const float *)b->norm_values + first;
+        for (uint32_t i = 0; i < 2 * li.n_out; i++)
+            if (!(v[i] - v[i] == 0.0f)) return INN_ERR_FORMAT; /* inf or NaN */
+    }
+    return INN_OK;
+}
+
+/* a[n_out] of (bucket, layer) (c follows it), or NULL: binary search of the sorted records. */
+static const float *find_norm(const inn_bundle *b, uint32_t bucket, uint32_t layer) {
+    uint64_t key = (uint64_t)bucket << 32 | layer;
+    uint32_t lo = 0, hi = b->norm_count;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        const uint8_t *r = b->norms + (size_t)mid * 16;
+        uint64_t at = (uint64_t)rd32(r) << 32 | rd32(r + 4);
+        if (at == key) return (const float *)b->norm_values + rd32(r + 8);
+        if (at < key) lo = mid + 1;
+        else hi = mid;
+    }
+    return NULL;
+}
+
+inn_status inn_layer_norm(const inn_bundle *b, uint32_t bucket, uint32_t layer, const float **a, const float **c,
+                          uint32_t *n_out) {
+    if (!b || !b->data || !a || !c || !n_out) return INN_ERR_ARG;
+    inn_layer_info li;
+    inn_status st = inn_layer_info_get(b, bucket, layer, &li);
+    if (st) return st;
+    const float *v = find_norm(b, bucket, layer);
+    if (!v) return INN_ERR_MISSING;
+    *a = v;
+    *c = v + li.n_out;
+    *n_out = li.n_out;
+    return INN_OK;
+}
+
 inn_status inn_bundle_open(inn_bundle *b, const void *data, size_t size) {
     if (!b || !data) return INN_ERR_ARG;
     memset(b, 0, sizeof *b);
@@ -181,8 +244,9 @@ inn_status inn_bundle_open(inn_bundle *b, const void *data, size_t size) {
     if (inn_crc32(d, 60) != rd32(d + 60)) return INN_ERR_CHECKSUM;
     if ((d[4] | d[5] << 8) != INN_VERSION_MAJOR) return INN_ERR_VERSION;
     if (rd32(d + 8) != HEADER_SIZE) return INN_ERR_FORMAT;
-    uint32_t count = rd32(d + 12);
+    uint32_t count = rd32(d + 12), flags = rd32(d + 32);
     uint64_t table_off = rd64(d + 16), file_size = rd64(d + 24);
+    if (flags & ~INN_FLAG_NORM) return INN_ERR_VERSION; /* a feature this reader does not know */
     if (file_size > size) return INN_ERR_TRUNCATED;
     if (count == 0 || count > MAX_SECTIONS || table_off % 64 || table_off < HEADER_SIZE) return INN_ERR_FORMAT;
     if (table_off > file_size || (uint64_t)count * ENTRY_SIZE > file_size - table_off) return INN_ERR_TRUNCATED;
@@ -252,6 +316,7 @@ inn_status inn_bundle_open(inn_bundle *b, const void *data, size_t size) {
     }
     if (!st) st = check_layers(b);
     if (!st) st = check_buckets(b);
+    if (!st) st = open_norms(b, (flags & INN_FLAG_NORM) != 0);
     if (st) memset(b, 0, sizeof *b);
     return st;
 }
@@ -414,7 +479,8 @@ inn_status inn_materialize(const inn_bundle *b, uint32_t bucket, uint32_t layer,
     if ((st = build_axis(b, bucket, rd32(r + 16), rd32(r + 20), idx, w, NULL))) return st;
     inn_axis out = {idx, w, NULL, li.n_out};
     inn_nodes nodes = layer_nodes(b, rd64(r + 32), rd32(r + 56));
-    inn_sink sink = {layout, dtype, weight_out, li.weight_count, scales_out, scales_count, li.n_out};
+    const float *norm = find_norm(b, bucket, layer);
+    inn_sink sink = {layout, dtype, weight_out, li.weight_count, scales_out, scales_count, li.n_out, norm, NULL};
     float *rowf = (float *)rest;
     int8_t *qrow = (int8_t *)(rest + align8((size_t)li.taps * 4));
     if (li.kind == INN_KIND_DENSE) {
@@ -429,6 +495,7 @@ inn_status inn_materialize(const inn_bundle *b, uint32_t bucket, uint32_t layer,
     }
     if (st || !bias_out || !(li.has_bias || li.kind == INN_KIND_AFFINE)) return st;
     inn_nodes bias_nodes = layer_nodes(b, rd64(r + 40), rd32(r + 60));
-    inn_sink bias_sink = {INN_LAYOUT_OIT, INN_F32, bias_out, bias_count, NULL, 0, li.n_out};
+    inn_sink bias_sink = {INN_LAYOUT_OIT, INN_F32, bias_out, bias_count, NULL, 0, li.n_out, norm,
+                          norm ? norm + li.n_out : NULL};
     return inn_rows_to_sink(&bias_nodes, li.m_out, 1, &out, &bias_sink, rowf, qrow);
 }

@@ -48,7 +48,9 @@ typedef struct {
     const float *scales; /* int8: one per row of this tensor */
 } inn_nodes;
 
-/* Where finished rows go: float32 or int8 (+ per-row scales), in a layout. */
+/* Where finished rows go: float32 or int8 (+ per-row scales), in a layout. With per-width
+ * normalisation, row o is first multiplied by norm_a[o] and then (biases only) norm_c[o] is added,
+ * in float32, before any quantisation. */
 typedef struct {
     inn_layout layout;
     inn_dtype dtype;
@@ -57,6 +59,8 @@ typedef struct {
     float *scales;
     size_t scales_count;
     size_t n_out;
+    const float *norm_a; /* [n_out] or NULL */
+    const float *norm_c; /* [n_out] or NULL */
 } inn_sink;
 
 size_t inn_layout_index(inn_layout layout, size_t o, size_t i, size_t t, size_t n_out, size_t n_in, size_t taps);

@@ -49,6 +49,14 @@ inn_status inn_check_axis(const inn_axis *ax, uint32_t blocks, uint32_t nodes_pe
     return INN_OK;
 }
 
+/* Per-width normalisation of one output channel's row, in place: x * a (+ c), two float32 roundings. */
+static void normalize_row(float *restrict row, size_t len, float a, const float *c) {
+    for (size_t k = 0; k < len; k++) row[k] = row[k] * a;
+    if (!c) return;
+    const float shift = *c;
+    for (size_t k = 0; k < len; k++) row[k] = row[k] + shift;
+}
+
 /* Write one finished row (row_len floats = n_in * taps, ordered [i][t]) for output channel o. */
 static void sink_row(const inn_sink *s, uint32_t o, const float *row, uint32_t n_in, uint32_t taps, int8_t *qrow) {
     const float *src = row;
@@ -264,6 +272,7 @@ inn_status inn_dense_to_sink(const inn_nodes *nd, uint32_t m_out, uint32_t m_in,
             float *dst = (sink->dtype == INN_F32 && sink->layout == INN_LAYOUT_OIT)
                              ? (float *)sink->dst + (size_t)o * row_len : rowf;
             sample_row(x, taps, &ct, n_ib, dst);
+            if (sink->norm_a) normalize_row(dst, row_len, sink->norm_a[o], NULL);
             if (dst == rowf) sink_row(sink, o, rowf, n_ib, taps, qrow);
         }
     }
@@ -293,6 +302,7 @@ inn_status inn_rows_to_sink(const inn_nodes *nd, uint32_t m, uint32_t taps, cons
             }
             rowf[t] = v;
         }
+        if (sink->norm_a) normalize_row(rowf, taps, sink->norm_a[o], sink->norm_c ? &sink->norm_c[o] : NULL);
         sink_row(sink, o, rowf, 1, taps, qrow);
     }
     return INN_OK;
@@ -303,7 +313,7 @@ inn_status inn_resample_dense(const float *nodes, uint32_t m_out, uint32_t m_in,
                               size_t dst_count, float *scratch, size_t scratch_count) {
     if (!out) return INN_ERR_ARG;
     inn_nodes nd = {nodes, INN_NODES_F32, NULL};
-    inn_sink sink = {layout, INN_F32, dst, dst_count, NULL, 0, out->n};
+    inn_sink sink = {layout, INN_F32, dst, dst_count, NULL, 0, out->n, NULL, NULL};
     return inn_dense_to_sink(&nd, m_out, m_in, taps, blocks, out, in, &sink, scratch, scratch_count);
 }
 
@@ -313,6 +323,6 @@ inn_status inn_resample_rows(const float *nodes, uint32_t m, uint32_t taps, cons
     float row[256];
     if (taps > 256) return INN_ERR_ARG;
     inn_nodes nd = {nodes, INN_NODES_F32, NULL};
-    inn_sink sink = {layout, INN_F32, dst, dst_count, NULL, 0, out->n};
+    inn_sink sink = {layout, INN_F32, dst, dst_count, NULL, 0, out->n, NULL, NULL};
     return inn_rows_to_sink(&nd, m, taps, out, &sink, row, NULL);
 }

@@ -57,7 +57,7 @@ def lower(
     static activation ranges of this bucket.
     """
     with torch.no_grad():
-        weights = model.discretize(model.samplers(bucket.sizes))
+        weights = model.weights_at(bucket.sizes)
     plain = model.build(weights)
     params: dict[str, float] = {}
     if int8:

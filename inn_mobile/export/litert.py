@@ -64,7 +64,7 @@ def lower(
     if affine:
         raise LoweringError(f"standalone BatchNorm layers {affine} have no LiteRT lowering yet (fold them first)")
     with torch.no_grad():
-        weights = model.discretize(model.samplers(bucket.sizes))
+        weights = model.weights_at(bucket.sizes)
         plain = model.build(weights)
     flat = to_tflite(plain, example_input, int8=int8, calibration=calibration)
     return [image.Image(FILE_NAME, flat, _holes(flat, model, weights, int8))]
