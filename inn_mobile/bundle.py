@@ -108,9 +108,12 @@ def make_buckets(model: IntegralModel, ratios=None, *, multiple_of: int = 8) -> 
     buckets are exactly those (narrowest first), and a ratio that is not one of them is an error.
     """
     if ratios is None and model.norms:
-        full = sum(model.full_sizes().values())
-        return [Bucket(f"w{round(sum(s.values()) / full * 1000):04d}", s, sum(s.values()) / full)
-                for s in reversed(model.calibrated_sizes())]
+        out = []
+        for sizes in reversed(model.calibrated_sizes()):
+            shares = [sizes[g.id] / g.size for g in model.groups if g.resizable] or [1.0]
+            r = round(sum(shares) / len(shares), 3)  # the global ratio the width was made for (up to rounding)
+            out.append(Bucket(f"w{round(r * 1000):04d}", sizes, r))
+        return out
     out, seen = [], set()
     for r in sorted(DEFAULT_RATIOS if ratios is None else ratios):
         sizes = model.sizes_at(r, multiple_of=multiple_of)
@@ -496,7 +499,8 @@ def _decode_norms(sec: dict, flags: int, model: IntegralModel, buckets: list[Buc
         prev = (k, layer)
         spec = model.layers[layer]
         if spec.kind == "affine" or not spec.has_bias:
-            raise BundleError(f"inconsistent bundle tables: NORM on layer {spec.name!r} (needs a conv/linear with bias)")
+            raise BundleError(f"inconsistent bundle tables: NORM on layer {spec.name!r} "
+                              "(needs a conv/linear with bias)")
         sizes = model.check_sizes(buckets[k].sizes)
         n_out = sum(sizes[g] for g in spec.out_groups)
         if first + 2 * n_out > values.size:

@@ -10,6 +10,11 @@ functions smooth where it matters. Per step we use the *sandwich rule* of slimma
   the labels or, with ``distill > 0``, towards the largest width's (detached) predictions
   (self-distillation: the full network teaches the narrow ones, no separate teacher needed).
 
+With ``switchable=True`` the widths are the discrete ``widths`` the app will ship, and each gets a
+BatchNorm of its own after every convolution (:mod:`inn_mobile.switchable`), calibrated and folded
+into ``im.norms`` when the run completes: the recipe that brings narrow widths close to networks
+trained from scratch at that width (README, "Measured").
+
 Each width's loss is back-propagated on its own (gradients accumulate), so memory stays at one
 width's activations. Pieces usable in any loop: :class:`WidthForward` (a differentiable forward at
 given sizes), :func:`sandwich_sizes`, :func:`sandwich_step`, :func:`node_optimizer`. :func:`fit` is a
@@ -31,6 +36,7 @@ from torch.func import functional_call
 
 from .integral import IntegralModel, sizes_key
 from .progress import progress
+from .switchable import SwitchableNorm
 from .train import augment
 
 # discretize() names the affine vectors after what they mean; the rebuilt BatchNorm calls them weight/bias
@@ -157,6 +163,13 @@ class FinetuneConfig:
     balance: bool = True  # divide each width's loss by its value when above 1 (no width's gradient swamps the rest)
     augmentation: bool = True
     seed: int = 0
+    # per-width normalisation (inn_mobile.switchable): train only these global widths, each with its own
+    # BatchNorms (the widest trains on labels, the narrowest and n_random others distil from it);
+    # min_ratio, max_ratio and shrink are then unused
+    switchable: bool = False
+    widths: tuple[float, ...] = (1.0, 0.75, 0.5, 0.25)
+    norm_init: str = "full"  # narrow widths' BatchNorms start from the full width's statistics ("own": theirs)
+    calibration: int = 4096  # training images (the last ones) that set each width's statistics at the end
 
 
 def _min_ratio(cfg: FinetuneConfig, step: int, total: int) -> float:
@@ -206,12 +219,24 @@ class _State:
 
 
 def _save(
-    path: Path, im: IntegralModel, opt: torch.optim.Optimizer, state: _State, cfg: FinetuneConfig, base_lrs: list[float]
+    path: Path, im: IntegralModel, opt: torch.optim.Optimizer, state: _State, cfg: FinetuneConfig,
+    base_lrs: list[float], norm: SwitchableNorm | None,
 ) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save({"nodes": {k: v.detach().clone() for k, v in im.nodes.items()}, "optimizer": opt.state_dict(),
-                "state": state.to_dict(), "config": asdict(cfg), "base_lrs": base_lrs}, tmp)
+                "state": state.to_dict(), "config": asdict(cfg), "base_lrs": base_lrs,
+                "norms": norm.state_dict() if norm is not None else None}, tmp)
     os.replace(tmp, path)
+
+
+def _step_widths(cfg: FinetuneConfig, im: IntegralModel, state: _State, total: int,
+                 discrete: list[dict[int, int]] | None) -> list[dict[int, int]]:
+    """This step's sizes, the teacher first: the sandwich over a range, or over the discrete widths."""
+    if discrete is None:
+        return sandwich_sizes(im, state.rng, min_ratio=_min_ratio(cfg, state.step, total), max_ratio=cfg.max_ratio,
+                              n_random=cfg.n_random, multiple_of=cfg.multiple_of)
+    inner = discrete[1:-1]
+    return discrete[:1] + discrete[-1:] + [state.rng.choice(inner) for _ in range(cfg.n_random if inner else 0)]
 
 
 def load_nodes(im: IntegralModel, checkpoint: str | os.PathLike) -> IntegralModel:
@@ -243,7 +268,17 @@ def fit(
     """
     cfg = cfg or FinetuneConfig()
     total = max(1, math.ceil(cfg.epochs * len(y) / cfg.batch))
+    forward = WidthForward(im)
     params = dict(im.nodes.items())
+    norm, discrete = None, None
+    if im.norms:
+        raise ValueError("this model already has per-width normalisation (im.norms), which training the nodes would "
+                         "invalidate: fine-tune a fresh conversion (switchable=True makes new norms at the end)")
+    if cfg.switchable:
+        discrete = _discrete_widths(im, cfg)
+        norm = SwitchableNorm(forward, discrete)
+        norm.attach(x[:512], init=cfg.norm_init)
+        params.update(norm.parameters())
     opt = node_optimizer(params, cfg.lr, cfg.weight_decay)
     base_lrs = [g["lr"] for g in opt.param_groups]
     state = _State(cfg, len(y))
@@ -255,24 +290,41 @@ def fit(
         if len(ck["state"]["perm"]) != len(y):
             raise ValueError(f"{path} was written for {len(ck['state']['perm'])} training examples, not {len(y)}")
         load_nodes(im, path)
+        if norm is not None:
+            norm.load_state_dict(ck["norms"])
         opt.load_state_dict(ck["optimizer"])
         base_lrs = ck["base_lrs"]  # from the initial nodes, not the resumed ones
         state.load(ck["state"])
-    forward = WidthForward(im)
     stop = total if max_steps is None else min(total, state.step + max_steps)
     for _ in progress(range(state.step, stop), desc=desc, total=stop - state.step):
         idx = state.batch(cfg.batch)
         xb = augment(x[idx], generator=state.gen) if cfg.augmentation else x[idx]
-        widths = sandwich_sizes(im, state.rng, min_ratio=_min_ratio(cfg, state.step, total), max_ratio=cfg.max_ratio,
-                                n_random=cfg.n_random, multiple_of=cfg.multiple_of)
+        widths = _step_widths(cfg, im, state, total, discrete)
         factor = lr_factor(state.step, total, cfg.warmup)
         for g, lr in zip(opt.param_groups, base_lrs):
             g["lr"] = lr * factor
         opt.zero_grad(set_to_none=True)
-        sandwich_step(forward, xb, y[idx], widths, distill=cfg.distill, temperature=cfg.temperature,
+        sandwich_step(norm or forward, xb, y[idx], widths, distill=cfg.distill, temperature=cfg.temperature,
                       balance=cfg.balance)
         opt.step()
         state.step += 1
         if path is not None and (state.step % checkpoint_every == 0 or state.step == stop):
-            _save(path, im, opt, state, cfg, base_lrs)
+            _save(path, im, opt, state, cfg, base_lrs, norm)
+    if norm is not None:
+        if state.step == total:  # finished: every width's statistics, folded into the layers
+            norm.calibrate(x[-cfg.calibration:])
+            im.norms = norm.fold()
+        norm.detach()
     return im
+
+
+def _discrete_widths(im: IntegralModel, cfg: FinetuneConfig) -> list[dict[int, int]]:
+    """The switchable run's distinct widths, widest first (the teacher), narrowest last."""
+    if not cfg.widths or not all(0.0 < r <= 1.0 for r in cfg.widths):
+        raise ValueError(f"widths must be ratios in (0, 1], got {cfg.widths}")
+    out: list[dict[int, int]] = []
+    for r in sorted(set(cfg.widths), reverse=True):
+        sizes = im.check_sizes(im.sizes_at(r, multiple_of=cfg.multiple_of))
+        if sizes not in out:
+            out.append(sizes)
+    return out

@@ -64,8 +64,8 @@ BAD = {
     # bucket 0's layers 0 and 2)
     "unknown feature flag": (edited(lambda d: 32, 3), "feature flags", "VERSION"),
     "norm without the flag": (edited(lambda d: 32, 0), "without the header flag", "FORMAT"),
-    "flag without norm": (edited(lambda d: entry(d, b"NORM"), int.from_bytes(b"XORM", "little")), "missing section NORM",
-                          "MISSING"),
+    "flag without norm": (edited(lambda d: entry(d, b"NORM"), int.from_bytes(b"XORM", "little")),
+                          "missing section NORM", "MISSING"),
     "norm on a missing layer": (edited(lambda d: section(d, b"NORM") + 8 + 4, 99), "out of range", "RANGE"),
     "norm records repeated": (edited(lambda d: section(d, b"NORM") + 8 + 16 + 4, 0), "out of order", "FORMAT"),
     "norm on an affine layer": (edited(lambda d: section(d, b"NORM") + 8 + 4, 1), "needs a conv", "FORMAT"),

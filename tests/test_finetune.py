@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -9,6 +11,7 @@ import torch
 from inn_mobile import bundle, data, finetune, kernel, native, reference
 from inn_mobile.convert import convert
 from inn_mobile.partition_tuning import recalibrate, tune_partitions
+from inn_mobile.switchable import SwitchableNorm
 
 
 @pytest.fixture(autouse=True)
@@ -121,3 +124,84 @@ def test_recalibration_keeps_full_width_and_lifts_a_narrow_one(digits_im, digits
     before = data.accuracy(digits_im.resize(0.75), xt, yt)
     after = data.accuracy(recalibrate(digits_im, x[:512], ratio=0.75), xt, yt)
     assert after > before + 5.0, (before, after)
+
+
+SWITCHABLE = (1.0, 0.5, 0.25)
+
+
+def test_switchable_norms_beat_the_shared_folded_ones_at_narrow_widths(digits_im, digits_data):
+    """Same budget, same nodes: a BatchNorm per width (folded into the bundle's NORM afterwards) keeps
+    the narrow widths that one shared normalisation loses."""
+    x, y, xt, yt = digits_data
+    results = {}
+    for switchable in (False, True):
+        im = copy.deepcopy(digits_im)
+        cfg = finetune.FinetuneConfig(epochs=5, batch=64, lr=1e-2, augmentation=False, switchable=switchable,
+                                      widths=SWITCHABLE, min_ratio=0.25, calibration=1024)
+        finetune.fit(im, x, y, cfg)
+        assert bool(im.norms) == switchable
+        results[switchable] = {r: data.accuracy(im.resize(r), xt, yt) for r in SWITCHABLE}
+    folded, own = results[False], results[True]
+    assert own[0.5] > folded[0.5] + 20.0 and own[0.25] > folded[0.25] + 10.0, results
+    assert own[1.0] >= 97.0, results
+
+
+def test_folded_norms_reproduce_the_batchnorm_network(digits_im, digits_data):
+    """Folding eval-mode BatchNorms into (a, c) gives the network the hooks computed."""
+    x = digits_data[0]
+    forward = finetune.WidthForward(digits_im)
+    widths = [digits_im.sizes_at(r) for r in SWITCHABLE]
+    norm = SwitchableNorm(forward, widths)
+    norm.attach(x[:256])
+    with torch.no_grad():  # make the affines non-trivial, as training would
+        for p in norm.parameters().values():
+            p.mul_(1.0 + 0.2 * torch.rand_like(p))
+    norm.calibrate(x[:512])
+    with torch.no_grad():
+        hooked = {tuple(s.items()): norm(x[:64], s) for s in widths}
+    norm.detach()
+    digits_im.norms = norm.fold()
+    for s in widths:
+        ref = hooked[tuple(s.items())]
+        with torch.no_grad():
+            out = digits_im.resize(sizes=s)(x[:64])
+        assert (out - ref).abs().max() <= 1e-4 * ref.abs().max(), digits_im.width_report(s)
+
+
+def test_switchable_resume_and_bundle_round_trip(digits_model, digits_data, tmp_path):
+    """A switchable run resumes bit-exactly (norm state included); its widths become the bundle's buckets,
+    whose weights the C core writes bit-exactly; other widths are refused with a clear error."""
+    x, y = digits_data[0][:320], digits_data[1][:320]
+    cfg = finetune.FinetuneConfig(epochs=1.0, batch=64, lr=1e-2, switchable=True, widths=SWITCHABLE,
+                                  calibration=256)  # 5 steps
+    straight = convert(digits_model, x[:2])
+    finetune.fit(straight, x, y, cfg, checkpoint=tmp_path / "a.pt")
+    stopped = convert(digits_model, x[:2])
+    finetune.fit(stopped, x, y, cfg, checkpoint=tmp_path / "b.pt", max_steps=3)
+    assert not stopped.norms, "norms are folded only when the run completes"
+    again = convert(digits_model, x[:2])
+    finetune.fit(again, x, y, cfg, checkpoint=tmp_path / "b.pt")
+    for k, v in straight.nodes.items():
+        assert torch.equal(v, again.nodes[k]), k
+    assert straight.norms.keys() == again.norms.keys() and len(straight.norms) == len(SWITCHABLE)
+    for key, layers in straight.norms.items():
+        for name, (a, c) in layers.items():
+            assert torch.equal(a, again.norms[key][name][0]) and torch.equal(c, again.norms[key][name][1])
+
+    buckets = bundle.make_buckets(again)
+    assert [b.sizes for b in buckets] == [again.check_sizes(again.sizes_at(r)) for r in sorted(SWITCHABLE)]
+    raw = bundle.encode(bundle.Bundle(again, buckets))
+    nb = native.NativeBundle(raw)
+    for k, bk in enumerate(buckets):
+        python = again.weights_at(bk.sizes)
+        for layer, spec in enumerate(again.layers):
+            w, _, bias = nb.materialize(k, layer)
+            assert np.array_equal(w, python[spec.name]["weight"].detach().numpy().ravel()), (bk.name, spec.name)
+            if bias is not None:
+                assert np.array_equal(bias, python[spec.name]["bias"].detach().numpy())
+    with pytest.raises(ValueError, match="calibrated only at"):
+        again.resize(0.75)
+    with pytest.raises(ValueError, match="no per-width normalisation"):
+        bundle.make_buckets(again, (0.75,))
+    with pytest.raises(ValueError, match="already has per-width normalisation"):
+        finetune.fit(again, x, y, cfg)
