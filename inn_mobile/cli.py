@@ -154,6 +154,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     print(f"{path}: {path.stat().st_size} bytes, quadrature {m.quadrature}, {len(m.layers)} layers, "
           f"{len(m.groups)} groups ({sum(g.resizable for g in m.groups)} resizable)")
     print(f"runtimes: {', '.join(b.runtimes()) or 'none (nodes only)'}")
+    if m.norms:
+        counts = sorted({len(v) for v in m.norms.values()})
+        print(f"per-width normalisation: {'/'.join(map(str, counts))} layers per bucket (NORM, applied by the core)")
     print("| bucket | channels | runtime | weights bytes | file bytes | accuracy % |\n|---|---|---|---|---|---|")
     for bk in b.buckets:
         channels = sum(bk.sizes[g.id] for g in m.groups if g.resizable)

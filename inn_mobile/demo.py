@@ -1,7 +1,8 @@
 """``inn-mobile demo``: the whole product in one run, on real data, on this machine.
 
 Train (or load) a small CNN, convert it to an INN, fine-tune it briefly so every width works
-(integral fine-tuning, sandwich rule), pack one bundle for every installed runtime
+(integral fine-tuning, sandwich rule over the bucket widths, each with its own normalisation that
+the bundle carries and the C core folds into the weights), pack one bundle for every installed runtime
 (measuring each width's accuracy, weight bytes and activation arena), then play three devices with
 different memory budgets: each chooses its width with the policy, materialises it through the C
 core, runs it and reports what it got. (``inn-mobile profile`` measures a real device's peaks.)
@@ -21,6 +22,7 @@ from .convert import convert
 from .plotting import pyplot
 
 REFERENCE = Path(__file__).resolve().parents[1] / "tools" / "checkpoints" / "resnet_fmnist.pt"
+BUCKET_MULTIPLE = 8  # channel counts of the buckets (and of the fine-tuned widths) round to this
 
 
 @dataclass
@@ -56,14 +58,16 @@ def trained_model(ds: Dataset, epochs: float) -> torch.nn.Module:
 
 
 def _finetune(im, ds: Dataset, buckets: list[bundle.Bucket], epochs: float) -> None:
-    """Integral fine-tuning (sandwich rule) so the narrow buckets keep their accuracy."""
+    """Integral fine-tuning over exactly the bucket widths, each with its own normalisation
+    (``switchable=True``), so the narrow buckets keep their accuracy."""
     def accs() -> str:
         return ", ".join(f"{b.name} {data.accuracy(im.resize(sizes=b.sizes), ds.xt, ds.yt):.1f}%" for b in buckets)
 
     before = accs()
     t = time.time()
-    cfg = finetune.FinetuneConfig(epochs=epochs, batch=64, min_ratio=min(b.ratio or 1.0 for b in buckets),
-                                  augmentation=False)
+    cfg = finetune.FinetuneConfig(epochs=epochs, batch=64, lr=1e-2, augmentation=False, switchable=True,
+                                  widths=tuple(b.ratio or 1.0 for b in buckets), multiple_of=BUCKET_MULTIPLE,
+                                  calibration=1024)
     finetune.fit(im, ds.x, ds.y, cfg)
     print(f"\nintegral fine-tuning, {epochs:g} epochs in {time.time() - t:.1f} s (torch, before packing):\n"
           f"  before: {before}\n  after:  {accs()}")
@@ -87,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"original model: {data.accuracy(model, ds.xt, ds.yt):.2f}% test accuracy")
     im = convert(model, ds.x[:2], calibration=ds.x[:256])
     print("\nchannel groups found by tracing:\n" + im.channel_graph.table())
-    buckets = bundle.make_buckets(im, args.ratios, multiple_of=8)
+    buckets = bundle.make_buckets(im, args.ratios, multiple_of=BUCKET_MULTIPLE)
     epochs = args.finetune_epochs if args.finetune_epochs is not None else (10.0 if ds.name == "digits" else 0.0)
     if epochs > 0:
         _finetune(im, ds, buckets, epochs)

@@ -108,3 +108,11 @@ def test_pack_profile_run_bench_round_trip(model_file, digits_data, capsys, tmp_
     assert code == 1 and "no 'executorch-i8' graphs" in err
     code, text, err = run(capsys, "bench", out, "--runtime", "litert", "--runs", "2", "--plot", tmp_path / "b.png")
     assert code == 0 and text.count("| litert |") == 2 and (tmp_path / "b.png").stat().st_size > 1000
+
+
+def test_inspect_reports_per_width_normalisation(capsys):
+    from pathlib import Path
+
+    vectors = Path(__file__).parent / "vectors" / "vectors.innb"  # every bucket has NORM records
+    code, text, _ = run(capsys, "inspect", vectors)
+    assert code == 0 and "per-width normalisation: 2/3 layers per bucket" in text, text
