@@ -265,6 +265,11 @@ def fit(
     the end, and *resumes* from it if the file exists (same config required): an interrupted run
     continues exactly where it stopped. ``max_steps`` stops this call early (the schedule still
     spans the whole run), e.g. to time-box a session and resume later.
+
+    ``cfg.switchable``: the per-width BatchNorms are saved in the checkpoint too, and are calibrated
+    and folded into ``im.norms`` only by the call that completes the run (an early stop leaves
+    ``im.norms`` empty: resume to finish). A model that already has norms is refused (training the
+    nodes would make them stale).
     """
     cfg = cfg or FinetuneConfig()
     total = max(1, math.ceil(cfg.epochs * len(y) / cfg.batch))

@@ -205,3 +205,22 @@ def test_switchable_resume_and_bundle_round_trip(digits_model, digits_data, tmp_
         bundle.make_buckets(again, (0.75,))
     with pytest.raises(ValueError, match="already has per-width normalisation"):
         finetune.fit(again, x, y, cfg)
+
+
+def test_switchable_on_every_architecture_ships_bit_exact(arch):
+    """Depthwise, grouped and concat layers get per-width norms too; the core writes what torch computes."""
+    _, model, x = arch
+    g = torch.Generator().manual_seed(0)
+    xs, ys = torch.randn(32, *x.shape[1:], generator=g), torch.randint(0, 10, (32,), generator=g)
+    im = convert(model, x)
+    cfg = finetune.FinetuneConfig(epochs=0.25, batch=4, switchable=True, widths=(1.0, 0.5), calibration=16,
+                                  augmentation=False)
+    finetune.fit(im, xs, ys, cfg)
+    buckets = bundle.make_buckets(im)
+    assert len(buckets) == 2 and all(len(v) > 0 for v in im.norms.values())
+    nb = native.NativeBundle(bundle.encode(bundle.Bundle(im, buckets), node_dtype="f16"))
+    back = bundle.decode(bundle.encode(bundle.Bundle(im, buckets), node_dtype="f16"))
+    for k, bk in enumerate(buckets):
+        for layer, (rw, _, rbias) in enumerate(reference.materialize(back, k)):
+            w, _, bias = nb.materialize(k, layer)
+            assert np.array_equal(w, rw) and (rbias is None or np.array_equal(bias, rbias)), im.layers[layer].name
