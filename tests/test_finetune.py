@@ -218,9 +218,9 @@ def test_switchable_on_every_architecture_ships_bit_exact(arch):
     finetune.fit(im, xs, ys, cfg)
     buckets = bundle.make_buckets(im)
     assert len(buckets) == 2 and all(len(v) > 0 for v in im.norms.values())
-    nb = native.NativeBundle(bundle.encode(bundle.Bundle(im, buckets), node_dtype="f16"))
-    back = bundle.decode(bundle.encode(bundle.Bundle(im, buckets), node_dtype="f16"))
-    for k, bk in enumerate(buckets):
+    raw = bundle.encode(bundle.Bundle(im, buckets), node_dtype="f16")
+    nb, back = native.NativeBundle(raw), bundle.decode(raw)
+    for k in range(len(buckets)):
         for layer, (rw, _, rbias) in enumerate(reference.materialize(back, k)):
             w, _, bias = nb.materialize(k, layer)
             assert np.array_equal(w, rw) and (rbias is None or np.array_equal(bias, rbias)), im.layers[layer].name
