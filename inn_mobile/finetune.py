@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import fx
 from torch.func import functional_call
 
+from . import kernel
 from .integral import IntegralModel, sizes_key
 from .progress import progress
 from .switchable import SwitchableNorm
@@ -170,6 +171,7 @@ class FinetuneConfig:
     widths: tuple[float, ...] = (1.0, 0.75, 0.5, 0.25)
     norm_init: str = "full"  # narrow widths' BatchNorms start from the full width's statistics ("own": theirs)
     calibration: int = 4096  # training images (the last ones) that set each width's statistics at the end
+    train_partitions: bool = False  # switchable only: also train every narrow width's partitions (stored in bundles)
 
 
 def _min_ratio(cfg: FinetuneConfig, step: int, total: int) -> float:
@@ -220,12 +222,13 @@ class _State:
 
 def _save(
     path: Path, im: IntegralModel, opt: torch.optim.Optimizer, state: _State, cfg: FinetuneConfig,
-    base_lrs: list[float], norm: SwitchableNorm | None,
+    base_lrs: list[float], norm: SwitchableNorm | None, deltas: dict[tuple[int, int], torch.nn.Parameter],
 ) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save({"nodes": {k: v.detach().clone() for k, v in im.nodes.items()}, "optimizer": opt.state_dict(),
                 "state": state.to_dict(), "config": asdict(cfg), "base_lrs": base_lrs,
-                "norms": norm.state_dict() if norm is not None else None}, tmp)
+                "norms": norm.state_dict() if norm is not None else None,
+                "partition_deltas": {k: d.detach().clone() for k, d in deltas.items()}}, tmp)
     os.replace(tmp, path)
 
 
@@ -279,11 +282,17 @@ def fit(
     if im.norms:
         raise ValueError("this model already has per-width normalisation (im.norms), which training the nodes would "
                          "invalidate: fine-tune a fresh conversion (switchable=True makes new norms at the end)")
+    deltas: dict[tuple[int, int], torch.nn.Parameter] = {}
+    if cfg.train_partitions and not cfg.switchable:
+        raise ValueError("train_partitions needs switchable=True (partitions belong to the discrete shipped widths)")
     if cfg.switchable:
         discrete = _discrete_widths(im, cfg)
         norm = SwitchableNorm(forward, discrete)
         norm.attach(x[:512], init=cfg.norm_init)
         params.update(norm.parameters())
+        if cfg.train_partitions:
+            deltas = _partition_deltas(im, discrete)
+            params.update({f"partition/{g}/{n}": d for (g, n), d in deltas.items()})
     opt = node_optimizer(params, cfg.lr, cfg.weight_decay)
     base_lrs = [g["lr"] for g in opt.param_groups]
     state = _State(cfg, len(y))
@@ -297,6 +306,9 @@ def fit(
         load_nodes(im, path)
         if norm is not None:
             norm.load_state_dict(ck["norms"])
+        with torch.no_grad():
+            for key, d in deltas.items():
+                d.copy_(ck["partition_deltas"][key])
         opt.load_state_dict(ck["optimizer"])
         base_lrs = ck["base_lrs"]  # from the initial nodes, not the resumed ones
         state.load(ck["state"])
@@ -309,18 +321,34 @@ def fit(
         for g, lr in zip(opt.param_groups, base_lrs):
             g["lr"] = lr * factor
         opt.zero_grad(set_to_none=True)
+        for (g, n), d in deltas.items():  # differentiable partitions, rebuilt from the deltas every step
+            im.partitions[(g, n)] = kernel.partition_from_deltas(d)
         sandwich_step(norm or forward, xb, y[idx], widths, distill=cfg.distill, temperature=cfg.temperature,
                       balance=cfg.balance)
         opt.step()
         state.step += 1
         if path is not None and (state.step % checkpoint_every == 0 or state.step == stop):
-            _save(path, im, opt, state, cfg, base_lrs, norm)
+            _save(path, im, opt, state, cfg, base_lrs, norm, deltas)
+    for (g, n), d in deltas.items():  # float32, as bundles store them and the core samples with them
+        im.partitions[(g, n)] = kernel.partition_from_deltas(d.detach()).float()
     if norm is not None:
         if state.step == total:  # finished: every width's statistics, folded into the layers
             norm.calibrate(x[-cfg.calibration:])
             im.norms = norm.fold()
         norm.detach()
     return im
+
+
+def _partition_deltas(im: IntegralModel, widths: list[dict[int, int]]) -> dict[tuple[int, int], torch.nn.Parameter]:
+    """Trainable ``delta`` (``kernel.partition_from_deltas``) of every narrowed group at every width,
+    starting from the model's current partition (uniform unless tuned before)."""
+    out: dict[tuple[int, int], torch.nn.Parameter] = {}
+    for sizes in widths:
+        for g in im.groups:
+            n = sizes[g.id]
+            if g.resizable and n < g.size and (g.id, n) not in out:
+                out[(g.id, n)] = torch.nn.Parameter(kernel.deltas_for_partition(im.partition(g.id, n)))
+    return out
 
 
 def _discrete_widths(im: IntegralModel, cfg: FinetuneConfig) -> list[dict[int, int]]:

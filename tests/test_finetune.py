@@ -224,3 +224,34 @@ def test_switchable_on_every_architecture_ships_bit_exact(arch):
         for layer, (rw, _, rbias) in enumerate(reference.materialize(back, k)):
             w, _, bias = nb.materialize(k, layer)
             assert np.array_equal(w, rw) and (rbias is None or np.array_equal(bias, rbias)), im.layers[layer].name
+
+
+def test_switchable_with_trained_partitions_resumes_and_ships(digits_model, digits_data, tmp_path):
+    """Narrow widths' partitions train with the nodes: valid, moved, restored on resume, stored in the
+    bundle and sampled by the C core exactly as by torch."""
+    x, y = digits_data[0][:320], digits_data[1][:320]
+    cfg = finetune.FinetuneConfig(epochs=1.0, batch=64, lr=5e-2, switchable=True, widths=(1.0, 0.5),
+                                  train_partitions=True, calibration=256)  # 5 steps
+    straight = convert(digits_model, x[:2])
+    finetune.fit(straight, x, y, cfg, checkpoint=tmp_path / "a.pt")
+    again = convert(digits_model, x[:2])
+    finetune.fit(again, x, y, cfg, checkpoint=tmp_path / "b.pt", max_steps=2)
+    again = convert(digits_model, x[:2])
+    finetune.fit(again, x, y, cfg, checkpoint=tmp_path / "b.pt")
+    narrow = again.check_sizes(again.sizes_at(0.5))
+    expected = {(g.id, narrow[g.id]) for g in again.groups if g.resizable and narrow[g.id] < g.size}
+    assert expected and set(straight.partitions) == expected == set(again.partitions)
+    for key, p in again.partitions.items():
+        kernel.check_partition(p)
+        assert p.dtype == torch.float32 and torch.equal(p, straight.partitions[key])
+        assert not torch.allclose(p.double(), kernel.uniform_partition(key[1]), atol=1e-5), "partition did not train"
+    buckets = bundle.make_buckets(again)
+    raw = bundle.encode(bundle.Bundle(again, buckets))
+    nb, back = native.NativeBundle(raw), bundle.decode(raw)
+    assert set(back.model.partitions) == expected
+    for k in range(len(buckets)):
+        for layer, (rw, _, rbias) in enumerate(reference.materialize(back, k)):
+            w, _, bias = nb.materialize(k, layer)
+            assert np.array_equal(w, rw) and (rbias is None or np.array_equal(bias, rbias))
+    with pytest.raises(ValueError, match="needs switchable=True"):
+        finetune.fit(convert(digits_model, x[:2]), x, y, finetune.FinetuneConfig(train_partitions=True))

@@ -14,9 +14,10 @@ model of the same shape (``-`` where that cache is absent). The fine-tuning chec
 ``--cache`` (every 100 steps), so an interrupted run resumes.
 
 A last row gives the accuracy on ``--train-eval`` training images, so underfitting (train close
-to test) shows apart from overfitting. ``--init own`` starts each narrow width's BatchNorm from its
-own (collapsed) statistics instead of the full width's resampled ones (the default, 8 points better
-at 25% width).
+to test) shows apart from overfitting. ``--train-partitions`` trains every narrow width's partition
+points with the nodes (the bundle stores them as trained partitions). ``--init own`` starts each
+narrow width's BatchNorm from its own (collapsed) statistics instead of the full width's resampled
+ones (the default, 8 points better at 25% width).
 """
 
 from __future__ import annotations
@@ -71,6 +72,8 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=0.01, help="relative Adam step (see finetune.node_optimizer)")
     ap.add_argument("--init", choices=["full", "own"], default="full", help="narrow widths' BatchNorm start")
     ap.add_argument("--n-random", type=int, default=1, help="widths between the widest and narrowest per step")
+    ap.add_argument("--train-partitions", action="store_true",
+                    help="also train each narrow width's partitions (stored in the bundle, used by the core)")
     ap.add_argument("--calibration", type=int, default=4096, help="train images to recalibrate statistics")
     ap.add_argument("--node-dtype", choices=bundle.NODE_DTYPES, default="f32", help="node storage in the bundle")
     ap.add_argument("--train-eval", type=int, default=20000, help="train images to measure accuracy on too")
@@ -85,9 +88,10 @@ def main() -> None:
     im = convert(load_reference(), xt[:2], calibration=x[:256])
     cfg = finetune.FinetuneConfig(epochs=args.epochs, lr=args.lr, balance=False, switchable=True,
                                   widths=tuple(args.widths), norm_init=args.init, n_random=args.n_random,
-                                  calibration=args.calibration)
-    name = f"switchable-BN FT ({args.epochs:g} ep, step {args.lr:g}, init {args.init}, {args.n_random} random)"
-    tag = f"switchable_e{args.epochs:g}_lr{args.lr:g}_{args.init}_r{args.n_random}"
+                                  calibration=args.calibration, train_partitions=args.train_partitions)
+    parts = ", trained partitions" if args.train_partitions else ""
+    name = f"switchable-BN FT ({args.epochs:g} ep, step {args.lr:g}, init {args.init}, {args.n_random} random{parts})"
+    tag = f"switchable_e{args.epochs:g}_lr{args.lr:g}_{args.init}_r{args.n_random}" + ("_tp" if parts else "")
     args.cache.mkdir(parents=True, exist_ok=True)
     t = time.time()
     finetune.fit(im, x, y, cfg, checkpoint=args.cache / f"{tag}.pt", checkpoint_every=100, desc="switchable-BN FT")
