@@ -299,7 +299,8 @@ def fit(
     path = Path(checkpoint) if checkpoint is not None else None
     if path is not None and path.exists():
         ck = torch.load(path, map_location="cpu", weights_only=False)
-        if ck["config"] != asdict(cfg):
+        saved = {**asdict(FinetuneConfig()), **ck["config"]}  # fields added since then have their old meaning
+        if saved != asdict(cfg):
             raise ValueError(f"{path} was written with a different config: {ck['config']}")
         if len(ck["state"]["perm"]) != len(y):
             raise ValueError(f"{path} was written for {len(ck['state']['perm'])} training examples, not {len(y)}")

@@ -70,6 +70,10 @@ def test_resume_gives_the_same_state(digits_model, digits_data, tmp_path):
         assert not torch.equal(v, resumed.nodes[k]), "the first call should have stopped early"
     with pytest.raises(ValueError, match="different config"):
         finetune.fit(again, x, y, finetune.FinetuneConfig(epochs=2.0, batch=64), checkpoint=tmp_path / "b.pt")
+    ck = torch.load(tmp_path / "b.pt", weights_only=False)  # a checkpoint from before a config field existed
+    del ck["config"]["train_partitions"], ck["config"]["switchable"]
+    torch.save(ck, tmp_path / "old.pt")
+    finetune.fit(convert(digits_model, x[:2]), x, y, cfg, checkpoint=tmp_path / "old.pt")  # resumes: no error
 
 
 def test_tuned_partition_round_trips_through_the_bundle_bit_exact(digits_im, digits_data):
