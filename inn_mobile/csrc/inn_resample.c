@@ -57,9 +57,11 @@ static void normalize_row(float *restrict row, size_t len, float a, const float 
     for (size_t k = 0; k < len; k++) row[k] = row[k] + shift;
 }
 
-/* Write one finished row (row_len floats = n_in * taps, ordered [i][t]) for output channel o. */
-static void sink_row(const inn_sink *s, uint32_t o, const float *row, uint32_t n_in, uint32_t taps, int8_t *qrow) {
+/* Write one finished row (row_len floats = n_in * taps, ordered [i][t]) for output channel o, after
+ * the per-width normalisation (in place) if the sink has one. */
+static void sink_row(const inn_sink *s, uint32_t o, float *row, uint32_t n_in, uint32_t taps, int8_t *qrow) {
     const float *src = row;
+    if (s->norm_a) normalize_row(row, (size_t)n_in * taps, s->norm_a[o], s->norm_c ? &s->norm_c[o] : NULL);
     if (s->dtype == INN_I8) {
         inn_quantize_row(row, (size_t)n_in * taps, 1, qrow, &s->scales[o]);
     }
@@ -269,10 +271,10 @@ inn_status inn_dense_to_sink(const inn_nodes *nd, uint32_t m_out, uint32_t m_in,
             const float *x = comb;
             if (used == 1 && wt[0] == 1.0f) x = src[0];
             else combine(comb, src, wt, used, node_len);
-            float *dst = (sink->dtype == INN_F32 && sink->layout == INN_LAYOUT_OIT)
+            /* float32 OIT rows go straight to the output unless they are normalised first (in sink_row) */
+            float *dst = (sink->dtype == INN_F32 && sink->layout == INN_LAYOUT_OIT && !sink->norm_a)
                              ? (float *)sink->dst + (size_t)o * row_len : rowf;
             sample_row(x, taps, &ct, n_ib, dst);
-            if (sink->norm_a) normalize_row(dst, row_len, sink->norm_a[o], NULL);
             if (dst == rowf) sink_row(sink, o, rowf, n_ib, taps, qrow);
         }
     }
@@ -302,7 +304,6 @@ inn_status inn_rows_to_sink(const inn_nodes *nd, uint32_t m, uint32_t taps, cons
             }
             rowf[t] = v;
         }
-        if (sink->norm_a) normalize_row(rowf, taps, sink->norm_a[o], sink->norm_c ? &sink->norm_c[o] : NULL);
         sink_row(sink, o, rowf, 1, taps, qrow);
     }
     return INN_OK;
