@@ -15,11 +15,16 @@ Fashion-MNIST ResNet (README, "Measured"): 25% width 79 -> 86%, 50% 86 -> 91% ov
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 
 from . import kernel
 from .integral import IntegralModel, Norm, SizesKey, sizes_key
+
+if TYPE_CHECKING:  # finetune imports this module
+    from .finetune import WidthForward
 
 EPS = 1e-5
 
@@ -36,7 +41,7 @@ class SwitchableNorm:
     so a hook knows its width without shared state. Call it like the forward: ``norm(x, sizes)``.
     """
 
-    def __init__(self, forward, widths: list[dict[int, int]], *, momentum: float = 0.1) -> None:
+    def __init__(self, forward: WidthForward, widths: list[dict[int, int]], *, momentum: float = 0.1) -> None:
         self.forward, self.im = forward, forward.im
         self.widths = [self.im.check_sizes(s) for s in widths]
         self.layers = norm_layers(self.im)
