@@ -1,6 +1,6 @@
 """Per-width normalisation on the Fashion-MNIST reference: fine-tune, ship, and measure through the C core.
 
-    python tools/bench_switchable_bn.py [--epochs 6] [--lr 0.01] [--init full] [--threads 2]
+    python tools/bench_switchable_bn.py [--epochs 6] [--lr 0.02] [--init full] [--threads 2]
 
 Converts the committed reference ResNet (tools/checkpoints/resnet_fmnist.pt, 92.42%), fine-tunes it
 with ``finetune.fit(..., FinetuneConfig(switchable=True))`` (a BatchNorm private to each of
@@ -36,7 +36,7 @@ from train_reference import ARCH, load_reference  # noqa: E402
 
 from inn_mobile import bundle, data, finetune, models, native  # noqa: E402
 from inn_mobile.convert import convert  # noqa: E402
-from inn_mobile.integral import IntegralModel  # noqa: E402
+from inn_mobile.integral import IntegralModel, sizes_key  # noqa: E402
 
 
 def scratch_accuracy(ratio: float, cache: Path, xt: torch.Tensor, yt: torch.Tensor) -> float | None:
@@ -69,7 +69,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--widths", type=float, nargs="+", default=[1.0, 0.75, 0.5, 0.25])
     ap.add_argument("--epochs", type=float, default=6.0)
-    ap.add_argument("--lr", type=float, default=0.01, help="relative Adam step (see finetune.node_optimizer)")
+    ap.add_argument("--lr", type=float, default=0.02, help="relative Adam step (see finetune.node_optimizer)")
     ap.add_argument("--init", choices=["full", "own"], default="full", help="narrow widths' BatchNorm start")
     ap.add_argument("--n-random", type=int, default=1, help="widths between the widest and narrowest per step")
     ap.add_argument("--train-partitions", action="store_true",
@@ -86,6 +86,8 @@ def main() -> None:
     x, y = data.fashion_mnist("train")
     xt, yt = data.fashion_mnist("test")
     im = convert(load_reference(), xt[:2], calibration=x[:256])
+    untrained = {sizes_key(im.check_sizes(im.sizes_at(r))): data.accuracy(im.resize(r), xt, yt)  # no fine-tuning
+                 for r in args.widths}
     cfg = finetune.FinetuneConfig(epochs=args.epochs, lr=args.lr, balance=False, switchable=True,
                                   widths=tuple(args.widths), norm_init=args.init, n_random=args.n_random,
                                   calibration=args.calibration, train_partitions=args.train_partitions)
@@ -105,12 +107,14 @@ def main() -> None:
         core = core_network(im, nb, k, bk.sizes)
         rows[bk.ratio] = (data.accuracy(im.resize(sizes=bk.sizes), xt, yt), data.accuracy(core, xt, yt),
                           scratch_accuracy(bk.ratio, args.cache, xt, yt),
-                          data.accuracy(core, x[:args.train_eval], y[:args.train_eval]))
+                          data.accuracy(core, x[:args.train_eval], y[:args.train_eval]),
+                          untrained[sizes_key(im.check_sizes(bk.sizes))])
     ratios = sorted(rows, reverse=True)
     print(f"\n{name}: {secs:.0f} s of training; bundle {len(raw) / 1024:.1f} KiB ({args.node_dtype} nodes, "
           f"{len(buckets)} buckets with NORM)\n")
     print("| method | " + " | ".join(f"{round(r * 100)}%" for r in ratios) + " |")
     print("|---|" + "---|" * len(ratios))
+    print("| no fine-tuning | " + " | ".join(f"{rows[r][4]:.2f}" for r in ratios) + " |")
     print(f"| {name}, torch | " + " | ".join(f"{rows[r][0]:.2f}" for r in ratios) + " |")
     print(f"| {name}, C core from the bundle | " + " | ".join(f"{rows[r][1]:.2f}" for r in ratios) + " |")
     print("| scratch (6 ep) | " + " | ".join("-" if rows[r][2] is None else f"{rows[r][2]:.2f}" for r in ratios)
