@@ -186,10 +186,12 @@ def main() -> None:
         print(f"| {name} | " + " | ".join("-" if a is None else f"{a:.2f}" for a in accs) + " |")
     (args.cache / "results.json").write_text(json.dumps({"widths": widths, "rows": rows, "args": vars(args)},
                                                          default=str, indent=1))
-    _plot(args.png, widths, rows)
+    plot_rows(args.png, widths, rows)
 
 
-def _plot(path: Path, widths, rows) -> None:
+def plot_rows(path: Path, widths, rows, title: str = "Integral fine-tuning and partition tuning vs training "
+              "from scratch") -> None:
+    """Accuracy vs width, one line per method (``rows``: name -> accuracies per width, None where absent)."""
     plt = pyplot()
     if plt is None:
         return
@@ -200,7 +202,7 @@ def _plot(path: Path, widths, rows) -> None:
         ax.plot(*zip(*pts), marker="o", label=name, ls="--" if name.startswith("scratch") else "-")
     ax.set_xlabel("width (% of channels)")
     ax.set_ylabel("Fashion-MNIST test accuracy (%)")
-    ax.set_title("Integral fine-tuning and partition tuning vs training from scratch")
+    ax.set_title(title)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()

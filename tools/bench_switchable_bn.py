@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_finetune import scratch_widths  # noqa: E402
+from bench_finetune import plot_rows, scratch_widths  # noqa: E402
 from train_reference import ARCH, load_reference  # noqa: E402
 
 from inn_mobile import bundle, data, finetune, models, native  # noqa: E402
@@ -76,6 +76,7 @@ def main() -> None:
                     help="also train each narrow width's partitions (stored in the bundle, used by the core)")
     ap.add_argument("--calibration", type=int, default=4096, help="train images to recalibrate statistics")
     ap.add_argument("--node-dtype", choices=bundle.NODE_DTYPES, default="f32", help="node storage in the bundle")
+    ap.add_argument("--png", type=Path, default=Path("out/switchable_vs_width.png"))
     ap.add_argument("--train-eval", type=int, default=20000, help="train images to measure accuracy on too")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--cache", type=Path, default=Path("out/bench_finetune"),
@@ -121,6 +122,10 @@ def main() -> None:
           + " |")
     print(f"| C core, on {args.train_eval} train images (underfitting check) | "
           + " | ".join(f"{rows[r][3]:.2f}" for r in ratios) + " |")
+    plot_rows(args.png, ratios, {"no fine-tuning": [rows[r][4] for r in ratios],
+                                 f"{name}, C core": [rows[r][1] for r in ratios],
+                                 "scratch (6 ep)": [rows[r][2] for r in ratios]},
+              title="Per-width normalisation vs training from scratch")
     out = args.cache / f"{tag}.json"
     out.write_text(json.dumps({"args": vars(args), "seconds": secs, "accuracy": {str(r): v for r, v in rows.items()}},
                               default=str))
