@@ -66,16 +66,16 @@ class SwitchableNorm:
         """
         if init not in ("full", "own"):
             raise ValueError(f"init must be 'full' or 'own', not {init!r}")
-        full = self.im.full_sizes()
-        reference = self._statistics(x, full) if init == "full" else None
+        reference = self._statistics(x, self.im.full_sizes()) if init == "full" else None
         for sizes in self.widths:
-            stats = self._statistics(x, sizes)
+            own = self._statistics(x, sizes) if reference is None else None
             samplers = self.im.samplers(sizes)
             for spec in self.im.layers:
                 if spec.name not in self.layers:
                     continue
-                mean, std = stats[spec.name]
-                if reference is not None:
+                if own is not None:
+                    mean, std = own[spec.name]
+                else:  # the full width's statistics, sampled at this width's channels like the weights
                     axis = self.im.axis(spec.out_groups, samplers)
                     mean, std = (kernel.resample(v, 0, axis.idx, axis.w.float()) for v in reference[spec.name])
                 self.state[(sizes_key(sizes), spec.name)] = [
