@@ -254,7 +254,7 @@ def _encode_norms(bundle: Bundle) -> tuple[list[bytes], list[np.ndarray]]:
             if spec.name not in norm:
                 continue
             a, c = (t.detach().cpu().float().numpy().ravel() for t in norm[spec.name])
-            n_out = sum(sizes[g] for g in spec.out_groups)
+            n_out = spec.out_channels(sizes)
             if spec.kind == "affine" or not spec.has_bias or a.size != n_out or c.size != n_out:
                 raise ValueError(f"normalisation of layer {spec.name!r} at bucket {b.name!r} must be two vectors "
                                  f"of its {n_out} output channels on a conv/linear layer with a bias")
@@ -502,7 +502,7 @@ def _decode_norms(sec: dict, flags: int, model: IntegralModel, buckets: list[Buc
             raise BundleError(f"inconsistent bundle tables: NORM on layer {spec.name!r} "
                               "(needs a conv/linear with bias)")
         sizes = model.check_sizes(buckets[k].sizes)
-        n_out = sum(sizes[g] for g in spec.out_groups)
+        n_out = spec.out_channels(sizes)
         if first + 2 * n_out > values.size:
             raise BundleError(f"index or dimension out of range: NORM record {i} past the NRMV section")
         v = values[first:first + 2 * n_out]

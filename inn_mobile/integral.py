@@ -57,6 +57,10 @@ class LayerSpec:
     has_bias: bool = False
     conv: dict = field(default_factory=dict)  # kernel_size, stride, padding, dilation, padding_mode
 
+    def out_channels(self, sizes: dict[int, int]) -> int:
+        """Output channels at complete per-group ``sizes`` (the sum over the output axis's groups)."""
+        return sum(sizes[g] for g in self.out_groups)
+
 
 def _key(name: str, what: str) -> str:
     return f"{name.replace('.', '__')}__{what}"

@@ -151,7 +151,7 @@ def _bundle_with_trained_partitions(arch, *, norms: bool = False):
             sizes = im.check_sizes(bk.sizes)
             im.norms[sizes_key(sizes)] = {
                 s.name: (torch.rand(n, generator=g) + 0.5, torch.randn(n, generator=g) * 0.1)
-                for s in im.layers if s.has_bias and s.kind != "affine" for n in [sum(sizes[q] for q in s.out_groups)]}
+                for s in im.layers if s.has_bias and s.kind != "affine" for n in [s.out_channels(sizes)]}
     return bundle.Bundle(im, buckets)
 
 

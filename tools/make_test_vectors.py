@@ -81,7 +81,7 @@ def build() -> bundle.Bundle:
         sizes = im.check_sizes(bk.sizes)
         im.norms[sizes_key(sizes)] = {
             s.name: (torch.rand(n, generator=g) + 0.5, torch.rand(n, generator=g) * 0.4 - 0.2)
-            for j, s in enumerate(with_bias) if (j + k) % 3 != 2 for n in [sum(sizes[q] for q in s.out_groups)]}
+            for j, s in enumerate(with_bias) if (j + k) % 3 != 2 for n in [s.out_channels(sizes)]}
     b = bundle.Bundle(im, buckets, meta={"purpose": "shared C/Python test vectors"})
     for k in range(len(buckets)):
         b.graphs[(k, RUNTIME)] = image.encode_record(graph_images(b, k, g))
