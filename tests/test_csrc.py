@@ -35,8 +35,11 @@ NODE_SETS = pytest.mark.parametrize("suffix", ["", "_i8"], ids=["f32-nodes", "i8
 
 
 @NODE_SETS
-def test_c_core_vectors_and_bad_input_under_sanitizers(tmp_path, suffix):
-    exe = build(tmp_path, "test_core.c", SAN)
+@pytest.mark.parametrize("copies", [[], ["-DINN_NO_SIMD_CLONES"]], ids=["as-shipped", "baseline-loops-only"])
+def test_c_core_vectors_and_bad_input_under_sanitizers(tmp_path, suffix, copies):
+    """On x86-64 Linux the shipped build runs the AVX2 copies of the hot loops; the second build runs the
+    baseline copies that every other CPU gets. Both must give the vectors' bits."""
+    exe = build(tmp_path, "test_core.c", SAN + copies)
     r = run(exe, *(str(VECTORS / f"{f}{suffix}.{ext}") for f, ext in (("vectors", "innb"), ("expected", "bin"),
                                                                         ("expected_graphs", "bin"))))
     assert r.returncode == 0, r.stdout + r.stderr

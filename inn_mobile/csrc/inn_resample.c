@@ -17,6 +17,20 @@
 #include "inn.h"
 #include "inn_internal.h"
 
+/* x86-64 Linux: an AVX2 copy of each hot loop beside the baseline one, chosen once at load time by the
+ * CPU (GNU ifunc). AVX2 has no fused multiply-add (and -ffp-contract=off forbids contraction), so each
+ * copy rounds every product and sum alike: the same bits on every CPU. -DINN_NO_SIMD_CLONES builds the
+ * baseline copy alone (the tests run both). */
+#if defined(__x86_64__) && defined(__linux__) && !defined(__ANDROID__) && !defined(INN_NO_SIMD_CLONES) && \
+    defined(__has_attribute)
+#if __has_attribute(target_clones)
+#define INN_AVX2_CLONE __attribute__((target_clones("avx2", "default")))
+#endif
+#endif
+#ifndef INN_AVX2_CLONE
+#define INN_AVX2_CLONE
+#endif
+
 size_t inn_dense_scratch(uint32_t n_in_per_block, uint32_t m_in, uint32_t taps) {
     size_t node, rows, out, tapsz;
     /* 1 combined + 4 widened node rows (m_in * taps floats each); one output row and one int8 row
@@ -104,45 +118,61 @@ static void compact(const inn_axis *in, uint32_t first, uint32_t count, uint32_t
     }
 }
 
+/* Input row i of a combined row with fewer than four non-zero taps (partition ends, full width): the
+ * same sums, kept out of line so that the four-tap loops stay small. */
+static void sample_sparse(const float *restrict x, uint32_t taps, const compact_taps *restrict c, uint32_t i,
+                          float *restrict r) {
+    const uint32_t *off = c->off + (size_t)i * INN_TAPS;
+    const float *w = c->w + (size_t)i * INN_TAPS;
+    uint8_t k = c->nnz[i];
+    if (k == 0) {
+        for (uint32_t t = 0; t < taps; t++) r[t] = 0.0f;
+        return;
+    }
+    for (uint32_t t = 0; t < taps; t++) r[t] = x[off[0] + t] * w[0];
+    for (uint8_t b = 1; b < k; b++)
+        for (uint32_t t = 0; t < taps; t++) r[t] += x[off[b] + t] * w[b];
+    for (uint32_t t = 0; t < taps; t++) r[t] *= c->q[i];
+}
+
 /* One combined row sampled along the input axis, times the quadrature:
  * row[i, t] = (sum_b w_in[i, b] * x[idx_in[i, b], t]) * q_i. A copy per common tap count (1x1, 3x3)
  * lets the compiler unroll and vectorise the inner loops. */
 #define SAMPLE_BODY(T)                                                                                                \
     for (uint32_t i = 0; i < count; i++) {                                                                           \
+        float *restrict r = row + (size_t)i * (T);                                                                   \
         const uint32_t *restrict off = c->off + (size_t)i * INN_TAPS;                                                \
         const float *restrict w = c->w + (size_t)i * INN_TAPS;                                                       \
-        const float q = c->q[i];                                                                                     \
-        float *restrict r = row + (size_t)i * (T);                                                                   \
-        uint8_t k = c->nnz[i];                                                                                       \
-        if (k == 0) {                                                                                                \
-            for (uint32_t t = 0; t < (T); t++) r[t] = 0.0f;                                                          \
+        if (c->nnz[i] == 1) { /* every row at full width: a node, scaled */                                          \
+            const float *restrict x0 = x + off[0], w0 = w[0], q = c->q[i];                                          \
+            for (uint32_t t = 0; t < (T); t++) r[t] = (x0[t] * w0) * q;                                              \
             continue;                                                                                                \
         }                                                                                                            \
-        const float *restrict x0 = x + off[0];                                                                       \
-        if (k == INN_TAPS) { /* the common case below full width: all four taps in one pass */                      \
-            const float *restrict x1 = x + off[1], *restrict x2 = x + off[2], *restrict x3 = x + off[3];             \
-            for (uint32_t t = 0; t < (T); t++)                                                                       \
-                r[t] = (((x0[t] * w[0] + x1[t] * w[1]) + x2[t] * w[2]) + x3[t] * w[3]) * q;                          \
+        if (c->nnz[i] != INN_TAPS) {                                                                                 \
+            sample_sparse(x, (T), c, i, r);                                                                          \
             continue;                                                                                                \
         }                                                                                                            \
-        for (uint32_t t = 0; t < (T); t++) r[t] = x0[t] * w[0];                                                      \
-        for (uint8_t b = 1; b < k; b++) {                                                                            \
-            const float *restrict y = x + off[b];                                                                    \
-            for (uint32_t t = 0; t < (T); t++) r[t] += y[t] * w[b];                                                  \
-        }                                                                                                            \
-        for (uint32_t t = 0; t < (T); t++) r[t] *= q;                                                                \
+        const float q = c->q[i], w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3];                                          \
+        const float *restrict x0 = x + off[0], *restrict x1 = x + off[1], *restrict x2 = x + off[2],                \
+                    *restrict x3 = x + off[3];                                                                       \
+        for (uint32_t t = 0; t < (T); t++) r[t] = (((x0[t] * w0 + x1[t] * w1) + x2[t] * w2) + x3[t] * w3) * q;       \
     }
 
-static void sample_row(const float *restrict x, uint32_t taps, const compact_taps *restrict c, uint32_t count,
-                       float *restrict row) {
+INN_AVX2_CLONE static void sample_row(const float *restrict x, uint32_t taps, const compact_taps *restrict c,
+                                      uint32_t count, float *restrict row) {
     if (taps == 1) { /* 1x1 convs and linears: the taps are a gather, summed in a register */
         for (uint32_t i = 0; i < count; i++) {
             const uint32_t *restrict off = c->off + (size_t)i * INN_TAPS;
             const float *restrict w = c->w + (size_t)i * INN_TAPS;
-            uint8_t k = c->nnz[i];
-            float acc = k ? x[off[0]] * w[0] : 0.0f;
-            for (uint8_t b = 1; b < k; b++) acc += x[off[b]] * w[b];
-            row[i] = acc * c->q[i];
+            if (c->nnz[i] == 1) {
+                row[i] = (x[off[0]] * w[0]) * c->q[i];
+                continue;
+            }
+            if (c->nnz[i] != INN_TAPS) {
+                sample_sparse(x, 1, c, i, row + i);
+                continue;
+            }
+            row[i] = (((x[off[0]] * w[0] + x[off[1]] * w[1]) + x[off[2]] * w[2]) + x[off[3]] * w[3]) * c->q[i];
         }
     } else if (taps == 9) {
         SAMPLE_BODY(9)
@@ -153,7 +183,7 @@ static void sample_row(const float *restrict x, uint32_t taps, const compact_tap
 
 /* Node row `node` (len = m_in * taps values) in float32: in place for float32 nodes, else widened
  * into `wide` (float16 exactly; int8 as (float)q * scale). */
-static const float *node_row(const inn_nodes *nd, uint32_t node, size_t len, float *restrict wide) {
+INN_AVX2_CLONE static const float *node_row(const inn_nodes *nd, uint32_t node, size_t len, float *restrict wide) {
     size_t at = (size_t)node * len;
     switch (nd->dtype) {
         case INN_NODES_F16: {
@@ -194,8 +224,8 @@ static const float *cached_row(const inn_nodes *nd, row_cache *rc, uint32_t node
 }
 
 /* dst = sum_u w_u * src_u over a whole row, in tap order (the output-axis pass). */
-static void combine(float *restrict dst, const float *const src[INN_TAPS], const float wt[INN_TAPS], int used,
-                    size_t n) {
+INN_AVX2_CLONE static void combine(float *restrict dst, const float *const src[INN_TAPS], const float wt[INN_TAPS],
+                                   int used, size_t n) {
     if (used == INN_TAPS) { /* the common case below full width: four taps in one pass, same order */
         const float *restrict s0 = src[0], *restrict s1 = src[1], *restrict s2 = src[2], *restrict s3 = src[3];
         const float w0 = wt[0], w1 = wt[1], w2 = wt[2], w3 = wt[3];
