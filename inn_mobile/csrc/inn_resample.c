@@ -1,4 +1,4 @@
-/* Sampling layer nodes on both channel axes, streaming one output row at a time.
+/* Sampling layer nodes on both channel axes, streaming a few output rows at a time.
  *
  * W[o, i, t] = (sum_b w_in[i, b] * (sum_a w_out[o, a] * nodes[idx_out[o, a], idx_in[i, b], t])) * q_i
  * Tap positions and weights are computed in double (inn_kernel.c), then the sums run in float32 in
@@ -6,11 +6,14 @@
  * Output axis first: per output row, the (at most 4) node rows it reads are combined over whole
  * contiguous rows (the cheap, fully vectorised pass), then that one row is sampled along the input
  * axis (the gather-like pass), so the latter runs on n_out rows rather than on all m_out node rows
- * (half the work at 50% width). Zero-weight taps are skipped (same values). Each finished output row
- * goes to a sink that writes float32, or int8 + scale (quantised per row, so int8 needs no
- * layer-sized buffer). Scratch: the combined row, four node rows widened to float32 (float16 and
- * int8 nodes; consecutive output rows share node rows, so each is widened about once), one output
- * row and the compacted input taps, never a whole layer.
+ * (half the work at 50% width). Zero-weight taps are skipped (same values). The loads, not the
+ * arithmetic, bound both passes, so rows go in small groups that share them: pairs of output rows
+ * combined in one pass (more node rows in flight from memory), and in 1x1 layers eight rows sampled
+ * together, transposed so that each input tap is one vector load for all eight. Each finished output
+ * row goes to a sink that writes float32, or int8 + scale (quantised per row, so int8 needs no
+ * layer-sized buffer). Scratch: the combined rows, four node rows widened to float32 (float16 and
+ * int8 nodes; consecutive output rows share node rows, so each is widened about once), the output
+ * rows and the compacted input taps, never a whole layer.
  */
 #include <string.h>
 
@@ -31,12 +34,19 @@
 #define INN_AVX2_CLONE
 #endif
 
+/* Output rows sampled together in 1x1 layers (see sample_rows1). */
+enum { ROWS1 = 8 };
+
+/* Rows of m_in * taps floats combined at once, at most: ROWS1 for 1x1 layers, else a pair. */
+static uint32_t combined_rows(uint32_t taps) { return taps == 1 ? ROWS1 : 2; }
+
 size_t inn_dense_scratch(uint32_t n_in_per_block, uint32_t m_in, uint32_t taps) {
-    size_t node, rows, out, tapsz;
-    /* 1 combined + 4 widened node rows (m_in * taps floats each); one output row and one int8 row
-     * (2 * n_in * taps); per input row 4 offsets + 4 weights + quadrature + 1 count (10 floats) */
-    if (!inn_mul(m_in, taps, &node) || !inn_mul(node, 1 + INN_TAPS, &rows)) return 0;
-    if (!inn_mul(n_in_per_block, taps, &out) || !inn_mul(out, 2, &out)) return 0;
+    size_t node, rows, out, tapsz, k = combined_rows(taps), t = taps == 1 ? ROWS1 : 0;
+    /* k combined + 4 widened node rows (m_in * taps floats each; 1x1: + the ROWS1 transposed);
+     * k output rows and one int8 row ((k + 1) * n_in * taps; 1x1: + the ROWS1 transposed); per input
+     * row 4 offsets + 4 weights + quadrature + 1 count (10 floats) */
+    if (!inn_mul(m_in, taps, &node) || !inn_mul(node, k + INN_TAPS + t, &rows)) return 0;
+    if (!inn_mul(n_in_per_block, taps, &out) || !inn_mul(out, k + 1 + t, &out)) return 0;
     if (!inn_mul(n_in_per_block, 2 * INN_TAPS + 2, &tapsz) || rows > SIZE_MAX - out || rows + out > SIZE_MAX - tapsz)
         return 0;
     return rows + out + tapsz;
@@ -160,24 +170,53 @@ static void sample_sparse(const float *restrict x, uint32_t taps, const compact_
 
 INN_AVX2_CLONE static void sample_row(const float *restrict x, uint32_t taps, const compact_taps *restrict c,
                                       uint32_t count, float *restrict row) {
-    if (taps == 1) { /* 1x1 convs and linears: the taps are a gather, summed in a register */
-        for (uint32_t i = 0; i < count; i++) {
-            const uint32_t *restrict off = c->off + (size_t)i * INN_TAPS;
-            const float *restrict w = c->w + (size_t)i * INN_TAPS;
-            if (c->nnz[i] == 1) {
-                row[i] = (x[off[0]] * w[0]) * c->q[i];
-                continue;
-            }
-            if (c->nnz[i] != INN_TAPS) {
-                sample_sparse(x, 1, c, i, row + i);
-                continue;
-            }
-            row[i] = (((x[off[0]] * w[0] + x[off[1]] * w[1]) + x[off[2]] * w[2]) + x[off[3]] * w[3]) * c->q[i];
-        }
-    } else if (taps == 9) {
+    if (taps == 9) {
         SAMPLE_BODY(9)
     } else {
         SAMPLE_BODY(taps)
+    }
+}
+
+/* 1x1 convs and linears: the input-axis pass gathers single values, one at a time per row. Sampling
+ * ROWS1 combined rows together, transposed so that the rows are the inner axis (xt[j][r]), makes every
+ * tap one vector load shared by all of them: out[r][i] = (sum_b w[i, b] * x[r][idx_b]) * q_i, the same
+ * sums in the same order, per row. xt: m_in * ROWS1 floats, rt: count * ROWS1 floats. */
+static void sample_rows1(const float *const x[ROWS1], uint32_t rows, uint32_t m_in, const compact_taps *restrict c,
+                         uint32_t count, float *restrict xt, float *restrict rt, float *const out[ROWS1]) {
+    for (uint32_t r = 0; r < ROWS1; r++) { /* lanes past `rows` repeat row 0, computed and dropped */
+        const float *restrict y = x[r < rows ? r : 0];
+        for (uint32_t j = 0; j < m_in; j++) xt[(size_t)j * ROWS1 + r] = y[j];
+    }
+    for (uint32_t i = 0; i < count; i++) {
+        const uint32_t *restrict off = c->off + (size_t)i * INN_TAPS;
+        const float *restrict w = c->w + (size_t)i * INN_TAPS;
+        const float q = c->q[i];
+        float *restrict v = rt + (size_t)i * ROWS1;
+        const float *restrict x0 = xt + (size_t)off[0] * ROWS1;
+        if (c->nnz[i] == INN_TAPS) {
+            const float *restrict x1 = xt + (size_t)off[1] * ROWS1, *restrict x2 = xt + (size_t)off[2] * ROWS1,
+                                  *restrict x3 = xt + (size_t)off[3] * ROWS1;
+            const float w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3];
+            for (uint32_t l = 0; l < ROWS1; l++) v[l] = (((x0[l] * w0 + x1[l] * w1) + x2[l] * w2) + x3[l] * w3) * q;
+        } else if (c->nnz[i] == 1) { /* every row at full width */
+            const float w0 = w[0];
+            for (uint32_t l = 0; l < ROWS1; l++) v[l] = (x0[l] * w0) * q;
+        } else { /* partition ends: as sample_sparse, lane by lane */
+            const uint8_t k = c->nnz[i];
+            for (uint32_t l = 0; l < ROWS1; l++) {
+                if (k == 0) {
+                    v[l] = 0.0f;
+                    continue;
+                }
+                float acc = x0[l] * w[0];
+                for (uint8_t b = 1; b < k; b++) acc += xt[(size_t)off[b] * ROWS1 + l] * w[b];
+                v[l] = acc * q;
+            }
+        }
+    }
+    for (uint32_t r = 0; r < rows; r++) {
+        float *restrict o = out[r];
+        for (uint32_t i = 0; i < count; i++) o[i] = rt[(size_t)i * ROWS1 + r];
     }
 }
 
@@ -246,6 +285,41 @@ INN_AVX2_CLONE static void combine(float *restrict dst, const float *const src[I
     }
 }
 
+/* The node rows one output row combines: at most four, with their weights; in_place when it is one
+ * node row as it is (x * 1.0f == x: every row at full width). */
+typedef struct {
+    const float *src[INN_TAPS];
+    float wt[INN_TAPS];
+    int used, in_place;
+} out_row;
+
+static void sources(const inn_nodes *nd, row_cache *rc, const inn_axis *out, uint32_t o, size_t node_len,
+                    out_row *r) {
+    const int32_t *oi = out->idx + (size_t)o * INN_TAPS;
+    const double *ow = out->w + (size_t)o * INN_TAPS;
+    r->used = 0;
+    for (int a = 0; a < INN_TAPS; a++) {
+        if (ow[a] == 0.0) continue;
+        r->src[r->used] = cached_row(nd, rc, (uint32_t)oi[a], oi, ow, node_len);
+        r->wt[r->used++] = (float)ow[a];
+    }
+    r->in_place = r->used == 1 && r->wt[0] == 1.0f;
+}
+
+/* Two four-tap output rows in one pass: the node rows both read stream from memory together (more
+ * misses in flight than one row's two new rows), each sum in tap order as combine() does. */
+INN_AVX2_CLONE static void combine2(float *restrict d0, const float *const a[INN_TAPS], const float wa[INN_TAPS],
+                                    float *restrict d1, const float *const b[INN_TAPS], const float wb[INN_TAPS],
+                                    size_t n) {
+    const float *restrict a0 = a[0], *restrict a1 = a[1], *restrict a2 = a[2], *restrict a3 = a[3];
+    const float *restrict b0 = b[0], *restrict b1 = b[1], *restrict b2 = b[2], *restrict b3 = b[3];
+    const float u0 = wa[0], u1 = wa[1], u2 = wa[2], u3 = wa[3], v0 = wb[0], v1 = wb[1], v2 = wb[2], v3 = wb[3];
+    for (size_t k = 0; k < n; k++) {
+        d0[k] = ((a0[k] * u0 + a1[k] * u1) + a2[k] * u2) + a3[k] * u3;
+        d1[k] = ((b0[k] * v0 + b1[k] * v1) + b2[k] * v2) + b3[k] * v3;
+    }
+}
+
 /* Element k of the tensor, which lies in node row `row`. */
 static inline float node_at(const inn_nodes *nd, size_t row, size_t k) {
     switch (nd->dtype) {
@@ -273,39 +347,55 @@ inn_status inn_dense_to_sink(const inn_nodes *nd, uint32_t m_out, uint32_t m_in,
     if (need == 0) return INN_ERR_OVERFLOW;
     if (scratch_count < need) return INN_ERR_BUFFER;
     if ((uint64_t)m_in * taps > UINT32_MAX) return INN_ERR_RANGE; /* compact tap offsets are 32-bit */
-    /* scratch: combined row, 4 widened node rows, one output row, one int8 row, compact input taps */
+    /* output rows per pass: ROWS1 for 1x1 layers, pairs for float32 nodes (combine2), else one (the
+     * widened-row cache holds the four node rows of one output row).
+     * scratch: k combined rows, 4 widened node rows, k output rows, one int8 row, (1x1) the transposed
+     * rows and results, compact input taps */
+    const uint32_t k = taps == 1 ? ROWS1 : (nd->dtype == INN_NODES_F32 ? 2 : 1);
     float *comb = scratch;
-    row_cache rc = {{-1, -1, -1, -1}, comb + node_len};
+    row_cache rc = {{-1, -1, -1, -1}, comb + k * node_len};
     float *rowf = rc.slot + (size_t)INN_TAPS * node_len;
-    int8_t *qrow = (int8_t *)(rowf + row_len);
+    int8_t *qrow = (int8_t *)(rowf + k * row_len);
+    const size_t t1 = taps == 1 ? ROWS1 : 0;
+    float *xt = rowf + (k + 1) * row_len, *rt = xt + t1 * node_len; /* 1x1 only: sample_rows1 */
     compact_taps ct;
-    ct.off = (uint32_t *)(rowf + 2 * row_len);
+    ct.off = (uint32_t *)(rt + t1 * row_len);
     ct.w = (float *)(ct.off + (size_t)n_ib * INN_TAPS);
     ct.q = ct.w + (size_t)n_ib * INN_TAPS;
     ct.nnz = (uint8_t *)(ct.q + n_ib);
+    /* float32 OIT rows go straight to the output unless they are normalised first (in sink_row) */
+    const int direct = sink->dtype == INN_F32 && sink->layout == INN_LAYOUT_OIT && !sink->norm_a;
     for (uint32_t j = 0; j < blocks; j++) {
         compact(in, j * n_ib, n_ib, j * m_in, taps, &ct);
-        for (uint32_t ol = 0; ol < n_ob; ol++) {
-            uint32_t o = j * n_ob + ol;
-            const int32_t *oi = out->idx + (size_t)o * INN_TAPS;
-            const double *ow = out->w + (size_t)o * INN_TAPS;
-            const float *src[INN_TAPS];
-            float wt[INN_TAPS];
-            int used = 0;
-            for (int a = 0; a < INN_TAPS; a++) {
-                if (ow[a] == 0.0) continue;
-                src[used] = cached_row(nd, &rc, (uint32_t)oi[a], oi, ow, node_len);
-                wt[used++] = (float)ow[a];
+        for (uint32_t o0 = j * n_ob; o0 < (j + 1) * n_ob; o0 += k) {
+            uint32_t rows = (j + 1) * n_ob - o0 < k ? (j + 1) * n_ob - o0 : k;
+            const float *x[ROWS1];
+            float *dst[ROWS1];
+            out_row pr[ROWS1];
+            int todo[ROWS1]; /* rows still to combine into comb */
+            for (uint32_t r = 0; r < rows; r++) {
+                sources(nd, &rc, out, o0 + r, node_len, &pr[r]);
+                dst[r] = direct ? (float *)sink->dst + (size_t)(o0 + r) * row_len : rowf + r * row_len;
+                /* a row on a node is read in place, unless it is a widened row that the next rows'
+                 * sources may evict from the cache; widened rows are combined before that can happen */
+                todo[r] = !pr[r].in_place || (k > 1 && nd->dtype != INN_NODES_F32);
+                x[r] = todo[r] ? comb + r * node_len : pr[r].src[0];
+                if (todo[r] && nd->dtype != INN_NODES_F32) {
+                    combine(comb + r * node_len, pr[r].src, pr[r].wt, pr[r].used, node_len);
+                    todo[r] = 0;
+                }
             }
-            /* x * 1.0f == x: a row on a node (every row at full width) is read in place */
-            const float *x = comb;
-            if (used == 1 && wt[0] == 1.0f) x = src[0];
-            else combine(comb, src, wt, used, node_len);
-            /* float32 OIT rows go straight to the output unless they are normalised first (in sink_row) */
-            float *dst = (sink->dtype == INN_F32 && sink->layout == INN_LAYOUT_OIT && !sink->norm_a)
-                             ? (float *)sink->dst + (size_t)o * row_len : rowf;
-            sample_row(x, taps, &ct, n_ib, dst);
-            if (dst == rowf) sink_row(sink, o, rowf, n_ib, taps, qrow);
+            if (rows == 2 && todo[0] && todo[1] && pr[0].used == INN_TAPS && pr[1].used == INN_TAPS) {
+                combine2(comb, pr[0].src, pr[0].wt, comb + node_len, pr[1].src, pr[1].wt, node_len);
+                todo[0] = todo[1] = 0;
+            }
+            for (uint32_t r = 0; r < rows; r++)
+                if (todo[r]) combine(comb + r * node_len, pr[r].src, pr[r].wt, pr[r].used, node_len);
+            if (taps == 1) sample_rows1(x, rows, m_in, &ct, n_ib, xt, rt, dst);
+            else
+                for (uint32_t r = 0; r < rows; r++) sample_row(x[r], taps, &ct, n_ib, dst[r]);
+            if (!direct)
+                for (uint32_t r = 0; r < rows; r++) sink_row(sink, o0 + r, dst[r], n_ib, taps, qrow);
         }
     }
     return INN_OK;
