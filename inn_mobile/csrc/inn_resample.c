@@ -145,35 +145,55 @@ static void sample_sparse(const float *restrict x, uint32_t taps, const compact_
     for (uint32_t t = 0; t < taps; t++) r[t] *= c->q[i];
 }
 
-/* One combined row sampled along the input axis, times the quadrature:
- * row[i, t] = (sum_b w_in[i, b] * x[idx_in[i, b], t]) * q_i. A copy per common tap count (1x1, 3x3)
- * lets the compiler unroll and vectorise the inner loops. */
-#define SAMPLE_BODY(T)                                                                                                \
+/* One combined row x sampled along the input axis, times the quadrature, into row; with PAIR, a second
+ * row y into row_y in the same pass, sharing each input row's taps (loaded once):
+ * row[i, t] = (sum_b w_in[i, b] * x[idx_in[i, b], t]) * q_i. A copy per common tap count (3x3) lets the
+ * compiler unroll and vectorise the inner loops. */
+#define SAMPLE_ONE(X, D, T)                                                                                           \
+    do {                                                                                                             \
+        const float *restrict x0 = (X) + o0, *restrict x1 = (X) + o1, *restrict x2 = (X) + o2,                      \
+                              *restrict x3 = (X) + o3;                                                               \
+        float *restrict d = (D) + (size_t)i * (T);                                                                   \
+        for (uint32_t t = 0; t < (T); t++) d[t] = (((x0[t] * w0 + x1[t] * w1) + x2[t] * w2) + x3[t] * w3) * q;       \
+    } while (0)
+#define SAMPLE_BODY(T, PAIR)                                                                                          \
     for (uint32_t i = 0; i < count; i++) {                                                                           \
-        float *restrict r = row + (size_t)i * (T);                                                                   \
         const uint32_t *restrict off = c->off + (size_t)i * INN_TAPS;                                                \
         const float *restrict w = c->w + (size_t)i * INN_TAPS;                                                       \
+        const float q = c->q[i];                                                                                     \
         if (c->nnz[i] == 1) { /* every row at full width: a node, scaled */                                          \
-            const float *restrict x0 = x + off[0], w0 = w[0], q = c->q[i];                                          \
-            for (uint32_t t = 0; t < (T); t++) r[t] = (x0[t] * w0) * q;                                              \
-            continue;                                                                                                \
+            const float w0 = w[0];                                                                                   \
+            const float *restrict x0 = x + off[0];                                                                   \
+            float *restrict d = row + (size_t)i * (T);                                                               \
+            for (uint32_t t = 0; t < (T); t++) d[t] = (x0[t] * w0) * q;                                              \
+            if (PAIR) {                                                                                              \
+                const float *restrict y0 = y + off[0];                                                               \
+                float *restrict e = row_y + (size_t)i * (T);                                                         \
+                for (uint32_t t = 0; t < (T); t++) e[t] = (y0[t] * w0) * q;                                          \
+            }                                                                                                        \
+        } else if (c->nnz[i] != INN_TAPS) {                                                                          \
+            sample_sparse(x, (T), c, i, row + (size_t)i * (T));                                                      \
+            if (PAIR) sample_sparse(y, (T), c, i, row_y + (size_t)i * (T));                                          \
+        } else {                                                                                                     \
+            const float w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3];                                                  \
+            const uint32_t o0 = off[0], o1 = off[1], o2 = off[2], o3 = off[3];                                       \
+            SAMPLE_ONE(x, row, T);                                                                                   \
+            if (PAIR) SAMPLE_ONE(y, row_y, T);                                                                       \
         }                                                                                                            \
-        if (c->nnz[i] != INN_TAPS) {                                                                                 \
-            sample_sparse(x, (T), c, i, r);                                                                          \
-            continue;                                                                                                \
-        }                                                                                                            \
-        const float q = c->q[i], w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3];                                          \
-        const float *restrict x0 = x + off[0], *restrict x1 = x + off[1], *restrict x2 = x + off[2],                \
-                    *restrict x3 = x + off[3];                                                                       \
-        for (uint32_t t = 0; t < (T); t++) r[t] = (((x0[t] * w0 + x1[t] * w1) + x2[t] * w2) + x3[t] * w3) * q;       \
     }
 
-INN_AVX2_CLONE static void sample_row(const float *restrict x, uint32_t taps, const compact_taps *restrict c,
-                                      uint32_t count, float *restrict row) {
-    if (taps == 9) {
-        SAMPLE_BODY(9)
+/* y, row_y: the second row of a pair, or NULL. */
+INN_AVX2_CLONE static void sample_row(const float *restrict x, const float *restrict y, uint32_t taps,
+                                      const compact_taps *restrict c, uint32_t count, float *restrict row,
+                                      float *restrict row_y) {
+    if (taps == 9 && y) {
+        SAMPLE_BODY(9, 1)
+    } else if (taps == 9) {
+        SAMPLE_BODY(9, 0)
+    } else if (y) {
+        SAMPLE_BODY(taps, 1)
     } else {
-        SAMPLE_BODY(taps)
+        SAMPLE_BODY(taps, 0)
     }
 }
 
@@ -392,8 +412,7 @@ inn_status inn_dense_to_sink(const inn_nodes *nd, uint32_t m_out, uint32_t m_in,
             for (uint32_t r = 0; r < rows; r++)
                 if (todo[r]) combine(comb + r * node_len, pr[r].src, pr[r].wt, pr[r].used, node_len);
             if (taps == 1) sample_rows1(x, rows, m_in, &ct, n_ib, xt, rt, dst);
-            else
-                for (uint32_t r = 0; r < rows; r++) sample_row(x[r], taps, &ct, n_ib, dst[r]);
+            else sample_row(x[0], rows == 2 ? x[1] : NULL, taps, &ct, n_ib, dst[0], rows == 2 ? dst[1] : NULL);
             if (!direct)
                 for (uint32_t r = 0; r < rows; r++) sink_row(sink, o0 + r, dst[r], n_ib, taps, qrow);
         }
