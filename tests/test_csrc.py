@@ -35,10 +35,10 @@ NODE_SETS = pytest.mark.parametrize("suffix", ["", "_i8"], ids=["f32-nodes", "i8
 
 
 @NODE_SETS
-@pytest.mark.parametrize("copies", [[], ["-DINN_NO_SIMD_CLONES"]], ids=["as-shipped", "baseline-loops-only"])
+@pytest.mark.parametrize("copies", [[], ["-DINN_PORTABLE"]], ids=["as-shipped", "portable-loops-only"])
 def test_c_core_vectors_and_bad_input_under_sanitizers(tmp_path, suffix, copies):
-    """On x86-64 Linux the shipped build runs the AVX2 copies of the hot loops; the second build runs the
-    baseline copies that every other CPU gets. Both must give the vectors' bits."""
+    """On x86-64 Linux the shipped build runs the AVX2 copies of the hot loops and SSE transposes; the
+    second build runs the plain C loops that every other CPU gets. Both must give the vectors' bits."""
     exe = build(tmp_path, "test_core.c", SAN + copies)
     r = run(exe, *(str(VECTORS / f"{f}{suffix}.{ext}") for f, ext in (("vectors", "innb"), ("expected", "bin"),
                                                                         ("expected_graphs", "bin"))))

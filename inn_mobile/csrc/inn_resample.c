@@ -20,11 +20,17 @@
 #include "inn.h"
 #include "inn_internal.h"
 
+/* x86 only, and only moves and shuffles (no arithmetic): 4x4 transposes in SSE registers (1x1 layers).
+ * -DINN_PORTABLE builds the plain C loops alone, as every other CPU runs them (the tests run both). */
+#if defined(__SSE__) && !defined(INN_PORTABLE)
+#define INN_SSE_TRANSPOSE 1
+#include <xmmintrin.h>
+#endif
+
 /* x86-64 Linux: an AVX2 copy of each hot loop beside the baseline one, chosen once at load time by the
  * CPU (GNU ifunc). AVX2 has no fused multiply-add (and -ffp-contract=off forbids contraction), so each
- * copy rounds every product and sum alike: the same bits on every CPU. -DINN_NO_SIMD_CLONES builds the
- * baseline copy alone (the tests run both). */
-#if defined(__x86_64__) && defined(__linux__) && !defined(__ANDROID__) && !defined(INN_NO_SIMD_CLONES) && \
+ * copy rounds every product and sum alike: the same bits on every CPU. */
+#if defined(__x86_64__) && defined(__linux__) && !defined(__ANDROID__) && !defined(INN_PORTABLE) && \
     defined(__has_attribute)
 #if __has_attribute(target_clones)
 #define INN_AVX2_CLONE __attribute__((target_clones("avx2", "default")))
@@ -197,16 +203,53 @@ INN_AVX2_CLONE static void sample_row(const float *restrict x, const float *rest
     }
 }
 
+/* xt[j][r] = x[r][j] for ROWS1 rows of m values; 4x4 blocks in SSE registers on x86, element by
+ * element elsewhere and for the last m % 4. */
+static void transpose_in(const float *const x[ROWS1], uint32_t m, float *restrict xt) {
+    uint32_t j0 = 0;
+#ifdef INN_SSE_TRANSPOSE
+    for (; j0 + 4 <= m; j0 += 4)
+        for (uint32_t r = 0; r < ROWS1; r += 4) {
+            __m128 a = _mm_loadu_ps(x[r] + j0), b = _mm_loadu_ps(x[r + 1] + j0), c = _mm_loadu_ps(x[r + 2] + j0),
+                   d = _mm_loadu_ps(x[r + 3] + j0);
+            _MM_TRANSPOSE4_PS(a, b, c, d);
+            float *t = xt + (size_t)j0 * ROWS1 + r;
+            _mm_storeu_ps(t, a);
+            _mm_storeu_ps(t + ROWS1, b);
+            _mm_storeu_ps(t + 2 * ROWS1, c);
+            _mm_storeu_ps(t + 3 * ROWS1, d);
+        }
+#endif
+    for (uint32_t j = j0; j < m; j++)
+        for (uint32_t r = 0; r < ROWS1; r++) xt[(size_t)j * ROWS1 + r] = x[r][j];
+}
+
+/* out[r][i] = rt[i][r] for the first `rows` of ROWS1 lanes, count values each (as transpose_in). */
+static void transpose_out(const float *restrict rt, uint32_t count, uint32_t rows, float *const out[ROWS1]) {
+    uint32_t i0 = 0;
+#ifdef INN_SSE_TRANSPOSE
+    for (; i0 + 4 <= count; i0 += 4)
+        for (uint32_t r = 0; r < rows; r += 4) {
+            const float *t = rt + (size_t)i0 * ROWS1 + r;
+            __m128 v[4] = {_mm_loadu_ps(t), _mm_loadu_ps(t + ROWS1), _mm_loadu_ps(t + 2 * ROWS1),
+                           _mm_loadu_ps(t + 3 * ROWS1)};
+            _MM_TRANSPOSE4_PS(v[0], v[1], v[2], v[3]);
+            for (uint32_t k = 0; k < 4 && r + k < rows; k++) _mm_storeu_ps(out[r + k] + i0, v[k]);
+        }
+#endif
+    for (uint32_t r = 0; r < rows; r++)
+        for (uint32_t i = i0; i < count; i++) out[r][i] = rt[(size_t)i * ROWS1 + r];
+}
+
 /* 1x1 convs and linears: the input-axis pass gathers single values, one at a time per row. Sampling
  * ROWS1 combined rows together, transposed so that the rows are the inner axis (xt[j][r]), makes every
  * tap one vector load shared by all of them: out[r][i] = (sum_b w[i, b] * x[r][idx_b]) * q_i, the same
  * sums in the same order, per row. xt: m_in * ROWS1 floats, rt: count * ROWS1 floats. */
 static void sample_rows1(const float *const x[ROWS1], uint32_t rows, uint32_t m_in, const compact_taps *restrict c,
                          uint32_t count, float *restrict xt, float *restrict rt, float *const out[ROWS1]) {
-    for (uint32_t r = 0; r < ROWS1; r++) { /* lanes past `rows` repeat row 0, computed and dropped */
-        const float *restrict y = x[r < rows ? r : 0];
-        for (uint32_t j = 0; j < m_in; j++) xt[(size_t)j * ROWS1 + r] = y[j];
-    }
+    const float *src[ROWS1]; /* lanes past `rows` repeat row 0, computed and dropped */
+    for (uint32_t r = 0; r < ROWS1; r++) src[r] = x[r < rows ? r : 0];
+    transpose_in(src, m_in, xt);
     for (uint32_t i = 0; i < count; i++) {
         const uint32_t *restrict off = c->off + (size_t)i * INN_TAPS;
         const float *restrict w = c->w + (size_t)i * INN_TAPS;
@@ -234,10 +277,7 @@ static void sample_rows1(const float *const x[ROWS1], uint32_t rows, uint32_t m_
             }
         }
     }
-    for (uint32_t r = 0; r < rows; r++) {
-        float *restrict o = out[r];
-        for (uint32_t i = 0; i < count; i++) o[i] = rt[(size_t)i * ROWS1 + r];
-    }
+    transpose_out(rt, count, rows, out);
 }
 
 /* Node row `node` (len = m_in * taps values) in float32: in place for float32 nodes, else widened
