@@ -1,13 +1,14 @@
 """The C core against the Python reference: bit-exact weights, layouts, int8, shared vectors."""
 
 import struct
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from inn_mobile import bundle, image, kernel, lz, native, reference
+from inn_mobile import bundle, image, kernel, lz, models, native, reference
 from inn_mobile.convert import convert
 from inn_mobile.integral import sizes_key
 
@@ -231,6 +232,28 @@ def test_materialized_weights_run_the_resized_model(arch):
                     mod.bias.copy_(torch.from_numpy(bias))
     with torch.no_grad():
         assert torch.equal(c_small(x), torch_small(x))
+
+
+def test_layers_materialised_from_several_threads_at_once_match_one_thread():
+    """The core keeps no state between calls (the opened bundle is only read): threads that each
+    materialise every layer, with scratch of their own, at the same time as the others (the ctypes
+    call releases the GIL), get the same bits as one thread."""
+    torch.manual_seed(0)
+    model = models.resnet(widths=(32, 64, 128, 256), blocks=(1, 1, 1, 1), in_channels=3, num_classes=100).eval()
+    im = convert(model, torch.randn(1, 3, 32, 32), permute=False)
+    nb = native.NativeBundle(bundle.encode(bundle.Bundle(im, bundle.make_buckets(im, (0.5, 0.75, 1.0)))))
+    jobs = [(k, layer) for k in range(nb.bucket_count) for layer in range(nb.layer_count)]
+
+    def run(order):
+        scratch = {k: np.zeros(nb.scratch_size(k), np.uint8) for k in range(nb.bucket_count)}
+        return {job: nb.materialize(*job, scratch=scratch[job[0]]) for job in order for _ in range(2)}
+
+    want = run(jobs)
+    with ThreadPoolExecutor(4) as pool:  # each thread in its own order, so different layers overlap
+        results = list(pool.map(run, [jobs if t % 2 == 0 else jobs[::-1] for t in range(4)]))
+    for got in results:
+        for job, (w, _, b) in want.items():
+            assert np.array_equal(got[job][0], w) and np.array_equal(got[job][2], b), job
 
 
 def test_native_errors_are_specific():

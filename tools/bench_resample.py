@@ -1,19 +1,26 @@
 """Load-time resampling speed: the C core vs the torch reference vs memcpy, on a ResNet-18-sized model.
 
-    python tools/bench_resample.py [--repeats 5] [--node-dtypes f32 f16 i8]
+    python tools/bench_resample.py [--repeats 7] [--node-dtypes f32 f16 i8] [--threads 1 2]
 
-For each node storage and width (100% and 50%) in one run: time to materialise every layer (float32, OIHW) with the
-native core, with the torch reference (kernel.py, float64 as the core computes), and the time libc
-memcpy needs to move the same traffic: the output bytes alone, and (nodes read + weights written).
-Peak extra memory of the core is its scratch buffer (it allocates nothing else), compared with the
-largest single layer's float weights. Best of --repeats, the four timed in turn; one thread.
+For each node storage, width (100% and 50%) and thread count in one run: time to materialise every layer
+(float32, OIHW) with the native core, with the torch reference (kernel.py, float64 as the core computes),
+and the time libc memcpy needs to move the same traffic: the output bytes alone, and (nodes read +
+weights written). Peak extra memory of the core is its scratch buffer per thread (it allocates nothing
+else), compared with the largest single layer's float weights. Best of --repeats, the four timed in turn.
+
+Threads: all four get the same number. The core is reentrant (no globals, the opened bundle is read-only),
+so N caller threads each take the next layer, largest first, with a scratch buffer of their own, as a
+device loader with a thread pool would; torch runs its own N intra-op threads; memcpy is cut into N
+pieces copied at once.
 """
 
 from __future__ import annotations
 
 import argparse
 import ctypes
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -42,11 +49,13 @@ def interleaved(fns, repeats: int) -> list[float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--node-dtypes", nargs="+", choices=bundle.NODE_DTYPES, default=list(bundle.NODE_DTYPES),
                     help="node storage to time (the issue's targets are for f32)")
+    ap.add_argument("--threads", nargs="+", type=int, default=[1, 2], help="thread counts to time (each >= 1)")
     args = ap.parse_args()
-    torch.set_num_threads(1)
+    if min(args.threads) < 1:
+        ap.error("--threads: every count must be at least 1")
     torch.manual_seed(0)
     model = models.resnet(widths=(64, 128, 256, 512), blocks=(2, 2, 2, 2), in_channels=3, num_classes=1000).eval()
     n_params = sum(p.numel() for p in model.parameters())
@@ -66,49 +75,72 @@ def main() -> None:
                   "into the binding's buffer)\n")
         b = bundle.decode(data)  # the reference works on the nodes as stored (f16 / int8 widened)
         nodes_bytes = n_nodes * NODE_BYTES[nodes] + (n_rows * 4 if nodes == "i8" else 0)  # + int8 row scales
-        rows += [measure(nb, b, k, nodes, nodes_bytes, args.repeats) for k in range(len(buckets))]
-    print("| nodes | width | weights MiB | C core ms | torch ref ms | memcpy(out) ms | memcpy(nodes+out) ms "
-          "| C vs torch | C / memcpy(out) | C / memcpy(nodes+out) | scratch KiB | largest layer KiB |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        rows += [measure(nb, b, k, nodes, nodes_bytes, args.repeats, threads)
+                 for threads in args.threads for k in range(len(buckets))]
+    print("| nodes | threads | width | weights MiB | C core ms | torch ref ms | memcpy(out) ms | memcpy(nodes+out) ms "
+          "| C vs torch | C / memcpy(out) | C / memcpy(nodes+out) | scratch KiB per thread | largest layer KiB |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     print("\n".join(rows))
 
 
-def measure(nb: native.NativeBundle, b: bundle.Bundle, k: int, nodes: str, nodes_bytes: int, repeats: int) -> str:
-    """One table row: bucket k timed with the C core, the torch reference and memcpy."""
+def measure(nb: native.NativeBundle, b: bundle.Bundle, k: int, nodes: str, nodes_bytes: int, repeats: int,
+            threads: int) -> str:
+    """One table row: bucket k timed with the C core, the torch reference and memcpy, on `threads` threads."""
     infos = [nb.layer_info(k, layer) for layer in range(nb.layer_count)]
     out_bytes = sum(i.weight_count * 4 + (i.n_out * 4 if i.has_bias else 0) for i in infos)
-    scratch = np.zeros(nb.scratch_size(k), np.uint8)
+    scratch = [np.zeros(nb.scratch_size(k), np.uint8) for _ in range(threads)]
     outs = [(np.zeros(i.weight_count, np.float32), np.zeros(i.n_out, np.float32)) for i in infos]
-    lib = native.lib()
-
+    materialize = native.lib().inn_materialize
+    largest_first = sorted(range(len(infos)), key=lambda layer: -infos[layer].weight_count)
     # every call's arguments built once, outside the timing: numpy's .ctypes conversions cost about 12 us a
     # layer, Python work that a device loader (C, JNI) does not have
-    calls = [(ctypes.byref(nb._b), k, layer, 0, 0, w.ctypes.data, w.nbytes, None, 0,
-              bias.ctypes.data_as(ctypes.POINTER(ctypes.c_float)), bias.size, scratch.ctypes.data, scratch.nbytes)
-             for layer, (w, bias) in enumerate(outs)]
-    materialize = lib.inn_materialize
-
-    def run_c():
-        for args in calls:
-            assert materialize(*args) == 0
-
+    calls = [[(ctypes.byref(nb._b), k, layer, 0, 0, outs[layer][0].ctypes.data, outs[layer][0].nbytes, None, 0,
+               outs[layer][1].ctypes.data_as(ctypes.POINTER(ctypes.c_float)), outs[layer][1].size,
+               s.ctypes.data, s.nbytes) for layer in largest_first] for s in scratch]
     half = (nodes_bytes + out_bytes) // 2  # copying X bytes = X read + X written
     src = np.ones(max(out_bytes, half), np.uint8)
     dst = np.zeros_like(src)
-    t_c, t_ref, t_out, t_both = interleaved([
-        run_c,
-        lambda: b.weights(k),
-        lambda: ctypes.memmove(dst.ctypes.data, src.ctypes.data, out_bytes),
-        lambda: ctypes.memmove(dst.ctypes.data, src.ctypes.data, half),
-    ], repeats)
+    with ThreadPoolExecutor(threads) as pool:  # ctypes calls release the GIL: the threads run at once
+        def run_c():
+            if threads == 1:  # in the calling thread: no hand-off to time
+                for args in calls[0]:
+                    assert materialize(*args) == 0
+                return
+            todo = iter(range(len(largest_first)))
+            lock = threading.Lock()
+
+            def worker(mine):
+                while True:
+                    with lock:
+                        nxt = next(todo, None)
+                    if nxt is None:
+                        return
+                    assert materialize(*mine[nxt]) == 0
+
+            list(pool.map(worker, calls))
+
+        def copy(n):
+            if threads == 1:
+                ctypes.memmove(dst.ctypes.data, src.ctypes.data, n)
+                return
+            cuts = np.linspace(0, n, threads + 1).astype(int)
+            list(pool.map(lambda a, z: ctypes.memmove(dst.ctypes.data + int(a), src.ctypes.data + int(a), int(z - a)),
+                          cuts[:-1], cuts[1:]))
+
+        def run_ref():
+            torch.set_num_threads(threads)
+            b.weights(k)
+
+        t_c, t_ref, t_out, t_both = interleaved([run_c, run_ref, lambda: copy(out_bytes), lambda: copy(half)], repeats)
     largest = max(i.weight_count for i in infos) * 4
     ref = b.weights(k)  # correctness: the benchmark times bit-identical work
     for layer, spec in enumerate(b.model.layers):
         assert np.array_equal(outs[layer][0], ref[spec.name]["weight"].numpy().ravel())
     ratio = b.buckets[k].ratio
-    return (f"| {nodes} | {ratio:.0%} | {out_bytes / 2**20:.1f} | {t_c * 1e3:.1f} | {t_ref * 1e3:.1f} "
+    return (f"| {nodes} | {threads} | {ratio:.0%} | {out_bytes / 2**20:.1f} | {t_c * 1e3:.1f} | {t_ref * 1e3:.1f} "
             f"| {t_out * 1e3:.2f} | {t_both * 1e3:.2f} | {t_ref / t_c:.1f}x | {t_c / t_out:.1f}x | {t_c / t_both:.1f}x "
-            f"| {scratch.nbytes / 1024:.0f} | {largest / 1024:.0f} |")
+            f"| {scratch[0].nbytes / 1024:.0f} | {largest / 1024:.0f} |")
+
 
 if __name__ == "__main__":
     main()

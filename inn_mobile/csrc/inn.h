@@ -3,7 +3,9 @@
  *
  * Dependency-free C99 (libc + libm). No globals, no aborts, no hidden allocations: every entry
  * point returns an inn_status and writes into caller-provided memory. A bundle (.innb, see
- * FORMAT.md) is validated once by inn_bundle_open and then read zero-copy (mmap-friendly).
+ * FORMAT.md) is validated once by inn_bundle_open and then read zero-copy (mmap-friendly). It is
+ * only read after that, so a loader may materialise several layers at once from its own threads,
+ * each with a scratch buffer of its own (tools/bench_resample.py --threads times this).
  *
  * The math is the one in inn_mobile/kernel.py (Keys cubic convolution a=-0.5, clamped edges,
  * trapezoid/Simpson/rectangle quadrature), evaluated in double in the same order, so results
