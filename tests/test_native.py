@@ -256,6 +256,20 @@ def test_layers_materialised_from_several_threads_at_once_match_one_thread():
             assert np.array_equal(got[job][0], w) and np.array_equal(got[job][2], b), job
 
 
+def test_every_finite_float16_node_is_widened_exactly():
+    """float16 nodes are widened by F16C where the CPU has it, by bit arithmetic elsewhere (and for a
+    row's tail): every finite half, subnormals and -0 included, must come out as the exact float32."""
+    halves = np.arange(1 << 16, dtype=np.uint16).view(np.float16)
+    halves = halves[np.isfinite(halves)].reshape(248, 256, 1)  # 63488 finite values
+    model = torch.nn.Sequential(torch.nn.Linear(256, 248))  # fixed input and output axes: W = nodes
+    im = convert(model, torch.randn(1, 256))
+    with torch.no_grad():
+        im.nodes[im.layers[0].name.replace(".", "__") + "__weight"].copy_(torch.from_numpy(halves.astype(np.float32)))
+    nb = native.NativeBundle(bundle.encode(bundle.Bundle(im, bundle.make_buckets(im, (1.0,))), node_dtype="f16"))
+    w, _, _ = nb.materialize(0, 0)
+    assert np.array_equal(w.view(np.uint32), halves.astype(np.float32).ravel().view(np.uint32))
+
+
 def test_native_errors_are_specific():
     good = (VECTORS / "vectors.innb").read_bytes()
     nb = native.NativeBundle(good)

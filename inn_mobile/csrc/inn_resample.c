@@ -34,24 +34,26 @@
     defined(__has_attribute)
 #if __has_attribute(target_clones)
 #define INN_AVX2_CLONE __attribute__((target_clones("avx2", "default")))
+#define INN_F16C 1 /* float16 nodes widened by the F16C instruction where the CPU has it */
+#include <immintrin.h>
 #endif
 #endif
 #ifndef INN_AVX2_CLONE
 #define INN_AVX2_CLONE
 #endif
 
-/* Output rows sampled together in 1x1 layers (see sample_rows1). */
-enum { ROWS1 = 8 };
+/* Output rows sampled together in 1x1 layers (see sample_rows1); widened node rows cached (row_cache). */
+enum { ROWS1 = 8, SLOTS = 2 * INN_TAPS };
 
 /* Rows of m_in * taps floats combined at once, at most: ROWS1 for 1x1 layers, else a pair. */
 static uint32_t combined_rows(uint32_t taps) { return taps == 1 ? ROWS1 : 2; }
 
 size_t inn_dense_scratch(uint32_t n_in_per_block, uint32_t m_in, uint32_t taps) {
     size_t node, rows, out, tapsz, k = combined_rows(taps), t = taps == 1 ? ROWS1 : 0;
-    /* k combined + 4 widened node rows (m_in * taps floats each; 1x1: + the ROWS1 transposed);
+    /* k combined + SLOTS widened node rows (m_in * taps floats each; 1x1: + the ROWS1 transposed);
      * k output rows and one int8 row ((k + 1) * n_in * taps; 1x1: + the ROWS1 transposed); per input
      * row 4 offsets + 4 weights + quadrature + 1 count (10 floats) */
-    if (!inn_mul(m_in, taps, &node) || !inn_mul(node, k + INN_TAPS + t, &rows)) return 0;
+    if (!inn_mul(m_in, taps, &node) || !inn_mul(node, k + SLOTS + t, &rows)) return 0;
     if (!inn_mul(n_in_per_block, taps, &out) || !inn_mul(out, k + 1 + t, &out)) return 0;
     if (!inn_mul(n_in_per_block, 2 * INN_TAPS + 2, &tapsz) || rows > SIZE_MAX - out || rows + out > SIZE_MAX - tapsz)
         return 0;
@@ -280,14 +282,33 @@ static void sample_rows1(const float *const x[ROWS1], uint32_t rows, uint32_t m_
     transpose_out(rt, count, rows, out);
 }
 
+#ifdef INN_F16C
+/* float16 -> float32 by vcvtph2ps, 8 at a time: exact, the same values as inn_half_to_float. */
+__attribute__((target("avx,f16c"))) static void widen_f16c(const uint16_t *restrict h, size_t len,
+                                                          float *restrict out) {
+    size_t k = 0;
+    for (; k + 8 <= len; k += 8) _mm256_storeu_ps(out + k, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + k))));
+    for (; k < len; k++) out[k] = inn_half_to_float(h[k]);
+}
+#endif
+
+static void widen_f16(const uint16_t *restrict h, size_t len, float *restrict out) {
+#ifdef INN_F16C
+    if (__builtin_cpu_supports("f16c")) {
+        widen_f16c(h, len, out);
+        return;
+    }
+#endif
+    for (size_t k = 0; k < len; k++) out[k] = inn_half_to_float(h[k]);
+}
+
 /* Node row `node` (len = m_in * taps values) in float32: in place for float32 nodes, else widened
  * into `wide` (float16 exactly; int8 as (float)q * scale). */
 INN_AVX2_CLONE static const float *node_row(const inn_nodes *nd, uint32_t node, size_t len, float *restrict wide) {
     size_t at = (size_t)node * len;
     switch (nd->dtype) {
         case INN_NODES_F16: {
-            const uint16_t *restrict h = (const uint16_t *)nd->data + at;
-            for (size_t k = 0; k < len; k++) wide[k] = inn_half_to_float(h[k]);
+            widen_f16((const uint16_t *)nd->data + at, len, wide);
             return wide;
         }
         case INN_NODES_I8: {
@@ -300,22 +321,24 @@ INN_AVX2_CLONE static const float *node_row(const inn_nodes *nd, uint32_t node, 
     }
 }
 
-/* Widened node rows kept for the next output rows (which read overlapping node windows). */
+/* Widened node rows kept for the next output rows (which read overlapping node windows): room for the
+ * (at most eight) node rows of a pair of output rows. */
 typedef struct {
-    int64_t key[INN_TAPS]; /* node index held by each slot, -1 if none */
-    float *slot;           /* [INN_TAPS * len] */
+    int64_t key[SLOTS]; /* node index held by each slot, -1 if none */
+    float *slot;        /* [SLOTS * len] */
 } row_cache;
 
-/* Node row `node` in float32, from the cache or widened into a slot no tap of this output row needs. */
+/* Node row `node` in float32, from the cache or widened into a slot that none of the `n` taps
+ * (oi, ow) still to be combined needs (`node` is one of them, so such a slot exists). */
 static const float *cached_row(const inn_nodes *nd, row_cache *rc, uint32_t node, const int32_t *oi, const double *ow,
-                               size_t len) {
+                               int n, size_t len) {
     if (nd->dtype == INN_NODES_F32) return node_row(nd, node, len, NULL);
     int s = -1;
-    for (int c = 0; c < INN_TAPS; c++)
+    for (int c = 0; c < SLOTS; c++)
         if (rc->key[c] == node) return rc->slot + (size_t)c * len;
-    for (int c = 0; c < INN_TAPS && s < 0; c++) {
+    for (int c = 0; c < SLOTS && s < 0; c++) {
         int needed = 0;
-        for (int e = 0; e < INN_TAPS; e++) needed |= (rc->key[c] == oi[e] && ow[e] != 0.0);
+        for (int e = 0; e < n; e++) needed |= (rc->key[c] == oi[e] && ow[e] != 0.0);
         if (!needed) s = c;
     }
     rc->key[s] = node;
@@ -353,14 +376,18 @@ typedef struct {
     int used, in_place;
 } out_row;
 
-static void sources(const inn_nodes *nd, row_cache *rc, const inn_axis *out, uint32_t o, size_t node_len,
-                    out_row *r) {
+/* Output row o's node rows; rows first..o-1 of the same pass are still to be combined (their widened
+ * node rows stay cached). */
+static void sources(const inn_nodes *nd, row_cache *rc, const inn_axis *out, uint32_t first, uint32_t o,
+                    size_t node_len, out_row *r) {
     const int32_t *oi = out->idx + (size_t)o * INN_TAPS;
     const double *ow = out->w + (size_t)o * INN_TAPS;
+    const int keep = (int)(o - first + 1) * INN_TAPS;
     r->used = 0;
     for (int a = 0; a < INN_TAPS; a++) {
         if (ow[a] == 0.0) continue;
-        r->src[r->used] = cached_row(nd, rc, (uint32_t)oi[a], oi, ow, node_len);
+        r->src[r->used] = cached_row(nd, rc, (uint32_t)oi[a], out->idx + (size_t)first * INN_TAPS,
+                                     out->w + (size_t)first * INN_TAPS, keep, node_len);
         r->wt[r->used++] = (float)ow[a];
     }
     r->in_place = r->used == 1 && r->wt[0] == 1.0f;
@@ -407,14 +434,17 @@ inn_status inn_dense_to_sink(const inn_nodes *nd, uint32_t m_out, uint32_t m_in,
     if (need == 0) return INN_ERR_OVERFLOW;
     if (scratch_count < need) return INN_ERR_BUFFER;
     if ((uint64_t)m_in * taps > UINT32_MAX) return INN_ERR_RANGE; /* compact tap offsets are 32-bit */
-    /* output rows per pass: ROWS1 for 1x1 layers, pairs for float32 nodes (combine2), else one (the
-     * widened-row cache holds the four node rows of one output row).
-     * scratch: k combined rows, 4 widened node rows, k output rows, one int8 row, (1x1) the transposed
-     * rows and results, compact input taps */
-    const uint32_t k = taps == 1 ? ROWS1 : (nd->dtype == INN_NODES_F32 ? 2 : 1);
+    /* output rows per pass: ROWS1 for 1x1 layers, else pairs (combine2).
+     * scratch: k combined rows, SLOTS widened node rows, k output rows, one int8 row, (1x1) the
+     * transposed rows and results, compact input taps */
+    const uint32_t k = combined_rows(taps);
+    /* ROWS1 rows' node rows do not fit the cache: widened ones are combined one output row at a time */
+    const int one_by_one = taps == 1 && nd->dtype != INN_NODES_F32;
     float *comb = scratch;
-    row_cache rc = {{-1, -1, -1, -1}, comb + k * node_len};
-    float *rowf = rc.slot + (size_t)INN_TAPS * node_len;
+    row_cache rc;
+    for (int c = 0; c < SLOTS; c++) rc.key[c] = -1;
+    rc.slot = comb + k * node_len;
+    float *rowf = rc.slot + (size_t)SLOTS * node_len;
     int8_t *qrow = (int8_t *)(rowf + k * row_len);
     const size_t t1 = taps == 1 ? ROWS1 : 0;
     float *xt = rowf + (k + 1) * row_len, *rt = xt + t1 * node_len; /* 1x1 only: sample_rows1 */
@@ -434,13 +464,13 @@ inn_status inn_dense_to_sink(const inn_nodes *nd, uint32_t m_out, uint32_t m_in,
             out_row pr[ROWS1];
             int todo[ROWS1]; /* rows still to combine into comb */
             for (uint32_t r = 0; r < rows; r++) {
-                sources(nd, &rc, out, o0 + r, node_len, &pr[r]);
+                sources(nd, &rc, out, one_by_one ? o0 + r : o0, o0 + r, node_len, &pr[r]);
                 dst[r] = direct ? (float *)sink->dst + (size_t)(o0 + r) * row_len : rowf + r * row_len;
                 /* a row on a node is read in place, unless it is a widened row that the next rows'
-                 * sources may evict from the cache; widened rows are combined before that can happen */
-                todo[r] = !pr[r].in_place || (k > 1 && nd->dtype != INN_NODES_F32);
+                 * sources may evict from the cache: those are combined before that can happen */
+                todo[r] = !pr[r].in_place || one_by_one;
                 x[r] = todo[r] ? comb + r * node_len : pr[r].src[0];
-                if (todo[r] && nd->dtype != INN_NODES_F32) {
+                if (todo[r] && one_by_one) {
                     combine(comb + r * node_len, pr[r].src, pr[r].wt, pr[r].used, node_len);
                     todo[r] = 0;
                 }

@@ -8,6 +8,7 @@
 
 #include "bundle_edit.h"
 #include "inn.h"
+#include "inn_internal.h"
 
 static int failures = 0;
 #define CHECK(cond, ...)                          \
@@ -234,6 +235,18 @@ static void bad_input(const unsigned char *good, size_t size) {
     free(d);
 }
 
+/* The portable float16 widening (every CPU without F16C, and row tails) against ldexp, all 65536 halves. */
+static void halves(void) {
+    int bad = 0;
+    for (uint32_t h = 0; h < 65536; h++) {
+        uint32_t e = (h >> 10) & 31, m = h & 1023;
+        double mag = e == 0 ? ldexp((double)m, -24) : e == 31 ? (m ? NAN : INFINITY) : ldexp(1024.0 + m, (int)e - 25);
+        float want = (float)((h & 0x8000) ? -mag : mag), got = inn_half_to_float((uint16_t)h);
+        if (isnan(want) ? !isnan(got) : memcmp(&want, &got, sizeof want) != 0) bad++;
+    }
+    CHECK(bad == 0, "%d float16 values widened wrongly", bad);
+}
+
 static void math(void) {
     CHECK(inn_cubic(0.0) == 1.0 && inn_cubic(1.0) == 0.0 && inn_cubic(2.0) == 0.0 && inn_cubic(-1.0) == 0.0, "kernel nodes");
     CHECK(fabs(inn_cubic(0.5) - 0.5625) < 1e-15 && fabs(inn_cubic(1.5) + 0.0625) < 1e-15, "kernel values");
@@ -273,6 +286,7 @@ int main(int argc, char **argv) {
         return 2;
     }
     math();
+    halves();
     int records = vectors(bundle, bsize, exp, esize);
     int graph_records = gexp ? graphs(bundle, bsize, gexp, gsize) : 0;
     CHECK(graph_records == 9, "graph images checked: %d of 9", graph_records);
