@@ -8,10 +8,11 @@
  * axis (the gather-like pass), so the latter runs on n_out rows rather than on all m_out node rows
  * (half the work at 50% width). Zero-weight taps are skipped (same values). The loads, not the
  * arithmetic, bound both passes, so rows go in small groups that share them: pairs of output rows
- * combined in one pass (more node rows in flight from memory), and in 1x1 layers eight rows sampled
+ * combined in one pass (more node rows in flight from memory) and sampled in one (each input tap
+ * loaded once), and in 1x1 layers eight rows sampled
  * together, transposed so that each input tap is one vector load for all eight. Each finished output
  * row goes to a sink that writes float32, or int8 + scale (quantised per row, so int8 needs no
- * layer-sized buffer). Scratch: the combined rows, four node rows widened to float32 (float16 and
+ * layer-sized buffer). Scratch: the combined rows, eight node rows widened to float32 (float16 and
  * int8 nodes; consecutive output rows share node rows, so each is widened about once), the output
  * rows and the compacted input taps, never a whole layer.
  */
