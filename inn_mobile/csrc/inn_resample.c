@@ -9,10 +9,9 @@
  * (half the work at 50% width). Zero-weight taps are skipped (same values). The loads, not the
  * arithmetic, bound both passes, so rows go in small groups that share them: pairs of output rows
  * combined in one pass (more node rows in flight from memory) and sampled in one (each input tap
- * loaded once), and in 1x1 layers eight rows sampled
- * together, transposed so that each input tap is one vector load for all eight. Each finished output
- * row goes to a sink that writes float32, or int8 + scale (quantised per row, so int8 needs no
- * layer-sized buffer). Scratch: the combined rows, eight node rows widened to float32 (float16 and
+ * loaded once), and in 1x1 layers eight rows sampled together, transposed so that each input tap is
+ * one vector load for all eight. Each finished output row goes to a sink that writes float32, or int8
+ * + scale (quantised per row, so int8 needs no layer-sized buffer). Scratch: the combined rows, eight node rows widened to float32 (float16 and
  * int8 nodes; consecutive output rows share node rows, so each is widened about once), the output
  * rows and the compacted input taps, never a whole layer.
  */
@@ -248,11 +247,9 @@ static void transpose_out(const float *restrict rt, uint32_t count, uint32_t row
  * ROWS1 combined rows together, transposed so that the rows are the inner axis (xt[j][r]), makes every
  * tap one vector load shared by all of them: out[r][i] = (sum_b w[i, b] * x[r][idx_b]) * q_i, the same
  * sums in the same order, per row. xt: m_in * ROWS1 floats, rt: count * ROWS1 floats. */
-static void sample_rows1(const float *const x[ROWS1], uint32_t rows, uint32_t m_in, const compact_taps *restrict c,
-                         uint32_t count, float *restrict xt, float *restrict rt, float *const out[ROWS1]) {
-    const float *src[ROWS1]; /* lanes past `rows` repeat row 0, computed and dropped */
-    for (uint32_t r = 0; r < ROWS1; r++) src[r] = x[r < rows ? r : 0];
-    transpose_in(src, m_in, xt);
+/* The arithmetic of sample_rows1 on the transposed rows: rt[i][l] for every input row i and lane l. */
+INN_AVX2_CLONE static void sample_lanes(const float *restrict xt, const compact_taps *restrict c, uint32_t count,
+                                        float *restrict rt) {
     for (uint32_t i = 0; i < count; i++) {
         const uint32_t *restrict off = c->off + (size_t)i * INN_TAPS;
         const float *restrict w = c->w + (size_t)i * INN_TAPS;
@@ -280,6 +277,14 @@ static void sample_rows1(const float *const x[ROWS1], uint32_t rows, uint32_t m_
             }
         }
     }
+}
+
+static void sample_rows1(const float *const x[ROWS1], uint32_t rows, uint32_t m_in, const compact_taps *restrict c,
+                         uint32_t count, float *restrict xt, float *restrict rt, float *const out[ROWS1]) {
+    const float *src[ROWS1]; /* lanes past `rows` repeat row 0, computed and dropped */
+    for (uint32_t r = 0; r < ROWS1; r++) src[r] = x[r < rows ? r : 0];
+    transpose_in(src, m_in, xt);
+    sample_lanes(xt, c, count, rt);
     transpose_out(rt, count, rows, out);
 }
 
