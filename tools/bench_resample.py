@@ -1,6 +1,6 @@
 """Load-time resampling speed: the C core vs the torch reference vs memcpy, on a ResNet-18-sized model.
 
-    python tools/bench_resample.py [--repeats 7] [--node-dtypes f32 f16 i8] [--threads 1 2]
+    python tools/bench_resample.py [--repeats 15] [--node-dtypes f32 f16 i8] [--threads 1 2]
 
 For each node storage, width (100% and 50%) and thread count in one run: time to materialise every layer
 (float32, OIHW) with the native core, with the torch reference (kernel.py, float64 as the core computes),
@@ -49,7 +49,7 @@ def interleaved(fns, repeats: int) -> list[float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--node-dtypes", nargs="+", choices=bundle.NODE_DTYPES, default=list(bundle.NODE_DTYPES),
                     help="node storage to time (the issue's targets are for f32)")
     ap.add_argument("--threads", nargs="+", type=int, default=[1, 2], help="thread counts to time (each >= 1)")
