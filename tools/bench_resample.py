@@ -1,6 +1,6 @@
 """Load-time resampling speed: the C core vs the torch reference vs memcpy, on a ResNet-18-sized model.
 
-    python tools/bench_resample.py [--repeats 15] [--node-dtypes f32 f16 i8] [--threads 1 2]
+    python tools/bench_resample.py [--repeats 15] [--node-dtypes f32 f16 i8] [--threads 1 2] [--per-layer]
 
 For each node storage, width (100% and 50%) and thread count in one run: time to materialise every layer
 (float32, OIHW) with the native core, with the torch reference (kernel.py, float64 as the core computes),
@@ -53,6 +53,8 @@ def main() -> None:
     ap.add_argument("--node-dtypes", nargs="+", choices=bundle.NODE_DTYPES, default=list(bundle.NODE_DTYPES),
                     help="node storage to time (the issue's targets are for f32)")
     ap.add_argument("--threads", nargs="+", type=int, default=[1, 2], help="thread counts to time (each >= 1)")
+    ap.add_argument("--per-layer", action="store_true",
+                    help="also time every layer on its own (one thread, the first node storage)")
     args = ap.parse_args()
     if min(args.threads) < 1:
         ap.error("--threads: every count must be at least 1")
@@ -81,6 +83,40 @@ def main() -> None:
           "| C vs torch | C / memcpy(out) | C / memcpy(nodes+out) | scratch KiB per thread | largest layer KiB |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     print("\n".join(rows))
+    if args.per_layer:
+        data = bundle.encode(bundle.Bundle(im, buckets), node_dtype=args.node_dtypes[0])
+        per_layer(native.NativeBundle(data), buckets, NODE_BYTES[args.node_dtypes[0]], args.repeats)
+
+
+def per_layer(nb: native.NativeBundle, buckets: list[bundle.Bucket], node_bytes: int, repeats: int) -> None:
+    """Each layer's best time per width, timed call by call inside runs over the whole model (timed alone,
+    a layer's nodes would stay in cache between repeats), and its memory traffic: node bytes read +
+    weight bytes written (buckets[0] is 100% width, where a layer's weights are as many as its nodes)."""
+    materialize = native.lib().inn_materialize
+    print("\n| layer | nodes (out x in x taps) | "
+          + " | ".join(f"{b.ratio:.0%} us | {b.ratio:.0%} GB/s" for b in buckets) + " |")
+    print("|---|---|" + "---|---|" * len(buckets))
+    cells = {}
+    for k in range(len(buckets)):
+        scratch = np.zeros(nb.scratch_size(k), np.uint8)
+        infos = [nb.layer_info(k, layer) for layer in range(nb.layer_count)]
+        outs = [(np.zeros(i.weight_count, np.float32), np.zeros(i.n_out, np.float32)) for i in infos]
+        calls = [(ctypes.byref(nb._b), k, layer, 0, 0, w.ctypes.data, w.nbytes, None, 0,
+                  bias.ctypes.data_as(ctypes.POINTER(ctypes.c_float)), bias.size, scratch.ctypes.data, scratch.nbytes)
+                 for layer, (w, bias) in enumerate(outs)]
+        times = np.full(len(calls), np.inf)
+        for _ in range(repeats):
+            for layer, args in enumerate(calls):
+                t = time.perf_counter()
+                materialize(*args)
+                times[layer] = min(times[layer], time.perf_counter() - t)
+        for layer, t in enumerate(times):
+            traffic = nb.layer_info(0, layer).weight_count * node_bytes + outs[layer][0].nbytes
+            cells[layer, k] = f"{t * 1e6:.0f} | {traffic / t / 1e9:.1f}"
+    for layer in range(nb.layer_count):
+        full = nb.layer_info(0, layer)
+        shape = f"{full.n_out}x{full.weight_count // (full.n_out * full.taps)}x{full.taps}"
+        print(f"| {full.name} | {shape} | " + " | ".join(cells[layer, k] for k in range(len(buckets))) + " |")
 
 
 def measure(nb: native.NativeBundle, b: bundle.Bundle, k: int, nodes: str, nodes_bytes: int, repeats: int,
