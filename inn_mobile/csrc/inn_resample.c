@@ -11,9 +11,9 @@
  * combined in one pass (more node rows in flight from memory) and sampled in one (each input tap
  * loaded once), and in 1x1 layers eight rows sampled together, transposed so that each input tap is
  * one vector load for all eight. Each finished output row goes to a sink that writes float32, or int8
- * + scale (quantised per row, so int8 needs no layer-sized buffer). Scratch: the combined rows, eight node rows widened to float32 (float16 and
- * int8 nodes; consecutive output rows share node rows, so each is widened about once), the output
- * rows and the compacted input taps, never a whole layer.
+ * + scale (quantised per row, so int8 needs no layer-sized buffer). Scratch: the combined rows, eight
+ * node rows widened to float32 (float16 and int8 nodes; consecutive output rows share node rows, so
+ * each is widened about once), the output rows and the compacted input taps, never a whole layer.
  */
 #include <string.h>
 
@@ -243,10 +243,6 @@ static void transpose_out(const float *restrict rt, uint32_t count, uint32_t row
         for (uint32_t i = i0; i < count; i++) out[r][i] = rt[(size_t)i * ROWS1 + r];
 }
 
-/* 1x1 convs and linears: the input-axis pass gathers single values, one at a time per row. Sampling
- * ROWS1 combined rows together, transposed so that the rows are the inner axis (xt[j][r]), makes every
- * tap one vector load shared by all of them: out[r][i] = (sum_b w[i, b] * x[r][idx_b]) * q_i, the same
- * sums in the same order, per row. xt: m_in * ROWS1 floats, rt: count * ROWS1 floats. */
 /* The arithmetic of sample_rows1 on the transposed rows: rt[i][l] for every input row i and lane l. */
 INN_AVX2_CLONE static void sample_lanes(const float *restrict xt, const compact_taps *restrict c, uint32_t count,
                                         float *restrict rt) {
@@ -279,6 +275,10 @@ INN_AVX2_CLONE static void sample_lanes(const float *restrict xt, const compact_
     }
 }
 
+/* 1x1 convs and linears: the input-axis pass gathers single values, one at a time per row. Sampling
+ * ROWS1 combined rows together, transposed so that the rows are the inner axis (xt[j][r]), makes every
+ * tap one vector load shared by all of them: out[r][i] = (sum_b w[i, b] * x[r][idx_b]) * q_i, the same
+ * sums in the same order, per row. xt: m_in * ROWS1 floats, rt: count * ROWS1 floats. */
 static void sample_rows1(const float *const x[ROWS1], uint32_t rows, uint32_t m_in, const compact_taps *restrict c,
                          uint32_t count, float *restrict xt, float *restrict rt, float *const out[ROWS1]) {
     const float *src[ROWS1]; /* lanes past `rows` repeat row 0, computed and dropped */
