@@ -48,8 +48,11 @@ enum { ROWS1 = 8, SLOTS = 2 * INN_TAPS };
 /* Rows of m_in * taps floats combined at once, at most: ROWS1 for 1x1 layers, else a pair. */
 static uint32_t combined_rows(uint32_t taps) { return taps == 1 ? ROWS1 : 2; }
 
+/* Lanes of the transposed rows sample_rows1 works on: ROWS1 for 1x1 layers, none otherwise. */
+static uint32_t transposed_lanes(uint32_t taps) { return taps == 1 ? ROWS1 : 0; }
+
 size_t inn_dense_scratch(uint32_t n_in_per_block, uint32_t m_in, uint32_t taps) {
-    size_t node, rows, out, tapsz, k = combined_rows(taps), t = taps == 1 ? ROWS1 : 0;
+    size_t node, rows, out, tapsz, k = combined_rows(taps), t = transposed_lanes(taps);
     /* k combined + SLOTS widened node rows (m_in * taps floats each; 1x1: + the ROWS1 transposed);
      * k output rows and one int8 row ((k + 1) * n_in * taps; 1x1: + the ROWS1 transposed); per input
      * row 4 offsets + 4 weights + quadrature + 1 count (10 floats) */
@@ -114,20 +117,21 @@ static void sink_row(const inn_sink *s, uint32_t o, float *row, uint32_t n_in, u
 /* The input-axis taps of one block, compacted once per layer: per row, the non-zero taps only, as
  * element offsets into a node row, float weights and the row's quadrature. */
 typedef struct {
-    uint32_t *off; /* [count * 4] (idx - col0) * taps */
+    uint32_t *off; /* [count * 4] (idx - col0) * stride (a node's floats in the row sampled) */
     float *w;      /* [count * 4] */
     float *q;      /* [count] */
     uint8_t *nnz;  /* [count] */
 } compact_taps;
 
-static void compact(const inn_axis *in, uint32_t first, uint32_t count, uint32_t col0, uint32_t taps, compact_taps *c) {
+static void compact(const inn_axis *in, uint32_t first, uint32_t count, uint32_t col0, uint32_t stride,
+                    compact_taps *c) {
     for (uint32_t i = 0; i < count; i++) {
         const int32_t *idx = in->idx + (size_t)(first + i) * INN_TAPS;
         const double *wd = in->w + (size_t)(first + i) * INN_TAPS;
         uint8_t k = 0;
         for (int b = 0; b < INN_TAPS; b++) {
             if (wd[b] == 0.0) continue;
-            c->off[(size_t)i * INN_TAPS + k] = (uint32_t)(idx[b] - (int32_t)col0) * taps;
+            c->off[(size_t)i * INN_TAPS + k] = (uint32_t)(idx[b] - (int32_t)col0) * stride;
             c->w[(size_t)i * INN_TAPS + k] = (float)wd[b];
             k++;
         }
@@ -136,8 +140,8 @@ static void compact(const inn_axis *in, uint32_t first, uint32_t count, uint32_t
     }
 }
 
-/* Input row i of a combined row with fewer than four non-zero taps (partition ends, full width): the
- * same sums, kept out of line so that the four-tap loops stay small. */
+/* Input row i of a combined row with two, three or no non-zero taps (partition ends): the same sums,
+ * kept out of line so that the one- and four-tap loops stay small. */
 static void sample_sparse(const float *restrict x, uint32_t taps, const compact_taps *restrict c, uint32_t i,
                           float *restrict r) {
     const uint32_t *off = c->off + (size_t)i * INN_TAPS;
@@ -198,6 +202,8 @@ INN_AVX2_CLONE static void sample_row(const float *restrict x, const float *rest
         SAMPLE_BODY(9, 1)
     } else if (taps == 9) {
         SAMPLE_BODY(9, 0)
+    } else if (taps == ROWS1 && !y) { /* the transposed 1x1 rows of sample_rows1 */
+        SAMPLE_BODY(ROWS1, 0)
     } else if (y) {
         SAMPLE_BODY(taps, 1)
     } else {
@@ -243,48 +249,17 @@ static void transpose_out(const float *restrict rt, uint32_t count, uint32_t row
         for (uint32_t i = i0; i < count; i++) out[r][i] = rt[(size_t)i * ROWS1 + r];
 }
 
-/* The arithmetic of sample_rows1 on the transposed rows: rt[i][l] for every input row i and lane l. */
-INN_AVX2_CLONE static void sample_lanes(const float *restrict xt, const compact_taps *restrict c, uint32_t count,
-                                        float *restrict rt) {
-    for (uint32_t i = 0; i < count; i++) {
-        const uint32_t *restrict off = c->off + (size_t)i * INN_TAPS;
-        const float *restrict w = c->w + (size_t)i * INN_TAPS;
-        const float q = c->q[i];
-        float *restrict v = rt + (size_t)i * ROWS1;
-        const float *restrict x0 = xt + (size_t)off[0] * ROWS1;
-        if (c->nnz[i] == INN_TAPS) {
-            const float *restrict x1 = xt + (size_t)off[1] * ROWS1, *restrict x2 = xt + (size_t)off[2] * ROWS1,
-                                  *restrict x3 = xt + (size_t)off[3] * ROWS1;
-            const float w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3];
-            for (uint32_t l = 0; l < ROWS1; l++) v[l] = (((x0[l] * w0 + x1[l] * w1) + x2[l] * w2) + x3[l] * w3) * q;
-        } else if (c->nnz[i] == 1) { /* every row at full width */
-            const float w0 = w[0];
-            for (uint32_t l = 0; l < ROWS1; l++) v[l] = (x0[l] * w0) * q;
-        } else { /* partition ends: as sample_sparse, lane by lane */
-            const uint8_t k = c->nnz[i];
-            for (uint32_t l = 0; l < ROWS1; l++) {
-                if (k == 0) {
-                    v[l] = 0.0f;
-                    continue;
-                }
-                float acc = x0[l] * w[0];
-                for (uint8_t b = 1; b < k; b++) acc += xt[(size_t)off[b] * ROWS1 + l] * w[b];
-                v[l] = acc * q;
-            }
-        }
-    }
-}
-
 /* 1x1 convs and linears: the input-axis pass gathers single values, one at a time per row. Sampling
- * ROWS1 combined rows together, transposed so that the rows are the inner axis (xt[j][r]), makes every
- * tap one vector load shared by all of them: out[r][i] = (sum_b w[i, b] * x[r][idx_b]) * q_i, the same
- * sums in the same order, per row. xt: m_in * ROWS1 floats, rt: count * ROWS1 floats. */
+ * ROWS1 combined rows together, transposed so that the rows are the inner axis (xt[j][r]), makes them
+ * one row of ROWS1 "taps" per input node, sampled by sample_row (c's offsets count in ROWS1 lanes):
+ * out[r][i] = (sum_b w[i, b] * x[r][idx_b]) * q_i, the same sums in the same order, per row.
+ * xt: m_in * ROWS1 floats, rt: count * ROWS1 floats. */
 static void sample_rows1(const float *const x[ROWS1], uint32_t rows, uint32_t m_in, const compact_taps *restrict c,
                          uint32_t count, float *restrict xt, float *restrict rt, float *const out[ROWS1]) {
     const float *src[ROWS1]; /* lanes past `rows` repeat row 0, computed and dropped */
     for (uint32_t r = 0; r < ROWS1; r++) src[r] = x[r < rows ? r : 0];
     transpose_in(src, m_in, xt);
-    sample_lanes(xt, c, count, rt);
+    sample_row(xt, NULL, ROWS1, c, count, rt, NULL);
     transpose_out(rt, count, rows, out);
 }
 
@@ -439,7 +414,9 @@ inn_status inn_dense_to_sink(const inn_nodes *nd, uint32_t m_out, uint32_t m_in,
     size_t need = inn_dense_scratch(n_ib, m_in, taps), node_len = (size_t)m_in * taps;
     if (need == 0) return INN_ERR_OVERFLOW;
     if (scratch_count < need) return INN_ERR_BUFFER;
-    if ((uint64_t)m_in * taps > UINT32_MAX) return INN_ERR_RANGE; /* compact tap offsets are 32-bit */
+    /* compact tap offsets (32-bit) step by a node's floats: its taps, or the ROWS1 lanes of the 1x1 rows */
+    const uint32_t stride = taps == 1 ? ROWS1 : taps;
+    if ((uint64_t)m_in * stride > UINT32_MAX) return INN_ERR_RANGE;
     /* output rows per pass: ROWS1 for 1x1 layers, else pairs (combine2).
      * scratch: k combined rows, SLOTS widened node rows, k output rows, one int8 row, (1x1) the
      * transposed rows and results, compact input taps */
@@ -452,7 +429,7 @@ inn_status inn_dense_to_sink(const inn_nodes *nd, uint32_t m_out, uint32_t m_in,
     rc.slot = comb + k * node_len;
     float *rowf = rc.slot + (size_t)SLOTS * node_len;
     int8_t *qrow = (int8_t *)(rowf + k * row_len);
-    const size_t t1 = taps == 1 ? ROWS1 : 0;
+    const size_t t1 = transposed_lanes(taps);
     float *xt = rowf + (k + 1) * row_len, *rt = xt + t1 * node_len; /* 1x1 only: sample_rows1 */
     compact_taps ct;
     ct.off = (uint32_t *)(rt + t1 * row_len);
@@ -462,7 +439,7 @@ inn_status inn_dense_to_sink(const inn_nodes *nd, uint32_t m_out, uint32_t m_in,
     /* float32 OIT rows go straight to the output unless they are normalised first (in sink_row) */
     const int direct = sink->dtype == INN_F32 && sink->layout == INN_LAYOUT_OIT && !sink->norm_a;
     for (uint32_t j = 0; j < blocks; j++) {
-        compact(in, j * n_ib, n_ib, j * m_in, taps, &ct);
+        compact(in, j * n_ib, n_ib, j * m_in, stride, &ct);
         for (uint32_t o0 = j * n_ob; o0 < (j + 1) * n_ob; o0 += k) {
             uint32_t rows = (j + 1) * n_ob - o0 < k ? (j + 1) * n_ob - o0 : k;
             const float *x[ROWS1];
