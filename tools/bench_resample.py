@@ -88,6 +88,15 @@ def main() -> None:
         per_layer(native.NativeBundle(data), buckets, NODE_BYTES[args.node_dtypes[0]], args.repeats)
 
 
+def call_args(nb: native.NativeBundle, k: int, layer: int, out: tuple[np.ndarray, np.ndarray],
+              scratch: np.ndarray) -> tuple:
+    """inn_materialize's arguments for one layer (float32, OIHW, weights and bias into ``out``), built
+    once outside the timing: numpy's .ctypes conversions are Python work a device loader does not have."""
+    w, bias = out
+    return (ctypes.byref(nb._b), k, layer, 0, 0, w.ctypes.data, w.nbytes, None, 0,
+            bias.ctypes.data_as(ctypes.POINTER(ctypes.c_float)), bias.size, scratch.ctypes.data, scratch.nbytes)
+
+
 def per_layer(nb: native.NativeBundle, buckets: list[bundle.Bucket], node_bytes: int, repeats: int) -> None:
     """Each layer's best time per width, timed call by call inside runs over the whole model (timed alone,
     a layer's nodes would stay in cache between repeats), and its memory traffic: node bytes read +
@@ -101,9 +110,7 @@ def per_layer(nb: native.NativeBundle, buckets: list[bundle.Bucket], node_bytes:
         scratch = np.zeros(nb.scratch_size(k), np.uint8)
         infos = [nb.layer_info(k, layer) for layer in range(nb.layer_count)]
         outs = [(np.zeros(i.weight_count, np.float32), np.zeros(i.n_out, np.float32)) for i in infos]
-        calls = [(ctypes.byref(nb._b), k, layer, 0, 0, w.ctypes.data, w.nbytes, None, 0,
-                  bias.ctypes.data_as(ctypes.POINTER(ctypes.c_float)), bias.size, scratch.ctypes.data, scratch.nbytes)
-                 for layer, (w, bias) in enumerate(outs)]
+        calls = [call_args(nb, k, layer, outs[layer], scratch) for layer in range(len(outs))]
         times = np.full(len(calls), np.inf)
         for _ in range(repeats):
             for layer, args in enumerate(calls):
@@ -128,11 +135,7 @@ def measure(nb: native.NativeBundle, b: bundle.Bundle, k: int, nodes: str, nodes
     outs = [(np.zeros(i.weight_count, np.float32), np.zeros(i.n_out, np.float32)) for i in infos]
     materialize = native.lib().inn_materialize
     largest_first = sorted(range(len(infos)), key=lambda layer: -infos[layer].weight_count)
-    # every call's arguments built once, outside the timing: numpy's .ctypes conversions cost about 12 us a
-    # layer, Python work that a device loader (C, JNI) does not have
-    calls = [[(ctypes.byref(nb._b), k, layer, 0, 0, outs[layer][0].ctypes.data, outs[layer][0].nbytes, None, 0,
-               outs[layer][1].ctypes.data_as(ctypes.POINTER(ctypes.c_float)), outs[layer][1].size,
-               s.ctypes.data, s.nbytes) for layer in largest_first] for s in scratch]
+    calls = [[call_args(nb, k, layer, outs[layer], s) for layer in largest_first] for s in scratch]
     half = (nodes_bytes + out_bytes) // 2  # copying X bytes = X read + X written
     src = np.ones(max(out_bytes, half), np.uint8)
     dst = np.zeros_like(src)
