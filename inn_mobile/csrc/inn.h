@@ -54,6 +54,9 @@ typedef enum { INN_LAYOUT_OIT = 0, INN_LAYOUT_OTI = 1, INN_LAYOUT_ITO = 2 } inn_
 typedef enum { INN_F32 = 0, INN_I8 = 1 } inn_dtype;
 
 const char *inn_status_str(inn_status s);
+/* The enum's short name without the prefix ("OK", "ARG", "TRUNCATED", ...; "UNKNOWN" for other values),
+ * so bindings need not list the names again. Static storage, never NULL. */
+const char *inn_status_name(inn_status s);
 
 /* ---------------------------------------------------------------- the math (low level) */
 
@@ -115,6 +118,12 @@ typedef struct {
     uint32_t name_len;
 } inn_layer_info;
 
+/* `data` must be 8-byte aligned (malloc, mmap and ctypes/numpy buffers are): the core reads float32
+ * values in place, which faults on strict-alignment CPUs (armhf) otherwise. INN_ERR_ARG when it is not;
+ * copy the bytes to an aligned buffer first. Readers also bound every size a file can ask for by what
+ * its sections justify (FORMAT.md "Reader limits"), and reject non-finite node, scale and
+ * normalisation values (INN_ERR_FORMAT). */
+#define INN_DATA_ALIGN 8
 inn_status inn_bundle_open(inn_bundle *b, const void *data, size_t size);
 inn_status inn_bundle_section(const inn_bundle *b, const char tag[4], const uint8_t **data, size_t *size);
 inn_status inn_bundle_group_size(const inn_bundle *b, uint32_t bucket, uint32_t group, uint32_t *n);
@@ -142,6 +151,15 @@ uint32_t inn_crc32(const uint8_t *data, size_t size);
  * so inn_graph_fill never writes anything partial because of a bad record. Weights are written in
  * host byte order (little-endian on every phone). */
 #define INN_RUNTIME_NAME 16
+/* Codes of a hole's tensor and dtype in a graph record (FORMAT.md "Graph records"). */
+typedef enum {
+    INN_HOLE_WEIGHT = 1,    /* the weight in the hole's layout and dtype (affine layers: the scale vector) */
+    INN_HOLE_BIAS = 2,      /* f32 [O] (zeros without a bias; affine layers: the shift) */
+    INN_HOLE_SCALE = 3,     /* f32 [O] int8 weight scales */
+    INN_HOLE_BIAS_I32 = 4,  /* i32 [O] round_half_even(bias / (param * scale)) */
+    INN_HOLE_BIAS_SCALE = 5 /* f32 [O] param * scale */
+} inn_hole_tensor;
+typedef enum { INN_HOLE_F32 = 0, INN_HOLE_I8 = 1, INN_HOLE_I32 = 2 } inn_hole_dtype;
 typedef struct {
     const uint8_t *record; /* inside the bundle's BLOB */
     size_t size;
@@ -155,6 +173,8 @@ typedef struct {
     uint64_t size; /* bytes of the complete file */
 } inn_image_info;
 
+/* Number of graphs (GIDX rows) of the bundle: 0 when it has none. */
+inn_status inn_graph_count(const inn_bundle *b, uint32_t *count);
 /* Graph `index` of the bundle: its bucket and runtime name (NUL-terminated). INN_ERR_MISSING past the end. */
 inn_status inn_graph_list(const inn_bundle *b, uint32_t index, uint32_t *bucket, char runtime[INN_RUNTIME_NAME + 1]);
 inn_status inn_graph_find(const inn_bundle *b, uint32_t bucket, const char *runtime, inn_graph *g);

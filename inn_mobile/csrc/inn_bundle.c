@@ -28,6 +28,24 @@ const char *inn_status_str(inn_status s) {
     return "unknown status";
 }
 
+const char *inn_status_name(inn_status s) {
+    switch (s) {
+        case INN_OK: return "OK";
+        case INN_ERR_ARG: return "ARG";
+        case INN_ERR_TRUNCATED: return "TRUNCATED";
+        case INN_ERR_MAGIC: return "MAGIC";
+        case INN_ERR_VERSION: return "VERSION";
+        case INN_ERR_CHECKSUM: return "CHECKSUM";
+        case INN_ERR_FORMAT: return "FORMAT";
+        case INN_ERR_RANGE: return "RANGE";
+        case INN_ERR_OVERFLOW: return "OVERFLOW";
+        case INN_ERR_BUFFER: return "BUFFER";
+        case INN_ERR_MISSING: return "MISSING";
+        case INN_ERR_PARTITION: return "PARTITION";
+    }
+    return "UNKNOWN";
+}
+
 /* CRC-32 (IEEE, reflected, as zlib) by slicing-by-8: eight bytes per step from tables built on the
  * stack for each call (a few microseconds; no global state), so checking a bundle costs well under 1 ms per MB. */
 uint32_t inn_crc32(const uint8_t *data, size_t size) {
@@ -97,6 +115,21 @@ static uint32_t group_nodes(const inn_bundle *b, uint32_t g) { return rd32(b->gr
 static uint32_t group_resizable(const inn_bundle *b, uint32_t g) { return rd32(b->groups + (size_t)g * 8 + 4) & 1u; }
 static const uint8_t *layer_rec(const inn_bundle *b, uint32_t l) { return b->layers + (size_t)l * LAYER_SIZE; }
 static uint32_t piece(const inn_bundle *b, uint32_t k) { return rd32(b->pieces + (size_t)k * 4); }
+/* Points of group g at bucket k (both in range: callers check). */
+static uint32_t bucket_size(const inn_bundle *b, uint32_t k, uint32_t g) {
+    return rd32(b->buckets + ((size_t)k * b->group_count + g) * 4);
+}
+
+/* No inf or NaN among `count` float32 values (any alignment); float16 when `half`. */
+static int all_finite(const uint8_t *p, size_t count, int half) {
+    uint32_t bad = 0;
+    if (half) {
+        for (size_t k = 0; k < count; k++) bad |= (uint32_t)(((p[2 * k] | p[2 * k + 1] << 8) & 0x7C00u) == 0x7C00u);
+    } else {
+        for (size_t k = 0; k < count; k++) bad |= (uint32_t)((rd32(p + 4 * k) & 0x7F800000u) == 0x7F800000u);
+    }
+    return bad == 0;
+}
 
 /* Bytes per node value: NODE element type 1 float32, 2 float16, 3 int8. */
 static size_t node_elem_size(const inn_bundle *b) {
@@ -158,7 +191,8 @@ static inn_status check_buckets(const inn_bundle *b) {
                 if (n != m || ref != INN_UNIFORM) return INN_ERR_FORMAT;
                 continue;
             }
-            if (n < 2 || n > INN_MAX_DIM) return INN_ERR_RANGE;
+            /* at most INN_MAX_UPSAMPLE points per node: weights bounded by the nodes they come from */
+            if (n < 2 || n > INN_MAX_DIM || (uint64_t)n > (uint64_t)m * INN_MAX_UPSAMPLE) return INN_ERR_RANGE;
             if (ref == INN_UNIFORM) {
                 if (b->quadrature == INN_QUAD_SIMPSON && n < 3) return INN_ERR_RANGE;
                 continue;
@@ -180,7 +214,7 @@ static inn_status open_norms(inn_bundle *b, int flagged) {
     int has_norm = find(b, "NORM", &norm) == INN_OK, has_vals = find(b, "NRMV", &vals) == INN_OK;
     if (!flagged) return has_norm || has_vals ? INN_ERR_FORMAT : INN_OK;
     if (!has_norm || !has_vals) return INN_ERR_MISSING;
-    if (vals.elem != INN_NODES_F32 || vals.size % 4) return INN_ERR_FORMAT;
+    if (vals.elem != INN_NODES_F32 || vals.size % 4 || !all_finite(vals.p, vals.size / 4, 0)) return INN_ERR_FORMAT;
     uint32_t extra;
     inn_status st = table(&norm, 16, &b->norm_count, &extra, &b->norms);
     if (st) return st;
@@ -199,9 +233,6 @@ static inn_status open_norms(inn_bundle *b, int flagged) {
         inn_layer_info li;
         if ((st = inn_layer_info_get(b, bucket, layer, &li))) return st;
         if ((uint64_t)first + 2u * (uint64_t)li.n_out > b->norm_values_count) return INN_ERR_RANGE;
-        const float *v = (const float *)b->norm_values + first;
-        for (uint32_t i = 0; i < 2 * li.n_out; i++)
-            if (!(v[i] - v[i] == 0.0f)) return INN_ERR_FORMAT; /* inf or NaN */
     }
     return INN_OK;
 }
@@ -236,8 +267,9 @@ inn_status inn_layer_norm(const inn_bundle *b, uint32_t bucket, uint32_t layer, 
 }
 
 inn_status inn_bundle_open(inn_bundle *b, const void *data, size_t size) {
-    if (!b || !data) return INN_ERR_ARG;
+    if (!b) return INN_ERR_ARG;
     memset(b, 0, sizeof *b);
+    if (!data || (uintptr_t)data % INN_DATA_ALIGN) return INN_ERR_ARG; /* float32 values are read in place */
     const uint8_t *d = (const uint8_t *)data;
     if (size < HEADER_SIZE) return size >= 4 && memcmp(d, "INNB", 4) ? INN_ERR_MAGIC : INN_ERR_TRUNCATED;
     if (memcmp(d, "INNB", 4) != 0) return INN_ERR_MAGIC;
@@ -281,11 +313,16 @@ inn_status inn_bundle_open(inn_bundle *b, const void *data, size_t size) {
         section nscl;
         if (find(b, "NSCL", &nscl)) st = INN_ERR_MISSING;
         else if (nscl.elem != INN_NODES_F32) st = INN_ERR_FORMAT; /* float32 scales */
+        else if (!all_finite(nscl.p, nscl.size / 4, 0)) st = INN_ERR_FORMAT;
         else {
             b->node_scales = nscl.p;
             b->node_scales_count = nscl.size / 4;
         }
     }
+    /* finite nodes only: an inf or NaN would reach the int8 conversion */
+    if (!st && node.elem != INN_NODES_I8 && !all_finite(node.p, node.size / (node.elem == INN_NODES_F16 ? 2 : 4),
+                                                        node.elem == INN_NODES_F16))
+        st = INN_ERR_FORMAT;
     if (!st) {
         b->node_dtype = node.elem;
         b->nodes = node.p;
@@ -324,7 +361,7 @@ inn_status inn_bundle_open(inn_bundle *b, const void *data, size_t size) {
 inn_status inn_bundle_group_size(const inn_bundle *b, uint32_t bucket, uint32_t group, uint32_t *n) {
     if (!b || !b->data || !n) return INN_ERR_ARG;
     if (bucket >= b->bucket_count || group >= b->group_count) return INN_ERR_MISSING;
-    *n = rd32(b->buckets + ((size_t)bucket * b->group_count + group) * 4);
+    *n = bucket_size(b, bucket, group);
     return INN_OK;
 }
 
@@ -338,20 +375,17 @@ static const float *partition_of(const inn_bundle *b, uint32_t bucket, uint32_t 
 static inn_status axis_size(const inn_bundle *b, uint32_t bucket, uint32_t first, uint32_t count, uint32_t blocks,
                             uint32_t *n_out) {
     uint64_t m_total = 0, n_total = 0, m = 0, n = 0;
-    uint32_t sz;
     for (uint32_t k = 0; k < count; k++) {
         uint32_t g = piece(b, first + k);
-        inn_bundle_group_size(b, bucket, g, &sz);
         m_total += group_nodes(b, g);
-        n_total += sz;
+        n_total += bucket_size(b, bucket, g);
     }
     if (n_total > INN_MAX_DIM) return INN_ERR_RANGE;
     if (n_total % blocks) return INN_ERR_FORMAT;
     for (uint32_t k = 0; k < count; k++) {
         uint32_t g = piece(b, first + k);
-        inn_bundle_group_size(b, bucket, g, &sz);
         m += group_nodes(b, g);
-        n += sz;
+        n += bucket_size(b, bucket, g);
         if ((m * blocks) % m_total == 0 && n * blocks != (m * blocks / m_total) * n_total) return INN_ERR_FORMAT;
     }
     *n_out = (uint32_t)n_total;
@@ -386,18 +420,34 @@ inn_status inn_layer_info_get(const inn_bundle *b, uint32_t bucket, uint32_t lay
     return INN_OK;
 }
 
-/* Scratch: out taps (idx, w), in taps (idx, w, q), then the resampler's rows. */
-static inn_status layer_scratch(const inn_layer_info *li, size_t *bytes) {
-    size_t n_rows = (size_t)li->n_out + li->n_in, axes = align8(n_rows * INN_TAPS * 4) + n_rows * INN_TAPS * 8 + li->n_in * 8;
-    size_t rows;
+/* Scratch (from an 8-aligned start): out taps and in taps (idx), their weights (w, 8-aligned), the in
+ * quadrature (q), then the resampler's rows; 64 bytes of slack (8 of them to align an unaligned
+ * scratch). Every sum checked: with a 32-bit size_t a large layer would otherwise wrap to a small size. */
+typedef struct {
+    size_t w, q, rest, total; /* byte offsets of w, q and the rows; total bytes */
+} scratch_plan;
+
+static inn_status layer_scratch_plan(const inn_layer_info *li, scratch_plan *p) {
+    size_t n_rows = (size_t)li->n_out + li->n_in, idx_b, w_b, q_b, rows, tmp;
+    if (!inn_mul(n_rows, INN_TAPS * sizeof(int32_t), &idx_b) || !inn_mul(n_rows, INN_TAPS * sizeof(double), &w_b) ||
+        !inn_mul(li->n_in, sizeof(double), &q_b) || !inn_align8(idx_b, &p->w) || !inn_add(p->w, w_b, &p->q) ||
+        !inn_add(p->q, q_b, &tmp) || !inn_align8(tmp, &p->rest))
+        return INN_ERR_OVERFLOW;
     if (li->kind == INN_KIND_DENSE) {
         rows = inn_dense_scratch(li->n_in / li->blocks, li->m_in, li->taps);
-        if (!rows || !inn_mul(rows, 4, &rows)) return INN_ERR_OVERFLOW;
-    } else {
-        rows = align8((size_t)li->taps * 4) + li->taps;
+        if (!rows || !inn_mul(rows, sizeof(float), &rows)) return INN_ERR_OVERFLOW;
+    } else { /* one float row and one int8 row of taps (taps <= INN_MAX_DIM: no overflow) */
+        rows = align8((size_t)li->taps * sizeof(float)) + li->taps;
     }
-    *bytes = align8(axes) + rows + 64;
+    if (!inn_add(p->rest, rows, &tmp) || !inn_add(tmp, 64, &p->total)) return INN_ERR_OVERFLOW;
     return INN_OK;
+}
+
+static inn_status layer_scratch(const inn_layer_info *li, size_t *bytes) {
+    scratch_plan p;
+    inn_status st = layer_scratch_plan(li, &p);
+    if (!st) *bytes = p.total;
+    return st;
 }
 
 inn_status inn_bundle_scratch_size(const inn_bundle *b, uint32_t bucket, size_t *bytes) {
@@ -420,8 +470,7 @@ static inn_status build_axis(const inn_bundle *b, uint32_t bucket, uint32_t firs
                              double *w, double *q) {
     uint32_t row = 0, node0 = 0;
     for (uint32_t k = 0; k < count; k++) {
-        uint32_t g = piece(b, first + k), m = group_nodes(b, g), n;
-        inn_bundle_group_size(b, bucket, g, &n);
+        uint32_t g = piece(b, first + k), m = group_nodes(b, g), n = bucket_size(b, bucket, g);
         int32_t *pi = idx + (size_t)row * INN_TAPS;
         double *pw = w + (size_t)row * INN_TAPS;
         if (group_resizable(b, g)) {
@@ -447,7 +496,7 @@ static inn_status build_axis(const inn_bundle *b, uint32_t bucket, uint32_t firs
 
 /* One node tensor of a layer: `offset` in node elements, `scale_first` its first NSCL scale (int8 only). */
 static inn_nodes layer_nodes(const inn_bundle *b, uint64_t offset, uint32_t scale_first) {
-    inn_nodes n = {b->nodes + (size_t)offset * node_elem_size(b), (inn_node_dtype)b->node_dtype, NULL};
+    inn_nodes n = {b->nodes + (size_t)offset * node_elem_size(b), (inn_node_dtype)b->node_dtype, NULL, 0};
     if (b->node_dtype == INN_NODES_I8) n.scales = (const float *)b->node_scales + scale_first;
     return n;
 }
@@ -460,22 +509,23 @@ inn_status inn_materialize(const inn_bundle *b, uint32_t bucket, uint32_t layer,
     inn_status st = inn_layer_info_get(b, bucket, layer, &li);
     if (st) return st;
     if (li.kind == INN_KIND_AFFINE && dtype != INN_F32) return INN_ERR_ARG;
-    size_t need, wbytes;
-    if ((st = layer_scratch(&li, &need))) return st;
-    if (scratch_bytes < need) return INN_ERR_BUFFER;
+    size_t wbytes;
+    scratch_plan plan;
+    if ((st = layer_scratch_plan(&li, &plan))) return st;
+    if (scratch_bytes < plan.total) return INN_ERR_BUFFER;
     if (!inn_mul(li.weight_count, dtype == INN_I8 ? 1 : 4, &wbytes)) return INN_ERR_OVERFLOW;
     if (weight_bytes < wbytes) return INN_ERR_BUFFER;
     if (dtype == INN_I8 && (!scales_out || scales_count < li.n_out)) return INN_ERR_BUFFER;
     if (bias_out && (li.has_bias || li.kind == INN_KIND_AFFINE) && bias_count < li.n_out) return INN_ERR_BUFFER;
 
     const uint8_t *r = layer_rec(b, layer);
-    uint8_t *s = (uint8_t *)scratch;
-    size_t n_rows = (size_t)li.n_out + li.n_in;
+    /* from the first 8-aligned byte (the plan's slack covers the up to 7 skipped) */
+    size_t skip = (size_t)(align8((uintptr_t)scratch) - (uintptr_t)scratch);
+    uint8_t *s = (uint8_t *)scratch + skip;
     int32_t *idx = (int32_t *)s;
-    double *w = (double *)(s + align8(n_rows * INN_TAPS * 4));
-    double *q = w + n_rows * INN_TAPS;
-    uint8_t *rest = (uint8_t *)(q + li.n_in);
-    rest = (uint8_t *)align8((size_t)rest);
+    double *w = (double *)(s + plan.w);
+    double *q = (double *)(s + plan.q);
+    uint8_t *rest = s + plan.rest;
     if ((st = build_axis(b, bucket, rd32(r + 16), rd32(r + 20), idx, w, NULL))) return st;
     inn_axis out = {idx, w, NULL, li.n_out};
     inn_nodes nodes = layer_nodes(b, rd64(r + 32), rd32(r + 56));
@@ -484,7 +534,7 @@ inn_status inn_materialize(const inn_bundle *b, uint32_t bucket, uint32_t layer,
     float *rowf = (float *)rest;
     int8_t *qrow = (int8_t *)(rest + align8((size_t)li.taps * 4));
     if (li.kind == INN_KIND_DENSE) {
-        size_t tail = scratch_bytes - (size_t)(rest - s);
+        size_t tail = scratch_bytes - skip - plan.rest; /* >= the rows: scratch_bytes >= plan.total */
         if ((st = build_axis(b, bucket, rd32(r + 24), rd32(r + 28), idx + (size_t)li.n_out * INN_TAPS,
                              w + (size_t)li.n_out * INN_TAPS, q)))
             return st;

@@ -11,8 +11,14 @@
 #define SPAN_SIZE 16
 #define HOLE_SIZE 32
 
-enum { T_WEIGHT = 1, T_BIAS = 2, T_SCALE = 3, T_BIAS_I32 = 4, T_BIAS_SCALE = 5 };
-enum { D_F32 = 0, D_I8 = 1, D_I32 = 2 };
+/* Reader limits (FORMAT.md "Reader limits"): a record's images may hold at most this many times the
+ * bytes of the bucket's tensors in holes, and zero gaps of at most GAP_RATIO times the bytes stored
+ * and written, plus GAP_FLOOR bytes; so a small file cannot ask for huge images. */
+#define HOLE_REUSE 8u
+#define GAP_RATIO 4u
+#define GAP_FLOOR ((uint64_t)1 << 20)
+/* Layers whose holes are cross-checked at once (a bitmap on the stack; see check_weight_holes). */
+#define LAYER_CHUNK 4096u
 
 typedef struct {
     const uint8_t *name, *spans, *holes, *data;
@@ -34,17 +40,20 @@ static hole hole_at(const image *im, uint32_t k) {
     return r;
 }
 
-/* Parse the image starting at *pos (record bytes [0, size)); advances *pos past it. */
-static inn_status parse_image(const uint8_t *rec, size_t size, size_t *pos, image *im) {
+/* Parse the image starting at *pos (record bytes [0, size), *pos <= size); advances *pos past it. Writes
+ * *out and *pos only on success: a header that fails half-way is never seen by a caller. */
+static inn_status parse_image(const uint8_t *rec, size_t size, size_t *pos, image *out) {
     size_t p = *pos, tables;
     uint64_t data_len = 0;
-    if (size - p < IMAGE_HEAD) return INN_ERR_TRUNCATED;
+    image parsed, *im = &parsed;
+    if (p > size || size - p < IMAGE_HEAD) return INN_ERR_TRUNCATED;
     im->name_len = rd32(rec + p);
     im->span_count = rd32(rec + p + 4);
     im->hole_count = rd32(rec + p + 8);
     im->packed = rd32(rec + p + 12);
     im->size = rd64(rec + p + 16);
     p += IMAGE_HEAD;
+    if ((uint64_t)(size_t)im->size != im->size) return INN_ERR_OVERFLOW; /* must fit this CPU's memory */
     if (im->name_len > INN_MAX_DIM || size - p < align8(im->name_len)) return INN_ERR_TRUNCATED;
     im->name = rec + p;
     p += align8(im->name_len);
@@ -63,7 +72,8 @@ static inn_status parse_image(const uint8_t *rec, size_t size, size_t *pos, imag
     if (stored > size - p || align8((size_t)stored) > size - p) return INN_ERR_TRUNCATED;
     im->data = rec + p;
     im->data_len = data_len;
-    *pos = p + align8(stored);
+    *pos = p + align8((size_t)stored);
+    *out = parsed;
     return INN_OK;
 }
 
@@ -82,20 +92,33 @@ static inn_status check_ranges(const image *im) {
     return INN_OK;
 }
 
-static int scale_family(uint32_t t) { return t == T_SCALE || t == T_BIAS_I32 || t == T_BIAS_SCALE; }
+static int scale_family(uint32_t t) { return t == INN_HOLE_SCALE || t == INN_HOLE_BIAS_I32 || t == INN_HOLE_BIAS_SCALE; }
 
-/* Does some image of the graph hold a weight hole of `layer` (int8 when `want_i8`)? */
-static int has_weight_hole(const inn_graph *g, uint32_t layer, int want_i8) {
-    size_t pos = 8;
-    for (uint32_t i = 0; i < g->image_count; i++) {
-        image im;
-        parse_image(g->record, g->size, &pos, &im);
-        for (uint32_t k = 0; k < im.hole_count; k++) {
-            hole h = hole_at(&im, k);
-            if (h.layer == layer && h.tensor == T_WEIGHT && (!want_i8 || h.dtype == D_I8)) return 1;
+/* Every vector hole (bias, scale, ...) names a layer that has a weight hole in the record, an int8 one for
+ * the scale family (their values come from it). LAYER_CHUNK layers at a time, flags in a stack bitmap:
+ * one pass over the holes per chunk that vector holes name (a single pass below 4096 layers). Every
+ * image has been parsed successfully before (check_record). */
+static inn_status check_weight_holes(const inn_graph *g, uint32_t max_layer) {
+    uint8_t flags[LAYER_CHUNK]; /* bit 0: weight hole, 1: int8 weight hole, 2: needs 0, 3: needs 1 */
+    for (uint64_t base = 0; base <= max_layer; base += LAYER_CHUNK) {
+        memset(flags, 0, sizeof flags);
+        size_t pos = 8;
+        for (uint32_t i = 0; i < g->image_count; i++) {
+            image im;
+            inn_status st = parse_image(g->record, g->size, &pos, &im);
+            if (st) return st;
+            for (uint32_t k = 0; k < im.hole_count; k++) {
+                hole h = hole_at(&im, k);
+                if (h.layer < base || h.layer - base >= LAYER_CHUNK) continue;
+                uint8_t *f = &flags[h.layer - base];
+                if (h.tensor == INN_HOLE_WEIGHT) *f |= (uint8_t)(1u | (h.dtype == INN_HOLE_I8 ? 2u : 0u));
+                else *f |= scale_family(h.tensor) ? 8u : 4u;
+            }
         }
+        for (uint32_t l = 0; l < LAYER_CHUNK; l++)
+            if (((flags[l] & 4u) && !(flags[l] & 1u)) || ((flags[l] & 8u) && !(flags[l] & 2u))) return INN_ERR_FORMAT;
     }
-    return 0;
+    return INN_OK;
 }
 
 /* A hole's codes, alignment and size must match the layer it names at the graph's bucket. */
@@ -105,57 +128,130 @@ static inn_status check_hole(const inn_bundle *b, const inn_graph *g, const hole
     if (h->layer >= b->layer_count) return INN_ERR_RANGE;
     inn_status st = inn_layer_info_get(b, g->bucket, h->layer, &li);
     if (st) return st;
-    if (h->tensor < T_WEIGHT || h->tensor > T_BIAS_SCALE || h->layout > INN_LAYOUT_ITO || h->dtype > D_I32)
+    if (h->tensor < INN_HOLE_WEIGHT || h->tensor > INN_HOLE_BIAS_SCALE || h->layout > INN_LAYOUT_ITO || h->dtype > INN_HOLE_I32)
         return INN_ERR_FORMAT;
-    if (h->tensor == T_WEIGHT) {
-        if (h->dtype == D_I32 || (li.kind == INN_KIND_AFFINE && h->dtype != D_F32)) return INN_ERR_FORMAT;
-        elem = h->dtype == D_I8 ? 1 : 4;
+    if (h->tensor == INN_HOLE_WEIGHT) {
+        if (h->dtype == INN_HOLE_I32 || (li.kind == INN_KIND_AFFINE && h->dtype != INN_HOLE_F32)) return INN_ERR_FORMAT;
+        elem = h->dtype == INN_HOLE_I8 ? 1 : 4;
         if (!inn_mul(li.weight_count, elem, &need)) return INN_ERR_OVERFLOW;
     } else {
-        if (h->dtype != (h->tensor == T_BIAS_I32 ? D_I32 : D_F32)) return INN_ERR_FORMAT;
+        if (h->dtype != (h->tensor == INN_HOLE_BIAS_I32 ? INN_HOLE_I32 : INN_HOLE_F32)) return INN_ERR_FORMAT;
         if (scale_family(h->tensor) && li.kind == INN_KIND_AFFINE) return INN_ERR_FORMAT;
-        if ((h->tensor == T_BIAS_I32 || h->tensor == T_BIAS_SCALE) && !(isfinite(h->param) && h->param > 0.0f))
+        if ((h->tensor == INN_HOLE_BIAS_I32 || h->tensor == INN_HOLE_BIAS_SCALE) && !(isfinite(h->param) && h->param > 0.0f))
             return INN_ERR_FORMAT;
         elem = 4;
         need = (size_t)li.n_out * 4;
     }
     if (h->size != need || (elem == 4 && h->offset % 4)) return INN_ERR_FORMAT;
-    if (h->tensor != T_WEIGHT && !has_weight_hole(g, h->layer, scale_family(h->tensor))) return INN_ERR_FORMAT;
     return INN_OK;
+}
+
+/* Bytes of every tensor a hole can name at the bucket: each layer's float32 weight and four vectors. */
+static inn_status bucket_tensor_bytes(const inn_bundle *b, uint32_t bucket, uint64_t *bytes) {
+    *bytes = 0;
+    for (uint32_t l = 0; l < b->layer_count; l++) {
+        inn_layer_info li;
+        inn_status st = inn_layer_info_get(b, bucket, l, &li);
+        if (st) return st;
+        uint64_t layer = (uint64_t)li.weight_count * 4u + (uint64_t)li.n_out * 16u; /* both < 2^62 */
+        if (layer > UINT64_MAX - *bytes) return INN_ERR_OVERFLOW;
+        *bytes += layer;
+    }
+    return INN_OK;
+}
+
+static int add64(uint64_t *acc, uint64_t v) {
+    if (v > UINT64_MAX - *acc) return 0;
+    *acc += v;
+    return 1;
 }
 
 static inn_status check_record(const inn_bundle *b, inn_graph *g) {
     if (g->size < 8 || memcmp(g->record, "IGR1", 4) != 0) return INN_ERR_FORMAT;
     g->image_count = rd32(g->record + 4);
     if (g->image_count > INN_MAX_DIM) return INN_ERR_RANGE;
+    /* every image header parses before anything reads one (each is at least 24 bytes of the record) */
     size_t pos = 8;
     for (uint32_t i = 0; i < g->image_count; i++) {
         image im;
         inn_status st = parse_image(g->record, g->size, &pos, &im);
-        if (!st) st = check_ranges(&im);
-        if (!st && im.packed) st = inn_lz_decode(im.data, im.packed, NULL, (size_t)im.data_len);
-        for (uint32_t k = 0; !st && k < im.hole_count; k++) {
-            hole h = hole_at(&im, k);
-            st = check_hole(b, g, &h);
-        }
         if (st) return st;
     }
-    return INN_OK;
+    uint64_t stored = 0, holes = 0, gaps = 0, model;
+    uint32_t max_layer = 0;
+    int vectors = 0;
+    inn_status st = bucket_tensor_bytes(b, g->bucket, &model);
+    if (st) return st;
+    pos = 8;
+    for (uint32_t i = 0; i < g->image_count; i++) {
+        image im;
+        uint64_t image_holes = 0;
+        if ((st = parse_image(g->record, g->size, &pos, &im))) return st;
+        if ((st = check_ranges(&im))) return st;
+        for (uint32_t k = 0; k < im.hole_count; k++) {
+            hole h = hole_at(&im, k);
+            if ((st = check_hole(b, g, &h))) return st;
+            image_holes += h.size; /* disjoint ranges inside the image: no overflow */
+            if (h.tensor != INN_HOLE_WEIGHT) {
+                vectors = 1;
+                if (h.layer > max_layer) max_layer = h.layer;
+            }
+        }
+        /* spans and holes are disjoint inside the image, so the rest (zeros) is what is left */
+        if (!add64(&stored, im.data_len) || !add64(&holes, image_holes) ||
+            !add64(&gaps, im.size - im.data_len - image_holes))
+            return INN_ERR_OVERFLOW;
+    }
+    /* reader limits: holes repeat the bucket's tensors at most HOLE_REUSE times, zeros are bounded by
+     * the bytes stored and written (checked before the LZ streams are decoded: no unbounded work) */
+    if (model > UINT64_MAX / HOLE_REUSE || holes > model * HOLE_REUSE) return INN_ERR_RANGE;
+    if (stored + holes > (UINT64_MAX - GAP_FLOOR) / GAP_RATIO || gaps > (stored + holes) * GAP_RATIO + GAP_FLOOR)
+        return INN_ERR_RANGE;
+    pos = 8;
+    for (uint32_t i = 0; i < g->image_count; i++) {
+        image im;
+        if ((st = parse_image(g->record, g->size, &pos, &im))) return st;
+        if (im.packed && (st = inn_lz_decode(im.data, im.packed, NULL, (size_t)im.data_len))) return st;
+    }
+    return vectors ? check_weight_holes(g, max_layer) : INN_OK;
 }
 
-static inn_status graph_row(const inn_bundle *b, uint32_t index, const uint8_t **row, const uint8_t **blob,
-                            size_t *blob_size) {
+/* The GIDX rows (count of them) and the BLOB they point into. */
+static inn_status graph_table(const inn_bundle *b, const uint8_t **rows, uint32_t *count, const uint8_t **blob,
+                              size_t *blob_size) {
     const uint8_t *gi;
     size_t gi_size;
     inn_status st = inn_bundle_section(b, "GIDX", &gi, &gi_size);
     if (!st) st = inn_bundle_section(b, "BLOB", blob, blob_size);
     if (st) return st;
     if (gi_size < 8) return INN_ERR_TRUNCATED;
-    uint32_t count = rd32(gi);
-    if ((size_t)count > (gi_size - 8) / GRAPH_ROW) return INN_ERR_TRUNCATED;
-    if (index >= count) return INN_ERR_MISSING;
-    *row = gi + 8 + (size_t)index * GRAPH_ROW;
+    *count = rd32(gi);
+    if ((size_t)*count > (gi_size - 8) / GRAPH_ROW) return INN_ERR_TRUNCATED;
+    *rows = gi + 8;
     return INN_OK;
+}
+
+static inn_status graph_row(const inn_bundle *b, uint32_t index, const uint8_t **row, const uint8_t **blob,
+                            size_t *blob_size) {
+    const uint8_t *rows;
+    uint32_t count;
+    inn_status st = graph_table(b, &rows, &count, blob, blob_size);
+    if (st) return st;
+    if (index >= count) return INN_ERR_MISSING;
+    *row = rows + (size_t)index * GRAPH_ROW;
+    return INN_OK;
+}
+
+inn_status inn_graph_count(const inn_bundle *b, uint32_t *count) {
+    if (!b || !b->data || !count) return INN_ERR_ARG;
+    const uint8_t *rows, *blob;
+    size_t blob_size;
+    inn_status st = graph_table(b, &rows, count, &blob, &blob_size);
+    if (st == INN_ERR_MISSING) { /* no GIDX or no BLOB: inn_graph_list finds nothing either */
+        *count = 0;
+        return INN_OK;
+    }
+    return st;
 }
 
 inn_status inn_graph_list(const inn_bundle *b, uint32_t index, uint32_t *bucket, char runtime[INN_RUNTIME_NAME + 1]) {
@@ -220,8 +316,8 @@ static inn_status fill_scratch(const inn_bundle *b, uint32_t bucket, size_t *vec
         if (!st && li.n_out > n_out) n_out = li.n_out;
     }
     if (st) return st;
-    *vec_floats = align8(n_out);
-    *bytes = *vec_floats * 2 * sizeof(float) + mat;
+    *vec_floats = align8(n_out); /* n_out <= INN_MAX_DIM: the vectors' bytes cannot overflow */
+    if (!inn_add(*vec_floats * 2 * sizeof(float), mat, bytes)) return INN_ERR_OVERFLOW;
     return INN_OK;
 }
 
@@ -275,9 +371,9 @@ static void write_vector(const hole *h, uint8_t *dst, const float *scales, const
     for (uint32_t c = 0; c < n; c++) {
         float bs = h->param * scales[c];
         switch (h->tensor) {
-            case T_BIAS: put_f32(dst + 4 * (size_t)c, bias[c]); break;
-            case T_SCALE: put_f32(dst + 4 * (size_t)c, scales[c]); break;
-            case T_BIAS_SCALE: put_f32(dst + 4 * (size_t)c, bs); break;
+            case INN_HOLE_BIAS: put_f32(dst + 4 * (size_t)c, bias[c]); break;
+            case INN_HOLE_SCALE: put_f32(dst + 4 * (size_t)c, scales[c]); break;
+            case INN_HOLE_BIAS_SCALE: put_f32(dst + 4 * (size_t)c, bs); break;
             default: {
                 int32_t q = bias_i32(bias[c], bs);
                 memcpy(dst + 4 * (size_t)c, &q, sizeof q);
@@ -300,13 +396,13 @@ static inn_status fill_layer(const inn_bundle *b, const inn_graph *g, uint32_t l
             uint8_t *out = (uint8_t *)outs[i];
             for (uint32_t k = 0; k < im.hole_count; k++) {
                 hole h = hole_at(&im, k);
-                if (h.layer != layer || (h.tensor == T_WEIGHT) != (pass == 0)) continue;
+                if (h.layer != layer || (h.tensor == INN_HOLE_WEIGHT) != (pass == 0)) continue;
                 if (pass == 1) {
                     write_vector(&h, out + h.offset, scales, bias, li.n_out);
                     continue;
                 }
                 memset(bias, 0, li.n_out * sizeof(float)); /* layers without a bias get zeros */
-                st = inn_materialize(b, g->bucket, layer, (inn_layout)h.layout, h.dtype == D_I8 ? INN_I8 : INN_F32,
+                st = inn_materialize(b, g->bucket, layer, (inn_layout)h.layout, h.dtype == INN_HOLE_I8 ? INN_I8 : INN_F32,
                                      out + h.offset, (size_t)h.size, scales, li.n_out, bias, li.n_out, mat, mat_bytes);
                 if (st) return st;
             }
@@ -332,7 +428,7 @@ inn_status inn_graph_fill(const inn_bundle *b, const inn_graph *g, void *const *
     pos = 8;
     for (uint32_t i = 0; i < g->image_count; i++) {
         image im;
-        parse_image(g->record, g->size, &pos, &im);
+        if ((st = parse_image(g->record, g->size, &pos, &im))) return st;
         copy_spans(&im, (uint8_t *)outs[i]);
     }
     float *scales = (float *)scratch, *bias = scales + vec;

@@ -15,6 +15,20 @@ static inline uint64_t rd64(const uint8_t *p) { return (uint64_t)rd32(p) | (uint
 
 static inline size_t align8(size_t x) { return (x + 7u) & ~(size_t)7u; }
 
+/* a + b without overflow; returns 0 when it would overflow. */
+static inline int inn_add(size_t a, size_t b, size_t *out) {
+    if (b > SIZE_MAX - a) return 0;
+    *out = a + b;
+    return 1;
+}
+
+/* align8(x) without overflow; returns 0 when it would overflow. */
+static inline int inn_align8(size_t x, size_t *out) {
+    if (x > SIZE_MAX - 7u) return 0;
+    *out = align8(x);
+    return 1;
+}
+
 /* a * b without overflow; returns 0 when it would overflow. */
 static inline int inn_mul(size_t a, size_t b, size_t *out) {
     if (a != 0 && b > SIZE_MAX / a) return 0;
@@ -46,7 +60,12 @@ typedef struct {
     const void *data;
     inn_node_dtype dtype;
     const float *scales; /* int8: one per row of this tensor */
+    int f16c;            /* float16: widen with the F16C instruction (set by inn_dense_to_sink) */
 } inn_nodes;
+
+/* Resizable groups are sampled at no more than this many points per node (FORMAT.md "Reader limits"):
+ * a bucket's weights are then at most INN_MAX_UPSAMPLE^2 times the nodes they come from. */
+#define INN_MAX_UPSAMPLE 16u
 
 /* Where finished rows go: float32 or int8 (+ per-row scales), in a layout. With per-width
  * normalisation, row o is first multiplied by norm_a[o] and then (biases only) norm_c[o] is added,

@@ -32,10 +32,10 @@ inn_status inn_taps(const float *points, uint32_t n, uint32_t m, int32_t *idx, d
     if (!idx || !w || n == 0 || m == 0 || m > INN_MAX_DIM || n > INN_MAX_DIM) return INN_ERR_ARG;
     for (uint32_t k = 0; k < n; k++) {
         double s = point_at(points, n, k) * (double)(m - 1);
+        if (!isfinite(s)) return INN_ERR_PARTITION; /* a NaN or inf point (converting it is undefined) */
         double fl = floor(s);
-        int64_t base = (int64_t)fl;
-        if (base < 0) base = 0;
-        if (base > (int64_t)m - 1) base = (int64_t)m - 1;
+        /* clamped in double first: a point far outside [0, 1] must not overflow the conversion */
+        int64_t base = fl < 0.0 ? 0 : fl > (double)(m - 1) ? (int64_t)m - 1 : (int64_t)fl;
         for (int b = 0; b < INN_TAPS; b++) {
             int64_t raw = base + b - 1;
             int64_t c = raw < 0 ? 0 : (raw > (int64_t)m - 1 ? (int64_t)m - 1 : raw);

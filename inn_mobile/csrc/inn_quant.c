@@ -16,7 +16,9 @@ void inn_quantize_row(const float *x, size_t len, size_t stride, int8_t *q, floa
     *scale_out = scale;
     for (size_t k = 0; k < len; k++) {
         float v = nearbyintf(x[k * stride] / scale);
-        q[k * stride] = (int8_t)(v > 127.0f ? 127 : (v < -127.0f ? -127 : v));
+        /* NaN (inf / inf from overflowing sums: bundles hold finite nodes only) becomes 0, never a
+         * float-to-int conversion of NaN (undefined behaviour) */
+        q[k * stride] = (int8_t)(v > 127.0f ? 127 : (v < -127.0f ? -127 : (v == v ? v : 0.0f)));
     }
 }
 

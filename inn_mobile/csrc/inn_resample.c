@@ -27,14 +27,24 @@
 #include <xmmintrin.h>
 #endif
 
+/* ThreadSanitizer builds: no ifunc clones (their resolvers run before the sanitizer runtime is up). */
+#if defined(__SANITIZE_THREAD__)
+#define INN_NO_CLONES 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define INN_NO_CLONES 1
+#endif
+#endif
+
 /* x86-64 Linux: an AVX2 copy of each hot loop beside the baseline one, chosen once at load time by the
  * CPU (GNU ifunc). AVX2 has no fused multiply-add (and -ffp-contract=off forbids contraction), so each
  * copy rounds every product and sum alike: the same bits on every CPU. */
 #if defined(__x86_64__) && defined(__linux__) && !defined(__ANDROID__) && !defined(INN_PORTABLE) && \
-    defined(__has_attribute)
+    !defined(INN_NO_CLONES) && defined(__has_attribute)
 #if __has_attribute(target_clones)
 #define INN_AVX2_CLONE __attribute__((target_clones("avx2", "default")))
 #define INN_F16C 1 /* float16 nodes widened by the F16C instruction where the CPU has it */
+#include <cpuid.h>
 #include <immintrin.h>
 #endif
 #endif
@@ -273,12 +283,26 @@ __attribute__((target("avx,f16c"))) static void widen_f16c(const uint16_t *restr
 }
 #endif
 
-static void widen_f16(const uint16_t *restrict h, size_t len, float *restrict out) {
+/* Does this CPU run F16C (with the AVX state the 256-bit stores need)? CPUID leaf 1 ECX bit 29, asked
+ * once per layer (clang 14's __builtin_cpu_supports does not know "f16c"; the "avx" test covers the OS
+ * saving the YMM registers). */
+static int has_f16c(void) {
 #ifdef INN_F16C
-    if (__builtin_cpu_supports("f16c")) {
+    unsigned a, b, c, d;
+    return __builtin_cpu_supports("avx") && __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29)) != 0;
+#else
+    return 0;
+#endif
+}
+
+static void widen_f16(const uint16_t *restrict h, size_t len, float *restrict out, int f16c) {
+#ifdef INN_F16C
+    if (f16c) {
         widen_f16c(h, len, out);
         return;
     }
+#else
+    (void)f16c;
 #endif
     for (size_t k = 0; k < len; k++) out[k] = inn_half_to_float(h[k]);
 }
@@ -289,7 +313,7 @@ INN_AVX2_CLONE static const float *node_row(const inn_nodes *nd, uint32_t node, 
     size_t at = (size_t)node * len;
     switch (nd->dtype) {
         case INN_NODES_F16: {
-            widen_f16((const uint16_t *)nd->data + at, len, wide);
+            widen_f16((const uint16_t *)nd->data + at, len, wide, nd->f16c);
             return wide;
         }
         case INN_NODES_I8: {
@@ -403,6 +427,9 @@ inn_status inn_dense_to_sink(const inn_nodes *nd, uint32_t m_out, uint32_t m_in,
     if (!nd || !nd->data || !sink || !sink->dst || !scratch || taps == 0 || m_in == 0 || m_out == 0 || blocks == 0)
         return INN_ERR_ARG;
     if (m_out % blocks) return INN_ERR_ARG;
+    inn_nodes nodes = *nd;
+    nodes.f16c = nd->dtype == INN_NODES_F16 && has_f16c();
+    nd = &nodes;
     inn_status st = inn_check_axis(out, blocks, m_out / blocks);
     if (st == INN_OK) st = inn_check_axis(in, blocks, m_in);
     if (st != INN_OK) return st;
@@ -505,7 +532,7 @@ inn_status inn_resample_dense(const float *nodes, uint32_t m_out, uint32_t m_in,
                               const inn_axis *out, const inn_axis *in, inn_layout layout, float *dst,
                               size_t dst_count, float *scratch, size_t scratch_count) {
     if (!out) return INN_ERR_ARG;
-    inn_nodes nd = {nodes, INN_NODES_F32, NULL};
+    inn_nodes nd = {nodes, INN_NODES_F32, NULL, 0};
     inn_sink sink = {layout, INN_F32, dst, dst_count, NULL, 0, out->n, NULL, NULL};
     return inn_dense_to_sink(&nd, m_out, m_in, taps, blocks, out, in, &sink, scratch, scratch_count);
 }
@@ -515,7 +542,7 @@ inn_status inn_resample_rows(const float *nodes, uint32_t m, uint32_t taps, cons
     if (!out || taps > INN_MAX_DIM) return INN_ERR_ARG;
     float row[256];
     if (taps > 256) return INN_ERR_ARG;
-    inn_nodes nd = {nodes, INN_NODES_F32, NULL};
+    inn_nodes nd = {nodes, INN_NODES_F32, NULL, 0};
     inn_sink sink = {layout, INN_F32, dst, dst_count, NULL, 0, out->n, NULL, NULL};
     return inn_rows_to_sink(&nd, m, taps, out, &sink, row, NULL);
 }
