@@ -3,8 +3,8 @@
     .venv/bin/python android_demo/make_assets.py          # from the repository root, ~1 minute
 
 Trains the small ResNet of `inn-mobile demo` on scikit-learn's digits, converts it and packs every width
-bucket as a LiteRT graph whose weights are holes (inn_mobile.pack), which records per bucket what the
-app's width policy reads (META `info["runtimes"]["litert"]`, see inn_mobile/policy.py): accuracy on the
+bucket as a LiteRT graph whose weights are holes (inn_mobile.export.pack), which records per bucket what the
+app's width policy reads (META `info["runtimes"]["litert"]`, see inn_mobile/runtime/policy.py): accuracy on the
 500 held-out digits measured with LiteRT on the graph the C core filled, weights_bytes and arena_bytes.
 Then writes app/src/main/assets/{model.innb, sample.png, sample.json}.
 """
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 ASSETS = Path(__file__).resolve().parent / "app" / "src" / "main" / "assets"
-MEAN, STD = 0.3, 0.4  # inn_mobile.data.digits: x = (pixel / 16 - 0.3) / 0.4
+MEAN, STD = 0.3, 0.4  # inn_mobile.datasets.digits: x = (pixel / 16 - 0.3) / 0.4
 
 
 def png_gray(pixels: np.ndarray) -> bytes:
@@ -37,14 +37,16 @@ def png_gray(pixels: np.ndarray) -> bytes:
 
 
 def main() -> int:
-    from inn_mobile import bundle, data, models, pack, train
-    from inn_mobile.convert import convert
-    from inn_mobile.export import litert
+    from inn_mobile.app import datasets, models
+    from inn_mobile.core.convert import convert
+    from inn_mobile.export import litert, pack
+    from inn_mobile.format import bundle
+    from inn_mobile.train import supervised
 
     torch.manual_seed(0)
-    x, y, xt, yt = data.digits()
+    x, y, xt, yt = datasets.digits()
     model = models.resnet(widths=(16, 32), blocks=(1, 1))
-    train.fit(model, x, y, epochs=12, batch=64, lr=0.05, augmentation=False, desc="training")
+    supervised.fit(model, x, y, epochs=12, batch=64, lr=0.05, augmentation=False, desc="training")
     im = convert(model.eval(), x[:2], calibration=x[:256])
     buckets = bundle.make_buckets(im, (0.5, 0.75, 0.875, 1.0), multiple_of=1)
     b = pack.pack(im, x[:1], [litert.RUNTIME], buckets=buckets, validation=(xt, yt),

@@ -16,22 +16,22 @@ from pathlib import Path
 
 import numpy as np
 
-LAYOUTS = {"oit": 0, "oti": 1, "ito": 2}
-DTYPES = {"f32": 0, "i8": 1}
-KIND_NAMES = {1: "dense", 2: "depthwise", 3: "affine"}
-_MISSING = 10
-STATUS_NAMES = {
-    1: "ARG", 2: "TRUNCATED", 3: "MAGIC", 4: "VERSION", 5: "CHECKSUM", 6: "FORMAT", 7: "RANGE", 8: "OVERFLOW",
-    9: "BUFFER", 10: "MISSING", 11: "PARTITION",
-}
+from inn_mobile.errors import BundleError
+from inn_mobile.format import vocab
+
+LAYOUTS = vocab.LAYOUTS
+DTYPES = vocab.OUTPUT_DTYPES
+KIND_NAMES = {code: name for name, code in vocab.KINDS.items()}
+_MISSING = vocab.STATUS["MISSING"]
+STATUS_NAMES = {code: name for name, code in vocab.STATUS.items()}
 
 
-class NativeError(RuntimeError):
-    """A non-zero ``inn_status`` from the core; ``.code`` and ``.name`` say which."""
+class NativeError(BundleError, RuntimeError):
+    """A non-zero ``inn_status`` from the core; ``.code`` and ``.status`` (also ``.name``) say which."""
 
     def __init__(self, code: int, what: str) -> None:
         self.code = code
-        self.name = STATUS_NAMES.get(code, str(code))
+        self.status = self.name = STATUS_NAMES.get(code, str(code))
         super().__init__(f"{what}: {lib().inn_status_str(code).decode()} (INN_ERR_{self.name})")
 
 
@@ -248,7 +248,7 @@ class NativeBundle:
 
     def fill(self, bucket: int, runtime: str) -> dict[str, bytearray]:
         """Rebuild the runtime files of one bucket with their weights written by the core
-        (``{file name: bytes}``; the same result as :meth:`inn_mobile.bundle.Bundle.fill`)."""
+        (``{file name: bytes}``; the same result as :meth:`inn_mobile.format.bundle.Bundle.fill`)."""
         g = _Graph()
         _check(lib().inn_graph_find(C.byref(self._b), bucket, runtime.encode(), C.byref(g)),
                f"{runtime!r} graph of bucket {bucket}")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from inn_mobile import data, models, train
+from inn_mobile.app import datasets, models
+from inn_mobile.train import supervised
 
 
 def randomize_batchnorm(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
@@ -39,7 +40,7 @@ def arch(request):
 
 @pytest.fixture(scope="session")
 def digits_data():
-    return data.digits()
+    return datasets.digits()
 
 
 @pytest.fixture(scope="session")
@@ -48,5 +49,5 @@ def digits_model(digits_data):
     x, y, xt, yt = digits_data
     torch.manual_seed(0)
     model = models.resnet(widths=(16, 32), blocks=(1, 1))
-    train.fit(model, x, y, epochs=12, batch=64, lr=0.05, augmentation=False)
+    supervised.fit(model, x, y, epochs=12, batch=64, lr=0.05, augmentation=False)
     return model

@@ -6,8 +6,9 @@ import time
 import pytest
 import torch
 
-from inn_mobile import bundle, policy
-from inn_mobile.convert import convert
+from inn_mobile.core.convert import convert
+from inn_mobile.format import bundle
+from inn_mobile.runtime import policy
 from inn_mobile.runtime.adaptive import AdaptiveModel
 
 

@@ -21,8 +21,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from inn_mobile import bundle, image, models, native, policy, reference
-from inn_mobile.convert import convert
+from inn_mobile import native
+from inn_mobile.app import models
+from inn_mobile.core.convert import convert
+from inn_mobile.format import bundle, reference, runtime_file
+from inn_mobile.runtime import policy
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "android_demo"
@@ -197,8 +200,8 @@ def _policy_bundle(tmp_path: Path) -> Path:
     for k, (acc, weights) in costs.items():
         buckets[k].info["runtimes"] = {"fake": {"accuracy": acc, "weights_bytes": weights, "arena_bytes": 500},
                                        "noacc": {"weights_bytes": weights}}
-        b.graphs[(k, "fake")] = image.encode_record([image.Image("g", b"x")])
-        b.graphs[(k, "noacc")] = image.encode_record([image.Image("g", b"x")])
+        b.graphs[(k, "fake")] = runtime_file.encode_record([runtime_file.Image("g", b"x")])
+        b.graphs[(k, "noacc")] = runtime_file.encode_record([runtime_file.Image("g", b"x")])
     path = tmp_path / "policy.innb"
     bundle.save(b, path)
     return path

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from inn_mobile import bundle, native
+from inn_mobile import native
+from inn_mobile.format import bundle
 
 VECTORS = Path(__file__).parent / "vectors"
 GOOD = (VECTORS / "vectors.innb").read_bytes()

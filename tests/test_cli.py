@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from inn_mobile import cli
+from inn_mobile.app import cli
 
 VERBS = ["demo", "convert", "pack", "inspect", "profile", "run", "bench"]
 
@@ -34,7 +34,7 @@ def test_bad_arguments_and_files(tmp_path, capsys):
     assert code == 1 and "error:" in err
     code, _, err = run(capsys, "convert", "--model", "no_such_module:f", "--input-shape", "1,1,8,8", "--out", bad)
     assert code == 2 and "cannot load --model" in err
-    code, _, err = run(capsys, "convert", "--model", "inn_mobile.models", "--input-shape", "1,1,8,8", "--out", bad)
+    code, _, err = run(capsys, "convert", "--model", "inn_mobile.app.models", "--input-shape", "1,1,8,8", "--out", bad)
     assert code == 2 and "module:factory" in err
     with pytest.raises(SystemExit) as e:
         cli.main(["run", str(bad), "--runtime", "litert", "--memory-budget", "lots"])
@@ -53,7 +53,7 @@ def test_sizes_parse():
 def model_file(tmp_path_factory, digits_model):
     d = tmp_path_factory.mktemp("cli")
     torch.save(digits_model.state_dict(), d / "weights.pt")
-    (d / "net.py").write_text("from inn_mobile import models\n\ndef net():\n"
+    (d / "net.py").write_text("from inn_mobile.app import models\n\ndef net():\n"
                               "    return models.resnet(widths=(16, 32), blocks=(1, 1))\n")
     return d
 

@@ -4,9 +4,10 @@ import pytest
 import torch
 from torch import nn
 
-from inn_mobile import data, models
-from inn_mobile.convert import convert
-from inn_mobile.prune import l1_prune
+from inn_mobile.app import models
+from inn_mobile.core.convert import convert
+from inn_mobile.metrics import accuracy
+from inn_mobile.train.prune import l1_prune
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -105,11 +106,11 @@ def test_pretrained_efficientnet_lite0_exact_on_a_real_photo():
 def test_on_real_digits_inn_degrades_gracefully_and_beats_l1(digits_model, digits_data):
     _, _, xt, yt = digits_data
     im = convert(digits_model, xt[:2])
-    full = data.accuracy(digits_model, xt, yt)
+    full = accuracy(digits_model, xt, yt)
     assert full >= 95.0
-    assert data.accuracy(im.resize(1.0), xt, yt) == full
+    assert accuracy(im.resize(1.0), xt, yt) == full
     sizes = im.sizes_at(0.875)
-    inn = data.accuracy(im.resize(sizes=sizes), xt, yt)
-    l1 = data.accuracy(l1_prune(im, sizes), xt, yt)
+    inn = accuracy(im.resize(sizes=sizes), xt, yt)
+    l1 = accuracy(l1_prune(im, sizes), xt, yt)
     assert inn > l1
     assert inn >= full - 25.0

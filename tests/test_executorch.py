@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from inn_mobile import bundle, data, image
-from inn_mobile.convert import convert
+from inn_mobile.app import datasets
+from inn_mobile.core.convert import convert
+from inn_mobile.format import bundle, reference, runtime_file
 
 pytest.importorskip("executorch", reason="executorch not installed (pip install -e '.[executorch]')")
 from inn_mobile.export import executorch as ex  # noqa: E402
@@ -29,7 +30,7 @@ def packed(tmp_path_factory, digits_model, digits_data):
     lowered = {(k, ex.RUNTIME): ex.lower(im, b, example) for k, b in enumerate(buckets)}
     full = len(buckets) - 1
     lowered[(full, ex.RUNTIME_INT8)] = ex.lower(im, buckets[full], example, int8=True, calibration=x[:256])
-    b = bundle.Bundle(im, buckets, graphs={key: image.encode_record(imgs) for key, imgs in lowered.items()})
+    b = bundle.Bundle(im, buckets, graphs={key: runtime_file.encode_record(imgs) for key, imgs in lowered.items()})
     path = tmp_path_factory.mktemp("et") / "digits.innb"
     bundle.save(b, path)
     return im, b, path, lowered
@@ -54,10 +55,10 @@ def test_fp32_matches_torch_at_three_widths(packed, digits_data):
 def test_core_rebuilds_exactly_the_lowered_files_without_storing_weights(packed):
     im, b, path, lowered = packed
     for (k, runtime), images in lowered.items():
-        filled = b.fill(k, runtime)
+        filled = reference.fill(b, k, runtime)
         for img in images:
             assert filled[img.name] == img.data, (b.buckets[k].name, runtime, img.name)
-        ptd = next(s for s in image.decode_record(b.graphs[(k, runtime)]) if s.name == ex.PTD)
+        ptd = next(s for s in runtime_file.decode_record(b.graphs[(k, runtime)]) if s.name == ex.PTD)
         stored = sum(len(chunk) for _, chunk in ptd.spans)  # FlatTensor header and keys (64-char hashes) only
         assert stored <= 256 * (len(ptd.holes) + 1), f"{runtime} {b.buckets[k].name}: {stored} .ptd bytes stored"
 
@@ -86,7 +87,7 @@ def test_errors_are_clear(packed, tmp_path):
     with pytest.raises(KeyError, match="no 'executorch-i8' graph"):
         ExecutorchModel.open(path, bucket=0, int8=True)
     pte_only = [img for img in lowered[(0, ex.RUNTIME)] if img.name == ex.PTE]
-    broken = bundle.Bundle(im, b.buckets, graphs={(0, ex.RUNTIME): image.encode_record(pte_only)})
+    broken = bundle.Bundle(im, b.buckets, graphs={(0, ex.RUNTIME): runtime_file.encode_record(pte_only)})
     with pytest.raises(bundle.BundleError, match="has no weights.ptd"):  # XNNPACK would segfault
         ExecutorchModel.open(bundle.encode(broken), bucket=0)
 
@@ -101,7 +102,7 @@ def test_lowering_fails_loudly_when_a_tensor_is_not_found_exactly_once(packed):
         ex.locate_holes({**files, "copy.ptd": files[ex.PTD]}, im.layers, weights)
 
 
-@pytest.mark.skipif(not data.fashion_mnist_available(), reason="Fashion-MNIST absent (apt-get install "
+@pytest.mark.skipif(not datasets.fashion_mnist_available(), reason="Fashion-MNIST absent (apt-get install "
                     "dataset-fashion-mnist)")
 def test_int8_fashion_mnist_top1_agreement_and_accuracy(tmp_path):
     """Full width, 10,000 test images: int8 ExecuTorch vs the fp32 torch model at the same width, with
@@ -111,11 +112,11 @@ def test_int8_fashion_mnist_top1_agreement_and_accuracy(tmp_path):
 
     if not CHECKPOINT.exists():
         pytest.skip(f"{CHECKPOINT} missing")
-    xt, yt = data.fashion_mnist("test")
-    xtr, _ = data.fashion_mnist("train")
+    xt, yt = datasets.fashion_mnist("test")
+    xtr, _ = datasets.fashion_mnist("train")
     im = convert(load_reference(), xt[:2], calibration=xtr[:256])
     full = bundle.make_buckets(im, (1.0,))
-    graphs = {(0, ex.RUNTIME_INT8): image.encode_record(ex.lower(im, full[0], xt[:500], int8=True,
+    graphs = {(0, ex.RUNTIME_INT8): runtime_file.encode_record(ex.lower(im, full[0], xt[:500], int8=True,
                                                                  calibration=xtr[:1000]))}
     ref = im.resize(sizes=full[0].sizes)
     with torch.no_grad():

@@ -8,10 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from inn_mobile import bundle, data, finetune, kernel, native, reference
-from inn_mobile.convert import convert
-from inn_mobile.partition_tuning import recalibrate, tune_partitions
-from inn_mobile.switchable import SwitchableNorm
+from inn_mobile import native
+from inn_mobile.core import kernel
+from inn_mobile.core.convert import convert
+from inn_mobile.core.width_forward import WidthForward
+from inn_mobile.format import bundle, reference
+from inn_mobile.metrics import accuracy
+from inn_mobile.train import finetune
+from inn_mobile.train.partitions import recalibrate, tune_partitions
+from inn_mobile.train.switchable import SwitchableNorm
 
 
 @pytest.fixture(autouse=True)
@@ -33,7 +38,7 @@ def test_width_forward_matches_resize_and_reaches_nodes(digits_im, digits_data):
     """The differentiable forward is the resized network, and gradients reach every node."""
     x, y = digits_data[0][:32], digits_data[1][:32]
     sizes = digits_im.sizes_at(0.5)
-    fw = finetune.WidthForward(digits_im)
+    fw = WidthForward(digits_im)
     with torch.no_grad():
         assert torch.equal(fw(x, sizes), digits_im.resize(sizes=sizes)(x))
     torch.nn.functional.cross_entropy(fw(x, sizes), y).backward()
@@ -101,19 +106,19 @@ def test_tuned_partition_round_trips_through_the_bundle_bit_exact(digits_im, dig
 
 def test_partition_tuning_improves_a_narrow_width(digits_im, digits_data):
     x, y, xt, yt = digits_data
-    before = data.accuracy(digits_im.resize(0.75), xt, yt)
+    before = accuracy(digits_im.resize(0.75), xt, yt)
     tune_partitions(digits_im, x, y, ratio=0.75, steps=100, lr=0.02, distill=0.5)
-    after = data.accuracy(digits_im.resize(0.75), xt, yt)
+    after = accuracy(digits_im.resize(0.75), xt, yt)
     assert after > before + 5.0, (before, after)
 
 
 def test_integral_finetuning_improves_narrow_widths(digits_im, digits_data):
     """The sandwich rule lifts the narrow widths that a plain conversion loses, keeping full width."""
     x, y, xt, yt = digits_data
-    before = {r: data.accuracy(digits_im.resize(r), xt, yt) for r in (1.0, 0.5)}
+    before = {r: accuracy(digits_im.resize(r), xt, yt) for r in (1.0, 0.5)}
     cfg = finetune.FinetuneConfig(epochs=5, batch=64, min_ratio=0.5, augmentation=False)
     finetune.fit(digits_im, x, y, cfg)
-    after = {r: data.accuracy(digits_im.resize(r), xt, yt) for r in (1.0, 0.5)}
+    after = {r: accuracy(digits_im.resize(r), xt, yt) for r in (1.0, 0.5)}
     assert after[0.5] > before[0.5] + 20.0, (before, after)
     assert after[1.0] > before[1.0] - 4.0, (before, after)
 
@@ -125,8 +130,8 @@ def test_recalibration_keeps_full_width_and_lifts_a_narrow_one(digits_im, digits
     with torch.no_grad():
         ref = digits_im.resize(1.0)(xt)
         assert (full(xt) - ref).abs().max() <= 1e-3 * ref.abs().max()
-    before = data.accuracy(digits_im.resize(0.75), xt, yt)
-    after = data.accuracy(recalibrate(digits_im, x[:512], ratio=0.75), xt, yt)
+    before = accuracy(digits_im.resize(0.75), xt, yt)
+    after = accuracy(recalibrate(digits_im, x[:512], ratio=0.75), xt, yt)
     assert after > before + 5.0, (before, after)
 
 
@@ -144,7 +149,7 @@ def test_switchable_norms_beat_the_shared_folded_ones_at_narrow_widths(digits_im
                                       widths=SWITCHABLE, min_ratio=0.25, calibration=1024)
         finetune.fit(im, x, y, cfg)
         assert bool(im.norms) == switchable
-        results[switchable] = {r: data.accuracy(im.resize(r), xt, yt) for r in SWITCHABLE}
+        results[switchable] = {r: accuracy(im.resize(r), xt, yt) for r in SWITCHABLE}
     folded, own = results[False], results[True]
     assert own[0.5] > folded[0.5] + 20.0 and own[0.25] > folded[0.25] + 10.0, results
     assert own[1.0] >= 97.0, results
@@ -153,7 +158,7 @@ def test_switchable_norms_beat_the_shared_folded_ones_at_narrow_widths(digits_im
 def test_folded_norms_reproduce_the_batchnorm_network(digits_im, digits_data):
     """Folding eval-mode BatchNorms into (a, c) gives the network the hooks computed."""
     x = digits_data[0]
-    forward = finetune.WidthForward(digits_im)
+    forward = WidthForward(digits_im)
     widths = [digits_im.sizes_at(r) for r in SWITCHABLE]
     norm = SwitchableNorm(forward, widths)
     norm.attach(x[:256])

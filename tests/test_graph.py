@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from inn_mobile import models
-from inn_mobile.graph import UnsupportedGraphError, trace
+from inn_mobile.app import models
+from inn_mobile.core.channels import UnsupportedGraphError, trace
 
 
 def groups_by_member(graph):

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from inn_mobile import kernel
+from inn_mobile.core import kernel
 
 
 def test_cubic_kernel_values():

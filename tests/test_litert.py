@@ -18,9 +18,11 @@ import torch
 pytest.importorskip("litert_torch")
 pytest.importorskip("ai_edge_litert")
 
-from inn_mobile import bundle, data, image, native, reference  # noqa: E402
-from inn_mobile.convert import convert  # noqa: E402
+from inn_mobile import native
+from inn_mobile.app import datasets
+from inn_mobile.core.convert import convert  # noqa: E402
 from inn_mobile.export import litert  # noqa: E402
+from inn_mobile.format import bundle, reference, runtime_file  # noqa: E402
 from inn_mobile.runtime.litert import LiteRTModel  # noqa: E402
 
 RATIOS = (0.75, 0.875, 1.0)  # widths where the digits network still classifies (at 50% it has collapsed)
@@ -48,7 +50,7 @@ def packed(digits_model, digits_data, tmp_path_factory):
         for int8 in (False, True):
             images = litert.lower(im, bk, x[:1], int8=int8, calibration=x[:256])
             lowered[(k, litert.runtime_name(int8))] = images[0].data
-            b.graphs[(k, litert.runtime_name(int8))] = image.encode_record(images)
+            b.graphs[(k, litert.runtime_name(int8))] = runtime_file.encode_record(images)
     path = tmp_path_factory.mktemp("litert") / "digits.innb"
     bundle.save(b, path)
     return im, b, path, lowered
@@ -95,7 +97,7 @@ def test_core_rebuilds_the_converter_bytes(packed):
     _, b, path, lowered = packed
     nb = native.NativeBundle.from_file(path)
     for (k, runtime), flat in lowered.items():
-        assert b.fill(k, runtime)[litert.FILE_NAME] == flat, (k, runtime)
+        assert reference.fill(b, k, runtime)[litert.FILE_NAME] == flat, (k, runtime)
         assert bytes(nb.fill(k, runtime)[litert.FILE_NAME]) == flat, (k, runtime)
 
 
@@ -147,8 +149,8 @@ def test_garbled_graph_is_rejected_not_run(packed):
     k = len(b.buckets) - 1
     stored = b.images(k, "litert")[0]
     off, chunk = stored.spans[0]
-    bad = image.Image(stored.name, bytes(off) + b"\xff" * len(chunk) + bytes(stored.size - off - len(chunk)))
-    broken = bundle.Bundle(b.model, b.buckets, graphs={(k, "litert"): image.encode_record([bad])})
+    bad = runtime_file.Image(stored.name, bytes(off) + b"\xff" * len(chunk) + bytes(stored.size - off - len(chunk)))
+    broken = bundle.Bundle(b.model, b.buckets, graphs={(k, "litert"): runtime_file.encode_record([bad])})
     with pytest.raises(bundle.BundleError, match="not a loadable .tflite"):
         LiteRTModel.open(bundle.encode(broken), bucket=k)
 
@@ -157,7 +159,7 @@ def test_garbled_graph_is_rejected_not_run(packed):
 def test_shared_constants_and_wrong_weights(digits_data):
     """An untrained net has all-zero folded biases, which the converter stores once for all layers:
     one hole serves them. Locating with another width's weights must fail, not guess."""
-    from inn_mobile import models
+    from inn_mobile.app import models
 
     x, _, xt, _ = digits_data
     torch.manual_seed(0)
@@ -166,8 +168,8 @@ def test_shared_constants_and_wrong_weights(digits_data):
     (img,) = litert.lower(im, full, x[:1])
     biases = [h for h in img.holes if h.tensor == "bias"]
     assert len(biases) < sum(1 for s in im.layers if s.has_bias)  # some were shared
-    b = bundle.Bundle(im, [small, full], graphs={(1, "litert"): image.encode_record([img])})
-    assert b.fill(1, "litert")[litert.FILE_NAME] == img.data
+    b = bundle.Bundle(im, [small, full], graphs={(1, "litert"): runtime_file.encode_record([img])})
+    assert reference.fill(b, 1, "litert")[litert.FILE_NAME] == img.data
     with torch.no_grad():
         wrong = im.discretize(im.samplers(small.sizes))
     with pytest.raises(litert.LoweringError, match="matches no layer"):
@@ -183,10 +185,10 @@ def test_same_bundle_serves_executorch_too(packed, digits_data, tmp_path):
     x, _, xt, _ = digits_data
     k = len(b.buckets) - 1
     both = bundle.Bundle(im, b.buckets, graphs=dict(b.graphs))
-    both.graphs[(k, executorch_export.RUNTIME)] = image.encode_record(
+    both.graphs[(k, executorch_export.RUNTIME)] = runtime_file.encode_record(
         executorch_export.lower(im, b.buckets[k], x[:1]))
     blob = bundle.encode(both)
-    files = both.fill(k, executorch_export.RUNTIME)
+    files = reference.fill(both, k, executorch_export.RUNTIME)
     for name, content in files.items():
         (tmp_path / name).write_bytes(content)
     program = runtime.Runtime.get().load_program(tmp_path / executorch_export.PTE,
@@ -201,18 +203,18 @@ def test_same_bundle_serves_executorch_too(packed, digits_data, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not data.fashion_mnist_available(), reason="Fashion-MNIST not installed "
+@pytest.mark.skipif(not datasets.fashion_mnist_available(), reason="Fashion-MNIST not installed "
                     "(apt-get install dataset-fashion-mnist, or set INN_FASHION_MNIST)")
 def test_int8_fashion_mnist_reference(tmp_path):
     """int8 on the reference ResNet: >= 99% top-1 agreement, <= 0.5 point accuracy drop at 3 widths."""
     sys.path.insert(0, str(Path(__file__).parents[1] / "tools"))
     from train_reference import load_reference
 
-    xt, yt = data.fashion_mnist("test")
-    xtr, _ = data.fashion_mnist("train")
+    xt, yt = datasets.fashion_mnist("test")
+    xtr, _ = datasets.fashion_mnist("train")
     im = convert(load_reference(), xt[:2], calibration=xtr[:256])
     for bk in bundle.make_buckets(im, (0.75, 0.875, 1.0)):
-        b = bundle.Bundle(im, [bk], graphs={(0, "litert-i8"): image.encode_record(
+        b = bundle.Bundle(im, [bk], graphs={(0, "litert-i8"): runtime_file.encode_record(
             litert.lower(im, bk, xt[:1], int8=True, calibration=xtr[:512]))})
         out = LiteRTModel.open(bundle.encode(b), bucket=0, int8=True)(xt)
         ref = _torch_out(im, bk, xt)

@@ -1,11 +1,11 @@
-"""The LZ format of packed graph bytes (inn_mobile/lz.py; C: csrc/inn_lz.c, covered by the shared
+"""The LZ format of packed graph bytes (inn_mobile/format/lz.py; C: csrc/inn_lz.c, covered by the shared
 vectors' packed image and test_native's corrupt-stream test)."""
 
 import random
 
 import pytest
 
-from inn_mobile import lz
+from inn_mobile.format import lz
 
 
 def cases() -> dict[str, bytes]:

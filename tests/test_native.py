@@ -8,9 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from inn_mobile import bundle, image, kernel, lz, models, native, reference
-from inn_mobile.convert import convert
-from inn_mobile.integral import sizes_key
+from inn_mobile import native
+from inn_mobile.app import models
+from inn_mobile.core import kernel
+from inn_mobile.core.convert import convert
+from inn_mobile.core.integral import sizes_key
+from inn_mobile.format import bundle, lz, reference, runtime_file
 
 VECTORS = Path(__file__).parent / "vectors"
 
@@ -58,10 +61,11 @@ def test_bad_graph_records_are_rejected_by_both_readers():
     b = bundle.load(VECTORS / "vectors.innb")
     stored = b.images(0, "vectors")
     spec_holes = stored[0].holes
-    for bad_hole in (image.Hole(spec_holes[0].offset, spec_holes[0].size - 4, 0),
-                     image.Hole(stored[0].size + 8, 4, 0, "bias")):
+    for bad_hole in (runtime_file.Hole(spec_holes[0].offset, spec_holes[0].size - 4, 0),
+                     runtime_file.Hole(stored[0].size + 8, 4, 0, "bias")):
         holes = [bad_hole] + spec_holes[1:]
-        record = image.encode_record([image.Image("a.bin", bytes(max(stored[0].size, bad_hole.offset + 8)), holes)])
+        size = max(stored[0].size, bad_hole.offset + 8)
+        record = runtime_file.encode_record([runtime_file.Image("a.bin", bytes(size), holes)])
         # sizes/offsets were checked by Image; rewrite the image size to make the second hole leave it
         record = record.replace(struct.pack("<Q", max(stored[0].size, bad_hole.offset + 8)),
                                 struct.pack("<Q", stored[0].size), 1)
@@ -69,7 +73,7 @@ def test_bad_graph_records_are_rejected_by_both_readers():
         data = bundle.encode(b)
         with pytest.raises(native.NativeError, match="FORMAT"):
             native.NativeBundle(data).fill(0, "vectors")
-        with pytest.raises(image.RecordError):
+        with pytest.raises(runtime_file.RecordError):
             bundle.decode(data).fill(0, "vectors")
 
 
@@ -79,10 +83,10 @@ def test_packed_record_smaller_than_its_stored_spans():
     spec_holes = b.images(0, "vectors")[0].holes
     size = spec_holes[-1].offset + spec_holes[-1].size
     table = b"".join(b"tensor_%05d:" % k + bytes(20) for k in range(4000))  # stored, repetitive
-    holes = [image.Hole(len(table) + h.offset, h.size, h.layer, h.tensor, h.layout, h.dtype, h.param)
+    holes = [runtime_file.Hole(len(table) + h.offset, h.size, h.layer, h.tensor, h.layout, h.dtype, h.param)
              for h in spec_holes]
-    im = image.Image("big.pte", table + bytes(size), holes)
-    b.graphs[(0, "vectors")] = record = image.encode_record([im])
+    im = runtime_file.Image("big.pte", table + bytes(size), holes)
+    b.graphs[(0, "vectors")] = record = runtime_file.encode_record([im])
     assert len(record) < len(table) / 4
     data = bundle.encode(b)
     want = bundle.decode(data).fill(0, "vectors")
@@ -106,7 +110,7 @@ def test_corrupt_packed_bytes_are_rejected_by_both_readers():
         data = bundle.encode(b)
         with pytest.raises(native.NativeError, match="FORMAT"):
             native.NativeBundle(data).fill(0, "vectors")
-        with pytest.raises(image.RecordError):
+        with pytest.raises(runtime_file.RecordError):
             bundle.decode(data).fill(0, "vectors")
 
 

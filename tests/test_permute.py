@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from inn_mobile.permute import path_length, smooth_order
+from inn_mobile.core.permute import path_length, smooth_order
 
 
 def test_recovers_the_order_of_a_shuffled_smooth_curve():

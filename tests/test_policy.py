@@ -4,8 +4,9 @@ import json
 
 import pytest
 
-from inn_mobile import bundle, policy
-from inn_mobile.policy import BudgetError, Candidate, choose
+from inn_mobile.format import bundle
+from inn_mobile.runtime import policy
+from inn_mobile.runtime.policy import BudgetError, Candidate, choose
 
 MIB = 2**20
 CANDS = [
@@ -51,15 +52,15 @@ def test_without_accuracy_the_widest_fitting_wins():
 
 
 def _bundle_with_graphs(model, x):
-    from inn_mobile import image
-    from inn_mobile.convert import convert
+    from inn_mobile.core.convert import convert
+    from inn_mobile.format import runtime_file
 
     im = convert(model.eval(), x[:2])
     buckets = bundle.make_buckets(im, (0.5, 1.0), multiple_of=1)
     b = bundle.Bundle(im, buckets)
     for k, bk in enumerate(buckets):
         bk.info["runtimes"] = {"fake": {"accuracy": 90.0 + k, "weights_bytes": (k + 1) * 1000, "arena_bytes": 500}}
-        b.graphs[(k, "fake")] = image.encode_record([image.Image("g", b"x")])
+        b.graphs[(k, "fake")] = runtime_file.encode_record([runtime_file.Image("g", b"x")])
     return b
 
 

@@ -25,10 +25,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from train_reference import CHECKPOINT, load_reference  # noqa: E402
 
-from inn_mobile import data  # noqa: E402
-from inn_mobile.convert import convert  # noqa: E402
-from inn_mobile.plotting import pyplot
-from inn_mobile.prune import l1_prune  # noqa: E402
+from inn_mobile.app import datasets  # noqa: E402
+from inn_mobile.app.plotting import pyplot
+from inn_mobile.core.convert import convert  # noqa: E402
+from inn_mobile.metrics import accuracy
+from inn_mobile.train.prune import l1_prune  # noqa: E402
 
 
 def main() -> None:
@@ -41,8 +42,8 @@ def main() -> None:
         subprocess.run([sys.executable, str(Path(__file__).parent / "train_reference.py")], check=True)
     torch.manual_seed(0)
     model = load_reference()
-    xt, yt = data.fashion_mnist("test")
-    xtr, _ = data.fashion_mnist("train")
+    xt, yt = datasets.fashion_mnist("test")
+    xtr, _ = datasets.fashion_mnist("train")
     example = xt[:2]
     t = time.time()
     variants = {
@@ -55,13 +56,13 @@ def main() -> None:
     sm = variants["inn (weights)"].smoothness
     drop = sum(1 - s.after / s.before for s in sm) / len(sm)
     print(f"weight-feature ordering: mean neighbour distance reduced by {drop:.1%} over {len(sm)} groups")
-    base = data.accuracy(model, xt, yt)
+    base = accuracy(model, xt, yt)
     rows: dict[str, list[float]] = {name: [] for name in [*variants, "l1 prune"]}
     for w in args.widths:
         for name, im in variants.items():
-            rows[name].append(data.accuracy(im.resize(w), xt, yt))
+            rows[name].append(accuracy(im.resize(w), xt, yt))
         ref = variants["inn (weights)"]
-        rows["l1 prune"].append(data.accuracy(l1_prune(ref, ref.sizes_at(w)), xt, yt))
+        rows["l1 prune"].append(accuracy(l1_prune(ref, ref.sizes_at(w)), xt, yt))
     print(f"\noriginal model: {base:.2f}% test accuracy ({len(yt)} Fashion-MNIST test images)\n")
     print("| method | " + " | ".join(f"{round(w * 100, 1)}%" for w in args.widths) + " |")
     print("|---|" + "---|" * len(args.widths))

@@ -29,10 +29,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from train_reference import load_reference  # noqa: E402
 
-from inn_mobile import bundle, data, image  # noqa: E402
-from inn_mobile.convert import convert  # noqa: E402
+from inn_mobile.app import datasets
+from inn_mobile.core.convert import convert  # noqa: E402
 from inn_mobile.export import executorch as ex  # noqa: E402
+from inn_mobile.format import bundle, runtime_file, vocab  # noqa: E402
 from inn_mobile.runtime.executorch import ExecutorchModel, set_threads  # noqa: E402
+from inn_mobile.runtime.reader import Startup  # noqa: E402
 
 SHIPPED_NODES = {False: "f32", True: "i8"}  # node storage timed per graph kind (int8 graphs ship int8 nodes)
 
@@ -45,12 +47,12 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--calibration", type=int, default=512, help="train images for ordering and int8 calibration")
     args = ap.parse_args()
-    if not data.fashion_mnist_available():
+    if not datasets.fashion_mnist_available():
         sys.exit("Fashion-MNIST missing: apt-get install dataset-fashion-mnist")
     torch.manual_seed(0)
-    xtr, _ = data.fashion_mnist("train")
+    xtr, _ = datasets.fashion_mnist("train")
     calib = xtr[:args.calibration]
-    x = data.fashion_mnist("test")[0][:args.batch]
+    x = datasets.fashion_mnist("test")[0][:args.batch]
     im = convert(load_reference(), x, calibration=calib[:256])
     buckets = bundle.make_buckets(im, args.widths)
     out = Path(tempfile.mkdtemp(prefix="bench_et_"))
@@ -60,14 +62,14 @@ def main() -> None:
         t = time.time()
         graphs, plain = {}, []
         for k, b in enumerate(buckets):
-            graphs[(k, runtime)] = image.encode_record(ex.lower(im, b, x, int8=int8, calibration=calib))
+            graphs[(k, runtime)] = runtime_file.encode_record(ex.lower(im, b, x, int8=int8, calibration=calib))
             path = out / f"{runtime}_{b.name}.pte"
             path.write_bytes(ex.plain_pte(im.resize(sizes=b.sizes), x, int8=int8, calibration=calib))
             plain.append(path)
         print(f"{runtime}: lowered {len(buckets)} buckets twice (bundle + plain) in {time.time() - t:.0f} s",
               file=sys.stderr)
         plain_sizes = [p.stat().st_size for p in plain]
-        for nodes in bundle.NODE_DTYPES:
+        for nodes in vocab.NODE_DTYPES:
             path = out / f"{runtime}_{nodes}.innb"
             size = bundle.save(bundle.Bundle(im, buckets, graphs=graphs), path, node_dtype=nodes)
             sizes.append((runtime, nodes, size, plain_sizes[-1], sum(plain_sizes)))
@@ -96,14 +98,14 @@ def _load_plain(path: Path):
 def _measure(runtime: str, b: bundle.Bucket, bundle_path: Path, plain_path: Path, x: torch.Tensor, int8: bool,
              repeats: int) -> dict:
     set_threads(1)  # only while nothing is loaded: each XNNPACK delegate keeps a pointer to the pool
-    timings: list[dict] = []
+    timings: list[Startup] = []
 
     def open_bundle() -> None:
-        timings.append(ExecutorchModel.open(bundle_path, bucket=b.name, int8=int8).timings)
+        timings.append(ExecutorchModel.open(bundle_path, bucket=b.name, int8=int8).startup)
 
     row = {"runtime": runtime, "bucket": b.name, "start_bundle": _median_s(open_bundle, repeats),
            "start_plain": _median_s(lambda: _load_plain(plain_path), repeats)}
-    row["materialise"] = statistics.median(t["materialise"] for t in timings)
+    row["materialise"] = statistics.median(t.fill_ms for t in timings) / 1e3
     for threads in (1, 2):
         set_threads(threads)
         row[f"bundle_{threads}"], row[f"plain_{threads}"] = _latency(bundle_path, plain_path, b.name, x, int8, repeats)

@@ -39,10 +39,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from train_reference import ARCH, CHECKPOINT, load_reference  # noqa: E402
 
-from inn_mobile import data, finetune, models, train  # noqa: E402
-from inn_mobile.convert import convert  # noqa: E402
-from inn_mobile.partition_tuning import recalibrate, tune_partitions  # noqa: E402
-from inn_mobile.plotting import pyplot
+from inn_mobile.app import datasets, models  # noqa: E402
+from inn_mobile.app.plotting import pyplot
+from inn_mobile.core.convert import convert  # noqa: E402
+from inn_mobile.metrics import accuracy
+from inn_mobile.train import finetune, supervised
+from inn_mobile.train.partitions import recalibrate, tune_partitions  # noqa: E402
 
 REFERENCE_EPOCHS = 6.0
 
@@ -64,7 +66,7 @@ def scratch_model(ratio: float, epochs: float, cache: Path, x: torch.Tensor, y: 
     t = time.time()
     torch.manual_seed(0)
     model = models.resnet(widths=scratch_widths(ratio), blocks=ARCH["blocks"])
-    train.fit(model, x, y, epochs=epochs, seed=0, desc=f"scratch {ratio:g}")
+    supervised.fit(model, x, y, epochs=epochs, seed=0, desc=f"scratch {ratio:g}")
     torch.save(model.state_dict(), path)
     print(f"scratch {ratio:g}: {epochs:g} epochs in {time.time() - t:.0f} s", flush=True)
     return model.eval()
@@ -138,8 +140,8 @@ def main() -> None:
     if not CHECKPOINT.exists():
         subprocess.run([sys.executable, str(Path(__file__).parent / "train_reference.py")], check=True)
     widths = sorted(args.widths, reverse=True)
-    x, y = data.fashion_mnist("train")
-    xt, yt = data.fashion_mnist("test")
+    x, y = datasets.fashion_mnist("train")
+    xt, yt = datasets.fashion_mnist("test")
     t0 = time.time()
     if args.stage == "scratch":
         for r in widths:
@@ -152,22 +154,22 @@ def main() -> None:
         print(f"integral fine-tuning: {secs:.0f} s this call", flush=True)
         return
     rows: dict[str, list[float | None]] = {}
-    rows["no fine-tuning"] = [data.accuracy(im0.resize(r), xt, yt) for r in widths]
+    rows["no fine-tuning"] = [accuracy(im0.resize(r), xt, yt) for r in widths]
     t = time.time()
     xc, yc = x[-args.calibration:], y[-args.calibration:]
     rows[f"recalibrated ({args.calibration} imgs, no training)"] = [
-        data.accuracy(recalibrate(im0, xc, ratio=r), xt, yt) for r in widths]
+        accuracy(recalibrate(im0, xc, ratio=r), xt, yt) for r in widths]
     rows[f"partition tuning ({args.calibration} imgs, {args.pt_steps} steps)"] = [
-        data.accuracy(m, xt, yt) for m in partition_rows(im0, widths, xc, yc, args, "noft")]
+        accuracy(m, xt, yt) for m in partition_rows(im0, widths, xc, yc, args, "noft")]
     print(f"partition tuning: {time.time() - t:.0f} s", flush=True)
     im_ft, secs = finetuned(copy.deepcopy(im0), x[:args.ft_subset], y[:args.ft_subset], args)
     print(f"integral fine-tuning: {secs:.0f} s this call (resumed from cache if any)", flush=True)
     ft_name = (f"integral FT ({args.ft_epochs:g} ep, step {args.ft_lr:g}, shrink {args.ft_shrink:g}, "
                f"{args.ft_random} random)")
-    rows[ft_name] = [data.accuracy(im_ft.resize(r), xt, yt) for r in widths]
-    rows["integral FT + recalibrated"] = [data.accuracy(recalibrate(im_ft, xc, ratio=r), xt, yt) for r in widths]
+    rows[ft_name] = [accuracy(im_ft.resize(r), xt, yt) for r in widths]
+    rows["integral FT + recalibrated"] = [accuracy(recalibrate(im_ft, xc, ratio=r), xt, yt) for r in widths]
     tuned = partition_rows(im_ft, widths, xc, yc, args, ft_tag(args))
-    rows["integral FT + partition tuning"] = [data.accuracy(m, xt, yt) for m in tuned]
+    rows["integral FT + partition tuning"] = [accuracy(m, xt, yt) for m in tuned]
     scratch_row = []
     for r in widths:
         path = args.cache / f"scratch_r{round(r * 1000):04d}_e{args.scratch_epochs:g}.pt"
@@ -177,7 +179,7 @@ def main() -> None:
         m = scratch_model(r, args.scratch_epochs, args.cache, x, y)
         if not same_shapes(m, im0.resize(r)):
             raise RuntimeError(f"scratch model at {r} does not have the resized network's shapes")
-        scratch_row.append(data.accuracy(m, xt, yt))
+        scratch_row.append(accuracy(m, xt, yt))
     rows[f"scratch ({args.scratch_epochs:g} ep)"] = scratch_row
     print(f"\nreference: {rows['no fine-tuning'][0]:.2f}% at full width; total {time.time() - t0:.0f} s\n")
     print("| method | " + " | ".join(f"{round(r * 100, 1)}%" for r in widths) + " |")

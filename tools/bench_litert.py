@@ -31,9 +31,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from train_reference import load_reference  # noqa: E402
 
-from inn_mobile import bundle, data, image  # noqa: E402
-from inn_mobile.convert import convert  # noqa: E402
+from inn_mobile.app import datasets
+from inn_mobile.core.convert import convert  # noqa: E402
 from inn_mobile.export import litert  # noqa: E402
+from inn_mobile.format import bundle, runtime_file, vocab  # noqa: E402
 from inn_mobile.runtime.litert import LiteRTModel, quantize_input  # noqa: E402
 
 
@@ -78,8 +79,8 @@ def main() -> None:
     args = ap.parse_args()
     torch.manual_seed(0)
     model = load_reference()
-    have_data = data.fashion_mnist_available()
-    calib = data.fashion_mnist("train")[0][:512] if have_data else None
+    have_data = datasets.fashion_mnist_available()
+    calib = datasets.fashion_mnist("train")[0][:512] if have_data else None
     example = calib[:1] if have_data else torch.zeros(1, 1, 28, 28)
     if not have_data:
         print("Fashion-MNIST not installed: converting without activation ordering, fp32 only")
@@ -92,7 +93,7 @@ def main() -> None:
     for k, bk in enumerate(buckets):
         for int8 in variants:
             rt = litert.runtime_name(int8)
-            b.graphs[(k, rt)] = image.encode_record(litert.lower(im, bk, example, int8=int8, calibration=calib))
+            b.graphs[(k, rt)] = runtime_file.encode_record(litert.lower(im, bk, example, int8=int8, calibration=calib))
             direct[(k, rt)] = litert.to_tflite(im.resize(sizes=bk.sizes), example, int8=int8, calibration=calib)
     print(f"lowered {len(direct)} graphs and their direct twins in {time.time() - t:.0f} s "
           f"({args.threads} thread(s), median of {args.startups} loads / {args.runs} invokes)\n")
@@ -109,12 +110,12 @@ def _latency_table(b: bundle.Bundle, blob: bytes, direct: dict, x, args) -> None
         int8 = rt == litert.RUNTIME_I8
         loads = [LiteRTModel.open(blob, bucket=k, int8=int8, threads=args.threads) for _ in range(args.startups)]
         s = {f: statistics.median(getattr(m.startup, f) for m in loads)
-             for f in ("open_ms", "fill_ms", "interpreter_ms", "total_ms")}
+             for f in ("open_ms", "fill_ms", "load_ms", "total_ms")}
         d_start = _median_ms(lambda f=flat: _direct_interpreter(f, args.threads), args.startups)
         inn = loads[-1]
         inf_inn, inf_direct = _invoke_ms(inn.interpreter, _direct_interpreter(flat, args.threads), x, args.runs)
         print(f"| {b.buckets[k].name} | {rt} | {s['total_ms']:.2f} ({s['open_ms']:.2f} + {s['fill_ms']:.2f} + "
-              f"{s['interpreter_ms']:.2f}) | {d_start:.2f} | {s['total_ms'] / d_start:.2f} | {inf_inn:.3f} | "
+              f"{s['load_ms']:.2f}) | {d_start:.2f} | {s['total_ms'] / d_start:.2f} | {inf_inn:.3f} | "
               f"{inf_direct:.3f} | {inf_inn / inf_direct:.2f} | {'yes' if inn.flatbuffer == flat else 'no'} |")
 
 
@@ -130,7 +131,7 @@ def _size_table(b: bundle.Bundle, direct: dict, buckets, variants) -> None:
         runtimes = [litert.runtime_name(i) for i in variants]
         for names in ([litert.RUNTIME], runtimes, runtimes[1:]) if len(runtimes) > 1 else ([litert.RUNTIME],):
             graphs = {key: v for key, v in b.graphs.items() if key[1] in names}
-            for nodes in bundle.NODE_DTYPES:
+            for nodes in vocab.NODE_DTYPES:
                 size = bundle.save(bundle.Bundle(b.model, buckets, graphs=graphs), Path(d) / "b.innb", node_dtype=nodes)
                 rows.append((f"bundle, {nodes} nodes, graphs: {' + '.join(names)}", size))
     for rt in [litert.runtime_name(i) for i in variants]:

@@ -25,8 +25,10 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
-from inn_mobile import bundle, models, native
-from inn_mobile.convert import convert
+from inn_mobile import native
+from inn_mobile.app import models
+from inn_mobile.core.convert import convert
+from inn_mobile.format import bundle, vocab
 
 NODE_BYTES = {"f32": 4, "f16": 2, "i8": 1}
 
@@ -50,7 +52,7 @@ def interleaved(fns, repeats: int) -> list[float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=15)
-    ap.add_argument("--node-dtypes", nargs="+", choices=bundle.NODE_DTYPES, default=list(bundle.NODE_DTYPES),
+    ap.add_argument("--node-dtypes", nargs="+", choices=vocab.NODE_DTYPES, default=list(vocab.NODE_DTYPES),
                     help="node storage to time (the issue's targets are for f32)")
     ap.add_argument("--threads", nargs="+", type=int, default=[1, 2], help="thread counts to time (each >= 1)")
     ap.add_argument("--per-layer", action="store_true",

@@ -34,21 +34,28 @@ sys.path.insert(0, str(Path(__file__).parent))
 from bench_finetune import plot_rows, scratch_widths  # noqa: E402
 from train_reference import ARCH, load_reference  # noqa: E402
 
-from inn_mobile import bundle, data, finetune, models, native  # noqa: E402
-from inn_mobile.convert import convert  # noqa: E402
-from inn_mobile.integral import IntegralModel, sizes_key  # noqa: E402
+from inn_mobile import native
+from inn_mobile.app import datasets, models
+from inn_mobile.core.convert import convert  # noqa: E402
+from inn_mobile.core.integral import IntegralModel, sizes_key  # noqa: E402
+from inn_mobile.format import (
+    bundle,  # noqa: E402
+    vocab,
+)
+from inn_mobile.metrics import accuracy
+from inn_mobile.train import finetune
 
 
 def scratch_accuracy(ratio: float, cache: Path, xt: torch.Tensor, yt: torch.Tensor) -> float | None:
     """Test accuracy of bench_finetune's cached 6-epoch scratch model at ``ratio`` (the reference at 1.0)."""
     if ratio == 1.0:
-        return data.accuracy(load_reference(), xt, yt)
+        return accuracy(load_reference(), xt, yt)
     path = cache / f"scratch_r{round(ratio * 1000):04d}_e6.pt"
     if not path.exists():
         return None
     model = models.resnet(widths=scratch_widths(ratio), blocks=ARCH["blocks"])
     model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    return data.accuracy(model, xt, yt)
+    return accuracy(model, xt, yt)
 
 
 def core_network(im: IntegralModel, nb: native.NativeBundle, k: int, sizes: dict[int, int]) -> torch.nn.Module:
@@ -75,7 +82,7 @@ def main() -> None:
     ap.add_argument("--train-partitions", action="store_true",
                     help="also train each narrow width's partitions (stored in the bundle, used by the core)")
     ap.add_argument("--calibration", type=int, default=4096, help="train images to recalibrate statistics")
-    ap.add_argument("--node-dtype", choices=bundle.NODE_DTYPES, default="f32", help="node storage in the bundle")
+    ap.add_argument("--node-dtype", choices=vocab.NODE_DTYPES, default="f32", help="node storage in the bundle")
     ap.add_argument("--png", type=Path, default=Path("out/switchable_vs_width.png"))
     ap.add_argument("--train-eval", type=int, default=20000, help="train images to measure accuracy on too")
     ap.add_argument("--threads", type=int, default=2)
@@ -84,10 +91,10 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    x, y = data.fashion_mnist("train")
-    xt, yt = data.fashion_mnist("test")
+    x, y = datasets.fashion_mnist("train")
+    xt, yt = datasets.fashion_mnist("test")
     im = convert(load_reference(), xt[:2], calibration=x[:256])
-    untrained = {sizes_key(im.check_sizes(im.sizes_at(r))): data.accuracy(im.resize(r), xt, yt)  # no fine-tuning
+    untrained = {sizes_key(im.check_sizes(im.sizes_at(r))): accuracy(im.resize(r), xt, yt)  # no fine-tuning
                  for r in args.widths}
     cfg = finetune.FinetuneConfig(epochs=args.epochs, lr=args.lr, balance=False, switchable=True,
                                   widths=tuple(args.widths), norm_init=args.init, n_random=args.n_random,
@@ -106,9 +113,9 @@ def main() -> None:
     rows = {}
     for k, bk in enumerate(buckets):
         core = core_network(im, nb, k, bk.sizes)
-        rows[bk.ratio] = (data.accuracy(im.resize(sizes=bk.sizes), xt, yt), data.accuracy(core, xt, yt),
+        rows[bk.ratio] = (accuracy(im.resize(sizes=bk.sizes), xt, yt), accuracy(core, xt, yt),
                           scratch_accuracy(bk.ratio, args.cache, xt, yt),
-                          data.accuracy(core, x[:args.train_eval], y[:args.train_eval]),
+                          accuracy(core, x[:args.train_eval], y[:args.train_eval]),
                           untrained[sizes_key(im.check_sizes(bk.sizes))])
     ratios = sorted(rows, reverse=True)
     print(f"\n{name}: {secs:.0f} s of training; bundle {len(raw) / 1024:.1f} KiB ({args.node_dtype} nodes, "

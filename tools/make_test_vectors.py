@@ -32,9 +32,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from inn_mobile import bundle, image, kernel, reference
-from inn_mobile.convert import convert
-from inn_mobile.integral import sizes_key
+from inn_mobile.core import kernel
+from inn_mobile.core.convert import convert
+from inn_mobile.core.integral import sizes_key
+from inn_mobile.format import bundle, reference, runtime_file
 
 OUT = Path(__file__).resolve().parent.parent / "tests" / "vectors"
 LAYOUT_CODES = {"oit": 0, "oti": 1, "ito": 2}
@@ -84,11 +85,11 @@ def build() -> bundle.Bundle:
             for j, s in enumerate(with_bias) if (j + k) % 3 != 2 for n in [s.out_channels(sizes)]}
     b = bundle.Bundle(im, buckets, meta={"purpose": "shared C/Python test vectors"})
     for k in range(len(buckets)):
-        b.graphs[(k, RUNTIME)] = image.encode_record(graph_images(b, k, g))
+        b.graphs[(k, RUNTIME)] = runtime_file.encode_record(graph_images(b, k, g))
     return b
 
 
-def graph_images(b: bundle.Bundle, k: int, g: torch.Generator) -> list[image.Image]:
+def graph_images(b: bundle.Bundle, k: int, g: torch.Generator) -> list[runtime_file.Image]:
     """Two images per bucket with every hole kind, separated by random bytes and zero runs."""
     weights = b.weights(k)
     images = []
@@ -108,21 +109,21 @@ def graph_images(b: bundle.Bundle, k: int, g: torch.Generator) -> list[image.Ima
             for tensor, layout, dtype in kinds:
                 if spec.kind == "affine" and (dtype != "f32" or tensor not in ("weight", "bias")):
                     continue
-                hole = image.Hole(len(data), 1, layer, tensor, layout, dtype, param=0.037)
-                size = len(image.hole_bytes(weights[spec.name], spec.kind, hole, spec.taps))
+                hole = runtime_file.Hole(len(data), 1, layer, tensor, layout, dtype, param=0.037)
+                size = len(reference.hole_bytes(weights[spec.name], spec.kind, hole, spec.taps))
                 if dtype != "i8":
                     data += bytes(-len(data) % 4)
-                holes.append(image.Hole(len(data), size, layer, tensor, layout, dtype, param=0.037))
+                holes.append(runtime_file.Hole(len(data), size, layer, tensor, layout, dtype, param=0.037))
                 data += noise(size)
                 data += bytes(70) + filler(40)  # a zero run the record skips, and stored bytes
-        images.append(image.Image(name, bytes(data), holes))
+        images.append(runtime_file.Image(name, bytes(data), holes))
     return images
 
 
 def expected_graphs(b: bundle.Bundle) -> bytes:
     out = bytearray()
     for k in range(len(b.buckets)):
-        for i, data in enumerate(b.fill(k, RUNTIME).values()):
+        for i, data in enumerate(reference.fill(b, k, RUNTIME).values()):
             out += struct.pack("<IIQ", k, i, len(data)) + data
     return bytes(out)
 

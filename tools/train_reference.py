@@ -13,7 +13,9 @@ from pathlib import Path
 
 import torch
 
-from inn_mobile import data, models, train
+from inn_mobile.app import datasets, models
+from inn_mobile.metrics import accuracy
+from inn_mobile.train import supervised
 
 CHECKPOINT = Path(__file__).parent / "checkpoints" / "resnet_fmnist.pt"
 ARCH = dict(widths=(16, 32, 64), blocks=(2, 2, 2))
@@ -35,12 +37,12 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     torch.manual_seed(args.seed)
-    x, y = data.fashion_mnist("train")
-    xt, yt = data.fashion_mnist("test")
+    x, y = datasets.fashion_mnist("train")
+    xt, yt = datasets.fashion_mnist("test")
     model = models.resnet(**ARCH)
     t = time.time()
-    train.fit(model, x, y, epochs=args.epochs, seed=args.seed, desc="reference")
-    acc = data.accuracy(model, xt, yt)
+    supervised.fit(model, x, y, epochs=args.epochs, seed=args.seed, desc="reference")
+    acc = accuracy(model, xt, yt)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_suffix(".tmp")
     torch.save(model.state_dict(), tmp)

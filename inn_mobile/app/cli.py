@@ -99,7 +99,7 @@ def load_model(spec: str, weights: str | None) -> torch.nn.Module:
 
 
 def _convert_args(args: argparse.Namespace):
-    from .convert import convert
+    from inn_mobile.core.convert import convert
 
     model = load_model(args.model, args.weights)
     x = torch.randn(*args.input_shape)
@@ -110,13 +110,13 @@ def _convert_args(args: argparse.Namespace):
 
 
 def _buckets(im, ratios):
-    from . import bundle
+    from inn_mobile.format import bundle
 
     return bundle.make_buckets(im, tuple(ratios), multiple_of=8)
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from . import bundle
+    from inn_mobile.format import bundle
 
     im, _, _ = _convert_args(args)
     size = bundle.save(bundle.Bundle(im, _buckets(im, args.ratios)), args.out, node_dtype=args.node_dtype)
@@ -125,7 +125,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_pack(args: argparse.Namespace) -> int:
-    from . import pack
+    from inn_mobile.export import pack
 
     im, x, calib = _convert_args(args)
     validation = None
@@ -140,7 +140,7 @@ def cmd_pack(args: argparse.Namespace) -> int:
 
 
 def _open_bundle(path: str):
-    from . import bundle
+    from inn_mobile.format import bundle
 
     if not Path(path).exists():
         raise UsageError(f"{path} does not exist")
@@ -169,17 +169,18 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
-    from . import policy, profile
+    from inn_mobile.runtime import policy, profiling
 
     b = _open_bundle(args.bundle)
-    prof = profile.profile(args.bundle, args.runtime, args.out, runs=args.runs, threads=args.threads)
+    prof = profiling.profile(args.bundle, args.runtime, args.out, runs=args.runs, threads=args.threads)
     print(policy.describe(policy.candidates(b, args.runtime, prof)))
     print(f"wrote {args.out}")
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from . import policy, runtime
+    from inn_mobile import runtime
+    from inn_mobile.runtime import policy
 
     b = _open_bundle(args.bundle)
     prof = policy.load_profile(args.profile) if args.profile else None
@@ -202,8 +203,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from . import data, runtime
-    from .demo import load_dataset
+    from inn_mobile import runtime
+    from inn_mobile.app.demo import load_dataset
+    from inn_mobile.metrics import accuracy
 
     b = _open_bundle(args.bundle)
     ds = load_dataset(args.dataset)
@@ -224,7 +226,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             for _ in range(args.runs):
                 net(x)
             latency = (time.perf_counter() - t) * 1e3 / args.runs
-            acc = data.accuracy(net, ds.xt, ds.yt)
+            acc = accuracy(net, ds.xt, ds.yt)
             wb = bk.info.get("runtimes", {}).get(rt, {}).get("weights_bytes", 0)
             rows.append((bk, rt, wb, startup, latency, acc))
             print(f"| {bk.name} | {rt} | {wb} | {startup:.1f} | {latency:.3f} | {acc:.2f} |")
@@ -234,7 +236,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _bench_plot(rows, path: str) -> None:
-    from .plotting import pyplot
+    from inn_mobile.app.plotting import pyplot
 
     plt = pyplot()
     if plt is None:
@@ -256,14 +258,14 @@ def _bench_plot(rows, path: str) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from . import demo
+    from inn_mobile.app import demo
 
     return demo.run(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import demo
-    from .runtime import RUNTIMES
+    from inn_mobile.app import demo
+    from inn_mobile.runtime import RUNTIMES
 
     ap = argparse.ArgumentParser(prog="inn-mobile", description="Integral Neural Networks on device: one trained "
                                  "model, every width, resampled at app start by a small C core.")
@@ -282,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--ratios", type=float, nargs="+", default=[0.25, 0.5, 0.75, 1.0],
                        help="bucket widths (default: %(default)s)")
         p.add_argument("--out", required=True, help="bundle to write (.innb)")
-        # bundle.NODE_DTYPES, spelled out so that --help does not import torch
+        # vocab.NODE_DTYPES, spelled out so that --help does not import torch
         p.add_argument("--node-dtype", choices=("f32", "f16", "i8"), default="f32",
                        help="node storage: f16 halves the nodes, i8 quarters them (int8 + a scale per node row; "
                             "for int8 graphs) (default: %(default)s)")
@@ -341,7 +343,9 @@ def _quiet_third_party() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from . import bundle, image, native, policy
+    from inn_mobile import native
+    from inn_mobile.format import bundle, runtime_file
+    from inn_mobile.runtime import policy
 
     args = build_parser().parse_args(argv)
     _quiet_third_party()
@@ -353,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except (bundle.BundleError, image.RecordError, native.NativeError, policy.BudgetError, KeyError,
+    except (bundle.BundleError, runtime_file.RecordError, native.NativeError, policy.BudgetError, KeyError,
             ValueError) as e:
         print(f"error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
         return 1

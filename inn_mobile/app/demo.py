@@ -17,9 +17,15 @@ from pathlib import Path
 
 import torch
 
-from . import bundle, data, finetune, models, pack, policy, runtime, train
-from .convert import convert
-from .plotting import pyplot
+from inn_mobile import runtime
+from inn_mobile.app import datasets, models
+from inn_mobile.app.plotting import pyplot
+from inn_mobile.core.convert import convert
+from inn_mobile.export import pack
+from inn_mobile.format import bundle
+from inn_mobile.metrics import accuracy
+from inn_mobile.runtime import policy
+from inn_mobile.train import finetune, supervised
 
 REFERENCE = Path(__file__).resolve().parents[1] / "tools" / "checkpoints" / "resnet_fmnist.pt"
 BUCKET_MULTIPLE = 8  # channel counts of the buckets (and of the fine-tuned widths) round to this
@@ -36,10 +42,10 @@ class Dataset:
 
 def load_dataset(name: str) -> Dataset:
     if name == "fashion-mnist":
-        x, y = data.fashion_mnist("train")
-        xt, yt = data.fashion_mnist("test")
+        x, y = datasets.fashion_mnist("train")
+        xt, yt = datasets.fashion_mnist("test")
         return Dataset(name, x, y, xt, yt)
-    return Dataset("digits", *data.digits())
+    return Dataset("digits", *datasets.digits())
 
 
 def trained_model(ds: Dataset, epochs: float) -> torch.nn.Module:
@@ -52,7 +58,7 @@ def trained_model(ds: Dataset, epochs: float) -> torch.nn.Module:
         return model.eval()
     model = models.resnet(widths=(16, 32), blocks=(1, 1))
     t = time.time()
-    train.fit(model, ds.x, ds.y, epochs=epochs, batch=64, lr=0.05, augmentation=False, desc="training")
+    supervised.fit(model, ds.x, ds.y, epochs=epochs, batch=64, lr=0.05, augmentation=False, desc="training")
     print(f"trained a small ResNet on {ds.name} in {time.time() - t:.1f} s")
     return model.eval()
 
@@ -61,7 +67,7 @@ def _finetune(im, ds: Dataset, buckets: list[bundle.Bucket], epochs: float) -> N
     """Integral fine-tuning over exactly the bucket widths, each with its own normalisation
     (``switchable=True``), so the narrow buckets keep their accuracy."""
     def accs() -> str:
-        return ", ".join(f"{b.name} {data.accuracy(im.resize(sizes=b.sizes), ds.xt, ds.yt):.1f}%" for b in buckets)
+        return ", ".join(f"{b.name} {accuracy(im.resize(sizes=b.sizes), ds.xt, ds.yt):.1f}%" for b in buckets)
 
     before = accs()
     t = time.time()
@@ -88,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     ds = load_dataset(args.dataset)
     print(f"{ds.name}: {len(ds.y)} train / {len(ds.yt)} test images {tuple(ds.x.shape[1:])}")
     model = trained_model(ds, args.epochs)
-    print(f"original model: {data.accuracy(model, ds.xt, ds.yt):.2f}% test accuracy")
+    print(f"original model: {accuracy(model, ds.xt, ds.yt):.2f}% test accuracy")
     im = convert(model, ds.x[:2], calibration=ds.x[:256])
     print("\nchannel groups found by tracing:\n" + im.channel_graph.table())
     buckets = bundle.make_buckets(im, args.ratios, multiple_of=BUCKET_MULTIPLE)
@@ -124,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
         latency = (time.perf_counter() - t) * 1e3 / 20
         info = b.buckets[b.bucket_index(choice.bucket)].info["runtimes"][primary]
         print(f"| {name} | {budget / 1024:.1f} KiB | {choice.bucket} | {size} | {info['weights_bytes']} | "
-              f"{startup:.1f} | {latency:.2f} | {data.accuracy(net, ds.xt, ds.yt):.2f} |")
+              f"{startup:.1f} | {latency:.2f} | {accuracy(net, ds.xt, ds.yt):.2f} |")
     _plot(b, rts, out.with_suffix(".png"))
     return 0
 

@@ -23,9 +23,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
-
-class UnsupportedGraphError(ValueError):
-    """The network uses an operation whose effect on channels we cannot model."""
+from inn_mobile.errors import UnsupportedGraphError
 
 
 @dataclass(frozen=True)

@@ -14,10 +14,10 @@ import torch
 from torch import fx, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
-from . import kernel
-from .graph import ChannelGraph, LayerSite, trace
-from .integral import IntegralModel, LayerSpec, _key
-from .permute import smooth_order
+from inn_mobile.core import kernel
+from inn_mobile.core.channels import ChannelGraph, LayerSite, trace
+from inn_mobile.core.integral import IntegralModel, LayerSpec, _key
+from inn_mobile.core.permute import smooth_order
 
 
 @dataclass

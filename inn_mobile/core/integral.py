@@ -30,8 +30,8 @@ from typing import NamedTuple
 import torch
 from torch import fx, nn
 
-from . import kernel
-from .graph import Group
+from inn_mobile.core import kernel
+from inn_mobile.core.channels import Group
 
 
 class AxisSampler(NamedTuple):

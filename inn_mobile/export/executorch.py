@@ -3,11 +3,11 @@
 Per bucket the plain network (``IntegralModel.build`` at the bucket's widths) is exported, its
 constants tagged external, and lowered with the XNNPACK partitioner, giving ``model.pte`` (graph and
 delegate blob) and ``weights.ptd`` (FlatTensor: the named constants). Every byte range that holds a
-layer's weight, bias or int8 quantisation data is then recorded as an :class:`~inn_mobile.image.Hole`,
+layer's weight, bias or int8 quantisation data is then recorded as an :class:`~inn_mobile.runtime_file.Hole`,
 so a bundle ships the two files without their weights and the native core writes them at load time.
 
 Holes are found by content, not by guessing the serialiser's layout: for each layer the exact bytes
-the core will write (:func:`inn_mobile.image.hole_bytes`, in every layout the runtime may have chosen:
+the core will write (:func:`inn_mobile.format.reference.hole_bytes`, in every layout the runtime may have chosen:
 XNNPACK stores convs OHWI, depthwise and single-input-channel convs 1HWO, linears [O, I]) must occur
 exactly once across the files. Anything else (a tensor missing, found twice, or two layers sharing
 bytes) fails loudly, because a wrong hole would silently run a different network.
@@ -27,16 +27,16 @@ from pathlib import Path
 import torch
 from torch import fx
 
-from .. import image
-from ..bundle import Bucket
-from ..integral import IntegralModel, LayerSpec
-from ..reference import quantize_per_channel
-from ..runtime import runtime_name
+from inn_mobile.core.integral import IntegralModel, LayerSpec
+from inn_mobile.format import reference, runtime_file
+from inn_mobile.format.bundle import Bucket
+from inn_mobile.format.reference import quantize_per_channel
+from inn_mobile.format.vocab import PTD_FILE, PTE_FILE, runtime_name
 
 RUNTIME = runtime_name("executorch", int8=False)
 RUNTIME_INT8 = runtime_name("executorch", int8=True)
-PTE = "model.pte"
-PTD = "weights.ptd"
+PTE = PTE_FILE
+PTD = PTD_FILE
 _DATA_TAG = PTD.removesuffix(".ptd")
 _LAYOUT_ORDER = ("oti", "ito", "oit")  # XNNPACK's usual choice first; identical byte strings are tried once
 Weights = dict[str, dict[str, torch.Tensor]]
@@ -49,7 +49,7 @@ def lower(
     *,
     int8: bool = False,
     calibration: torch.Tensor | None = None,
-) -> list[image.Image]:
+) -> list[runtime_file.Image]:
     """``[model.pte, weights.ptd]`` of one bucket, every weight-bearing range a hole.
 
     ``example_input`` fixes the input shape (batch included) the ``.pte`` accepts. ``int8`` needs
@@ -65,7 +65,7 @@ def lower(
     pte, ptd = _to_executorch(plain, example_input)
     files = {PTE: pte, PTD: ptd}
     holes = locate_holes(files, model.layers, weights, int8=int8, input_scales=params)
-    return [image.Image(name, data, holes[name]) for name, data in files.items()]
+    return [runtime_file.Image(name, data, holes[name]) for name, data in files.items()]
 
 
 def plain_pte(
@@ -178,19 +178,19 @@ def _requantize(gm: fx.GraphModule, node: fx.Node, spec: LayerSpec, w: dict[str,
         operator.attrgetter(scale_attr.target)(gm).copy_(scales)
         if len(node.args) > 2 and node.args[2] is not None:
             bias_scale = torch.tensor(input_scale, dtype=torch.float32) * scales
-            q_bias = torch.frombuffer(bytearray(image.hole_bytes(w, spec.kind, _probe("bias_i32", input_scale),
+            q_bias = torch.frombuffer(bytearray(reference.hole_bytes(w, spec.kind, _probe("bias_i32", input_scale),
                                                                  spec.taps)), dtype=torch.int32)
             operator.attrgetter(node.args[2].target)(gm).copy_(q_bias.double() * bias_scale.double())
     return input_scale
 
 
 # ------------------------------------------------------------------------------------------- holes
-def _probe(tensor: str, param: float = 0.0, layout: str = "oit", dtype: str = "f32") -> image.Hole:
-    """A hole description used only to ask :func:`image.hole_bytes` what the core writes."""
-    return image.Hole(0, 1, 0, tensor, layout, dtype, param)
+def _probe(tensor: str, param: float = 0.0, layout: str = "oit", dtype: str = "f32") -> runtime_file.Hole:
+    """A hole description used only to ask :func:`reference.hole_bytes` what the core writes."""
+    return runtime_file.Hole(0, 1, 0, tensor, layout, dtype, param)
 
 
-def _wanted(spec: LayerSpec, int8: bool, input_scale: float) -> list[list[image.Hole]]:
+def _wanted(spec: LayerSpec, int8: bool, input_scale: float) -> list[list[runtime_file.Hole]]:
     """Per tensor of a layer, the hole variants (layouts) that may hold it."""
     if spec.kind == "affine":
         return [[_probe("weight")], [_probe("bias")]]
@@ -207,26 +207,26 @@ def _wanted(spec: LayerSpec, int8: bool, input_scale: float) -> list[list[image.
 def locate_holes(
     files: dict[str, bytes], layers: list[LayerSpec], weights: Weights, *, int8: bool = False,
     input_scales: dict[str, float] | None = None,
-) -> dict[str, list[image.Hole]]:
+) -> dict[str, list[runtime_file.Hole]]:
     """Find every layer tensor's bytes exactly once across ``files``; ``{file name: holes}``."""
-    holes: dict[str, list[image.Hole]] = {name: [] for name in files}
+    holes: dict[str, list[runtime_file.Hole]] = {name: [] for name in files}
     for index, spec in enumerate(layers):
         scale = (input_scales or {}).get(spec.name, 0.0)
         for variants in _wanted(spec, int8, scale):
             name, offset, probe, data = _find_once(files, spec, weights[spec.name], variants)
-            holes[name].append(image.Hole(offset, len(data), index, probe.tensor, probe.layout, probe.dtype,
+            holes[name].append(runtime_file.Hole(offset, len(data), index, probe.tensor, probe.layout, probe.dtype,
                                           probe.param))
     for name, hs in holes.items():
-        image.Image(name, files[name], hs)  # validates: no two layers claim overlapping bytes
+        runtime_file.Image(name, files[name], hs)  # validates: no two layers claim overlapping bytes
     return holes
 
 
 def _find_once(
-    files: dict[str, bytes], spec: LayerSpec, w: dict[str, torch.Tensor], variants: list[image.Hole],
-) -> tuple[str, int, image.Hole, bytes]:
+    files: dict[str, bytes], spec: LayerSpec, w: dict[str, torch.Tensor], variants: list[runtime_file.Hole],
+) -> tuple[str, int, runtime_file.Hole, bytes]:
     hits, tried = [], set()
     for probe in variants:
-        data = image.hole_bytes(w, spec.kind, probe, spec.taps)
+        data = reference.hole_bytes(w, spec.kind, probe, spec.taps)
         if data in tried:
             continue
         tried.add(data)

@@ -4,8 +4,8 @@
 int8, ``ai-edge-quantizer`` (recipe ``static_wi8_ai8``) calibrates the activations of *this* bucket
 on host data and quantizes it. We then walk every CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED
 operator, find which layer each weight buffer belongs to by comparing its bytes with the Python
-reference of what the core writes (:func:`inn_mobile.image.hole_bytes`), and record the buffer's byte
-range as a :class:`~inn_mobile.image.Hole`. For int8 graphs the per-channel weight scales, the int32
+reference of what the core writes (:func:`inn_mobile.format.reference.hole_bytes`), and record the buffer's byte
+range as a :class:`~inn_mobile.runtime_file.Hole`. For int8 graphs the per-channel weight scales, the int32
 bias and the bias scales (flatbuffer ``QuantizationParameters`` vectors) become holes too, so the core
 writes everything that depends on the weights consistently after discretisation; the activation
 scales and zero points stay stored bytes (they are the per-bucket calibration). Tensor names (debug
@@ -25,24 +25,22 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .. import image
-from ..bundle import Bucket
-from ..integral import IntegralModel
-from ..runtime import runtime_name as _runtime_name
+from inn_mobile.core.integral import IntegralModel
+from inn_mobile.errors import LoweringError
+from inn_mobile.format import reference, runtime_file
+from inn_mobile.format.bundle import Bucket
+from inn_mobile.format.vocab import TFLITE_FILE
+from inn_mobile.format.vocab import runtime_name as _runtime_name
 
 RUNTIME = _runtime_name("litert", int8=False)
 RUNTIME_I8 = _runtime_name("litert", int8=True)
-FILE_NAME = "model.tflite"
+FILE_NAME = TFLITE_FILE
 # builtin operator code -> weight layouts the converter may use for it (see FORMAT.md "Graph records")
 _CONV_2D, _DEPTHWISE_CONV_2D, _FULLY_CONNECTED = 3, 4, 9
 _WEIGHT_OPS = {_CONV_2D: ("oti", "ito"), _DEPTHWISE_CONV_2D: ("ito",), _FULLY_CONNECTED: ("oit", "oti")}
 # flatbuffer vtable slots: Buffer.data, QuantizationParameters.scale, Tensor.name (schema.fbs field order)
 _BUFFER_DATA, _QUANT_SCALE, _TENSOR_NAME = 4, 8, 10
 _TFL_INT8, _TFL_INT32, _TFL_FLOAT32 = 9, 2, 0
-
-
-class LoweringError(RuntimeError):
-    """The converted graph does not hold the bucket's weights where and how the bundle needs them."""
 
 
 def runtime_name(int8: bool) -> str:
@@ -53,7 +51,7 @@ def runtime_name(int8: bool) -> str:
 def lower(
     model: IntegralModel, bucket: Bucket, example_input: torch.Tensor, *, int8: bool = False,
     calibration: torch.Tensor | None = None,
-) -> list[image.Image]:
+) -> list[runtime_file.Image]:
     """The bucket's ``model.tflite`` with every weight-bearing byte range recorded as a hole.
 
     ``example_input`` fixes the graph's input shape (its batch size included). ``int8`` needs
@@ -67,7 +65,7 @@ def lower(
         weights = model.weights_at(bucket.sizes)
         plain = model.build(weights)
     flat = to_tflite(plain, example_input, int8=int8, calibration=calibration)
-    return [image.Image(FILE_NAME, flat, _holes(flat, model, weights, int8))]
+    return [runtime_file.Image(FILE_NAME, flat, _holes(flat, model, weights, int8))]
 
 
 def to_tflite(module: torch.nn.Module, example_input: torch.Tensor, *, int8: bool = False,
@@ -143,12 +141,12 @@ class _Op:
     input_scale: float
 
 
-def _holes(flat: bytes, model: IntegralModel, weights: dict, int8: bool) -> list[image.Hole]:
+def _holes(flat: bytes, model: IntegralModel, weights: dict, int8: bool) -> list[runtime_file.Hole]:
     """Locate and verify every layer's weight (and int8 scale/bias) ranges in ``flat``."""
     from ai_edge_litert import schema_py_generated as schema
 
     root = schema.Model.GetRootAs(flat, 0)
-    holes: dict[int, tuple[image.Hole, bytes]] = {}
+    holes: dict[int, tuple[runtime_file.Hole, bytes]] = {}
     found = set()
     for op in _weight_ops(root):
         layer, weight_hole = _match_weight(flat, root, op, model, weights, int8)
@@ -213,7 +211,7 @@ def _match_weight(flat: bytes, root, op: _Op, model: IntegralModel, weights: dic
         if weights[spec.name]["weight"].numel() * itemsize != size:
             continue
         for layout in _WEIGHT_OPS[op.code]:
-            h = image.Hole(start, size, i, "weight", layout, "i8" if int8 else "f32")
+            h = runtime_file.Hole(start, size, i, "weight", layout, "i8" if int8 else "f32")
             expected = _expected(model, weights, h)
             if len(expected) == size and _close(actual, expected, h):
                 return i, h
@@ -221,29 +219,29 @@ def _match_weight(flat: bytes, root, op: _Op, model: IntegralModel, weights: dic
                         f"{_WEIGHT_OPS[op.code]}: the converter transformed it")
 
 
-def _side_holes(flat: bytes, root, op: _Op, layer: int, int8: bool) -> list[image.Hole]:
+def _side_holes(flat: bytes, root, op: _Op, layer: int, int8: bool) -> list[runtime_file.Hole]:
     """Bias, and for int8 the weight scales, int32 bias and bias scales, of a matched operator."""
     if op.bias is None:
         return []
     start, size = _buffer_range(root, op.bias)
     if not int8:
-        return [image.Hole(start, size, layer, "bias", "oit", "f32")]
+        return [runtime_file.Hole(start, size, layer, "bias", "oit", "f32")]
     if op.input_scale <= 0:
         raise LoweringError(f"int8 operator {op.code} has no per-tensor input scale")
     w_scale = _vector(op.weight.Quantization(), _QUANT_SCALE, 4)
     b_scale = _vector(op.bias.Quantization(), _QUANT_SCALE, 4)
     p = op.input_scale
-    return [image.Hole(w_scale[0], w_scale[1], layer, "scale", "oit", "f32"),
-            image.Hole(start, size, layer, "bias_i32", "oit", "i32", p),
-            image.Hole(b_scale[0], b_scale[1], layer, "bias_scale", "oit", "f32", p)]
+    return [runtime_file.Hole(w_scale[0], w_scale[1], layer, "scale", "oit", "f32"),
+            runtime_file.Hole(start, size, layer, "bias_i32", "oit", "i32", p),
+            runtime_file.Hole(b_scale[0], b_scale[1], layer, "bias_scale", "oit", "f32", p)]
 
 
-def _expected(model: IntegralModel, weights: dict, h: image.Hole) -> bytes:
+def _expected(model: IntegralModel, weights: dict, h: runtime_file.Hole) -> bytes:
     spec = model.layers[h.layer]
-    return image.hole_bytes(weights[spec.name], spec.kind, h, spec.taps)
+    return reference.hole_bytes(weights[spec.name], spec.kind, h, spec.taps)
 
 
-def _close(actual: bytes, expected: bytes, h: image.Hole) -> bool:
+def _close(actual: bytes, expected: bytes, h: runtime_file.Hole) -> bool:
     """fp32 weights/biases must be bit-exact; int8 values within one step of the core's rounding."""
     if h.dtype == "f32" and h.tensor in ("weight", "bias"):
         return actual == expected
@@ -254,7 +252,7 @@ def _close(actual: bytes, expected: bytes, h: image.Hole) -> bool:
     return bool(np.abs(a - e).max(initial=0) <= 1)
 
 
-def _add(holes: dict[int, tuple[image.Hole, bytes]], h: image.Hole, expected: bytes) -> None:
+def _add(holes: dict[int, tuple[runtime_file.Hole, bytes]], h: runtime_file.Hole, expected: bytes) -> None:
     """Record ``h``; a buffer the converter shares between layers (identical constants are uniqued)
     stays one hole, which is sound only because both layers' tensors are the same bytes."""
     if h.offset in holes:

@@ -8,23 +8,24 @@ real runtime running the real filled files, so an int8 graph is judged as int8.
 
 from __future__ import annotations
 
-import importlib
 import os
 from collections.abc import Sequence
 
 import torch
 
-from . import bundle, data, image, runtime
-from .integral import IntegralModel
-from .progress import progress
+from inn_mobile import runtime
+from inn_mobile.core.integral import IntegralModel
+from inn_mobile.export import exporter
+from inn_mobile.format import bundle, runtime_file
+from inn_mobile.metrics import accuracy
+from inn_mobile.progress import progress
 
 
 def lower(model: IntegralModel, bucket: bundle.Bucket, example_input: torch.Tensor, runtime_name: str, *,
-          calibration: torch.Tensor | None = None) -> list[image.Image]:
+          calibration: torch.Tensor | None = None) -> list[runtime_file.Image]:
     """One bucket's files for one runtime (``litert``, ``litert-i8``, ``executorch``, ``executorch-i8``)."""
-    module, int8 = runtime.check_runtime(runtime_name)
-    exporter = importlib.import_module(f"inn_mobile.export.{module}")
-    return exporter.lower(model, bucket, example_input, int8=int8, calibration=calibration)
+    rt = runtime.check_runtime(runtime_name)
+    return exporter(rt.family).lower(model, bucket, example_input, int8=rt.int8, calibration=calibration)
 
 
 def pack(
@@ -50,8 +51,7 @@ def pack(
     measured with the nodes as stored.
     """
     for rt in runtimes:
-        module, int8 = runtime.check_runtime(rt)
-        if int8 and calibration is None:
+        if runtime.check_runtime(rt).int8 and calibration is None:
             raise ValueError(f"runtime {rt!r} is int8: pass calibration= inputs to set activation ranges")
     b = bundle.Bundle(model, buckets or bundle.make_buckets(model), dict(meta or {}))
     b.meta["input_shape"] = list(example_input.shape)
@@ -59,7 +59,7 @@ def pack(
     for k, rt in progress(jobs, desc="lowering", total=len(jobs)):
         bk = b.buckets[k]
         images = lower(model, bk, example_input, rt, calibration=calibration)
-        b.graphs[(k, rt)] = image.encode_record(images)
+        b.graphs[(k, rt)] = runtime_file.encode_record(images)
         bk.info.setdefault("runtimes", {})[rt] = {
             "weights_bytes": sum(h.size for im in images for h in im.holes),
             "file_bytes": sum(len(im.data) for im in images),
@@ -81,4 +81,4 @@ def _measure(b: bundle.Bundle, runtimes: Sequence[str], validation, node_dtype: 
         if hasattr(net, "arena_bytes"):
             info["arena_bytes"] = net.arena_bytes()
         if validation is not None:
-            info["accuracy"] = round(data.accuracy(net, *validation), 3)
+            info["accuracy"] = round(accuracy(net, *validation), 3)

@@ -17,30 +17,40 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import image, kernel
-from .graph import Group
-from .integral import IntegralModel, LayerSpec, _key, sizes_key
+from inn_mobile.core import kernel
+from inn_mobile.core.channels import Group
+from inn_mobile.core.integral import IntegralModel, LayerSpec, _key, sizes_key
+from inn_mobile.errors import BundleError, NotInBundleError
+from inn_mobile.format import runtime_file, vocab
+from inn_mobile.format.reference import quantize_per_channel
 
-MAGIC = b"INNB"
-VERSION = (1, 2)
-FLAG_NORM = 1  # header flag: per-width normalisation (NORM + NRMV) that a reader must apply
 NORM_ROW = struct.Struct("<IIII")  # bucket, layer, first float in NRMV, reserved
 HEADER_SIZE = 64
 ENTRY_SIZE = 32
 LAYER_SIZE = 64
-UNIFORM = 0xFFFFFFFF
-MAX_DIM = 1 << 24
-KINDS = {"dense": 1, "depthwise": 2, "affine": 3}
-QUADS = {"trapezoid": 0, "simpson": 1, "rectangle": 2}
-ELEM = {"bytes": 0, "f32": 1, "f16": 2, "i8": 3}
-NODE_DTYPES = ("f32", "f16", "i8")
-RUNTIME_NAME = 16
 LAYER_ROW = struct.Struct("<IIIIIIIIQQIIII")  # FORMAT.md "Layer record"
 GRAPH_ROW = struct.Struct("<II16sQQ")  # bucket, reserved, runtime name (NUL-padded), offset, size in BLOB
 
 
-class BundleError(ValueError):
-    """A bundle is malformed, corrupted or inconsistent (the message says which check failed)."""
+def resolve_bucket(names: list[str], ratios: list[float | None], bucket: int | str | float) -> int:
+    """The one bucket lookup: an index (negative counts from the widest), a name (``"w0500"``) or a
+    width ratio (``0.5``); :class:`NotInBundleError` lists what the bundle has."""
+    n = len(names)
+    if isinstance(bucket, bool) or not isinstance(bucket, (int, str, float)):
+        raise TypeError(f"bucket must be an index, a name or a width ratio, not {bucket!r}")
+    if isinstance(bucket, int):
+        if not -n <= bucket < n:
+            raise NotInBundleError(f"bucket {bucket} not in bundle (it has {n}: {names})")
+        return bucket % n
+    if isinstance(bucket, str):
+        if bucket not in names:
+            raise NotInBundleError(f"width {bucket!r} not in bundle; it has {names}")
+        return names.index(bucket)
+    for i, r in enumerate(ratios):
+        if r is not None and abs(r - bucket) < 1e-9:
+            return i
+    raise NotInBundleError(f"width {bucket} not in bundle; widths: {ratios}")
+
 
 
 @dataclass
@@ -62,15 +72,9 @@ class Bundle:
     meta: dict = field(default_factory=dict)
     graphs: dict[tuple[int, str], bytes] = field(default_factory=dict)  # (bucket, runtime) -> blob
 
-    def bucket_index(self, name_or_index: str | int) -> int:
-        if isinstance(name_or_index, int):
-            if not 0 <= name_or_index < len(self.buckets):
-                raise KeyError(f"bucket {name_or_index} not in bundle (has {len(self.buckets)})")
-            return name_or_index
-        for i, b in enumerate(self.buckets):
-            if b.name == name_or_index:
-                return i
-        raise KeyError(f"bucket {name_or_index!r} not in bundle; available: {[b.name for b in self.buckets]}")
+    def bucket_index(self, bucket: int | str | float) -> int:
+        """See :func:`resolve_bucket`."""
+        return resolve_bucket([b.name for b in self.buckets], [b.ratio for b in self.buckets], bucket)
 
     def weights(self, bucket: str | int) -> dict[str, dict[str, torch.Tensor]]:
         """Python reference weights of one bucket (what the C core must reproduce)."""
@@ -82,20 +86,14 @@ class Bundle:
         """Runtime names that have graphs in this bundle."""
         return sorted({rt for _, rt in self.graphs})
 
-    def images(self, bucket: str | int, runtime: str) -> list[image.StoredImage]:
+    def images(self, bucket: str | int, runtime: str) -> list[runtime_file.StoredImage]:
         """The stored images (bytes around the holes) of one bucket's graph for ``runtime``."""
         k = self.bucket_index(bucket)
         if (k, runtime) not in self.graphs:
             have = sorted(b for b, rt in self.graphs if rt == runtime)
             raise KeyError(f"no {runtime!r} graph for bucket {self.buckets[k].name!r}; "
                            f"buckets with one: {[self.buckets[b].name for b in have]}, runtimes: {self.runtimes()}")
-        return image.decode_record(self.graphs[(k, runtime)])
-
-    def fill(self, bucket: str | int, runtime: str) -> dict[str, bytes]:
-        """Python reference of the core's image filling: ``{file name: complete bytes}``."""
-        stored = self.images(bucket, runtime)
-        weights = self.weights(bucket)
-        return {s.name: image.fill(s, weights, self.model.layers) for s in stored}
+        return runtime_file.decode_record(self.graphs[(k, runtime)])
 
 
 DEFAULT_RATIOS = (0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0)
@@ -138,9 +136,8 @@ def encode(bundle: Bundle, *, node_dtype: str = "f32") -> bytes:
     ``node_dtype``: ``f32``; ``f16`` (half the size); ``i8`` (a quarter: int8 with one float32 scale per
     node row, the core's per-channel rule, so an int8 graph's bundle is about the size of its weights).
     """
-    if node_dtype not in NODE_DTYPES:
-        raise ValueError(f"node_dtype must be one of {', '.join(NODE_DTYPES)}, not {node_dtype!r}")
-    from .reference import quantize_per_channel  # reference imports this module
+    if node_dtype not in vocab.NODE_DTYPES:
+        raise ValueError(f"node_dtype must be one of {', '.join(vocab.NODE_DTYPES)}, not {node_dtype!r}")
 
     m = bundle.model
     np_dtype = {"f32": np.float32, "f16": np.float16, "i8": np.int8}[node_dtype]
@@ -181,7 +178,7 @@ def encode(bundle: Bundle, *, node_dtype: str = "f32") -> bytes:
             boff, bsoff = add_nodes(m.nodes[_key(spec.name, "bias")]) if spec.has_bias else (0, 0)
         name = spec.name.encode()
         layer_rows.append(LAYER_ROW.pack(
-            KINDS[spec.kind], spec.blocks, spec.taps, 1 if spec.has_bias else 0, out_first, len(spec.out_groups),
+            vocab.KINDS[spec.kind], spec.blocks, spec.taps, 1 if spec.has_bias else 0, out_first, len(spec.out_groups),
             in_first, len(spec.in_groups), woff, boff, len(names), len(name), wsoff, bsoff))
         names += name
     parts: list[float] = []
@@ -196,7 +193,7 @@ def encode(bundle: Bundle, *, node_dtype: str = "f32") -> bytes:
                 ref_rows.append(len(parts))
                 parts.extend(p.detach().float().tolist())
             else:
-                ref_rows.append(UNIFORM)
+                ref_rows.append(vocab.UNIFORM)
     buck = struct.pack("<II", len(bundle.buckets), len(m.groups)) + struct.pack(
         f"<{len(sizes_rows) + len(ref_rows)}I", *sizes_rows, *ref_rows)
     norm_rows, norm_values = _encode_norms(bundle)
@@ -208,32 +205,32 @@ def encode(bundle: Bundle, *, node_dtype: str = "f32") -> bytes:
     graph_index, blob = [], bytearray()
     for (bucket, runtime), data in sorted(bundle.graphs.items()):
         rt = runtime.encode()
-        if not 0 < len(rt) <= RUNTIME_NAME or b"\0" in rt:
-            raise ValueError(f"runtime name {runtime!r} must be 1..{RUNTIME_NAME} bytes without NUL")
+        if not 0 < len(rt) <= vocab.RUNTIME_NAME or b"\0" in rt:
+            raise ValueError(f"runtime name {runtime!r} must be 1..{vocab.RUNTIME_NAME} bytes without NUL")
         graph_index.append(GRAPH_ROW.pack(bucket, 0, rt, len(blob), len(data)))
         blob += data
         blob += b"\0" * (-len(blob) % 64)
     sections = [
-        (b"INFO", struct.pack("<IIII", QUADS[m.quadrature], 0, 0, 0), ELEM["bytes"]),
-        (b"GRPS", _table(len(m.groups), 0, groups), ELEM["bytes"]),
-        (b"LAYR", _table(len(layer_rows), 0, b"".join(layer_rows)), ELEM["bytes"]),
-        (b"PIEC", _table(len(pieces), 0, struct.pack(f"<{len(pieces)}I", *pieces)), ELEM["bytes"]),
+        (b"INFO", struct.pack("<IIII", vocab.QUADRATURES[m.quadrature], 0, 0, 0), vocab.ELEMENTS["bytes"]),
+        (b"GRPS", _table(len(m.groups), 0, groups), vocab.ELEMENTS["bytes"]),
+        (b"LAYR", _table(len(layer_rows), 0, b"".join(layer_rows)), vocab.ELEMENTS["bytes"]),
+        (b"PIEC", _table(len(pieces), 0, struct.pack(f"<{len(pieces)}I", *pieces)), vocab.ELEMENTS["bytes"]),
         (b"NODE", np.concatenate(node_chunks).astype(np.dtype(np_dtype).newbyteorder("<")).tobytes(),
-         ELEM[node_dtype]),
-        (b"BUCK", buck, ELEM["bytes"]),
-        (b"PART", struct.pack(f"<{len(parts)}f", *parts), ELEM["f32"]),
-        (b"NAME", bytes(names), ELEM["bytes"]),
-        (b"META", json.dumps(meta, sort_keys=True, default=_json_default).encode(), ELEM["bytes"]),
+         vocab.ELEMENTS[node_dtype]),
+        (b"BUCK", buck, vocab.ELEMENTS["bytes"]),
+        (b"PART", struct.pack(f"<{len(parts)}f", *parts), vocab.ELEMENTS["f32"]),
+        (b"NAME", bytes(names), vocab.ELEMENTS["bytes"]),
+        (b"META", json.dumps(meta, sort_keys=True, default=_json_default).encode(), vocab.ELEMENTS["bytes"]),
     ]
     if node_dtype == "i8":
-        sections.append((b"NSCL", np.concatenate(scale_chunks).astype("<f4").tobytes(), ELEM["f32"]))
+        sections.append((b"NSCL", np.concatenate(scale_chunks).astype("<f4").tobytes(), vocab.ELEMENTS["f32"]))
     if norm_rows:
-        sections.append((b"NORM", _table(len(norm_rows), 0, b"".join(norm_rows)), ELEM["bytes"]))
-        sections.append((b"NRMV", np.concatenate(norm_values).astype("<f4").tobytes(), ELEM["f32"]))
+        sections.append((b"NORM", _table(len(norm_rows), 0, b"".join(norm_rows)), vocab.ELEMENTS["bytes"]))
+        sections.append((b"NRMV", np.concatenate(norm_values).astype("<f4").tobytes(), vocab.ELEMENTS["f32"]))
     if graph_index:
-        sections.append((b"GIDX", _table(len(graph_index), 0, b"".join(graph_index)), ELEM["bytes"]))
-        sections.append((b"BLOB", bytes(blob), ELEM["bytes"]))
-    return _pack(sections, flags=FLAG_NORM if norm_rows else 0)
+        sections.append((b"GIDX", _table(len(graph_index), 0, b"".join(graph_index)), vocab.ELEMENTS["bytes"]))
+        sections.append((b"BLOB", bytes(blob), vocab.ELEMENTS["bytes"]))
+    return _pack(sections, flags=vocab.FLAG_NORM if norm_rows else 0)
 
 
 def _encode_norms(bundle: Bundle) -> tuple[list[bytes], list[np.ndarray]]:
@@ -281,7 +278,7 @@ def _pack(sections: list[tuple[bytes, bytes, int]], *, flags: int = 0) -> bytes:
     table_off = len(body)
     table = b"".join(entries)
     body += table
-    header = struct.pack("<4sHHIIQQII20x", MAGIC, VERSION[0], VERSION[1], HEADER_SIZE, len(entries), table_off,
+    header = struct.pack("<4sHHIIQQII20x", vocab.MAGIC, *vocab.VERSION, HEADER_SIZE, len(entries), table_off,
                          len(body), flags, zlib.crc32(table))
     header += struct.pack("<I", zlib.crc32(header))
     body[:HEADER_SIZE] = header
@@ -305,16 +302,16 @@ def save(bundle: Bundle, path: str | os.PathLike, *, node_dtype: str = "f32") ->
 def _sections(data: bytes) -> tuple[dict[bytes, tuple[memoryview, int]], int]:
     """The validated sections ``{tag: (payload, element type)}`` and the header flags."""
     if len(data) < HEADER_SIZE:
-        raise BundleError("bundle truncated: shorter than its 64-byte header" if data[:4] == MAGIC[:len(data[:4])]
+        raise BundleError("bundle truncated: shorter than its 64-byte header" if data[:4] == vocab.MAGIC[:len(data[:4])]
                           else "not an .innb bundle (bad magic)")
-    if data[:4] != MAGIC:
+    if data[:4] != vocab.MAGIC:
         raise BundleError("not an .innb bundle (bad magic)")
     if zlib.crc32(data[:60]) != struct.unpack_from("<I", data, 60)[0]:
         raise BundleError("checksum mismatch: the bundle header is corrupted")
     magic, major, minor, hsize, count, table_off, file_size, flags, table_crc = struct.unpack_from("<4sHHIIQQII", data)
-    if major != VERSION[0]:
-        raise BundleError(f"unsupported bundle version {major}.{minor} (this reader: {VERSION[0]}.x)")
-    if flags & ~FLAG_NORM:
+    if major != vocab.VERSION[0]:
+        raise BundleError(f"unsupported bundle version {major}.{minor} (this reader: {vocab.VERSION[0]}.x)")
+    if flags & ~vocab.FLAG_NORM:
         raise BundleError(f"unsupported bundle version {major}.{minor}: unknown feature flags {flags:#x}")
     if file_size > len(data):
         raise BundleError(f"bundle truncated: {len(data)} bytes, header says {file_size}")
@@ -361,7 +358,7 @@ def _decode(data: bytes) -> Bundle:
     sec, header_flags = _sections(data)
     meta = json.loads(bytes(sec[b"META"][0])) if b"META" in sec else {}
     quad = struct.unpack_from("<I", sec[b"INFO"][0])[0]
-    quad_name = {v: k for k, v in QUADS.items()}.get(quad)
+    quad_name = {v: k for k, v in vocab.QUADRATURES.items()}.get(quad)
     if quad_name is None:
         raise BundleError(f"inconsistent bundle tables: unknown quadrature {quad}")
     gview = sec[b"GRPS"][0]
@@ -369,22 +366,22 @@ def _decode(data: bytes) -> Bundle:
     groups = []
     for i in range(n_groups):
         size, flags = struct.unpack_from("<II", gview, 8 + 8 * i)
-        if not 0 < size <= MAX_DIM:
+        if not 0 < size <= vocab.MAX_DIM:
             raise BundleError(f"index or dimension out of range: group {i} has {size} nodes")
         members = meta.get("groups", [{}] * n_groups)[i].get("members", []) if meta.get("groups") else []
         groups.append(Group(i, size, bool(flags & 1), members))
     pview = sec[b"PIEC"][0]
     pieces = struct.unpack_from(f"<{_count(pview, 4, 'piece')}I", pview, 8)
     node_view, node_elem = sec[b"NODE"]
-    node_np = {ELEM["f32"]: "<f4", ELEM["f16"]: "<f2", ELEM["i8"]: "i1"}.get(node_elem)
+    node_np = {vocab.ELEMENTS["f32"]: "<f4", vocab.ELEMENTS["f16"]: "<f2", vocab.ELEMENTS["i8"]: "i1"}.get(node_elem)
     if node_np is None:
         raise BundleError(f"inconsistent bundle tables: NODE element type {node_elem}")
     nodes_arr = np.frombuffer(node_view, dtype=node_np)
     node_scales = None
-    if node_elem == ELEM["i8"]:
+    if node_elem == vocab.ELEMENTS["i8"]:
         if b"NSCL" not in sec:
             raise BundleError("missing section NSCL (scales of int8 nodes)")
-        if sec[b"NSCL"][1] != ELEM["f32"]:
+        if sec[b"NSCL"][1] != vocab.ELEMENTS["f32"]:
             raise BundleError("inconsistent bundle tables: NSCL must be float32")
         node_scales = np.frombuffer(sec[b"NSCL"][0], dtype="<f4")[:len(sec[b"NSCL"][0]) // 4]
     else:
@@ -410,7 +407,7 @@ def _decode(data: bytes) -> Bundle:
         if max(of + oc, inf + ic) > len(pieces):
             raise BundleError(f"index or dimension out of range: layer {i} pieces")
         lm = layer_meta[i] if i < len(layer_meta) else {}
-        kind_name = {v: k for k, v in KINDS.items()}.get(kind)
+        kind_name = {v: k for k, v in vocab.KINDS.items()}.get(kind)
         if kind_name is None:
             raise BundleError(f"inconsistent bundle tables: layer {i} has kind {kind}")
         out_groups, in_groups = tuple(pieces[of:of + oc]), tuple(pieces[inf:inf + ic])
@@ -447,11 +444,11 @@ def _decode(data: bytes) -> Bundle:
         for g in range(n_g):
             ref = refs[k * n_g + g]
             grp = groups[g]
-            if not grp.resizable and (bs[g] != grp.size or ref != UNIFORM):
+            if not grp.resizable and (bs[g] != grp.size or ref != vocab.UNIFORM):
                 raise BundleError(f"inconsistent bundle tables: bucket {k} resizes fixed group {g}")
-            if grp.resizable and not 2 <= bs[g] <= MAX_DIM:
+            if grp.resizable and not 2 <= bs[g] <= vocab.MAX_DIM:
                 raise BundleError(f"index or dimension out of range: bucket {k} gives group {g} {bs[g]} channels")
-            if ref != UNIFORM:
+            if ref != vocab.UNIFORM:
                 if ref + bs[g] > parts.size:
                     raise BundleError(f"index or dimension out of range: bucket {k} partition of group {g}")
                 p = torch.from_numpy(parts[ref:ref + bs[g]].copy())
@@ -478,14 +475,14 @@ def _decode(data: bytes) -> Bundle:
 def _decode_norms(sec: dict, flags: int, model: IntegralModel, buckets: list[Bucket]) -> None:
     """Read NORM/NRMV into ``model.norms`` with the C reader's checks (FORMAT.md "Per-width normalisation")."""
     present = b"NORM" in sec or b"NRMV" in sec
-    if not flags & FLAG_NORM:
+    if not flags & vocab.FLAG_NORM:
         if present:
             raise BundleError("inconsistent bundle tables: NORM sections without the header flag")
         return
     if b"NORM" not in sec or b"NRMV" not in sec:
         raise BundleError("missing section NORM/NRMV (the header flag says the bundle has per-width normalisation)")
     vview, velem = sec[b"NRMV"]
-    if velem != ELEM["f32"] or len(vview) % 4:
+    if velem != vocab.ELEMENTS["f32"] or len(vview) % 4:
         raise BundleError("inconsistent bundle tables: NRMV must be float32")
     values = np.frombuffer(vview, dtype="<f4")
     nview = sec[b"NORM"][0]

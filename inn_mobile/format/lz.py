@@ -16,11 +16,13 @@ overlap the bytes they produce (distance < length repeats a pattern).
 
 from __future__ import annotations
 
+from inn_mobile.errors import BundleError
+
 MIN_MATCH = 4
 WINDOW = 65535
 
 
-class LZError(ValueError):
+class LZError(BundleError):
     """A packed stream that does not decode to the promised size."""
 
 

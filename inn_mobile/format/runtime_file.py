@@ -27,9 +27,9 @@ import struct
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
-from . import lz
+from inn_mobile.errors import BundleError
+from inn_mobile.format import lz, vocab
 
 RECORD_MAGIC = b"IGR1"
 # What a hole holds (per layer; O = output channels of the bucket):
@@ -38,16 +38,16 @@ RECORD_MAGIC = b"IGR1"
 #   scale       f32 [O] int8 weight scales (max|w| / 127 per output channel)
 #   bias_i32    i32 [O] round_half_even(bias / (param * scale)), param = the input activation scale
 #   bias_scale  f32 [O] param * scale (the int32 bias' quantisation scale)
-TENSORS = {"weight": 1, "bias": 2, "scale": 3, "bias_i32": 4, "bias_scale": 5}
-LAYOUTS = {"oit": 0, "oti": 1, "ito": 2}
-DTYPES = {"f32": 0, "i8": 1, "i32": 2}
+TENSORS = vocab.HOLE_TENSORS
+LAYOUTS = vocab.LAYOUTS
+DTYPES = vocab.HOLE_DTYPES
 _IMAGE_HEAD = struct.Struct("<IIIIQ")
 _SPAN = struct.Struct("<QQ")
 _HOLE = struct.Struct("<QQIBBBBfI")
 _MIN_GAP = 64  # zero runs shorter than this are stored: fewer spans beat a few saved bytes
 
 
-class RecordError(ValueError):
+class RecordError(BundleError):
     """A graph record is malformed (the message says which check failed)."""
 
 
@@ -201,47 +201,3 @@ def _name(table: dict[str, int], code: int) -> str:
         if v == code:
             return k
     return f"<{code}>"  # rejected by Hole's validation
-
-
-def hole_bytes(weights: dict[str, torch.Tensor], kind: str, hole: Hole, taps: int) -> bytes:
-    """The Python reference for what the core writes into ``hole`` (``weights``: one layer's
-    discretised tensors, as ``IntegralModel.discretize`` returns them)."""
-    from .reference import quantize_per_channel, to_layout
-
-    if kind == "affine":
-        vec = weights["scale" if hole.tensor == "weight" else "shift"].float()
-        return vec.numpy().astype("<f4").tobytes()
-    w = weights["weight"].float()
-    w3 = w.reshape(w.shape[0], -1, taps)
-    q, scales = quantize_per_channel(w3)
-    bias = weights["bias"].float() if "bias" in weights else torch.zeros(w.shape[0])
-    if hole.tensor == "weight":
-        arr = (q if hole.dtype == "i8" else w3).numpy()
-        return np.ascontiguousarray(to_layout(arr, hole.layout)).tobytes()
-    if hole.tensor == "bias":
-        return bias.numpy().astype("<f4").tobytes()
-    if hole.tensor == "scale":
-        return scales.numpy().astype("<f4").tobytes()
-    bias_scale = torch.tensor(hole.param, dtype=torch.float32) * scales
-    if hole.tensor == "bias_scale":
-        return bias_scale.numpy().astype("<f4").tobytes()
-    qb = torch.round(bias / bias_scale).double()  # float32 division, half to even; then exact clamping
-    qb = qb.nan_to_num(0.0, posinf=2**31 - 1, neginf=-(2**31)).clamp(-(2**31), 2**31 - 1)
-    return qb.to(torch.int64).numpy().astype("<i4").tobytes()
-
-
-def fill(stored: StoredImage, weights: dict[str, dict[str, torch.Tensor]], layers) -> bytes:
-    """Rebuild an image in Python (the reference of the core's ``inn_image_fill``)."""
-    out = bytearray(stored.size)
-    for off, chunk in stored.spans:
-        out[off:off + len(chunk)] = chunk
-    for h in stored.holes:
-        if not 0 <= h.layer < len(layers):
-            raise RecordError(f"{stored.name}: hole names layer {h.layer}, the model has {len(layers)}")
-        spec = layers[h.layer]
-        data = hole_bytes(weights[spec.name], spec.kind, h, spec.taps)
-        if len(data) != h.size:
-            raise RecordError(f"{stored.name}: hole for {spec.name}.{h.tensor} is {h.size} bytes, "
-                              f"the bucket's tensor is {len(data)}")
-        out[h.offset:h.offset + h.size] = data
-    return bytes(out)

@@ -1,7 +1,8 @@
-"""Host loaders: open a bundle, let the native core fill a bucket's runtime files, run them.
+"""Host loaders: open a bundle, let the native core fill a width's runtime files, run them.
 
 ``open_model(source, runtime, bucket)`` is the one entry point the CLI, the demo and the width
-policy use; the runtime modules (``litert``, ``executorch``) are imported only when asked for, so a
+policy use. Every runtime returns a :class:`LoadedModel` (same call, ``input_shape``, ``startup`` in
+milliseconds). The runtime modules (``litert``, ``executorch``) are imported only when asked for, so a
 user ships and installs only the runtime they use.
 """
 
@@ -9,47 +10,43 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from typing import Any
 
-# runtime name in a bundle -> (module under inn_mobile.export / inn_mobile.runtime, int8 graph?)
-RUNTIMES: dict[str, tuple[str, bool]] = {
-    "litert": ("litert", False),
-    "litert-i8": ("litert", True),
-    "executorch": ("executorch", False),
-    "executorch-i8": ("executorch", True),
-}
-_PACKAGES = {"litert": ("ai_edge_litert", "litert_torch"), "executorch": ("executorch",)}
+from inn_mobile.format.vocab import RUNTIMES, Runtime
+from inn_mobile.runtime.reader import LoadedModel, Startup
+
+__all__ = ["RUNTIMES", "LoadedModel", "Startup", "check_runtime", "installed", "open_model"]
 
 
-def runtime_name(module: str, int8: bool) -> str:
-    """The bundle's name for ``module``'s fp32 or int8 graphs (the exporters take theirs from here)."""
-    return next(name for name, key in RUNTIMES.items() if key == (module, int8))
+def _missing(rt: Runtime) -> list[str]:
+    return [p for p in rt.packages if importlib.util.find_spec(p) is None]
 
 
 def installed() -> list[str]:
     """Runtime names whose Python packages are installed (``pip install inn-mobile[litert]`` etc.)."""
-    ok = {m for m, pkgs in _PACKAGES.items() if all(importlib.util.find_spec(p) is not None for p in pkgs)}
-    return [name for name, (module, _) in RUNTIMES.items() if module in ok]
+    return [name for name, rt in RUNTIMES.items() if not _missing(rt)]
 
 
-def check_runtime(name: str) -> tuple[str, bool]:
-    """``(module, int8)`` of a runtime name, or a ``ValueError`` that lists the choices."""
+def check_runtime(name: str) -> Runtime:
+    """The registry entry of a runtime name, or a ``ValueError`` that lists the choices or says what to install."""
     if name not in RUNTIMES:
         raise ValueError(f"unknown runtime {name!r}; choose one of {sorted(RUNTIMES)}")
-    module, int8 = RUNTIMES[name]
-    missing = [p for p in _PACKAGES[module] if importlib.util.find_spec(p) is None]
+    rt = RUNTIMES[name]
+    missing = _missing(rt)
     if missing:
-        raise ValueError(f"runtime {name!r} needs {missing}: pip install 'inn-mobile[{module}]'")
-    return module, int8
+        raise ValueError(f"runtime {name!r} needs {missing}: pip install 'inn-mobile[{rt.family}]'")
+    return rt
 
 
-def open_model(source: str | os.PathLike | bytes, runtime: str, bucket: int | str, *, threads: int = 1) -> Any:
-    """Load one bucket of a bundle in ``runtime``; the result is called like a module on float inputs."""
-    module, int8 = check_runtime(runtime)
-    if module == "litert":
-        from .litert import LiteRTModel
+def open_model(source: str | os.PathLike | bytes, runtime: str, bucket: int | str | float = -1, *,
+               threads: int = 1) -> LoadedModel:
+    """Load one width of a bundle (path or bytes) in ``runtime``: the core fills its files from the
+    nodes, the runtime loads them. ``bucket``: index (negative counts from the widest), name
+    (``"w0500"``) or width ratio (``0.5``)."""
+    rt = check_runtime(runtime)
+    if rt.family == "litert":
+        from inn_mobile.runtime.litert import LiteRTModel
 
-        return LiteRTModel.open(source, bucket=bucket, int8=int8, threads=threads)
-    from .executorch import ExecutorchModel
+        return LiteRTModel.open(source, bucket=bucket, int8=rt.int8, threads=threads)
+    from inn_mobile.runtime.executorch import ExecutorchModel
 
-    return ExecutorchModel.open(source, bucket=bucket, int8=int8, threads=threads)
+    return ExecutorchModel.open(source, bucket=bucket, int8=rt.int8, threads=threads)

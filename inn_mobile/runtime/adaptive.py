@@ -15,7 +15,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import policy
+from inn_mobile.runtime import policy
 
 
 @dataclass
@@ -30,7 +30,7 @@ class AdaptiveModel:
 
     ``open_bucket`` materialises one bucket and returns a callable model (e.g. a bound
     ``LiteRTModel.open`` / ``ExecutorchModel.open``); ``candidates`` (from
-    :func:`inn_mobile.policy.candidates`) lets :meth:`adapt` re-run the width policy on a new budget.
+    :func:`inn_mobile.runtime.policy.candidates`) lets :meth:`adapt` re-run the width policy on a new budget.
     """
 
     def __init__(self, open_bucket: Callable[[str], Callable[[Any], Any]], bucket: str,

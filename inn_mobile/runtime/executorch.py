@@ -14,7 +14,7 @@
 
 The two files are checked before ExecuTorch sees them, because an XNNPACK ``.pte`` whose ``.ptd`` is
 missing crashes the process instead of returning an error. A corrupted bundle or an incomplete graph
-raises :class:`~inn_mobile.bundle.BundleError`; a width, or a graph for the runtime, that is not in
+raises :class:`~inn_mobile.format.bundle.BundleError`; a width, or a graph for the runtime, that is not in
 the bundle raises :class:`~inn_mobile.runtime.reader.NotInBundleError` (a ``KeyError``) listing
 what is there.
 """
@@ -29,9 +29,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .. import bundle
-from ..export.executorch import PTD, PTE, RUNTIME, RUNTIME_INT8
-from .reader import BundleReader, run_batched
+from inn_mobile.format import bundle
+from inn_mobile.format.vocab import PTD_FILE as PTD
+from inn_mobile.format.vocab import PTE_FILE as PTE
+from inn_mobile.format.vocab import runtime_name
+from inn_mobile.runtime.reader import BundleReader, Startup, run_batched
 
 # FlatBuffers file identifiers at bytes 4..8: ExecuTorch program, FlatTensor data file.
 _MAGIC = {PTE: b"ET", PTD: b"FT"}
@@ -46,13 +48,13 @@ class ExecutorchModel:
     bucket_name: str
     runtime: str
     input_shape: tuple[int, ...]
-    timings: dict[str, float] = field(default_factory=dict)  # seconds: open, materialise, load
+    startup: Startup = Startup(0.0, 0.0, 0.0)
     _program: object = field(default=None, repr=False)  # must outlive the method
     _method: object = field(default=None, repr=False)
 
     @classmethod
     def open(
-        cls, source: str | os.PathLike | bytes, *, bucket: int | str | float, int8: bool = False,
+        cls, source: str | os.PathLike | bytes, *, bucket: int | str | float = -1, int8: bool = False,
         threads: int | None = None, reference: bool = False,
     ) -> ExecutorchModel:
         """Load ``bucket`` (index, name such as ``"w0750"``, or width ratio) of a bundle file or bytes.
@@ -62,7 +64,7 @@ class ExecutorchModel:
         """
         if threads is not None:
             set_threads(threads)
-        runtime = RUNTIME_INT8 if int8 else RUNTIME
+        runtime = runtime_name("executorch", int8)
         t0 = time.perf_counter()
         reader = BundleReader(source, reference=reference)
         index = reader.bucket_index(bucket)
@@ -75,8 +77,8 @@ class ExecutorchModel:
         program, method = _load(files)
         t3 = time.perf_counter()
         shape = tuple(method.metadata.input_tensor_meta(0).sizes())
-        return cls(index, name, runtime, shape, {"open": t1 - t0, "materialise": t2 - t1, "load": t3 - t2}, program,
-                   method)
+        startup = Startup((t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3)
+        return cls(index, name, runtime, shape, startup, program, method)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Float outputs for inputs ``[N, *input_shape[1:]]``, run in chunks of the lowered batch."""
@@ -86,6 +88,10 @@ class ExecutorchModel:
         return self._method.execute((torch.from_numpy(x),))[0].numpy()
 
     __call__ = forward
+
+    @property
+    def name(self) -> str:
+        return f"{self.bucket_name} ({self.runtime})"
 
     @property
     def method(self):

@@ -11,27 +11,14 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from .. import bundle
-from ..export.litert import FILE_NAME, runtime_name
-from .reader import BundleReader, run_batched
-
-
-@dataclass(frozen=True)
-class Startup:
-    """Where the time from bundle bytes to a ready interpreter went (milliseconds)."""
-
-    open_ms: float  # validate the bundle (CRCs, tables) and find the graph
-    fill_ms: float  # the core writes the bucket's weights into the graph
-    interpreter_ms: float  # Interpreter(model_content=...) + allocate_tensors
-
-    @property
-    def total_ms(self) -> float:
-        return self.open_ms + self.fill_ms + self.interpreter_ms
+from inn_mobile.format import bundle
+from inn_mobile.format.vocab import TFLITE_FILE as FILE_NAME
+from inn_mobile.format.vocab import runtime_name
+from inn_mobile.runtime.reader import BundleReader, Startup, run_batched
 
 
 class LiteRTModel:
@@ -50,7 +37,7 @@ class LiteRTModel:
         self.name = name
         self.flatbuffer = flatbuffer
         interp_ms = (time.perf_counter() - t) * 1e3
-        self.startup = Startup(startup.open_ms, startup.fill_ms, interp_ms) if startup else Startup(0, 0, interp_ms)
+        self.startup = Startup(startup.open_ms if startup else 0.0, startup.fill_ms if startup else 0.0, interp_ms)
 
     @classmethod
     def open(cls, source: str | os.PathLike | bytes, *, bucket: int | str | float = -1, int8: bool = False,
@@ -58,11 +45,11 @@ class LiteRTModel:
         """Load one bucket of a bundle (path or bytes).
 
         ``bucket``: index (negative counts from the widest), name (``"w0500"``) or width ratio (0.5).
-        Raises :class:`~inn_mobile.bundle.BundleError` for a corrupted bundle or graph,
+        Raises :class:`~inn_mobile.format.bundle.BundleError` for a corrupted bundle or graph,
         :class:`~inn_mobile.runtime.reader.NotInBundleError` (a ``KeyError``) when the width or its
         graph is not in the bundle. ``reference=True`` fills with the Python reference, not the core.
         """
-        runtime = runtime_name(int8)
+        runtime = runtime_name("litert", int8)
         t0 = time.perf_counter()
         reader = BundleReader(source, reference=reference)
         k = reader.bucket_index(bucket)

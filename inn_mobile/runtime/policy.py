@@ -15,13 +15,10 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .bundle import Bundle
+from inn_mobile.errors import BudgetError
+from inn_mobile.format.bundle import Bundle
 
 PROFILE_VERSION = 1
-
-
-class BudgetError(ValueError):
-    """No bucket fits the budget (the message names the smallest bucket's need)."""
 
 
 @dataclass(frozen=True)
@@ -94,7 +91,7 @@ def candidates(b: Bundle, runtime: str, profile: dict | None = None) -> list[Can
             memory, latency = int(info["weights_bytes"]) + int(info.get("arena_bytes", 0)), None
         else:
             raise ValueError(f"bucket {bucket.name!r} has no memory measurement for {runtime!r} "
-                             "(pack it with inn_mobile.pack, or pass a device profile)")
+                             "(pack it with inn_mobile.export.pack, or pass a device profile)")
         out.append(Candidate(bucket.name, info.get("accuracy"), memory, latency))
     if not out:
         raise ValueError(f"the bundle has no {runtime!r} graphs; it has {b.runtimes() or 'none'}")

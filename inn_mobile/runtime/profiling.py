@@ -1,7 +1,7 @@
 """Device profiles: each bucket's startup, latency and peak memory, measured on the device itself.
 
 Peak memory is what the width policy budgets, so it is measured, not estimated: every bucket runs in
-a fresh process (``python -m inn_mobile.profile``) that loads the runtime libraries and the bundle,
+a fresh process (``python -m inn_mobile.runtime.profiling``) that loads the runtime libraries and the bundle,
 resets the kernel's resident-set high-water mark (``/proc/self/clear_refs``), and reports how far
 opening, materialising and running the bucket raised it above the resident set at that point
 (weights, the runtime's arena, the interpreter's own buffers, transient copies included). A process
@@ -20,8 +20,10 @@ from pathlib import Path
 
 import torch
 
-from . import bundle, policy, runtime
-from .progress import progress
+from inn_mobile import runtime
+from inn_mobile.format import bundle
+from inn_mobile.progress import progress
+from inn_mobile.runtime import policy
 
 
 def _status_kib(field: str) -> int:
@@ -42,13 +44,12 @@ def _reset_peak() -> int:
 
 def measure(path: str, runtime_name: str, bucket: int, *, runs: int = 20, threads: int = 1) -> dict:
     """Measure one bucket in this process (meant to run in a fresh one: see :func:`profile`)."""
-    runtime.check_runtime(runtime_name)
-    module, _ = runtime.RUNTIMES[runtime_name]
+    module = runtime.check_runtime(runtime_name).family
     __import__(f"inn_mobile.runtime.{module}")  # runtime libraries are part of the baseline, not the bucket
     data = Path(path).read_bytes()
     shape = bundle.decode(data).meta.get("input_shape")
     if not shape:
-        raise ValueError(f"{path} records no input shape: pack it with inn_mobile.pack / `inn-mobile pack`")
+        raise ValueError(f"{path} records no input shape: pack it with inn_mobile.export.pack / `inn-mobile pack`")
     x = torch.randn(*shape)
     base = _reset_peak()
     t = time.perf_counter()
@@ -74,7 +75,8 @@ def profile(path: str, runtime_name: str, out: str | None = None, *, runs: int =
     if not ks:
         raise ValueError(f"{path} has no {runtime_name!r} graphs; it has {b.runtimes() or 'none'}")
     for k in progress(ks, desc="profiling", total=len(ks)):
-        cmd = [sys.executable, "-m", "inn_mobile.profile", str(path), runtime_name, str(k), str(runs), str(threads)]
+        cmd = [sys.executable, "-m", "inn_mobile.runtime.profiling", str(path), runtime_name, str(k), str(runs),
+               str(threads)]
         r = subprocess.run(cmd, capture_output=True, text=True)
         if r.returncode != 0:
             raise RuntimeError(f"profiling bucket {b.buckets[k].name} failed:\n{r.stderr[-2000:]}")

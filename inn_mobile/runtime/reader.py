@@ -9,20 +9,47 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
 
-from .. import bundle, native
+from inn_mobile import native
+from inn_mobile.errors import NotInBundleError
+from inn_mobile.format import bundle, reference
 
 
-class NotInBundleError(KeyError):
-    """The bundle has no such width, or no graph for the runtime at that width (the message lists
-    what it has)."""
+@dataclass(frozen=True)
+class Startup:
+    """Where the time from bundle bytes to a ready model went, in milliseconds (every runtime)."""
 
-    def __str__(self) -> str:
-        return str(self.args[0])
+    open_ms: float  # validate the bundle (CRCs, tables) and find the width and its graph
+    fill_ms: float  # the core writes the width's weights into the runtime's files
+    load_ms: float  # the runtime parses its files and prepares to run (interpreter / program + method)
+
+    @property
+    def total_ms(self) -> float:
+        return self.open_ms + self.fill_ms + self.load_ms
+
+
+@runtime_checkable
+class LoadedModel(Protocol):
+    """What :func:`inn_mobile.runtime.open_model` returns for every runtime: one width, ready to run.
+
+    Called like a module on float inputs ``[N, *input_shape[1:]]`` (any ``N``: the graph's fixed batch
+    is handled in chunks), it returns float outputs. A runtime that can report its activation arena
+    also has ``arena_bytes() -> int``.
+    """
+
+    name: str  # "<width> (<runtime>)"
+    startup: Startup
+
+    @property
+    def input_shape(self) -> tuple[int, ...]: ...
+
+    def __call__(self, x: torch.Tensor | np.ndarray) -> torch.Tensor: ...
 
 
 class BundleReader:
@@ -46,22 +73,8 @@ class BundleReader:
         self.ratios = [b.get("ratio") for b in buckets]
 
     def bucket_index(self, bucket: int | str | float) -> int:
-        """Index (negative counts from the widest), name (``"w0500"``) or width ratio (``0.5``)."""
-        n = len(self.names)
-        if isinstance(bucket, bool) or not isinstance(bucket, (int, str, float)):
-            raise TypeError(f"bucket must be an index, a name or a width ratio, not {bucket!r}")
-        if isinstance(bucket, int):
-            if not -n <= bucket < n:
-                raise NotInBundleError(f"bucket {bucket} not in bundle (it has {n}: {self.names})")
-            return bucket % n
-        if isinstance(bucket, str):
-            if bucket not in self.names:
-                raise NotInBundleError(f"width {bucket!r} not in bundle; it has {self.names}")
-            return self.names.index(bucket)
-        for i, r in enumerate(self.ratios):
-            if r is not None and abs(r - bucket) < 1e-9:
-                return i
-        raise NotInBundleError(f"width {bucket} not in bundle; widths: {self.ratios}")
+        """See :func:`inn_mobile.format.bundle.resolve_bucket`."""
+        return bundle.resolve_bucket(self.names, self.ratios, bucket)
 
     def fill(self, k: int, runtime: str) -> dict[str, bytearray | bytes]:
         """The runtime's files of bucket ``k`` with their weights written."""
@@ -70,7 +83,7 @@ class BundleReader:
             raise NotInBundleError(f"no {runtime!r} graph for width {self.names[k]!r} in this bundle "
                                    f"(it has {have or 'none'} there)")
         if self.reference:
-            return self._py.fill(k, runtime)
+            return reference.fill(self._py, k, runtime)
         try:
             return self._core.fill(k, runtime)
         except native.NativeError as e:

@@ -11,7 +11,7 @@ functions smooth where it matters. Per step we use the *sandwich rule* of slimma
   (self-distillation: the full network teaches the narrow ones, no separate teacher needed).
 
 With ``switchable=True`` the widths are the discrete ``widths`` the app will ship, and each gets a
-BatchNorm of its own after every convolution (:mod:`inn_mobile.switchable`), calibrated and folded
+BatchNorm of its own after every convolution (:mod:`inn_mobile.train.switchable`), calibrated and folded
 into ``im.norms`` when the run completes: the recipe that brings narrow widths close to networks
 trained from scratch at that width (README, "Measured").
 
@@ -31,55 +31,16 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import fx
-from torch.func import functional_call
 
-from . import kernel
-from .integral import IntegralModel, sizes_key
-from .progress import progress
-from .switchable import SwitchableNorm
-from .train import augment
+from inn_mobile.core import kernel
+from inn_mobile.core.integral import IntegralModel
+from inn_mobile.core.width_forward import WidthForward
+from inn_mobile.progress import progress
+from inn_mobile.train.supervised import augment
+from inn_mobile.train.switchable import SwitchableNorm
+
 
 # discretize() names the affine vectors after what they mean; the rebuilt BatchNorm calls them weight/bias
-_PARAM_NAMES = {"weight": "weight", "bias": "bias", "scale": "weight", "shift": "bias"}
-
-
-class WidthForward:
-    """Differentiable forward pass of an :class:`IntegralModel` at any per-group sizes.
-
-    ``discretize`` gives the weights as functions of the nodes (and of any trainable partition put
-    in ``im.partitions``); the plain network built by ``im.build`` supplies the graph, and
-    ``torch.func.functional_call`` runs it with those weights, so gradients reach the nodes. Built
-    graphs are cached per sizes (building deep-copies the template).
-    """
-
-    def __init__(self, im: IntegralModel) -> None:
-        self.im = im
-        self._graphs: dict[tuple[tuple[int, int], ...], fx.GraphModule] = {}
-
-    def graph(self, sizes: dict[int, int]) -> fx.GraphModule:
-        key = sizes_key(self.im.check_sizes(sizes))
-        gm = self._graphs.get(key)
-        if gm is None:
-            with torch.no_grad():
-                gm = self.im.build(self.im.discretize(self.im.samplers(dict(key))))
-            for p in gm.parameters():
-                p.requires_grad_(False)
-            self._graphs[key] = gm
-        return gm
-
-    def __call__(self, x: torch.Tensor, sizes: dict[int, int] | None = None) -> torch.Tensor:
-        sizes = self.im.check_sizes(sizes or {})
-        gm = self.graph(sizes)
-        weights = self.im.weights_at(sizes)
-        params = {}
-        for layer, tensors in weights.items():
-            for what, t in tensors.items():
-                name = f"{layer}.{_PARAM_NAMES[what]}"
-                params[name] = t.reshape(gm.get_parameter(name).shape)
-        return functional_call(gm, params, (x,))
-
-
 def sandwich_sizes(
     im: IntegralModel,
     rng: random.Random,
@@ -164,7 +125,7 @@ class FinetuneConfig:
     balance: bool = True  # divide each width's loss by its value when above 1 (no width's gradient swamps the rest)
     augmentation: bool = True
     seed: int = 0
-    # per-width normalisation (inn_mobile.switchable): train only these global widths, each with its own
+    # per-width normalisation (inn_mobile.train.switchable): train only these global widths, each with its own
     # BatchNorms (the widest trains on labels, the narrowest and n_random others distil from it);
     # min_ratio, max_ratio and shrink are then unused
     switchable: bool = False

@@ -19,10 +19,11 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from . import kernel
-from .finetune import WidthForward, distillation_loss
-from .integral import IntegralModel
-from .progress import progress
+from inn_mobile.core import kernel
+from inn_mobile.core.integral import IntegralModel
+from inn_mobile.core.width_forward import WidthForward
+from inn_mobile.progress import progress
+from inn_mobile.train.finetune import distillation_loss
 
 
 def _targets(im: IntegralModel, sizes: dict[int, int], groups: list[int] | None) -> list[int]:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 from torch import fx
 
-from . import kernel
-from .integral import AxisSampler, IntegralModel
+from inn_mobile.core import kernel
+from inn_mobile.core.integral import AxisSampler, IntegralModel
 
 
 def l1_scores(model: IntegralModel) -> dict[int, torch.Tensor]:

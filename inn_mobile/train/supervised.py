@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .progress import progress
+from inn_mobile.progress import progress
 
 
 def augment(

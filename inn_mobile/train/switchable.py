@@ -16,16 +16,12 @@ every width within 1 point of networks trained from scratch at that width.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 import torch.nn.functional as F
 
-from . import kernel
-from .integral import IntegralModel, Norm, SizesKey, sizes_key
-
-if TYPE_CHECKING:  # finetune imports this module
-    from .finetune import WidthForward
+from inn_mobile.core import kernel
+from inn_mobile.core.integral import IntegralModel, Norm, SizesKey, sizes_key
+from inn_mobile.core.width_forward import WidthForward
 
 EPS = 1e-5
 
@@ -38,7 +34,7 @@ def norm_layers(im: IntegralModel) -> list[str]:
 class SwitchableNorm:
     """A BatchNorm per (width, layer), applied by forward hooks on each width's graph of a ``WidthForward``.
 
-    ``forward`` is a :class:`inn_mobile.finetune.WidthForward`; each width has its own built graph,
+    ``forward`` is a :class:`inn_mobile.core.width_forward.WidthForward`; each width has its own built graph,
     so a hook knows its width without shared state. Call it like the forward: ``norm(x, sizes)``.
     """
 

@@ -8,7 +8,7 @@ import java.util.List;
 import java.util.Map;
 
 /**
- * Picks the width bucket a device can afford: a line-by-line port of {@code inn_mobile/policy.py}
+ * Picks the width bucket a device can afford: a line-by-line port of {@code inn_mobile/runtime/policy.py}
  * ({@code candidates} + {@code choose}), down to its messages, so the width chosen on the host is the
  * one the phone chooses (tests/test_android_host.py compares the two on the same bundles).
  *
@@ -133,7 +133,7 @@ public final class WidthPolicy {
                 memory = (long) number(info.get("weights_bytes")) + (arena == null ? 0 : (long) number(arena));
             } else {
                 throw new IllegalArgumentException("bucket " + repr(name) + " has no memory measurement for "
-                        + repr(runtime) + " (pack it with inn_mobile.pack, or pass a device profile)");
+                        + repr(runtime) + " (pack it with inn_mobile.export.pack, or pass a device profile)");
             }
             Object acc = info.get("accuracy");
             out.add(new Candidate(k, name, acc == null ? Double.NaN : number(acc), memory, latency));
