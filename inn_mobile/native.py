@@ -23,7 +23,6 @@ LAYOUTS = vocab.LAYOUTS
 DTYPES = vocab.OUTPUT_DTYPES
 KIND_NAMES = {code: name for name, code in vocab.KINDS.items()}
 _MISSING = vocab.STATUS["MISSING"]
-STATUS_NAMES = {code: name for name, code in vocab.STATUS.items()}
 
 
 class NativeError(BundleError, RuntimeError):
@@ -31,7 +30,7 @@ class NativeError(BundleError, RuntimeError):
 
     def __init__(self, code: int, what: str) -> None:
         self.code = code
-        self.status = self.name = STATUS_NAMES.get(code, str(code))
+        self.status = self.name = lib().inn_status_name(code).decode()
         super().__init__(f"{what}: {lib().inn_status_str(code).decode()} (INN_ERR_{self.name})")
 
 
@@ -83,6 +82,7 @@ def lib() -> C.CDLL:
     P = C.POINTER
     sig = {
         "inn_status_str": (C.c_char_p, [C.c_int]),
+        "inn_status_name": (C.c_char_p, [C.c_int]),
         "inn_cubic": (C.c_double, [C.c_double]),
         "inn_taps": (C.c_int, [P(C.c_float), C.c_uint32, C.c_uint32, P(C.c_int32), P(C.c_double)]),
         "inn_quadrature_weights": (C.c_int, [P(C.c_float), C.c_uint32, C.c_int, P(C.c_double)]),
