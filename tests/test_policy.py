@@ -92,3 +92,13 @@ def test_bad_profiles_are_rejected(tmp_path):
         policy.load_profile(p)
     with pytest.raises(ValueError, match="not a measurement"):
         policy.save_profile(p, "x", "d", {"a": {"latency_ms": float("nan"), "peak_bytes": 1}})
+
+
+def test_profiles_are_written_atomically(tmp_path):
+    """Through inn_mobile.atomic: a symlink planted at the old fixed ``<out>.tmp`` is not followed."""
+    victim, path = tmp_path / "victim", tmp_path / "device.json"
+    victim.write_text("precious")
+    (tmp_path / "device.json.tmp").symlink_to(victim)
+    policy.save_profile(path, "x", "d", {"a": {"latency_ms": 1.0, "peak_bytes": 1}})
+    assert victim.read_text() == "precious" and policy.load_profile(path)["buckets"]["a"]["peak_bytes"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["device.json", "device.json.tmp", "victim"]

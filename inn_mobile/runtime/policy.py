@@ -15,6 +15,7 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from inn_mobile import atomic
 from inn_mobile.errors import BudgetError
 from inn_mobile.format.bundle import Bundle
 
@@ -99,14 +100,12 @@ def candidates(b: Bundle, runtime: str, profile: dict | None = None) -> list[Can
 
 
 def save_profile(path: str | os.PathLike, runtime: str, device: str, rows: dict[str, dict]) -> None:
-    """Write a device profile: ``rows[bucket] = {"latency_ms": float, "peak_bytes": int, ...}``."""
+    """Write a device profile atomically: ``rows[bucket] = {"latency_ms": float, "peak_bytes": int, ...}``."""
     for name, row in rows.items():
         if not (math.isfinite(row["latency_ms"]) and row["peak_bytes"] > 0):
             raise ValueError(f"profile row {name!r} is not a measurement: {row}")
     doc = {"version": PROFILE_VERSION, "runtime": runtime, "device": device, "buckets": rows}
-    tmp = Path(f"{path}.tmp")
-    tmp.write_text(json.dumps(doc, indent=2, sort_keys=True))
-    os.replace(tmp, path)
+    atomic.write_bytes(path, json.dumps(doc, indent=2, sort_keys=True).encode())
 
 
 def load_profile(path: str | os.PathLike) -> dict:

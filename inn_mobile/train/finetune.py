@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from inn_mobile import atomic
 from inn_mobile.core import kernel
 from inn_mobile.core.integral import IntegralModel
 from inn_mobile.core.width_forward import WidthForward
@@ -185,12 +186,11 @@ def _save(
     path: Path, im: IntegralModel, opt: torch.optim.Optimizer, state: _State, cfg: FinetuneConfig,
     base_lrs: list[float], norm: SwitchableNorm | None, deltas: dict[tuple[int, int], torch.nn.Parameter],
 ) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save({"nodes": {k: v.detach().clone() for k, v in im.nodes.items()}, "optimizer": opt.state_dict(),
-                "state": state.to_dict(), "config": asdict(cfg), "base_lrs": base_lrs,
-                "norms": norm.state_dict() if norm is not None else None,
-                "partition_deltas": {k: d.detach().clone() for k, d in deltas.items()}}, tmp)
-    os.replace(tmp, path)
+    with atomic.replace(path) as f:
+        torch.save({"nodes": {k: v.detach().clone() for k, v in im.nodes.items()}, "optimizer": opt.state_dict(),
+                    "state": state.to_dict(), "config": asdict(cfg), "base_lrs": base_lrs,
+                    "norms": norm.state_dict() if norm is not None else None,
+                    "partition_deltas": {k: d.detach().clone() for k, d in deltas.items()}}, f)
 
 
 def _step_widths(cfg: FinetuneConfig, im: IntegralModel, state: _State, total: int,
