@@ -107,6 +107,11 @@ static int graphs(const unsigned char *bundle, size_t bsize, const unsigned char
         records += graph_matches(&b, bucket, index, exp + pos + 16, n);
         pos += 16 + n;
     }
+    uint32_t count = 0, bucket, listed = 0;
+    char runtime[INN_RUNTIME_NAME + 1];
+    CHECK(inn_graph_count(&b, &count) == INN_OK && count > 0, "graph count");
+    while (inn_graph_list(&b, listed, &bucket, runtime) == INN_OK) listed++;
+    CHECK(listed == count, "inn_graph_count %u, inn_graph_list finds %u", count, listed);
     inn_graph g;
     CHECK(inn_graph_find(&b, 0, "litert", &g) == INN_ERR_MISSING, "missing runtime");
     CHECK(inn_graph_find(&b, 99, "vectors", &g) == INN_ERR_MISSING, "missing bucket graph");
