@@ -1,14 +1,14 @@
 """The .innb container: round trips, and bad input rejected with a specific error by both readers."""
 
 import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from corpus import entry, layer, put, section
 
-from inn_mobile import native
+from inn_mobile import atomic, native
 from inn_mobile.format import bundle
 
 VECTORS = Path(__file__).parent / "vectors"
@@ -16,34 +16,8 @@ GOOD = (VECTORS / "vectors.innb").read_bytes()
 GOOD_I8 = (VECTORS / "vectors_i8.innb").read_bytes()  # the same model with int8 nodes + NSCL scales
 
 
-def reseal(data: bytearray) -> bytes:
-    """Recompute every CRC so an edit reaches the semantic checks behind the checksums."""
-    count, table = struct.unpack_from("<IQ", data, 12)
-    for i in range(count):
-        off, size = struct.unpack_from("<QQ", data, table + 32 * i + 8)
-        struct.pack_into("<I", data, table + 32 * i + 4, zlib.crc32(data[off:off + size]))
-    struct.pack_into("<I", data, 36, zlib.crc32(data[table:table + 32 * count]))
-    struct.pack_into("<I", data, 60, zlib.crc32(data[:60]))
-    return bytes(data)
-
-
-def entry(data: bytes, tag: bytes) -> int:
-    """Offset of the section table entry of ``tag``."""
-    count, table = struct.unpack_from("<IQ", data, 12)
-    for i in range(count):
-        if data[table + 32 * i: table + 32 * i + 4] == tag:
-            return table + 32 * i
-    raise KeyError(tag)
-
-
-def section(data: bytes, tag: bytes) -> int:
-    return struct.unpack_from("<Q", data, entry(data, tag) + 8)[0]
-
-
 def edited(offset_of, value: int, good: bytes = GOOD) -> bytes:
-    d = bytearray(good)
-    struct.pack_into("<I", d, offset_of(good), value)
-    return reseal(d)
+    return put(good, offset_of(good), value)
 
 
 BAD = {
@@ -72,6 +46,23 @@ BAD = {
     "norm on an affine layer": (edited(lambda d: section(d, b"NORM") + 8 + 4, 1), "needs a conv", "FORMAT"),
     "norm past NRMV": (edited(lambda d: section(d, b"NORM") + 8 + 8, 1 << 20), "past the NRMV", "RANGE"),
     "non-finite norm": (edited(lambda d: section(d, b"NRMV"), 0x7F800000), "non-finite", "FORMAT"),
+    # what the Python reader used to accept or choke on while the C reader rejected it (layer record:
+    # kind, blocks, taps, flags, out piece, out count, in piece, in count, ..., name offset at 48)
+    "no blocks": (edited(lambda d: layer(d, 0) + 4, 0), "0 blocks", "RANGE"),
+    "no taps": (edited(lambda d: layer(d, 0) + 8, 0), "0 taps", "RANGE"),
+    "no output pieces": (edited(lambda d: layer(d, 0) + 20, 0), "pieces", "RANGE"),
+    "name past NAME": (edited(lambda d: layer(d, 5) + 48, 1 << 20), "name past the NAME", "RANGE"),
+    "NaN node": (edited(lambda d: section(d, b"NODE") + 8, 0x7FC00000), "inf or NaN", "FORMAT"),
+    "inf int8 scale": (edited(lambda d: section(d, b"NSCL") + 4, 0xFF800000, GOOD_I8), "inf or NaN", "FORMAT"),
+    "header size": (edited(lambda d: 8, 128), "header size", "FORMAT"),
+    # a group of 6 nodes sampled at 97 points: more than 16 per node (a 690 KB file asked for 576 TiB)
+    "bucket upsamples past the limit": (edited(lambda d: section(d, b"BUCK") + 8 + 4, 6 * 16 + 1), "out of range",
+                                        "RANGE"),
+    # no groups and 2^32-1 buckets of zero groups each: the Python reader looped for hours
+    "no groups, 2^32-1 buckets": (edited(lambda d: section(d, b"BUCK"), 0xFFFFFFFF,
+                                         edited(lambda d: section(d, b"BUCK") + 4, 0,
+                                                edited(lambda d: section(d, b"GRPS"), 0))),
+                                  "at least one group", "FORMAT"),
 }
 
 
@@ -141,3 +132,29 @@ def test_i8_nodes_quarter_the_bundle_and_dequantise_per_row():
         rows_max = v.detach().reshape(v.shape[0], -1).abs().amax(1)
         err = (w[k] - v.detach()).reshape(v.shape[0], -1).abs().amax(1)
         assert torch.all(err <= rows_max / 254 * 1.0001 + 1e-12), k  # half a step of max|row| / 127
+
+
+def test_save_never_follows_a_planted_temp_symlink(tmp_path):
+    """The old writer wrote a fixed ``<out>.tmp``: a symlink planted there overwrote its target."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    out = tmp_path / "m.innb"
+    (tmp_path / "m.innb.tmp").symlink_to(victim)
+    bundle.save(bundle.load(VECTORS / "vectors.innb"), out)
+    assert victim.read_text() == "precious" and out.read_bytes() == bundle.encode(bundle.decode(out.read_bytes()))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.innb", "m.innb.tmp", "victim.txt"]
+    assert out.stat().st_mode & 0o777 == 0o666 & ~atomic._UMASK  # noqa: SLF001 - the mode open() would give
+
+
+def test_failed_writes_leave_the_old_file_and_no_temp(tmp_path):
+    out = tmp_path / "profile.json"
+    out.write_text("old")
+    with pytest.raises(RuntimeError, match="mid-write"), atomic.replace(out) as f:
+        f.write(b"partial")
+        raise RuntimeError("mid-write")
+    assert out.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["profile.json"]
+    with pytest.raises(IsADirectoryError):
+        atomic.write_bytes(tmp_path, b"x")  # a folder named as the output
+    with pytest.raises(FileNotFoundError):
+        atomic.write_bytes(tmp_path / "missing" / "m.innb", b"x")
+    assert [p.name for p in tmp_path.iterdir()] == ["profile.json"]

@@ -8,6 +8,7 @@ host can inspect or run what a phone will load.
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
 import zlib
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from inn_mobile import atomic
 from inn_mobile.core import kernel
 from inn_mobile.core.channels import Group
 from inn_mobile.core.integral import IntegralModel, LayerSpec, _key, sizes_key
@@ -87,13 +89,18 @@ class Bundle:
         return sorted({rt for _, rt in self.graphs})
 
     def images(self, bucket: str | int, runtime: str) -> list[runtime_file.StoredImage]:
-        """The stored images (bytes around the holes) of one bucket's graph for ``runtime``."""
+        """The stored images (bytes around the holes) of one bucket's graph for ``runtime``, checked
+        as ``inn_graph_find`` checks them: every hole names a layer's tensor of exactly its size at
+        this width, and the images stay within the reader limits (``RecordError`` otherwise)."""
         k = self.bucket_index(bucket)
         if (k, runtime) not in self.graphs:
             have = sorted(b for b, rt in self.graphs if rt == runtime)
             raise KeyError(f"no {runtime!r} graph for bucket {self.buckets[k].name!r}; "
                            f"buckets with one: {[self.buckets[b].name for b in have]}, runtimes: {self.runtimes()}")
-        return runtime_file.decode_record(self.graphs[(k, runtime)])
+        sizes = self.model.check_sizes(self.buckets[k].sizes)
+        shapes = [layer_shape(self.model, sizes, spec) for spec in self.model.layers]
+        kinds = [spec.kind for spec in self.model.layers]
+        return runtime_file.decode_record(self.graphs[(k, runtime)], layers=list(zip(kinds, shapes)))
 
 
 DEFAULT_RATIOS = (0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0)
@@ -286,21 +293,23 @@ def _pack(sections: list[tuple[bytes, bytes, int]], *, flags: int = 0) -> bytes:
 
 
 def save(bundle: Bundle, path: str | os.PathLike, *, node_dtype: str = "f32") -> int:
-    """Write ``bundle`` to ``path`` atomically (temp file + rename); returns its size in bytes."""
+    """Write ``bundle`` to ``path`` atomically (:mod:`inn_mobile.atomic`); returns its size in bytes."""
     data = encode(bundle, node_dtype=node_dtype)
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
+    atomic.write_bytes(path, data)
     return len(data)
 
 
 # ---------------------------------------------------------------------------------------- reading
+# Reader limits shared with the C core (FORMAT.md "Reader limits"; INN_MAX_UPSAMPLE in inn_internal.h):
+# a resizable group is sampled at no more than this many points per node, so the weights a bucket asks
+# for are bounded by the nodes the file holds (a small file cannot ask for terabytes).
+MAX_UPSAMPLE = 16
+_REQUIRED = (b"INFO", b"GRPS", b"LAYR", b"PIEC", b"NODE", b"BUCK")
+
+
 def _sections(data: bytes) -> tuple[dict[bytes, tuple[memoryview, int]], int]:
-    """The validated sections ``{tag: (payload, element type)}`` and the header flags."""
+    """The validated sections ``{tag: (payload, element type)}`` and the header flags (the C reader's
+    header and table checks, ``inn_bundle_open``)."""
     if len(data) < HEADER_SIZE:
         raise BundleError("bundle truncated: shorter than its 64-byte header" if data[:4] == vocab.MAGIC[:len(data[:4])]
                           else "not an .innb bundle (bad magic)")
@@ -311,11 +320,13 @@ def _sections(data: bytes) -> tuple[dict[bytes, tuple[memoryview, int]], int]:
     magic, major, minor, hsize, count, table_off, file_size, flags, table_crc = struct.unpack_from("<4sHHIIQQII", data)
     if major != vocab.VERSION[0]:
         raise BundleError(f"unsupported bundle version {major}.{minor} (this reader: {vocab.VERSION[0]}.x)")
+    if hsize != HEADER_SIZE:
+        raise BundleError(f"inconsistent bundle tables: header size {hsize}")
     if flags & ~vocab.FLAG_NORM:
         raise BundleError(f"unsupported bundle version {major}.{minor}: unknown feature flags {flags:#x}")
     if file_size > len(data):
         raise BundleError(f"bundle truncated: {len(data)} bytes, header says {file_size}")
-    if not 0 < count <= 64 or table_off % 64 or table_off + count * ENTRY_SIZE > file_size:
+    if not 0 < count <= 64 or table_off % 64 or table_off < HEADER_SIZE or table_off + count * ENTRY_SIZE > file_size:
         raise BundleError("inconsistent bundle tables: bad section table")
     if zlib.crc32(data[table_off:table_off + count * ENTRY_SIZE]) != table_crc:
         raise BundleError("checksum mismatch: the section table is corrupted")
@@ -323,14 +334,14 @@ def _sections(data: bytes) -> tuple[dict[bytes, tuple[memoryview, int]], int]:
     out = {}
     for i in range(count):
         tag, crc, off, size, elem, _ = struct.unpack_from("<4sIQQII", data, table_off + i * ENTRY_SIZE)
-        if off % 64 or off + size > file_size:
+        if off % 64 or off < HEADER_SIZE or off + size > file_size:
             raise BundleError(f"bundle truncated or malformed: section {tag!r} out of bounds")
         if zlib.crc32(view[off:off + size]) != crc:
             raise BundleError(f"checksum mismatch: section {tag.decode(errors='replace')} is corrupted")
         if tag in out:
             raise BundleError(f"inconsistent bundle tables: duplicate section {tag!r}")
         out[tag] = (view[off:off + size], elem)
-    for need in (b"INFO", b"GRPS", b"LAYR", b"PIEC", b"NODE", b"BUCK"):
+    for need in _REQUIRED:
         if need not in out:
             raise BundleError(f"missing section {need.decode()}")
     return out, flags
@@ -346,46 +357,82 @@ def _count(view: memoryview, record: int, what: str) -> int:
     return count
 
 
+def _floats(view: memoryview, dtype: str) -> np.ndarray:
+    """The whole elements of a section (a trailing partial element is ignored, as by the C reader)."""
+    size = np.dtype(dtype).itemsize
+    return np.frombuffer(view[:len(view) - len(view) % size], dtype=dtype)
+
+
+def _finite(values: np.ndarray, what: str) -> None:
+    """inf or NaN would reach the int8 conversion and the runtimes: both readers reject them."""
+    if not np.isfinite(values).all():
+        raise BundleError(f"inconsistent bundle tables: {what} holds inf or NaN")
+
+
 def decode(data: bytes) -> Bundle:
-    """Parse and validate bundle bytes; raises :class:`BundleError` naming what is wrong."""
+    """Parse and validate bundle bytes; raises :class:`BundleError` naming what is wrong.
+
+    Rejects what the C reader rejects (``inn_bundle_open``). The one intentional difference is
+    ``META``, which the core never reads: this reader rebuilds layers and buckets from it, so it
+    also rejects a ``META`` that is not UTF-8 JSON of the expected shape (:func:`_check_meta`).
+    Graph records are checked when used (:meth:`Bundle.images`), as ``inn_graph_find`` checks them.
+    """
     try:
         return _decode(data)
-    except (struct.error, IndexError, json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (struct.error, IndexError, json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
         raise BundleError(f"inconsistent bundle tables: {e}") from e
 
 
 def _decode(data: bytes) -> Bundle:
     sec, header_flags = _sections(data)
-    meta = json.loads(bytes(sec[b"META"][0])) if b"META" in sec else {}
-    quad = struct.unpack_from("<I", sec[b"INFO"][0])[0]
+    meta = _check_meta(bytes(sec[b"META"][0])) if b"META" in sec else {}
+    info = sec[b"INFO"][0]
+    if len(info) < 16:
+        raise BundleError("bundle truncated: INFO section")
+    quad = struct.unpack_from("<I", info)[0]
     quad_name = {v: k for k, v in vocab.QUADRATURES.items()}.get(quad)
     if quad_name is None:
         raise BundleError(f"inconsistent bundle tables: unknown quadrature {quad}")
     gview = sec[b"GRPS"][0]
     n_groups = _count(gview, 8, "group")
-    groups = []
-    for i in range(n_groups):
-        size, flags = struct.unpack_from("<II", gview, 8 + 8 * i)
-        if not 0 < size <= vocab.MAX_DIM:
-            raise BundleError(f"index or dimension out of range: group {i} has {size} nodes")
-        members = meta.get("groups", [{}] * n_groups)[i].get("members", []) if meta.get("groups") else []
-        groups.append(Group(i, size, bool(flags & 1), members))
+    lview = sec[b"LAYR"][0]
+    n_layers = _count(lview, LAYER_SIZE, "layer")
     pview = sec[b"PIEC"][0]
     pieces = struct.unpack_from(f"<{_count(pview, 4, 'piece')}I", pview, 8)
+    if n_groups == 0 or n_layers == 0:
+        raise BundleError("inconsistent bundle tables: a bundle needs at least one group and one layer")
     node_view, node_elem = sec[b"NODE"]
     node_np = {vocab.ELEMENTS["f32"]: "<f4", vocab.ELEMENTS["f16"]: "<f2", vocab.ELEMENTS["i8"]: "i1"}.get(node_elem)
     if node_np is None:
         raise BundleError(f"inconsistent bundle tables: NODE element type {node_elem}")
-    nodes_arr = np.frombuffer(node_view, dtype=node_np)
+    nodes_arr = _floats(node_view, node_np)
     node_scales = None
     if node_elem == vocab.ELEMENTS["i8"]:
         if b"NSCL" not in sec:
             raise BundleError("missing section NSCL (scales of int8 nodes)")
         if sec[b"NSCL"][1] != vocab.ELEMENTS["f32"]:
             raise BundleError("inconsistent bundle tables: NSCL must be float32")
-        node_scales = np.frombuffer(sec[b"NSCL"][0], dtype="<f4")[:len(sec[b"NSCL"][0]) // 4]
+        node_scales = _floats(sec[b"NSCL"][0], "<f4")
+        _finite(node_scales, "NSCL")
     else:
+        _finite(nodes_arr, "NODE")
         nodes_arr = nodes_arr.astype(np.float32)
+    meta_groups = meta.get("groups", [])
+    groups = []
+    for i in range(n_groups):
+        size, flags = struct.unpack_from("<II", gview, 8 + 8 * i)
+        if not 0 < size <= vocab.MAX_DIM:
+            raise BundleError(f"index or dimension out of range: group {i} has {size} nodes")
+        members = meta_groups[i].get("members", []) if i < len(meta_groups) else []
+        groups.append(Group(i, size, bool(flags & 1), members))
+    bview = sec[b"BUCK"][0]
+    if len(bview) < 8:
+        raise BundleError("bundle truncated: bucket table header")
+    if struct.unpack_from("<I", bview, 4)[0] != n_groups:
+        raise BundleError("inconsistent bundle tables: bucket table group count")
+    n_buckets = _count(bview, 8 * n_groups, "bucket")
+    if n_buckets == 0:
+        raise BundleError("missing buckets: the bucket table is empty")
 
     def tensor(off: int, count: int, rows: int, scale_off: int, what: str) -> torch.Tensor:
         """``count`` nodes at ``off`` as float32; int8 nodes times their row scales (float32 product)."""
@@ -397,28 +444,41 @@ def _decode(data: bytes) -> Bundle:
                 raise BundleError(f"index or dimension out of range: layer {what} scales past the NSCL section")
             arr = (arr.reshape(rows, -1).astype(np.float32) * node_scales[scale_off:scale_off + rows, None]).ravel()
         return torch.from_numpy(arr.copy())
-    lview = sec[b"LAYR"][0]
-    n_layers = _count(lview, LAYER_SIZE, "layer")
+
+    names = sec[b"NAME"][0] if b"NAME" in sec else memoryview(b"")
     layer_meta = meta.get("layers", [])
     specs, nodes = [], {}
     for i in range(n_layers):
         kind, blocks, taps, flags, of, oc, inf, ic, woff, boff, noff, nlen, wsoff, bsoff = LAYER_ROW.unpack_from(
             lview, 8 + LAYER_SIZE * i)
-        if max(of + oc, inf + ic) > len(pieces):
-            raise BundleError(f"index or dimension out of range: layer {i} pieces")
-        lm = layer_meta[i] if i < len(layer_meta) else {}
         kind_name = {v: k for k, v in vocab.KINDS.items()}.get(kind)
         if kind_name is None:
             raise BundleError(f"inconsistent bundle tables: layer {i} has kind {kind}")
+        if not (0 < blocks <= vocab.MAX_DIM and 0 < taps <= vocab.MAX_DIM):
+            raise BundleError(f"index or dimension out of range: layer {i} has {blocks} blocks and {taps} taps")
+        if oc == 0 or max(of + oc, inf + ic) > len(pieces):
+            raise BundleError(f"index or dimension out of range: layer {i} pieces")
+        if noff + nlen > len(names):
+            raise BundleError(f"index or dimension out of range: layer {i} name past the NAME section")
         out_groups, in_groups = tuple(pieces[of:of + oc]), tuple(pieces[inf:inf + ic])
         if any(g >= n_groups for g in out_groups + in_groups):
             raise BundleError(f"index or dimension out of range: layer {i} names a missing group")
+        m_out = sum(groups[g].size for g in out_groups)
+        m_in_total = sum(groups[g].size for g in in_groups)
+        if m_out > vocab.MAX_DIM or m_in_total > vocab.MAX_DIM:
+            raise BundleError(f"index or dimension out of range: layer {i} has {m_out} x {m_in_total} nodes")
+        if kind_name == "dense":
+            if ic == 0 or m_out % blocks or m_in_total % blocks:
+                raise BundleError(f"inconsistent bundle tables: dense layer {i} axes do not split into {blocks} blocks")
+        elif ic != 0 or blocks != 1 or (kind_name == "affine" and taps != 1):
+            raise BundleError(f"inconsistent bundle tables: {kind_name} layer {i} has an input axis, blocks or taps")
+        lm = layer_meta[i] if i < len(layer_meta) else {}
         name = lm.get("name", f"layer{i}")
+        if any(_key(name, "") == _key(s.name, "") for s in specs):
+            raise BundleError(f"inconsistent bundle tables: META names two layers {name!r}")
         spec = LayerSpec(name, kind_name, lm.get("module", "conv2d"), out_groups, in_groups, blocks, taps,
                          lm.get("in_spatial", 1), bool(flags & 1), _tuples(lm.get("conv", {})))
-        m_out = sum(groups[g].size for g in out_groups)
-        m_in = sum(groups[g].size for g in in_groups) // max(blocks, 1)
-        count = m_out * m_in * taps if kind_name == "dense" else m_out * taps
+        count = m_out * (m_in_total // blocks) * taps if kind_name == "dense" else m_out * taps
         w = tensor(woff, count, m_out, wsoff, repr(name))
         if kind_name == "affine":
             nodes[_key(name, "scale")] = w
@@ -429,51 +489,75 @@ def _decode(data: bytes) -> Bundle:
                 nodes[_key(name, "bias")] = tensor(boff, m_out, m_out, bsoff, repr(name))
         specs.append(spec)
     model = IntegralModel(None, groups, specs, nodes, quadrature=quad_name)
-    bview = sec[b"BUCK"][0]
-    n_g = struct.unpack_from("<I", bview, 4)[0]
-    if n_g != n_groups:
-        raise BundleError("inconsistent bundle tables: bucket table group count")
-    n_buckets = _count(bview, 8 * n_g, "bucket")
+    buckets = _decode_buckets(sec, bview, n_buckets, model, meta.get("buckets", []))
+    _decode_norms(sec, header_flags, model, buckets)
+    return Bundle(model, buckets, meta, _decode_graphs(sec, len(buckets)))
+
+
+def _decode_buckets(sec: dict, bview: memoryview, n_buckets: int, model: IntegralModel,
+                    bucket_meta: list) -> list[Bucket]:
+    """The BUCK table with the C reader's checks (``check_buckets``); trained partitions into ``model``."""
+    groups = model.groups
+    n_g = len(groups)
     sizes = struct.unpack_from(f"<{n_buckets * n_g}I", bview, 8)
     refs = struct.unpack_from(f"<{n_buckets * n_g}I", bview, 8 + 4 * n_buckets * n_g)
-    parts = np.frombuffer(sec[b"PART"][0], dtype="<f4") if b"PART" in sec else np.zeros(0, np.float32)
-    bucket_meta = meta.get("buckets", [])
+    parts = _floats(sec[b"PART"][0], "<f4") if b"PART" in sec else np.zeros(0, np.float32)
+    simpson = model.quadrature == "simpson"
     buckets = []
     for k in range(n_buckets):
         bs = {g: sizes[k * n_g + g] for g in range(n_g)}
-        for g in range(n_g):
-            ref = refs[k * n_g + g]
-            grp = groups[g]
-            if not grp.resizable and (bs[g] != grp.size or ref != vocab.UNIFORM):
-                raise BundleError(f"inconsistent bundle tables: bucket {k} resizes fixed group {g}")
-            if grp.resizable and not 2 <= bs[g] <= vocab.MAX_DIM:
-                raise BundleError(f"index or dimension out of range: bucket {k} gives group {g} {bs[g]} channels")
-            if ref != vocab.UNIFORM:
-                if ref + bs[g] > parts.size:
-                    raise BundleError(f"index or dimension out of range: bucket {k} partition of group {g}")
-                p = torch.from_numpy(parts[ref:ref + bs[g]].copy())
-                try:
-                    kernel.check_partition(p)
-                except ValueError as e:
-                    raise BundleError(f"invalid partition (bucket {k}, group {g}): {e}") from e
-                model.partitions[(g, bs[g])] = p
+        for g, grp in enumerate(groups):
+            n, ref = bs[g], refs[k * n_g + g]
+            if not grp.resizable:
+                if n != grp.size or ref != vocab.UNIFORM:
+                    raise BundleError(f"inconsistent bundle tables: bucket {k} resizes fixed group {g}")
+                continue
+            if not 2 <= n <= min(vocab.MAX_DIM, grp.size * MAX_UPSAMPLE) or (simpson and n < 3):
+                raise BundleError(f"index or dimension out of range: bucket {k} gives group {g} of {grp.size} "
+                                  f"nodes {n} channels (2..{MAX_UPSAMPLE} per node{', 3+ for Simpson' * simpson})")
+            if ref == vocab.UNIFORM:
+                continue
+            if simpson:
+                raise BundleError(f"invalid partition (bucket {k}, group {g}): Simpson needs uniform points")
+            if ref + n > parts.size:
+                raise BundleError(f"index or dimension out of range: bucket {k} partition of group {g}")
+            p = torch.from_numpy(parts[ref:ref + n].copy())
+            try:
+                kernel.check_partition(p)
+            except ValueError as e:
+                raise BundleError(f"invalid partition (bucket {k}, group {g}): {e}") from e
+            model.partitions[(g, n)] = p
         bm = bucket_meta[k] if k < len(bucket_meta) else {}
         buckets.append(Bucket(bm.get("name", f"b{k}"), bs, bm.get("ratio"), bm.get("info", {})))
-    _decode_norms(sec, header_flags, model, buckets)
-    graphs = {}
-    if b"GIDX" in sec:
-        gi = sec[b"GIDX"][0]
-        blob = sec[b"BLOB"][0]
-        for i in range(struct.unpack_from("<I", gi)[0]):
-            bucket, _, rt, off, size = GRAPH_ROW.unpack_from(gi, 8 + GRAPH_ROW.size * i)
-            if bucket >= len(buckets) or off + size > len(blob):
-                raise BundleError(f"graph {i} out of range (bucket {bucket}, bytes {off}+{size})")
-            graphs[(bucket, rt.rstrip(b"\0").decode("utf-8", "replace"))] = bytes(blob[off:off + size])
-    return Bundle(model, buckets, meta, graphs)
+    return buckets
+
+
+def _decode_graphs(sec: dict, n_buckets: int) -> dict[tuple[int, str], bytes]:
+    """GIDX rows and their BLOB bytes. Like ``inn_graph_find``, the first row of a (bucket, runtime)
+    wins and a GIDX without a BLOB has no graphs; the records themselves are checked when used."""
+    graphs: dict[tuple[int, str], bytes] = {}
+    if b"GIDX" not in sec or b"BLOB" not in sec:
+        return graphs
+    gi, blob = sec[b"GIDX"][0], sec[b"BLOB"][0]
+    for i in range(_count(gi, GRAPH_ROW.size, "graph")):
+        bucket, _, rt, off, size = GRAPH_ROW.unpack_from(gi, 8 + GRAPH_ROW.size * i)
+        if bucket >= n_buckets or off + size > len(blob):
+            raise BundleError(f"graph {i} out of range (bucket {bucket}, bytes {off}+{size})")
+        name = rt.split(b"\0", 1)[0]
+        try:
+            runtime = name.decode()
+        except UnicodeDecodeError:
+            runtime = ""
+        if not runtime:
+            raise BundleError(f"inconsistent bundle tables: graph {i} has no UTF-8 runtime name ({rt!r})")
+        graphs.setdefault((bucket, runtime), bytes(blob[off:off + size]))
+    return graphs
 
 
 def _decode_norms(sec: dict, flags: int, model: IntegralModel, buckets: list[Bucket]) -> None:
-    """Read NORM/NRMV into ``model.norms`` with the C reader's checks (FORMAT.md "Per-width normalisation")."""
+    """Read NORM/NRMV into ``model.norms`` with the C reader's checks (FORMAT.md "Per-width normalisation").
+
+    Every bucket gets an entry (empty without records): its layers without a record are as resampled."""
     present = b"NORM" in sec or b"NRMV" in sec
     if not flags & vocab.FLAG_NORM:
         if present:
@@ -485,7 +569,11 @@ def _decode_norms(sec: dict, flags: int, model: IntegralModel, buckets: list[Buc
     if velem != vocab.ELEMENTS["f32"] or len(vview) % 4:
         raise BundleError("inconsistent bundle tables: NRMV must be float32")
     values = np.frombuffer(vview, dtype="<f4")
+    if not np.isfinite(values).all():
+        raise BundleError("inconsistent bundle tables: NRMV has non-finite values")
     nview = sec[b"NORM"][0]
+    for b in buckets:
+        model.norms.setdefault(sizes_key(b.sizes), {})
     prev = None
     for i in range(_count(nview, NORM_ROW.size, "NORM")):
         k, layer, first, reserved = NORM_ROW.unpack_from(nview, 8 + NORM_ROW.size * i)
@@ -498,15 +586,86 @@ def _decode_norms(sec: dict, flags: int, model: IntegralModel, buckets: list[Buc
         if spec.kind == "affine" or not spec.has_bias:
             raise BundleError(f"inconsistent bundle tables: NORM on layer {spec.name!r} "
                               "(needs a conv/linear with bias)")
-        sizes = model.check_sizes(buckets[k].sizes)
-        n_out = spec.out_channels(sizes)
+        n_out = layer_shape(model, buckets[k].sizes, spec)[0]
         if first + 2 * n_out > values.size:
             raise BundleError(f"index or dimension out of range: NORM record {i} past the NRMV section")
         v = values[first:first + 2 * n_out]
-        if not np.isfinite(v).all():
-            raise BundleError(f"inconsistent bundle tables: NORM record {i} has non-finite values")
-        model.norms.setdefault(sizes_key(sizes), {})[spec.name] = (
+        model.norms[sizes_key(buckets[k].sizes)][spec.name] = (
             torch.from_numpy(v[:n_out].copy()), torch.from_numpy(v[n_out:].copy()))
+
+
+def _axis_size(model: IntegralModel, sizes: dict[int, int], groups: tuple[int, ...], blocks: int) -> int:
+    """Channels of a layer axis at ``sizes`` (the C core's ``axis_size``): at most MAX_DIM, a multiple
+    of ``blocks``, and every block boundary of the nodes on a block boundary of the samples (or blocks
+    would read each other's nodes)."""
+    m_total = sum(model.groups[g].size for g in groups)
+    n_total = sum(sizes[g] for g in groups)
+    if n_total > vocab.MAX_DIM:
+        raise BundleError(f"index or dimension out of range: an axis of {n_total} channels")
+    if n_total % blocks:
+        raise BundleError(f"inconsistent bundle tables: {n_total} channels do not split into {blocks} blocks")
+    m = n = 0
+    for g in groups:
+        m += model.groups[g].size
+        n += sizes[g]
+        if (m * blocks) % m_total == 0 and n * blocks != (m * blocks // m_total) * n_total:
+            raise BundleError(f"inconsistent bundle tables: the {blocks} blocks of an axis split its groups")
+    return n_total
+
+
+def layer_shape(model: IntegralModel, sizes: dict[int, int], spec: LayerSpec) -> tuple[int, int]:
+    """``(output channels, weight elements)`` of a layer at complete ``sizes``, checked as the C core's
+    ``inn_layer_info_get`` checks them (:class:`BundleError` when the bucket cannot serve the layer)."""
+    n_out = _axis_size(model, sizes, spec.out_groups, spec.blocks)
+    if spec.kind != "dense":
+        return n_out, n_out * spec.taps
+    n_in = _axis_size(model, sizes, spec.in_groups, spec.blocks)
+    return n_out, n_out * (n_in // spec.blocks) * spec.taps
+
+
+def _check_meta(raw: bytes) -> dict:
+    """``META`` as this reader uses it: a JSON object whose ``layers``/``groups``/``buckets`` are lists
+    of objects with fields of the right types (the C core ignores META; a host builds from it)."""
+    meta = json.loads(raw.decode())
+    if not isinstance(meta, dict):
+        raise BundleError(f"inconsistent bundle tables: META is a JSON {type(meta).__name__}, not an object")
+
+    def bad(what: str) -> BundleError:
+        return BundleError(f"inconsistent bundle tables: META {what}")
+
+    def objects(key: str) -> list[dict]:
+        rows = meta.get(key, [])
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            raise bad(f"{key!r} must be a list of objects")
+        return rows
+
+    def number(v: object, *, integer: bool = False) -> bool:
+        kinds = (int,) if integer else (int, float)
+        return isinstance(v, kinds) and not isinstance(v, bool) and math.isfinite(v)
+
+    for i, lm in enumerate(objects("layers")):
+        if not (isinstance(lm.get("name", ""), str) and isinstance(lm.get("module", ""), str)
+                and isinstance(lm.get("conv", {}), dict) and number(spatial := lm.get("in_spatial", 1), integer=True)
+                and spatial >= 1):
+            raise bad(f"layer {i}: name and module must be strings, conv an object, in_spatial a positive integer")
+    for i, gm in enumerate(objects("groups")):
+        if not isinstance(gm.get("members", []), list):
+            raise bad(f"group {i}: members must be a list")
+    for i, bm in enumerate(objects("buckets")):
+        info = bm.get("info", {})
+        runtimes = info.get("runtimes", {}) if isinstance(info, dict) else None
+        if not (isinstance(bm.get("name", ""), str) and (bm.get("ratio") is None or number(bm["ratio"]))
+                and isinstance(runtimes, dict) and all(isinstance(r, dict) for r in runtimes.values())):
+            raise bad(f"bucket {i}: name must be a string, ratio a number, info.runtimes an object of objects")
+        for rt, row in runtimes.items():
+            counts = [row[k] for k in ("weights_bytes", "file_bytes", "arena_bytes") if k in row]
+            if not all(number(c, integer=True) and c >= 0 for c in counts) or not (
+                    row.get("accuracy") is None or number(row["accuracy"])):
+                raise bad(f"bucket {i}, {rt!r}: byte counts must be non-negative integers, accuracy a number")
+    shape = meta.get("input_shape", [1])
+    if not (isinstance(shape, list) and shape and all(number(d, integer=True) and d >= 1 for d in shape)):
+        raise bad(f"input_shape must be a list of positive integers, not {shape!r}")
+    return meta
 
 
 def _tuples(conv: dict) -> dict:

@@ -23,6 +23,7 @@ Bytes covered by neither a span nor a hole are zero.
 
 from __future__ import annotations
 
+import math
 import struct
 from dataclasses import dataclass, field
 
@@ -148,52 +149,142 @@ class StoredImage:
     holes: list[Hole]
 
 
-def decode_record(data: bytes) -> list[StoredImage]:
-    """Parse and validate a record (spans and holes in bounds, sorted, not overlapping)."""
+# Reader limits shared with the C core (FORMAT.md "Reader limits"; inn_graph.c): a record's holes hold at
+# most HOLE_REUSE times the bytes of the bucket's tensors, and its zero gaps at most GAP_RATIO times the
+# bytes stored and written plus GAP_FLOOR, so a small record cannot ask for huge images.
+HOLE_REUSE = 8
+GAP_RATIO = 4
+GAP_FLOOR = 1 << 20
+_SCALE_FAMILY = ("scale", "bias_i32", "bias_scale")  # vector holes computed from an int8 weight's scales
+
+
+@dataclass
+class _Parsed:
+    """An image header and its tables, before the stored bytes are unpacked."""
+
+    name: str
+    size: int
+    spans: list[tuple[int, int]]
+    holes: list[Hole]
+    stored: memoryview
+    data_len: int
+    packed: int
+
+
+def decode_record(data: bytes, *, layers: list[tuple[str, tuple[int, int]]] | None = None) -> list[StoredImage]:
+    """Parse and validate a record: spans and holes each sorted, inside their image, not overlapping.
+
+    ``layers`` (``(kind, (output channels, weight elements))`` per layer at the record's bucket, from
+    :func:`inn_mobile.format.bundle.layer_shape`) adds the checks ``inn_graph_find`` makes before
+    anything is unpacked or written: every hole names a layer's tensor of exactly its size, the
+    reader limits above, and vector holes next to the weight hole they are computed from.
+    """
     view = memoryview(data)
     if len(view) < 8 or bytes(view[:4]) != RECORD_MAGIC:
         raise RecordError("not a graph record (bad magic)")
+    count = struct.unpack_from("<I", view, 4)[0]
+    if count > vocab.MAX_DIM:
+        raise RecordError(f"record declares {count} images")
     pos = 8
 
     def take(n: int) -> memoryview:
         nonlocal pos
-        if n < 0 or pos + n > len(view):
+        if pos + n > len(view):
             raise RecordError(f"record truncated at byte {pos} (needs {n} more)")
         pos += n
         return view[pos - n:pos]
 
-    images = []
-    for _ in range(struct.unpack_from("<I", view, 4)[0]):
+    parsed = []
+    for _ in range(count):  # every header parses (each takes 24 bytes) before anything else is done
         name_len, n_spans, n_holes, packed, size = _IMAGE_HEAD.unpack(take(_IMAGE_HEAD.size))
+        if name_len > vocab.MAX_DIM or n_spans > vocab.MAX_DIM or n_holes > vocab.MAX_DIM:
+            raise RecordError(f"image header declares {name_len} name bytes, {n_spans} spans, {n_holes} holes")
         name = bytes(take(name_len + (-name_len % 8))[:name_len]).decode("utf-8", "replace")
-        spans = [_SPAN.unpack(take(_SPAN.size)) for _ in range(n_spans)]
+        spans = list(_SPAN.iter_unpack(take(_SPAN.size * n_spans)))
         holes = []
-        for _ in range(n_holes):
-            off, hsize, layer, t, lay, dt, _, param, _ = _HOLE.unpack(take(_HOLE.size))
+        for off, hsize, layer, t, lay, dt, _, param, _ in _HOLE.iter_unpack(take(_HOLE.size * n_holes)):
             try:
                 holes.append(Hole(off, hsize, layer, _name(TENSORS, t), _name(LAYOUTS, lay), _name(DTYPES, dt), param))
             except ValueError as e:
                 raise RecordError(f"{name}: {e}") from e
-        ranges = sorted([(o, n) for o, n in spans] + [(h.offset, h.size) for h in holes])
-        end = 0
-        for o, n in ranges:
-            if o < end or o + n > size:
-                raise RecordError(f"{name}: span/hole at {o} (+{n}) overlaps or leaves the image ({size} bytes)")
-            end = o + n
-        total = sum(n for _, n in spans)
-        stored = take(packed or total)
+        data_len = 0
+        for _, n in spans:
+            if n > size - data_len:
+                raise RecordError(f"{name}: spans hold more than the image's {size} bytes")
+            data_len += n
+        stored = take(packed or data_len)
         take(-len(stored) % 8)
-        if packed:
+        _check_ranges(name, size, spans, holes)
+        parsed.append(_Parsed(name, size, spans, holes, stored, data_len, packed))
+    if layers is not None:
+        _check_against_layers(parsed, layers)
+    images = []
+    for p in parsed:
+        stored = p.stored
+        if p.packed:
             try:
-                stored = lz.decode(stored, total)
+                stored = lz.decode(stored, p.data_len)
             except lz.LZError as e:
-                raise RecordError(f"{name}: {e}") from e
+                raise RecordError(f"{p.name}: {e}") from e
         chunks, at = [], 0
-        for o, n in spans:
+        for o, n in p.spans:
             chunks.append((o, bytes(stored[at:at + n])))
             at += n
-        images.append(StoredImage(name, size, chunks, holes))
+        images.append(StoredImage(p.name, p.size, chunks, p.holes))
     return images
+
+
+def _check_ranges(name: str, size: int, spans: list[tuple[int, int]], holes: list[Hole]) -> None:
+    """Spans and holes, each sorted by offset, merged: inside the image and not overlapping."""
+    ranges = [*spans, *((h.offset, h.size) for h in holes)]
+    s, h, end = 0, len(spans), 0
+    while s < len(spans) or h < len(ranges):
+        take_span = h == len(ranges) or (s < len(spans) and ranges[s][0] <= ranges[h][0])
+        o, n = ranges[s] if take_span else ranges[h]
+        s, h = (s + 1, h) if take_span else (s, h + 1)
+        if o < end or o > size or n > size - o:
+            raise RecordError(f"{name}: span/hole at {o} (+{n}) out of order, overlapping or past the image "
+                              f"({size} bytes)")
+        end = o + n
+
+
+def _check_against_layers(images: list[_Parsed], layers: list[tuple[str, tuple[int, int]]]) -> None:
+    """The checks of ``inn_graph_find`` that need the bucket's layers (see :func:`decode_record`)."""
+    weight_holes: dict[int, set[str]] = {}
+    for im in images:
+        for h in im.holes:
+            if h.layer >= len(layers):
+                raise RecordError(f"{im.name}: hole names layer {h.layer}, the model has {len(layers)}")
+            kind, (n_out, weights) = layers[h.layer]
+            if h.tensor == "weight":
+                if h.dtype == "i32" or (kind == "affine" and h.dtype != "f32"):
+                    raise RecordError(f"{im.name}: a {kind} layer's weight hole cannot be {h.dtype}")
+                elem, need = (1, weights) if h.dtype == "i8" else (4, 4 * weights)
+                weight_holes.setdefault(h.layer, set()).add(h.dtype)
+            else:
+                if h.dtype != ("i32" if h.tensor == "bias_i32" else "f32"):
+                    raise RecordError(f"{im.name}: a {h.tensor} hole cannot be {h.dtype}")
+                if h.tensor in _SCALE_FAMILY and kind == "affine":
+                    raise RecordError(f"{im.name}: affine layer {h.layer} has no int8 scales for a {h.tensor} hole")
+                if h.tensor in ("bias_i32", "bias_scale") and not (math.isfinite(h.param) and h.param > 0):
+                    raise RecordError(f"{im.name}: {h.tensor} hole with activation scale {h.param}")
+                elem, need = 4, 4 * n_out
+            if h.size != need or (elem == 4 and h.offset % 4):
+                raise RecordError(f"{im.name}: hole for layer {h.layer} {h.tensor} is {h.size} bytes at {h.offset}, "
+                                  f"the bucket's tensor is {need} bytes ({elem}-byte aligned)")
+    model = sum(4 * weights + 16 * n_out for _, (n_out, weights) in layers)
+    stored = sum(im.data_len for im in images)
+    holes = sum(h.size for im in images for h in im.holes)
+    gaps = sum(im.size - im.data_len - sum(h.size for h in im.holes) for im in images)
+    if holes > HOLE_REUSE * model or gaps > GAP_RATIO * (stored + holes) + GAP_FLOOR:
+        raise RecordError(f"images of {stored + holes + gaps} bytes ({holes} in holes, {gaps} zeros) exceed the "
+                          f"reader limits for {model} bytes of tensors")
+    for im in images:
+        for h in im.holes:
+            have = weight_holes.get(h.layer, set())
+            if h.tensor != "weight" and (not have or (h.tensor in _SCALE_FAMILY and "i8" not in have)):
+                raise RecordError(f"{im.name}: {h.tensor} hole of layer {h.layer} without the "
+                                  f"{'int8 ' * (h.tensor in _SCALE_FAMILY)}weight hole it comes from")
 
 
 def _name(table: dict[str, int], code: int) -> str:
