@@ -116,3 +116,53 @@ def test_inspect_reports_per_width_normalisation(capsys):
     vectors = Path(__file__).parent / "vectors" / "vectors.innb"  # every bucket has NORM records
     code, text, _ = run(capsys, "inspect", vectors)
     assert code == 0 and "per-width normalisation: 2/3 layers per bucket" in text, text
+
+
+class _Planted:
+    """Unpickling this runs code (makes a folder): what a crafted model.pt or weights.pt can do."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+
+        return os.mkdir, (self.marker,)
+
+
+def test_pickles_from_user_files_do_not_run_code(tmp_path, capsys):
+    marker = tmp_path / "ran"
+    evil = tmp_path / "model.pt"
+    torch.save(_Planted(marker), evil)
+    out = tmp_path / "m.innb"
+    code, _, err = run(capsys, "convert", "--model", evil, "--input-shape", "1,1,8,8", "--out", out)
+    assert code == 2 and "--trust-pickle" in err and len(err.splitlines()) == 1
+    net = tmp_path / "net.py"
+    net.write_text("import torch\n\ndef net():\n    return torch.nn.Conv2d(1, 2, 3)\n")
+    code, _, err = run(capsys, "convert", "--model", f"{net}:net", "--weights", evil, "--input-shape", "1,1,8,8",
+                       "--out", out)
+    assert code == 2 and "--trust-pickle only if you trust it" in err and len(err.splitlines()) == 1
+    assert not marker.exists() and not out.exists()
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"\x80\x02not a pickle")
+    code, _, err = run(capsys, "convert", "--model", f"{net}:net", "--weights", garbage, "--input-shape", "1,1,8,8",
+                       "--out", out)
+    assert code == 2 and err.startswith("error: cannot read --weights") and len(err.splitlines()) == 1
+    torch.save({"nothing": torch.zeros(1)}, garbage)
+    code, _, err = run(capsys, "convert", "--model", f"{net}:net", "--weights", garbage, "--input-shape", "1,1,8,8",
+                       "--out", out)
+    assert code == 2 and "does not fit --model" in err and len(err.splitlines()) == 1
+
+
+def test_bad_output_and_bundle_paths_fail_before_any_work(tmp_path, capsys):
+    """--out is checked first: the model named here does not even exist."""
+    for out, says in ((tmp_path / "no" / "m.innb", "does not exist"), (tmp_path, "is a folder")):
+        for verb in ("convert", "pack"):
+            extra = ["--runtime", "litert"] if verb == "pack" else []
+            code, _, err = run(capsys, verb, "--model", "no_such_module:f", "--input-shape", "1,1,8,8", "--out", out,
+                               *extra)
+            assert code == 2 and says in err and len(err.splitlines()) == 1, err
+    code, _, err = run(capsys, "profile", tmp_path, "--runtime", "litert", "--out", tmp_path)
+    assert code == 2 and "is a folder" in err
+    code, _, err = run(capsys, "inspect", tmp_path)
+    assert code == 2 and "is not a file" in err and len(err.splitlines()) == 1

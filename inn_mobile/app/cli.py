@@ -66,13 +66,29 @@ def load_tensor(path: str) -> torch.Tensor:
     return t.float()
 
 
-def load_model(spec: str, weights: str | None) -> torch.nn.Module:
+def _torch_load(path: str, what: str, trust_pickle: bool):
+    """``torch.load`` of a file named on the command line. Unpickling a file can run any code in it,
+    so by default only tensors and containers of them are read (``weights_only``); ``trust_pickle``
+    (``--trust-pickle``) unpickles everything, for files the user made or trusts."""
+    if not Path(path).is_file():
+        raise UsageError(f"{what} {path} does not exist or is not a file")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=not trust_pickle)
+    except Exception as e:  # unpickling raises anything the file makes it raise: one line, not a traceback
+        hint = "" if trust_pickle else " (read without running code from it; pass --trust-pickle only if you trust it)"
+        raise UsageError(f"cannot read {what} {path}{hint}: {_one_line(e)}") from e
+
+
+def load_model(spec: str, weights: str | None, *, trust_pickle: bool = False) -> torch.nn.Module:
     """``package.module:factory`` or ``path/to/file.py:factory`` (called with no arguments), or a
-    ``.pt`` file holding a whole pickled module; ``weights`` an optional state dict."""
+    ``.pt`` file holding a whole pickled module (only with ``trust_pickle``: unpickling a module runs
+    code from the file); ``weights`` an optional state dict (tensors only unless ``trust_pickle``)."""
     if spec.endswith(".pt"):
-        if not Path(spec).exists():
-            raise UsageError(f"{spec} does not exist")
-        model = torch.load(spec, weights_only=False)
+        if not trust_pickle:
+            raise UsageError(f"--model {spec}: a pickled module runs code from the file when loaded; use "
+                             "module:factory or file.py:factory with --weights, or pass --trust-pickle if you "
+                             "made or trust this file")
+        model = _torch_load(spec, "--model", trust_pickle)
     else:
         if ":" not in spec:
             raise UsageError(f"--model {spec!r}: use module:factory, file.py:factory or model.pt")
@@ -92,16 +108,18 @@ def load_model(spec: str, weights: str | None) -> torch.nn.Module:
     if not isinstance(model, torch.nn.Module):
         raise UsageError(f"--model {spec!r} gave a {type(model).__name__}, not a torch.nn.Module")
     if weights:
-        if not Path(weights).exists():
-            raise UsageError(f"{weights} does not exist")
-        model.load_state_dict(torch.load(weights, weights_only=True))
+        state = _torch_load(weights, "--weights", trust_pickle)
+        try:
+            model.load_state_dict(state)
+        except (RuntimeError, TypeError, AttributeError) as e:
+            raise UsageError(f"--weights {weights} does not fit --model {spec}: {_one_line(e)}") from e
     return model.eval()
 
 
 def _convert_args(args: argparse.Namespace):
     from inn_mobile.core.convert import convert
 
-    model = load_model(args.model, args.weights)
+    model = load_model(args.model, args.weights, trust_pickle=args.trust_pickle)
     x = torch.randn(*args.input_shape)
     calib = load_tensor(args.calibration) if args.calibration else None
     im = convert(model, x, calibration=calib)
@@ -115,9 +133,20 @@ def _buckets(im, ratios):
     return bundle.make_buckets(im, tuple(ratios), multiple_of=8)
 
 
+def check_out(path: str) -> None:
+    """Fail on an output path that cannot be written before any work is done (a conversion takes
+    minutes): its folder must exist and it must not be a folder itself."""
+    p = Path(path)
+    if p.is_dir():
+        raise UsageError(f"--out {path} is a folder: name the file to write")
+    if not p.parent.is_dir():
+        raise UsageError(f"--out {path}: folder {p.parent} does not exist")
+
+
 def cmd_convert(args: argparse.Namespace) -> int:
     from inn_mobile.format import bundle
 
+    check_out(args.out)
     im, _, _ = _convert_args(args)
     size = bundle.save(bundle.Bundle(im, _buckets(im, args.ratios)), args.out, node_dtype=args.node_dtype)
     print(f"wrote {args.out} ({size} bytes, nodes only: add runtime graphs with `inn-mobile pack`)")
@@ -127,6 +156,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 def cmd_pack(args: argparse.Namespace) -> int:
     from inn_mobile.export import pack
 
+    check_out(args.out)
     im, x, calib = _convert_args(args)
     validation = None
     if args.validation:
@@ -144,6 +174,8 @@ def _open_bundle(path: str):
 
     if not Path(path).exists():
         raise UsageError(f"{path} does not exist")
+    if not Path(path).is_file():
+        raise UsageError(f"{path} is not a file")
     return bundle.load(path)
 
 
@@ -171,6 +203,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def cmd_profile(args: argparse.Namespace) -> int:
     from inn_mobile.runtime import policy, profiling
 
+    check_out(args.out)
     b = _open_bundle(args.bundle)
     prof = profiling.profile(args.bundle, args.runtime, args.out, runs=args.runs, threads=args.threads)
     print(policy.describe(policy.candidates(b, args.runtime, prof)))
@@ -190,8 +223,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     t = time.perf_counter()
     net = runtime.open_model(args.bundle, args.runtime, choice.bucket, threads=args.threads)
     print(f"startup (open + materialise + load): {(time.perf_counter() - t) * 1e3:.1f} ms")
-    shape = b.meta.get("input_shape")
-    x = load_tensor(args.input) if args.input else torch.randn(*shape)
+    x = load_tensor(args.input) if args.input else torch.randn(*net.input_shape)  # the graph's, not META's
     t = time.perf_counter()
     y = net(x)
     print(f"inference on {tuple(x.shape)}: {(time.perf_counter() - t) * 1e3:.2f} ms")
@@ -236,6 +268,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _bench_plot(rows, path: str) -> None:
+    from inn_mobile import atomic
     from inn_mobile.app.plotting import pyplot
 
     plt = pyplot()
@@ -253,7 +286,8 @@ def _bench_plot(rows, path: str) -> None:
         ax.legend()
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    with atomic.replace(path) as f:
+        fig.savefig(f, format=Path(path).suffix.lstrip(".").lower() or "png", dpi=120)
     print(f"plot: {path}")
 
 
@@ -279,6 +313,9 @@ def build_parser() -> argparse.ArgumentParser:
     def model_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("--model", required=True, help="module:factory, file.py:factory, or a pickled model.pt")
         p.add_argument("--weights", help="state dict (.pt) to load into the model")
+        p.add_argument("--trust-pickle", action="store_true",
+                       help="unpickle --model/--weights fully: loading a pickle runs code from the file, so only "
+                            "for files you made or trust (default: tensors only, and no pickled model.pt)")
         p.add_argument("--input-shape", required=True, type=parse_shape, help="e.g. 1,3,32,32 (batch included)")
         p.add_argument("--calibration", help="unlabelled inputs (.pt/.npy): channel ordering and int8 ranges")
         p.add_argument("--ratios", type=float, nargs="+", default=[0.25, 0.5, 0.75, 1.0],
@@ -343,9 +380,7 @@ def _quiet_third_party() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from inn_mobile import native
-    from inn_mobile.format import bundle, runtime_file
-    from inn_mobile.runtime import policy
+    from inn_mobile.errors import InnError
 
     args = build_parser().parse_args(argv)
     _quiet_third_party()
@@ -355,12 +390,22 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.fn(args)
     except UsageError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {_one_line(e)}", file=sys.stderr)
         return 2
-    except (bundle.BundleError, runtime_file.RecordError, native.NativeError, policy.BudgetError, KeyError,
-            ValueError) as e:
-        print(f"error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
+    except MemoryError:
+        print("error: out of memory (the input asks for more than this machine has)", file=sys.stderr)
         return 1
+    except (InnError, OSError, KeyError, ValueError) as e:
+        print(f"error: {_one_line(e)}", file=sys.stderr)
+        return 1
+
+
+def _one_line(e: BaseException) -> str:
+    """An error as one line of the ``error:`` message: its first line (unpickling errors run to
+    paragraphs), or its class when it has no message."""
+    text = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+    lines = text.strip().splitlines()
+    return lines[0] if lines else type(e).__name__
 
 
 if __name__ == "__main__":
