@@ -83,3 +83,29 @@ def test_adapt_reruns_the_policy_and_a_failed_open_keeps_serving(widths):
         assert served.bucket == names[0]
         with torch.no_grad():
             assert torch.equal(served(x), nets[names[0]](x))
+
+
+def test_a_burst_of_switches_materialises_only_the_latest():
+    """101 switches queued behind a slow one: the latest is opened next, the rest are cancelled (it
+    was 101 materialisations, the latest served after 601 ms)."""
+    from concurrent.futures import CancelledError
+
+    nets = {"w0500": lambda x: x, "w1000": lambda x: 2 * x}
+    names = list(nets)
+    opened, release = [], threading.Event()
+
+    def open_bucket(name):
+        if opened:  # the first switch blocks until the burst is queued
+            release.wait(timeout=30)
+        opened.append(name)
+        return nets[name]
+
+    with AdaptiveModel(open_bucket, names[1]) as served:
+        first = served.switch(names[0])
+        burst = [served.switch(names[k % 2]) for k in range(101)]
+        release.set()
+        assert first.result(timeout=30) == names[0] and burst[-1].result(timeout=30) == names[0]
+        assert all(f.cancelled() for f in burst[:-1])
+        with pytest.raises(CancelledError):
+            burst[0].result()
+    assert opened == [names[1], names[0]] and served.switches == 1 and served(3) == 3

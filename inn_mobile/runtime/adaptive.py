@@ -2,9 +2,9 @@
 
 A phone's budget changes after app start (another app takes memory, the SoC throttles). The
 :class:`AdaptiveModel` keeps serving with the current width while the next one is materialised on a
-background thread (one at a time), then swaps it in with a single reference assignment: a request
-already running finishes on the model it started with (it holds a reference), later requests use the
-new one. Inference never waits for materialisation.
+background thread (one at a time, only the latest request), then swaps it in with a single reference
+assignment: a request already running finishes on the model it started with (it holds a reference),
+later requests use the new one. Inference never waits for materialisation.
 """
 
 from __future__ import annotations
@@ -39,6 +39,9 @@ class AdaptiveModel:
         self._candidates = candidates
         self._current = _Loaded(bucket, open_bucket(bucket))
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inn-materialise")
+        self._lock = threading.Lock()
+        self._wanted: tuple[str, Future] | None = None  # the latest request not yet started
+        self._draining = False  # a worker is (or is about to be) serving requests
         self.switches = 0
 
     @property
@@ -52,14 +55,40 @@ class AdaptiveModel:
 
     def switch(self, bucket: str) -> Future:
         """Materialise ``bucket`` in the background and swap it in; the future resolves to the bucket
-        name once requests use it (or raises what opening it raised; the old width keeps serving)."""
-        return self._pool.submit(self._switch, bucket)
+        name once requests use it (or raises what opening it raised; the old width keeps serving).
 
-    def _switch(self, bucket: str) -> str:
-        if bucket != self._current.bucket:
-            self._current = _Loaded(bucket, self._open(bucket))
-            self.switches += 1
-        return bucket
+        Only the latest request counts: one that has not started when a newer one arrives is cancelled
+        (its future raises ``CancelledError``). Budget signals come in bursts, and materialising every
+        width of a burst in turn would serve the one that matters last (101 queued switches took 101
+        materialisations before)."""
+        future: Future = Future()
+        with self._lock:
+            stale, self._wanted = self._wanted, (bucket, future)
+            start, self._draining = not self._draining, True
+        if stale is not None:
+            stale[1].cancel()
+        if start:
+            self._pool.submit(self._drain)
+        return future
+
+    def _drain(self) -> None:
+        """Serve the latest request until none is waiting (on the pool's one thread)."""
+        while True:
+            with self._lock:
+                if self._wanted is None:
+                    self._draining = False
+                    return
+                (bucket, future), self._wanted = self._wanted, None
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                if bucket != self._current.bucket:
+                    self._current = _Loaded(bucket, self._open(bucket))
+                    self.switches += 1
+            except BaseException as e:  # the caller's to handle, through the future
+                future.set_exception(e)
+            else:
+                future.set_result(bucket)
 
     def adapt(self, memory_budget: int, latency_budget_ms: float | None = None) -> tuple[policy.Choice, Future]:
         """Re-choose the width for a new budget (e.g. on ``onTrimMemory`` or a thermal signal)."""
