@@ -5,7 +5,9 @@ import torch
 from torch import nn
 
 from inn_mobile.app import models
+from inn_mobile.core import rules
 from inn_mobile.core.channels import UnsupportedGraphError, trace
+from inn_mobile.core.convert import convert
 
 
 def groups_by_member(graph):
@@ -75,6 +77,28 @@ class ChannelSoftmax(nn.Module):
 
 
 @pytest.mark.parametrize("model", [ChannelShuffle(), ChannelSoftmax()])
-def test_unsupported_graph_names_the_node(model):
-    with pytest.raises(UnsupportedGraphError, match="cannot convert node '"):
-        trace(torch.fx.symbolic_trace(model), torch.randn(1, 3, 8, 8))
+def test_unsupported_op_keeps_its_channels_fixed_and_says_why(model):
+    graph = trace(model, torch.randn(1, 3, 8, 8))
+    conv_out = next(g for g in graph.groups if "conv.out" in g.members)
+    assert not conv_out.resizable and "reshape" in conv_out.why or "softmax" in conv_out.why
+    assert "fixed:" in graph.table() and graph.opaque
+    im = convert(model.eval(), torch.randn(1, 3, 8, 8))
+    x = torch.randn(2, 3, 8, 8)
+    assert torch.allclose(im.resize(1.0)(x), model(x), atol=1e-5)
+
+
+class NotReallyAConv(nn.Conv2d):
+    def forward(self, x):
+        return super().forward(x).flip(1)
+
+
+def test_a_wrong_rule_is_caught_at_full_width_and_names_the_module():
+    model = nn.Sequential(nn.Conv2d(3, 8, 1), nn.ReLU(), NotReallyAConv(8, 8, 1), nn.ReLU(), nn.Conv2d(8, 4, 1))
+    x = torch.randn(1, 3, 8, 8)
+    assert convert(model.eval(), x).resize(1.0)(x).shape == (1, 4, 8, 8)  # traced through: correct
+    rules.register_module(NotReallyAConv)(rules.module_rule(nn.Conv2d(1, 1, 1)))  # a user rule that is wrong
+    try:
+        with pytest.raises(UnsupportedGraphError, match=r"cannot reproduce '2'.*register a channel rule"):
+            convert(model.eval(), x)
+    finally:
+        rules._MODULE_RULES.pop(NotReallyAConv)

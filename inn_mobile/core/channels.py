@@ -1,58 +1,31 @@
 """Finding the coupled channel axes of a traced network: the channel *groups*.
 
-Every tensor in the traced graph gets a description of its channel axis as a sequence of
-*pieces*, each a run of channels of some *base* axis (a model input, or the output axis of a
-conv/linear layer). Operations then either pass a description through (activations, BN, pooling,
-depthwise conv), build a new one (concat), create a new base (conv, linear), or demand that two
-descriptions are the same axis (residual add, gating multiply). Grouped convolutions also demand
-cuts at their block boundaries.
+The model is traced (``tracing.trace_module``) and every node is given to its channel rule
+(``rules``): rules describe each tensor's channel axis as pieces of *base* axes, create bases,
+demand equalities (residual add, gating multiply, concat members of a non-channel concat), cuts
+(grouped conv, splits, slices), and declare the parameterised layers.
 
 Solving those constraints yields atomic *segments* (base, start, stop), and the union of segments
 that must stay identical is a **group**: one continuous axis with one partition. A concat output is
-simply a sequence of several groups (a composite group). Groups touching the model input or output
-stay discrete.
+simply a sequence of several groups (a composite group). Groups touching the model input or output,
+or an operation without a rule (*opaque*), stay discrete: ``Group.why`` says why.
 """
 
 from __future__ import annotations
 
-import operator
+import copy
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import fx, nn
-from torch.fx.passes.shape_prop import ShapeProp
 
+from inn_mobile.core import rules
+from inn_mobile.core.rules import Axis, Desc, LayerSite, Piece
+from inn_mobile.core.tracing import record_values, trace_module
 from inn_mobile.errors import UnsupportedGraphError
 
-
-@dataclass(frozen=True)
-class Piece:
-    """Channels ``start:stop`` of base axis ``base``."""
-
-    base: int
-    start: int
-    stop: int
-
-    @property
-    def size(self) -> int:
-        return self.stop - self.start
-
-
-Desc = tuple[Piece, ...]
-
-
-@dataclass
-class LayerSite:
-    """A parameterised module found in the graph, with the channel axes it reads and writes."""
-
-    name: str
-    module: nn.Module
-    kind: str  # "dense" | "depthwise" | "affine"
-    out_desc: Desc
-    in_desc: Desc = ()
-    blocks: int = 1
-    in_spatial: int = 1  # Linear after flatten(N, C, H, W): H*W features per channel
+__all__ = ["Axis", "ChannelGraph", "Desc", "Group", "LayerSite", "Piece", "Rewrite", "UnsupportedGraphError", "trace"]
 
 
 @dataclass
@@ -63,6 +36,21 @@ class Group:
     size: int
     resizable: bool
     members: list[str] = field(default_factory=list)
+    why: str = ""  # for a fixed group: model input / output, opaque node, too small, constant
+
+
+@dataclass(frozen=True)
+class Rewrite:
+    """A constant in node ``node``'s arguments (at ``path``) that counts channels: at any width it
+    becomes ``scale * sum(sizes[g] for g in groups)`` (slice bounds, split sizes, reshape sizes)."""
+
+    node: str
+    path: tuple
+    groups: tuple[int, ...]
+    scale: int = 1
+
+    def value(self, sizes: dict[int, int]) -> int:
+        return self.scale * sum(sizes[g] for g in self.groups)
 
 
 @dataclass
@@ -73,35 +61,20 @@ class ChannelGraph:
     groups: list[Group]
     layers: list[LayerSite]
     segments: dict[Desc, tuple[int, ...]]
+    rewrites: list[Rewrite] = field(default_factory=list)
+    opaque: dict[str, str] = field(default_factory=dict)  # node name -> why its channels stay fixed
 
     def axis_groups(self, desc: Desc) -> tuple[int, ...]:
         return self.segments[desc]
 
     def table(self) -> str:
-        """A readable table of the groups: id, size, resizable, members."""
+        """A readable table of the groups: id, size, resizable (or why fixed), members."""
         rows = [f"{'group':>5}  {'size':>5}  {'resize':>6}  members"]
         for g in self.groups:
             members = ", ".join(g.members[:6]) + (f", ... (+{len(g.members) - 6})" if len(g.members) > 6 else "")
-            rows.append(f"{g.id:>5}  {g.size:>5}  {'yes' if g.resizable else 'fixed':>6}  {members}")
+            why = f"  [fixed: {g.why}]" if not g.resizable and g.why else ""
+            rows.append(f"{g.id:>5}  {g.size:>5}  {'yes' if g.resizable else 'fixed':>6}  {members}{why}")
         return "\n".join(rows)
-
-
-_PASS_MODULES = (
-    nn.ReLU, nn.ReLU6, nn.SiLU, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid, nn.Tanh, nn.GELU,
-    nn.LeakyReLU, nn.ELU, nn.Mish, nn.Identity, nn.Dropout, nn.Dropout2d, nn.MaxPool2d, nn.AvgPool2d,
-    nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.ZeroPad2d, nn.ConstantPad2d, nn.ReflectionPad2d,
-    nn.ReplicationPad2d, nn.Upsample, nn.Hardtanh,
-)
-_PASS_FUNCTIONS = {
-    F.relu, F.relu6, F.silu, F.hardswish, F.hardsigmoid, F.gelu, F.leaky_relu, F.elu, F.mish,
-    F.hardtanh, F.dropout, F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d, F.adaptive_max_pool2d,
-    F.pad, F.interpolate, torch.relu, torch.sigmoid, torch.tanh, torch.clamp, torch.nn.functional.sigmoid,
-    operator.neg, torch.neg,
-}
-_PASS_METHODS = {"relu", "sigmoid", "tanh", "clamp", "contiguous", "clone", "neg", "float", "relu_"}
-_BINARY = {operator.add, operator.iadd, operator.mul, operator.imul, operator.sub, operator.truediv,
-           torch.add, torch.mul, torch.sub}
-_BINARY_METHODS = {"add", "mul", "sub", "div", "add_", "mul_"}
 
 
 class _Solver:
@@ -177,182 +150,239 @@ class _UnionFind:
             self.parent[max(ra, rb)] = min(ra, rb)
 
 
+class _Params:
+    """Direct parameter reads (``get_attr``, e.g. ConvNeXt's layer scale ``gamma``): a per-channel
+    vector bound by elementwise ops to an axis resizes with it; one read anywhere else stays fixed."""
+
+    def __init__(self) -> None:
+        self.view: dict[fx.Node, tuple[str, int]] = {}  # node -> (parameter target, its vector dim here)
+        self.bound: dict[str, list[Axis]] = {}
+        self.escaped: set[str] = set()
+        self.shape: dict[str, tuple[int, ...]] = {}
+
+
+_VIEW_LIKE = {"reshape", "view", "unsqueeze", "squeeze", "to", "float", "type_as", "contiguous", "__getitem__",
+              "getitem", "flatten", "expand"}
+
+
+class _Context:
+    """The :class:`rules.RuleContext` the rules talk to while walking the graph."""
+
+    def __init__(self, values: dict[fx.Node, Any], modules: dict[str, nn.Module]) -> None:
+        self.values = values
+        self.modules = modules
+        self.solver = _Solver()
+        self.axes: dict[fx.Node, Any] = {}
+        self.spatials: dict[fx.Node, int] = {}
+        self.layers: list[LayerSite] = []
+        self.fixed: list[tuple[Desc, str]] = []
+        self.rewrites: list[tuple[str, tuple, Desc, int]] = []
+        self.opaque_nodes: dict[str, str] = {}
+        self.params = _Params()
+        self.current: fx.Node | None = None
+
+    # ---- reads
+    def value(self, arg: Any) -> Any:
+        return self.values.get(arg) if isinstance(arg, fx.Node) else arg
+
+    def axis(self, arg: Any) -> Any:
+        return self.axes.get(arg) if isinstance(arg, fx.Node) else None
+
+    def spatial(self, arg: Any) -> int:
+        return self.spatials.get(arg, 1) if isinstance(arg, fx.Node) else 1
+
+    def axis_or_fixed(self, arg: Any, dim: int = 1) -> Axis:
+        a = self.axis(arg)
+        if isinstance(a, Axis):
+            return a
+        v = self.value(arg)
+        shape = tuple(v.shape) if isinstance(v, torch.Tensor) else ()
+        dim = dim % len(shape) if shape else 0
+        a = self.new(shape[dim] if shape else 1, dim)
+        self.fix(a, f"{getattr(arg, 'name', 'a constant')} (not a traced channel axis)")
+        return a
+
+    # ---- writes
+    def new(self, size: int, dim: int) -> Axis:
+        return Axis(self.solver.new_base(size), dim)
+
+    def set(self, node: fx.Node, axis: Any) -> None:
+        if axis is not None and not self._fits(self.values.get(node), axis, self.spatials.get(node, 1)):
+            return self.opaque(node, "its channel rule does not match the traced shape")
+        self.axes[node] = axis
+
+    def set_spatial(self, node: fx.Node, hw: int) -> None:
+        if hw > 1:
+            self.spatials[node] = hw
+
+    def same(self, a: Axis, b: Axis) -> None:
+        self.solver.same(a.desc, b.desc)
+
+    def cut(self, axis: Axis, position: int) -> None:
+        self.solver.cut(axis.desc, position)
+
+    def fix(self, axis: Axis, why: str | None = None) -> None:
+        node = self.current.name if self.current is not None else "?"
+        self.fixed.append((axis.desc, why or f"{node} (constant over the channels)"))
+
+    def layer(self, site: LayerSite) -> None:
+        self.layers.append(site)
+
+    def rewrite(self, node: fx.Node, path: tuple, desc: Desc, scale: int = 1) -> None:
+        self.rewrites.append((node.name, path, desc, scale))
+
+    def bind_param(self, arg: Any, axis: Axis, out_rank: int) -> bool:
+        view = self.params.view.get(arg) if isinstance(arg, fx.Node) else None
+        if view is None:
+            return False
+        target, vdim = view
+        v = self.values[arg]
+        if vdim + out_rank - v.dim() != axis.dim or v.shape[vdim] != axis.size:
+            self.params.escaped.add(target)
+            return False
+        self.params.bound.setdefault(target, []).append(axis)
+        return True
+
+    def opaque(self, node: fx.Node, why: str) -> None:
+        where = node.target if node.op == "call_module" else node.name
+        reason = f"{where}: {why}"
+        self.opaque_nodes[node.name] = why
+        for a in _flat_args(node):
+            ax = self.axes.get(a)
+            for x in ax if isinstance(ax, tuple) else (ax,):
+                if isinstance(x, Axis):
+                    self.fixed.append((x.desc, reason))
+            if a in self.params.view:
+                self.params.escaped.add(self.params.view[a][0])
+        out = self.values.get(node)
+        outs = out if isinstance(out, (tuple, list)) else (out,)
+        made = []
+        for o in outs:
+            if isinstance(o, torch.Tensor) and o.dim() >= 1:
+                dim = 1 if o.dim() >= 2 else 0
+                a = self.new(o.shape[dim], dim)
+                self.fixed.append((a.desc, reason))
+                made.append(a)
+            else:
+                made.append(None)
+        self.axes[node] = tuple(made) if isinstance(out, (tuple, list)) else made[0]
+
+    @staticmethod
+    def _fits(value: Any, axis: Any, spatial: int = 1) -> bool:
+        """Does the traced value have ``axis.size`` channels (times the flattened ``spatial``) there?"""
+        if isinstance(axis, tuple):
+            return isinstance(value, (tuple, list)) and len(value) == len(axis) and all(
+                a is None or _Context._fits(v, a) for v, a in zip(value, axis))
+        return (isinstance(value, torch.Tensor) and 0 <= axis.dim < value.dim()
+                and value.shape[axis.dim] == axis.size * spatial)
+
+    # ---- parameter reads
+    def track_params(self, node: fx.Node) -> bool:
+        """Follow parameter vectors through view-like ops; returns True if the node was one of those."""
+        src = [a for a in _flat_args(node) if a in self.params.view]
+        if not src:
+            return False
+        name = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", "")
+        v = self.values.get(node)
+        if node.args and node.args[0] in self.params.view and name in _VIEW_LIKE and isinstance(v, torch.Tensor):
+            target, _ = self.params.view[node.args[0]]
+            size = self.params.shape[target]
+            big = [d for d in range(v.dim()) if v.shape[d] != 1]
+            if len(big) == 1 and v.shape[big[0]] == max(size):
+                self.params.view[node] = (target, big[0])
+                return True
+        if rules.node_rule(node) not in (rules._broadcast,):
+            for a in src:
+                self.params.escaped.add(self.params.view[a][0])
+        return False
+
+
+def _flat_args(node: fx.Node) -> list[fx.Node]:
+    out: list[fx.Node] = []
+    fx.node.map_arg((node.args, node.kwargs), lambda a: out.append(a))
+    return out
+
+
 def trace(model: nn.Module, example_input: torch.Tensor, *, min_group_size: int = 4) -> ChannelGraph:
-    """Trace ``model`` with torch.fx and find its channel groups.
+    """Trace ``model`` and find its channel groups.
 
-    Groups smaller than ``min_group_size`` channels stay discrete (too few nodes to interpolate).
-    Raises :class:`UnsupportedGraphError` naming the first node whose channel semantics are unknown.
+    ``model`` may be an ``fx.GraphModule`` (used as is) or any module (traced on a copy, see
+    ``tracing``). Groups smaller than ``min_group_size`` channels stay discrete (too few nodes to
+    interpolate); so do the channels of operations without a rule (``ChannelGraph.opaque``).
     """
-    gm = model if isinstance(model, fx.GraphModule) else fx.symbolic_trace(model)
+    if isinstance(model, fx.GraphModule):
+        gm, opaque = model, {}
+    else:
+        gm, opaque = trace_module(copy.deepcopy(model).eval(), (example_input,))
+    return analyse(gm, example_input, min_group_size=min_group_size, opaque_modules=opaque)
+
+
+def analyse(gm: fx.GraphModule, example_input: torch.Tensor, *, min_group_size: int = 4,
+            opaque_modules: dict[str, str] | None = None) -> ChannelGraph:
+    """Run the channel rules over a traced graph (see :func:`trace`)."""
     gm.eval()
-    ShapeProp(gm).propagate(example_input)
-    solver = _Solver()
-    descs: dict[fx.Node, Desc] = {}
-    spatial: dict[fx.Node, int] = {}  # flatten(N,C,H,W) -> features = C * H*W: remembers H*W
-    layers: list[LayerSite] = []
-    fixed: list[Desc] = []
+    values = record_values(gm, (example_input,))
     modules = dict(gm.named_modules())
-
-    def shape(n: fx.Node) -> tuple[int, ...]:
-        meta = n.meta.get("tensor_meta")
-        if meta is None or not hasattr(meta, "shape"):
-            raise UnsupportedGraphError(f"node {n.name!r} ({n.op} {n.target}) does not produce one tensor")
-        return tuple(meta.shape)
-
-    def desc_of(arg) -> Desc | None:
-        return descs.get(arg) if isinstance(arg, fx.Node) else None
-
-    def unsupported(n: fx.Node, why: str) -> UnsupportedGraphError:
-        return UnsupportedGraphError(f"cannot convert node {n.name!r} ({n.op} {n.target!r}): {why}")
-
+    ctx = _Context(values, modules)
+    forced = set(opaque_modules or {})
     for n in gm.graph.nodes:
+        ctx.current = n
+        v = values.get(n)
         if n.op == "placeholder":
-            s = shape(n)
-            descs[n] = solver.new_base(s[1] if len(s) > 1 else 1)
-            fixed.append(descs[n])
+            if isinstance(v, torch.Tensor):
+                a = ctx.new(v.shape[1] if v.dim() > 1 else (v.shape[0] if v.dim() else 1), 1 if v.dim() > 1 else 0)
+                ctx.axes[n] = a
+                ctx.fixed.append((a.desc, "model input"))
         elif n.op == "output":
-            outs = n.args[0] if isinstance(n.args[0], (tuple, list)) else (n.args[0],)
-            for o in outs:
-                if desc_of(o) is not None:
-                    fixed.append(descs[o])
+            for a in _flat_args(n):
+                ax = ctx.axes.get(a)
+                for x in ax if isinstance(ax, tuple) else (ax,):
+                    if isinstance(x, Axis):
+                        ctx.fixed.append((x.desc, "model output"))
+                if a in ctx.params.view:
+                    ctx.params.escaped.add(ctx.params.view[a][0])
         elif n.op == "get_attr":
-            raise unsupported(n, "direct parameter access; wrap it in a module (Conv2d, Linear, BatchNorm)")
+            if isinstance(v, torch.Tensor) and v.dim() >= 1 and sum(s != 1 for s in v.shape) == 1:
+                ctx.params.view[n] = (n.target, next(d for d in range(v.dim()) if v.shape[d] != 1))
+                ctx.params.shape[n.target] = tuple(v.shape)
         elif n.op == "call_module":
             m = modules[n.target]
-            x = desc_of(n.args[0])
-            if x is None:
-                raise unsupported(n, "its input is not a traced tensor")
-            if isinstance(m, nn.Conv2d):
-                c_in, c_out, g = m.in_channels, m.out_channels, m.groups
-                if g == 1:
-                    out = solver.new_base(c_out)
-                    layers.append(LayerSite(n.target, m, "dense", out, x, 1))
-                elif g == c_in == c_out:
-                    out = x
-                    layers.append(LayerSite(n.target, m, "depthwise", out))
-                else:
-                    for k in range(1, g):
-                        solver.cut(x, k * c_in // g)
-                    out = solver.new_base(c_out)
-                    for k in range(1, g):
-                        solver.cut(out, k * c_out // g)
-                    layers.append(LayerSite(n.target, m, "dense", out, x, g))
-                descs[n] = out
-            elif isinstance(m, nn.Linear):
-                if len(shape(n.args[0])) != 2:
-                    raise unsupported(n, "Linear on a tensor that is not (batch, features)")
-                hw = spatial.get(n.args[0], 1)
-                if sum(p.size for p in x) * hw != m.in_features:
-                    raise unsupported(n, "cannot map its input features to channels")
-                out = solver.new_base(m.out_features)
-                layers.append(LayerSite(n.target, m, "dense", out, x, 1, hw))
-                descs[n] = out
-            elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
-                layers.append(LayerSite(n.target, m, "affine", x))
-                descs[n] = x
-            elif isinstance(m, nn.Flatten):
-                _flatten(n, x, m.start_dim, shape, descs, spatial, unsupported)
-            elif isinstance(m, _PASS_MODULES):
-                descs[n] = x
-                if n.args[0] in spatial:
-                    spatial[n] = spatial[n.args[0]]
+            rule = None if n.target in forced else rules.module_rule(m)
+            if rule is None:
+                ctx.opaque(n, f"opaque module {type(m).__name__}" + (f" ({opaque_modules[n.target]})"
+                                                                     if n.target in forced else ""))
             else:
-                raise unsupported(n, f"module type {type(m).__name__} is not supported")
-        elif n.op in ("call_function", "call_method"):
-            _call(n, solver, descs, spatial, shape, unsupported)
-        else:  # pragma: no cover - fx has no other ops
-            raise unsupported(n, "unknown fx op")
-    return _build(gm, solver, descs, layers, fixed, min_group_size)
-
-
-def _flatten(n, x, start_dim, shape, descs, spatial, unsupported) -> None:
-    s = shape(n.args[0])
-    if start_dim != 1 or len(s) < 2:
-        raise unsupported(n, "only flatten(x, 1) of a (N, C, ...) tensor is supported")
-    hw = 1
-    for d in s[2:]:
-        hw *= d
-    descs[n] = x
-    spatial[n] = hw * spatial.get(n.args[0], 1)
-
-
-def _call(n, solver, descs, spatial, shape, unsupported) -> None:
-    target = n.target
-    args = n.args
-    flat = [x for a in args for x in (a if isinstance(a, (list, tuple)) else (a,))]
-    tensor_args = [a for a in flat if isinstance(a, fx.Node) and a in descs]
-    if n.op == "call_method" and target in ("size", "dim"):
-        return
-    if n.op == "call_function" and target is getattr and args[1] in ("shape",):
-        return
-    if n.op == "call_function" and target is operator.getitem and args[0] not in descs:
-        return
-    if not tensor_args:
-        return  # arithmetic on sizes / constants
-    x = descs[tensor_args[0]]
-    if (n.op == "call_function" and target in _PASS_FUNCTIONS) or (n.op == "call_method" and target in _PASS_METHODS):
-        descs[n] = x
-        if tensor_args[0] in spatial:
-            spatial[n] = spatial[tensor_args[0]]
-        return
-    if (n.op == "call_function" and target in _BINARY) or (n.op == "call_method" and target in _BINARY_METHODS):
-        _binary(n, tensor_args, solver, descs, shape, unsupported)
-        return
-    if n.op == "call_function" and target is torch.cat:
-        parts = args[0]
-        dim = args[1] if len(args) > 1 else n.kwargs.get("dim", 0)
-        rank = len(shape(n))
-        if dim % rank == 1:
-            descs[n] = tuple(p for t in parts for p in descs[t])
+                rule(ctx, n, m)
         else:
-            for t in parts[1:]:
-                solver.same(descs[parts[0]], descs[t])
-            descs[n] = descs[parts[0]]
-        return
-    if (n.op == "call_function" and target is torch.flatten) or (n.op == "call_method" and target == "flatten"):
-        start = args[1] if len(args) > 1 else n.kwargs.get("start_dim", 0 if n.op == "call_function" else 0)
-        _flatten(n, x, start, shape, descs, spatial, unsupported)
-        return
-    if n.op == "call_method" and target in ("view", "reshape"):
-        s_in, s_out = shape(args[0]), shape(n)
-        if len(s_out) == 2 and s_out[0] == s_in[0]:
-            _flatten(n, x, 1, shape, descs, spatial, unsupported)
-            return
-        raise unsupported(n, f"reshape {s_in} -> {s_out} mixes the channel axis")
-    if (n.op == "call_method" and target in ("mean", "amax", "sum")) or (
-        n.op == "call_function" and target in (torch.mean, torch.amax, torch.sum)
-    ):
-        dims = args[1] if len(args) > 1 else n.kwargs.get("dim")
-        dims = (dims,) if isinstance(dims, int) else tuple(dims or ())
-        rank = len(shape(args[0]))
-        if dims and all(d % rank >= 2 for d in dims):
-            descs[n] = x
-            return
-        raise unsupported(n, "reduction over the channel axis")
-    raise unsupported(n, "operation not supported by the channel tracer")
+            if ctx.track_params(n):
+                continue
+            rule = rules.node_rule(n)
+            touches = any(isinstance(ctx.axes.get(a), (Axis, tuple)) for a in _flat_args(n))
+            if rule is not None:
+                rule(ctx, n)
+            elif touches:
+                ctx.opaque(n, f"no channel rule for {n.op} {getattr(n.target, '__name__', n.target)}")
+    gm.recompile()
+    return _build(gm, ctx, min_group_size)
 
 
-def _binary(n, tensor_args, solver, descs, shape, unsupported) -> None:
-    if len(tensor_args) == 1:
-        descs[n] = descs[tensor_args[0]]
-        return
-    a, b = tensor_args[:2]
-    sa, sb, so = shape(a), shape(b), shape(n)
-    ca = sa[1] if len(sa) > 1 else 1
-    cb = sb[1] if len(sb) > 1 else 1
-    if ca == cb:
-        solver.same(descs[a], descs[b])
-        descs[n] = descs[a]
-    elif ca == 1 or cb == 1:
-        descs[n] = descs[a] if ca != 1 else descs[b]
-    else:
-        raise unsupported(n, f"channel counts {ca} and {cb} do not broadcast")
-    if len(so) > 1 and so[1] != sum(p.size for p in descs[n]):
-        raise unsupported(n, "output channels do not match its inputs")
-
-
-def _build(gm, solver, descs, layers, fixed, min_group_size) -> ChannelGraph:
-    for d in list(descs.values()) + [s.in_desc for s in layers]:
+def _build(gm: fx.GraphModule, ctx: _Context, min_group_size: int) -> ChannelGraph:
+    solver = ctx.solver
+    layers = list(ctx.layers)
+    for target, axes in ctx.params.bound.items():
+        if target in ctx.params.escaped:
+            ctx.fixed.extend((a.desc, f"parameter {target} also used elsewhere") for a in axes)
+            continue
+        for a in axes[1:]:
+            solver.same(axes[0].desc, a.desc)
+        shape = ctx.params.shape[target]
+        vdim = next(d for d in range(len(shape)) if shape[d] != 1)
+        layers.append(LayerSite(target, None, "depthwise", axes[0].desc,
+                                param_shape=tuple(-1 if d == vdim else s for d, s in enumerate(shape))))
+    descs = [a for ax in ctx.axes.values() for a in (ax if isinstance(ax, tuple) else (ax,)) if isinstance(a, Axis)]
+    for d in [a.desc for a in descs] + [s.in_desc for s in layers] + [d for d, _ in ctx.fixed]:
+        solver.register(d)
+    for _, _, d, _ in ctx.rewrites:
         solver.register(d)
     solver.solve()
     uf = _UnionFind()
@@ -374,17 +404,19 @@ def _build(gm, solver, descs, layers, fixed, min_group_size) -> ChannelGraph:
             cache[desc] = tuple(group_of[s] for p in desc for s in solver.segments_of(p.base, p.start, p.stop))
         return cache[desc]
 
-    for d in fixed:
+    for d, why in ctx.fixed:
         for g in to_groups(d):
-            groups[g].resizable = False
+            if groups[g].resizable:
+                groups[g].resizable, groups[g].why = False, why
     for g in groups:
-        if g.size < min_group_size:
-            g.resizable = False
+        if g.size < min_group_size and g.resizable:
+            g.resizable, g.why = False, f"fewer than {min_group_size} channels"
     for site in layers:
         for g in to_groups(site.out_desc):
             groups[g].members.append(f"{site.name}.out")
         for g in to_groups(site.in_desc):
             groups[g].members.append(f"{site.name}.in")
-    for d in list(descs.values()):
-        to_groups(d)
-    return ChannelGraph(gm, groups, layers, cache)
+    for a in descs:
+        to_groups(a.desc)
+    rewrites = [Rewrite(node, path, to_groups(d), scale) for node, path, d, scale in ctx.rewrites]
+    return ChannelGraph(gm, groups, layers, cache, rewrites, dict(ctx.opaque_nodes))

@@ -1,8 +1,10 @@
 """``convert``: an ordinary PyTorch CNN in, an :class:`IntegralModel` out.
 
-Steps: trace with torch.fx; fold every BatchNorm that directly follows a conv/linear; find the
-channel groups; permute the channels of each resizable group for smoothness; divide the weights by
-the full-width quadrature so that discretising at the original width gives the original model back.
+Steps: trace (``tracing``: fx with concrete values, library layers swapped for plain torch ones);
+fold every BatchNorm that directly follows a conv/linear; find the channel groups (``channels`` and
+its ``rules``); permute the channels of each resizable group for smoothness; divide the weights by
+the full-width quadrature so that discretising at the original width gives the original model back;
+check that it does, on the example input.
 """
 
 from __future__ import annotations
@@ -15,9 +17,11 @@ from torch import fx, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
 from inn_mobile.core import kernel
-from inn_mobile.core.channels import ChannelGraph, LayerSite, trace
+from inn_mobile.core.channels import ChannelGraph, LayerSite, analyse
 from inn_mobile.core.integral import IntegralModel, LayerSpec, _key
 from inn_mobile.core.permute import smooth_order
+from inn_mobile.core.tracing import record_values, trace_module
+from inn_mobile.errors import UnsupportedGraphError
 
 
 @dataclass
@@ -63,6 +67,7 @@ def convert(
     permute: bool = True,
     calibration: torch.Tensor | None = None,
     min_group_size: int = 4,
+    check: bool = True,
 ) -> IntegralModel:
     """Turn ``model`` into an :class:`IntegralModel` whose full width reproduces ``model`` exactly.
 
@@ -72,12 +77,14 @@ def convert(
     correlate instead of by their weights: neighbours then carry similar signals, so sampling between
     them loses far less (measured in ``tools/bench_accuracy.py``). Full width is exact either way.
     The result has ``.channel_graph`` (print ``.channel_graph.table()``) and ``.smoothness``.
+    ``check`` compares full width with ``model`` on ``example_input`` and raises
+    :class:`UnsupportedGraphError` naming the module that differs.
     """
-    gm = fx.symbolic_trace(copy.deepcopy(model).eval())
+    gm, opaque = trace_module(copy.deepcopy(model).eval(), (example_input,))
     fold_batchnorm(gm)
-    graph = trace(gm, example_input, min_group_size=min_group_size)
+    graph = analyse(gm, example_input, min_group_size=min_group_size, opaque_modules=opaque)
     specs = [_spec(graph, site) for site in graph.layers]
-    tensors = {k: v for spec, site in zip(specs, graph.layers) for k, v in _tensors(spec, site).items()}
+    tensors = {k: v for spec, site in zip(specs, graph.layers) for k, v in _tensors(spec, site, gm).items()}
     smoothness = []
     if permute:
         activations = _group_activations(gm, graph, specs, calibration) if calibration is not None else {}
@@ -85,15 +92,56 @@ def convert(
             if g.resizable:
                 smoothness.append(_permute_group(g.id, specs, graph, tensors, activations.get(g.id)))
     nodes = _init_nodes(specs, graph, tensors, quadrature)
-    im = IntegralModel(gm, graph.groups, specs, nodes, quadrature=quadrature)
+    im = IntegralModel(gm, graph.groups, specs, nodes, quadrature=quadrature, rewrites=graph.rewrites)
     im.channel_graph = graph
     im.smoothness = smoothness
+    if check:
+        _check_full_width(im, model, example_input)
     return im
+
+
+def _outputs(y) -> list[torch.Tensor]:
+    """The tensors of a model output (a tensor, a tuple, or a dict such as a HuggingFace ModelOutput)."""
+    if isinstance(y, torch.Tensor):
+        return [y]
+    if isinstance(y, dict):
+        y = list(y.values())
+    if isinstance(y, (tuple, list)):
+        return [t for v in y for t in _outputs(v)]
+    return []
+
+
+@torch.no_grad()
+def _check_full_width(im: IntegralModel, model: nn.Module, x: torch.Tensor, tol: float = 1e-4) -> None:
+    """Full width must reproduce the model; if not, name the first node that differs (it needs a rule)."""
+    want = _outputs(copy.deepcopy(model).eval()(x))
+    got = _outputs(im.resize(1.0)(x))
+    if len(want) == len(got) and all(a.shape == b.shape and _rel(a, b) <= tol for a, b in zip(got, want)):
+        return
+    plain = convert(model, x, permute=False, min_group_size=10**9, check=False)
+    built = plain.resize(1.0)
+    ref, mine = record_values(plain.template, (x,)), record_values(built, (x,))
+    by_name = {n.name: v for n, v in mine.items()}
+    for node, v in ref.items():
+        w = by_name.get(node.name)
+        if isinstance(v, torch.Tensor) and (not isinstance(w, torch.Tensor) or w.shape != v.shape or _rel(w, v) > tol):
+            where = node.target if node.op == "call_module" else node.meta.get("nn_module_stack", {node.name: ""})
+            path = where if isinstance(where, str) else next(reversed(where.values()), (node.name,))[0] or node.name
+            raise UnsupportedGraphError(
+                f"cannot reproduce {path!r} ({node.op} {getattr(node.target, '__name__', node.target)}) at full width; "
+                "register a channel rule for it (inn_mobile.core.rules.register_module / register_function)")
+    raise UnsupportedGraphError("the converted model does not reproduce the original outputs at full width")
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.double() - b.double()).abs().max() / b.double().abs().max().clamp_min(1e-30))
 
 
 def _spec(graph: ChannelGraph, site: LayerSite) -> LayerSpec:
     m = site.module
     out_groups = graph.axis_groups(site.out_desc)
+    if m is None:  # a bare per-channel parameter: one sampled axis, like a depthwise kernel of one tap
+        return LayerSpec(site.name, "depthwise", "param", out_groups, conv={"shape": site.param_shape})
     if isinstance(m, nn.Conv2d):
         conv = dict(kernel_size=m.kernel_size, stride=m.stride, padding=m.padding, dilation=m.dilation,
                     padding_mode=m.padding_mode)
@@ -104,16 +152,33 @@ def _spec(graph: ChannelGraph, site: LayerSite) -> LayerSpec:
     if isinstance(m, nn.Linear):
         return LayerSpec(site.name, "dense", "linear", out_groups, graph.axis_groups(site.in_desc), 1,
                          site.in_spatial, site.in_spatial, m.bias is not None)
+    if isinstance(m, nn.LayerNorm):
+        return LayerSpec(site.name, "affine", "layernorm", out_groups, conv={"eps": m.eps})
+    if isinstance(m, nn.GroupNorm):
+        return LayerSpec(site.name, "affine", "groupnorm", out_groups, blocks=m.num_groups, conv={"eps": m.eps})
     dims = 2 if isinstance(m, nn.BatchNorm2d) else 1
     return LayerSpec(site.name, "affine", "batchnorm", out_groups, conv={"dims": dims})
 
 
-def _tensors(spec: LayerSpec, site: LayerSite) -> dict[str, torch.Tensor]:
-    """The layer's parameters in node layout, float64: weights ``[O, I/blocks, taps]``."""
+def _tensors(spec: LayerSpec, site: LayerSite, gm: fx.GraphModule) -> dict[str, torch.Tensor]:
+    """The layer's parameters in node layout, float64: weights ``[O, I/blocks, taps]``; a norm's
+    per-channel ``scale`` and ``shift`` (BatchNorm: running statistics folded in)."""
     m = site.module
+    if spec.module == "param":
+        v = gm.get_parameter(spec.name) if spec.name in dict(gm.named_parameters()) else gm.get_buffer(spec.name)
+        return {_key(spec.name, "weight"): v.detach().double().reshape(-1, 1, 1)}
     if spec.kind == "affine":
-        scale = m.weight.detach().double() / torch.sqrt(m.running_var.double() + m.eps)
-        shift = m.bias.detach().double() - m.running_mean.double() * scale
+        n = sum(p.size for p in site.out_desc)
+        ones = torch.ones(n, dtype=torch.float64)
+        weight = m.weight.detach().double() if m.weight is not None else ones
+        bias = m.bias.detach().double() if m.bias is not None else torch.zeros_like(ones)
+        if spec.module != "batchnorm":
+            return {_key(spec.name, "scale"): weight, _key(spec.name, "shift"): bias}
+        if m.running_var is None:
+            raise UnsupportedGraphError(f"BatchNorm {spec.name!r} has no running statistics; convert a model "
+                                        "with track_running_stats=True (eval statistics are folded)")
+        scale = weight / torch.sqrt(m.running_var.double() + m.eps)
+        shift = bias - m.running_mean.double() * scale
         return {_key(spec.name, "scale"): scale, _key(spec.name, "shift"): shift}
     w = m.weight.detach().double()
     out = {_key(spec.name, "weight"): w.reshape(w.shape[0], -1, spec.taps)}

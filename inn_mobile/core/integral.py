@@ -8,8 +8,14 @@ Every parameterised layer keeps *nodes* ``Λ`` instead of weights:
   output-axis sum first: exactly the C core's order, so both give identical bits. That order puts
   the gather-like input-axis pass on the ``n_out`` sampled rows instead of all ``M_out`` node rows).
 - ``depthwise``: ``Λ[M, 1, taps]`` sampled along its single axis, no quadrature.
-- ``affine`` (a BatchNorm not foldable into a conv): per-channel scale and shift vectors.
+- ``affine`` (a BatchNorm not foldable into a conv, a LayerNorm/GroupNorm over channels): per-channel
+  scale and shift vectors.
+- ``depthwise`` with module ``param``: a bare per-channel parameter read by the graph (a layer
+  scale), ``Λ[M, 1, 1]``.
 - biases and affine vectors are 1-D functions of the output axis (no quadrature).
+
+Constants in the graph that count channels (slice bounds, split sizes, reshape sizes) are
+rewritten at every width (``rewrites``, from the channel tracer).
 
 An axis is a sequence of channel groups (a concat produces several); each group is sampled with its
 own partition, so sampling a layer means concatenating its groups' tap tables.
@@ -31,7 +37,7 @@ import torch
 from torch import fx, nn
 
 from inn_mobile.core import kernel
-from inn_mobile.core.channels import Group
+from inn_mobile.core.channels import Group, Rewrite
 
 
 class AxisSampler(NamedTuple):
@@ -48,14 +54,14 @@ class LayerSpec:
 
     name: str
     kind: str  # "dense" | "depthwise" | "affine"
-    module: str  # "conv2d" | "linear" | "batchnorm"
+    module: str  # "conv2d" | "linear" | "batchnorm" | "layernorm" | "groupnorm" | "param"
     out_groups: tuple[int, ...]
     in_groups: tuple[int, ...] = ()
     blocks: int = 1
     taps: int = 1
     in_spatial: int = 1
     has_bias: bool = False
-    conv: dict = field(default_factory=dict)  # kernel_size, stride, padding, dilation, padding_mode
+    conv: dict = field(default_factory=dict)  # conv: kernel_size, stride, ...; norms: eps; param: shape
 
     def out_channels(self, sizes: dict[int, int]) -> int:
         """Output channels at complete per-group ``sizes`` (the sum over the output axis's groups)."""
@@ -89,6 +95,7 @@ class IntegralModel(nn.Module):
         nodes: dict[str, torch.Tensor],
         *,
         quadrature: kernel.Quadrature = "trapezoid",
+        rewrites: list[Rewrite] | None = None,
     ) -> None:
         super().__init__()
         if quadrature not in kernel.QUADRATURES:
@@ -97,6 +104,7 @@ class IntegralModel(nn.Module):
         self.groups = groups
         self.layers = layers
         self.quadrature = quadrature
+        self.rewrites = list(rewrites or [])
         self.nodes = nn.ParameterDict({k: nn.Parameter(v.detach().clone()) for k, v in nodes.items()})
         # trained partitions, float32, keyed by (group, width): a partition is tied to its point count
         self.partitions: dict[tuple[int, int], torch.Tensor] = {}
@@ -241,21 +249,52 @@ class IntegralModel(nn.Module):
             sizes = self.sizes_at(ratio, multiple_of=multiple_of)
         with torch.no_grad():
             weights = self.weights_at(sizes)
-        return self.build(weights)
+        return self.build(weights, self.check_sizes(sizes))
 
-    def build(self, weights: dict[str, dict[str, torch.Tensor]]) -> fx.GraphModule:
-        """Rebuild the fx template with plain modules holding ``weights`` (as from :meth:`discretize`)."""
+    def build(self, weights: dict[str, dict[str, torch.Tensor]], sizes: dict[int, int] | None = None) -> fx.GraphModule:
+        """Rebuild the fx template with plain modules holding ``weights`` (as from :meth:`discretize`).
+
+        ``sizes`` (complete per-group sizes) sets the graph's channel-counting constants; without
+        it they are read off the weights' shapes."""
         if self.template is None:
             raise RuntimeError("this model was loaded from a bundle without its torch graph; resize the original")
         modules = dict(self.template.named_modules())
-        root: dict[str, nn.Module] = {}
+        root: dict[str, object] = {}
         for n in self.template.graph.nodes:
             if n.op == "call_module" and n.target not in root:
                 root[n.target] = copy.deepcopy(modules[n.target])
+            elif n.op == "get_attr" and n.target not in root:
+                root[n.target] = copy.deepcopy(_fetch(self.template, n.target))
         for spec in self.layers:
-            root[spec.name] = _plain_module(spec, weights[spec.name])
-        gm = fx.GraphModule(root, copy.deepcopy(self.template.graph))
+            if spec.module == "param":
+                shape = [-1 if s == -1 else s for s in spec.conv["shape"]]
+                root[spec.name] = nn.Parameter(weights[spec.name]["weight"].detach().reshape(shape).clone())
+            else:
+                root[spec.name] = _plain_module(spec, weights[spec.name])
+        graph = copy.deepcopy(self.template.graph)
+        if self.rewrites:
+            sizes = sizes if sizes is not None else self._sizes_from(weights)
+            by_name = {n.name: n for n in graph.nodes}
+            for r in self.rewrites:
+                node = by_name[r.node]
+                node.args = _replace(node.args, r.path, r.value(sizes))
+        gm = fx.GraphModule(root, graph)
         return gm.eval()
+
+    def _sizes_from(self, weights: dict[str, dict[str, torch.Tensor]]) -> dict[int, int]:
+        """Per-group sizes read off discretised weights (axes made of one group tell its size)."""
+        sizes = {g.id: g.size for g in self.groups if not g.resizable}
+        for spec in self.layers:
+            w = weights[spec.name]
+            t = w["scale"] if spec.kind == "affine" else w["weight"]
+            if len(spec.out_groups) == 1:
+                sizes[spec.out_groups[0]] = t.shape[0]
+            if len(spec.in_groups) == 1 and spec.kind == "dense":
+                sizes[spec.in_groups[0]] = t.shape[1] * spec.blocks
+        missing = sorted({g for r in self.rewrites for g in r.groups} - set(sizes))
+        if missing:
+            raise ValueError(f"cannot tell the sizes of groups {missing} from the weights; pass sizes= to build")
+        return sizes
 
     def width_report(self, sizes: dict[int, int]) -> str:
         sizes = self.check_sizes(sizes)
@@ -276,7 +315,35 @@ def discretize_dense(lam: torch.Tensor, out_axis: AxisSampler, in_axis: AxisSamp
     return torch.cat(parts, 0) if blocks > 1 else parts[0]
 
 
+def _fetch(root: nn.Module, target: str):
+    obj = root
+    for part in target.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _replace(args, path: tuple, value: int):
+    """``args`` with the entry at ``path`` (indices into tuples/lists, ``start``/``stop`` of a slice) set."""
+    if not path:
+        return value
+    head, rest = path[0], path[1:]
+    if isinstance(args, slice):
+        parts = {"start": args.start, "stop": args.stop, "step": args.step}
+        parts[head] = _replace(parts[head], rest, value)
+        return slice(parts["start"], parts["stop"], parts["step"])
+    items = list(args)
+    items[head] = _replace(items[head], rest, value)
+    return type(args)(items) if isinstance(args, (tuple, list)) else items
+
+
 def _plain_module(spec: LayerSpec, w: dict[str, torch.Tensor]) -> nn.Module:
+    if spec.module in ("layernorm", "groupnorm"):
+        n = w["scale"].numel()
+        norm = (nn.LayerNorm(n, eps=spec.conv["eps"]) if spec.module == "layernorm"
+                else nn.GroupNorm(spec.blocks, n, eps=spec.conv["eps"]))
+        norm.weight.data.copy_(w["scale"])
+        norm.bias.data.copy_(w["shift"])
+        return norm.eval()
     if spec.module == "batchnorm":
         n = w["scale"].numel()
         bn = nn.BatchNorm2d(n, eps=0.0) if spec.conv.get("dims", 2) == 2 else nn.BatchNorm1d(n, eps=0.0)

@@ -30,7 +30,7 @@ class WidthForward:
         gm = self._graphs.get(key)
         if gm is None:
             with torch.no_grad():
-                gm = self.im.build(self.im.discretize(self.im.samplers(dict(key))))
+                gm = self.im.build(self.im.discretize(self.im.samplers(dict(key))), dict(key))
             for p in gm.parameters():
                 p.requires_grad_(False)
             self._graphs[key] = gm
@@ -41,8 +41,9 @@ class WidthForward:
         gm = self.graph(sizes)
         weights = self.im.weights_at(sizes)
         params = {}
+        bare = {s.name for s in self.im.layers if s.module == "param"}
         for layer, tensors in weights.items():
             for what, t in tensors.items():
-                name = f"{layer}.{_PARAM_NAMES[what]}"
+                name = layer if layer in bare else f"{layer}.{_PARAM_NAMES[what]}"
                 params[name] = t.reshape(gm.get_parameter(name).shape)
         return functional_call(gm, params, (x,))
