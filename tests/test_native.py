@@ -132,12 +132,13 @@ def test_taps_and_quadrature_match(points):
 def test_quantizer_matches_torch_reference():
     g = torch.Generator().manual_seed(0)
     w = torch.randn(37, 5, 9, generator=g)
-    w[3] = 0.0  # an all-zero channel gets scale 1
+    w[3] = 0.0  # a dead channel: ai-edge-quantizer's floor, scale 1e-9f / 127
+    w[5] *= 1e-12  # a tiny one: same floor, its values quantised against it
     w[4, 0, 0] = 127 * 0.5  # exact halves exercise round-half-to-even
     q, s = native.quantize(w.numpy())
     rq, rs = reference.quantize_per_channel(w)
     assert np.array_equal(q, rq.numpy()) and np.array_equal(s, rs.numpy())
-    assert s[3] == 1.0 and not q[3].any()
+    assert s[3] == s[5] == np.float32(np.float32(1e-9) / np.float32(127)) and not q[3].any()
     qi, si = native.quantize(np.ascontiguousarray(w.numpy().transpose(1, 2, 0)), "ito")
     assert np.array_equal(qi, q.transpose(1, 2, 0)) and np.array_equal(si, s)
 

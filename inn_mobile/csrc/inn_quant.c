@@ -1,6 +1,8 @@
 /* Symmetric int8 per-output-channel quantisation, applied after discretisation.
- * scale = max|w| / 127 (float32; 1 for an all-zero row), q = clamp(rint(w / scale), -127, 127) with
- * round-half-to-even (IEEE default; what torch.round and XNNPACK's reference quantiser use). */
+ * scale = max(max|w|, 1e-9f) / 127 (float32), q = clamp(rint(w / scale), -127, 127) with
+ * round-half-to-even (IEEE default; what torch.round and XNNPACK's reference quantiser use). The 1e-9
+ * floor is ai-edge-quantizer's: a dead (all-zero or tiny) channel gets the scale the LiteRT quantizer
+ * writes, so the converter's own int8 graph and the core agree on it. */
 #include <math.h>
 
 #include "inn.h"
@@ -12,7 +14,7 @@ void inn_quantize_row(const float *x, size_t len, size_t stride, int8_t *q, floa
         float a = fabsf(x[k * stride]);
         if (a > amax) amax = a;
     }
-    float scale = amax > 0.0f ? amax / 127.0f : 1.0f;
+    float scale = (amax > 1e-9f ? amax : 1e-9f) / 127.0f;
     *scale_out = scale;
     for (size_t k = 0; k < len; k++) {
         float v = nearbyintf(x[k * stride] / scale);

@@ -21,13 +21,22 @@ if TYPE_CHECKING:  # type hints only: the bundle codec imports this module for t
 LAYOUTS = tuple(vocab.LAYOUTS)
 
 
+# Smallest max|w| a row is quantised with: ai-edge-quantizer's floor (``min_bound``), so an all-zero or
+# tiny (dead) channel gets the very scale the LiteRT quantizer writes, 1e-9f / 127 (not 1, not 0).
+MIN_BOUND = np.float32(1e-9)
+
+
 def quantize_per_channel(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Symmetric int8 per output channel (dim 0): ``scale = max|w| / 127`` (1 for an all-zero row),
-    ``q = clamp(round_half_even(w / scale), -127, 127)``; float32 throughout, like the C core."""
+    """Symmetric int8 per output channel (dim 0): ``scale = max(max|w|, 1e-9) / 127``,
+    ``q = clamp(round_half_even(w / scale), -127, 127)``; float32 throughout, like the C core.
+
+    The floor is the runtimes' quantizer's (ai-edge-quantizer): for a dead channel the core, this
+    reference and the converter's own int8 graph then hold the same scale (1e-9f/127) and zeros.
+    """
     w = w.float()
     flat = w.reshape(w.shape[0], -1)
     amax = flat.abs().amax(1)
-    scales = torch.where(amax > 0, amax / 127.0, torch.ones_like(amax))
+    scales = torch.clamp(amax, min=float(MIN_BOUND)) / 127.0
     q = torch.round(flat / scales[:, None]).clamp(-127, 127).to(torch.int8)
     return q.reshape(w.shape), scales
 
