@@ -93,13 +93,16 @@ def test_errors_are_clear(packed, tmp_path):
 
 
 def test_lowering_fails_loudly_when_a_tensor_is_not_found_exactly_once(packed):
+    """A tensor missing from the files, or found twice, stops lowering with one line naming the layer."""
     im, b, _, lowered = packed
     files = {img.name: img.data for img in lowered[(0, ex.RUNTIME)]}
-    weights = b.weights(0)
-    with pytest.raises(RuntimeError, match="in none of"):
-        ex.locate_holes({ex.PTE: files[ex.PTE]}, im.layers, weights)
-    with pytest.raises(RuntimeError, match="occur 2 times"):
-        ex.locate_holes({**files, "copy.ptd": files[ex.PTD]}, im.layers, weights)
+    wanted = ex.float_wanted(im.layers, b.weights(0))  # the lowered files hold the real weights in their holes
+    assert sum(len(h) for h in ex.locate_holes(files, im.layers, wanted).values()) == sum(
+        len(t) for _, t in wanted)
+    for bad, match in (({ex.PTE: files[ex.PTE]}, "not in"), ({**files, "copy.ptd": files[ex.PTD]}, "occurs 2 times")):
+        with pytest.raises(ex.LoweringError, match=match) as e:
+            ex.locate_holes(bad, im.layers, wanted)
+        assert "\n" not in str(e.value) and len(str(e.value)) <= 300 and "layer '" in str(e.value)
 
 
 @pytest.mark.skipif(not datasets.fashion_mnist_available(), reason="Fashion-MNIST absent (apt-get install "

@@ -3,19 +3,25 @@
 Per bucket the plain network (``IntegralModel.build`` at the bucket's widths) is exported, its
 constants tagged external, and lowered with the XNNPACK partitioner, giving ``model.pte`` (graph and
 delegate blob) and ``weights.ptd`` (FlatTensor: the named constants). Every byte range that holds a
-layer's weight, bias or int8 quantisation data is then recorded as an :class:`~inn_mobile.runtime_file.Hole`,
+layer's weight, bias or int8 quantisation data is recorded as a :class:`~inn_mobile.format.runtime_file.Hole`,
 so a bundle ships the two files without their weights and the native core writes them at load time.
 
-Holes are found by content, not by guessing the serialiser's layout: for each layer the exact bytes
-the core will write (:func:`inn_mobile.format.reference.hole_bytes`, in every layout the runtime may have chosen:
-XNNPACK stores convs OHWI, depthwise and single-input-channel convs 1HWO, linears [O, I]) must occur
-exactly once across the files. Anything else (a tensor missing, found twice, or two layers sharing
-bytes) fails loudly, because a wrong hole would silently run a different network.
+Holes are found by identity, not by value: the bucket is lowered with sentinel tensors
+(:mod:`inn_mobile.export.sentinel`: pseudo-random, distinct per layer and tensor) in place of the
+real ones, each sentinel must then occur exactly once across the two files in one of the core's
+layouts (XNNPACK stores convs OHWI, depthwise and single-input-channel convs 1HWO, linears [O, I]),
+and the real tensors are written where the sentinels were. Real weights may be all zeros, repeat
+between layers or share bytes with the graph; sentinels never do, so a sentinel that is missing,
+found twice or transformed means the lowering moved or changed a tensor, and lowering fails loudly
+(one line naming the layer) rather than ship a graph that would run a different network. XNNPACK's
+constant keys are hashes of the bytes it saw (the sentinels'): only names, ExecuTorch does not
+check them, and seeded from the real weights they differ between models and widths.
 
-int8 (PT2E, ``XNNPACKQuantizer`` symmetric per channel, static activations calibrated per bucket):
-the graph's weight quantisation is replaced by the core's rule (:func:`reference.quantize_per_channel`)
-and each float bias by the value of the core's int32 bias, so the lowered files are byte for byte what
-the core rebuilds on device; the input activation scale of each layer becomes the holes' ``param``.
+int8 (PT2E, ``XNNPACKQuantizer`` symmetric per channel): activations are calibrated per bucket on the
+*real* network; then each layer's int8 weight, weight scales and float bias are replaced by sentinels
+(the bias chosen as an integer multiple of its scale, so XNNPACK's own bias quantisation at lowering
+yields a known int32 sentinel). The input activation scale of each layer becomes the holes' ``param``;
+the core writes its own int8 rule (:func:`reference.quantize_per_channel`) and int32 biases there.
 """
 
 from __future__ import annotations
@@ -24,14 +30,19 @@ import operator
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import fx
 
 from inn_mobile.core.integral import IntegralModel, LayerSpec
+from inn_mobile.errors import LoweringError
+from inn_mobile.export.sentinel import error, float_sentinels, seed_of
 from inn_mobile.format import reference, runtime_file
 from inn_mobile.format.bundle import Bucket
-from inn_mobile.format.reference import quantize_per_channel
 from inn_mobile.format.vocab import PTD_FILE, PTE_FILE, runtime_name
+
+__all__ = ["PTD", "PTE", "RUNTIME", "RUNTIME_INT8", "LoweringError", "float_wanted", "locate_holes", "lower",
+           "plain_pte"]
 
 RUNTIME = runtime_name("executorch", int8=False)
 RUNTIME_INT8 = runtime_name("executorch", int8=True)
@@ -39,7 +50,10 @@ PTE = PTE_FILE
 PTD = PTD_FILE
 _DATA_TAG = PTD.removesuffix(".ptd")
 _LAYOUT_ORDER = ("oti", "ito", "oit")  # XNNPACK's usual choice first; identical byte strings are tried once
+_BIAS_SENTINEL = 1 << 20  # |int32 bias sentinel| below this: q * scale survives float32 exactly enough
 Weights = dict[str, dict[str, torch.Tensor]]
+# per layer: (layer index, per tensor: the (probe hole, sentinel bytes) variants that may hold it)
+Wanted = list[tuple[int, list[list[tuple[runtime_file.Hole, bytes]]]]]
 
 
 def lower(
@@ -50,7 +64,7 @@ def lower(
     int8: bool = False,
     calibration: torch.Tensor | None = None,
 ) -> list[runtime_file.Image]:
-    """``[model.pte, weights.ptd]`` of one bucket, every weight-bearing range a hole.
+    """``[model.pte, weights.ptd]`` of one bucket, every weight-bearing range a hole holding the core's bytes.
 
     ``example_input`` fixes the input shape (batch included) the ``.pte`` accepts. ``int8`` needs
     ``calibration``: unlabelled inputs, run in batches of ``example_input``'s size, that set the
@@ -58,14 +72,23 @@ def lower(
     """
     with torch.no_grad():
         weights = model.weights_at(bucket.sizes)
-    plain = model.build(weights)
-    params: dict[str, float] = {}
+    rng = np.random.default_rng(seed_of(weights))
     if int8:
-        plain, params = _quantize(plain, example_input, calibration, weights, model.layers)
-    pte, ptd = _to_executorch(plain, example_input)
+        module, wanted = _quantize(model.build(weights), example_input, calibration, model.layers, rng)
+    else:
+        sentinels = float_sentinels(weights, rng)
+        module, wanted = model.build(sentinels), float_wanted(model.layers, sentinels)
+    pte, ptd = _to_executorch(module, example_input)
     files = {PTE: pte, PTD: ptd}
-    holes = locate_holes(files, model.layers, weights, int8=int8, input_scales=params)
-    return [runtime_file.Image(name, data, holes[name]) for name, data in files.items()]
+    holes = locate_holes(files, model.layers, wanted)
+    images = []
+    for name, data in files.items():
+        real = bytearray(data)
+        for h in holes[name]:
+            spec = model.layers[h.layer]
+            real[h.offset:h.offset + h.size] = reference.hole_bytes(weights[spec.name], spec.kind, h, spec.taps)
+        images.append(runtime_file.Image(name, bytes(real), holes[name]))
+    return images
 
 
 def plain_pte(
@@ -109,23 +132,30 @@ def _to_executorch(module: torch.nn.Module, example_input: torch.Tensor) -> tupl
 
 # ------------------------------------------------------------------------------------------------ int8
 def _quantize(
-    plain: fx.GraphModule, example_input: torch.Tensor, calibration: torch.Tensor, weights: Weights,
-    layers: list[LayerSpec],
-) -> tuple[fx.GraphModule, dict[str, float]]:
-    """PT2E static int8 with the core's weight quantisation; returns the module and each layer's input scale."""
+    plain: fx.GraphModule, example_input: torch.Tensor, calibration: torch.Tensor | None, layers: list[LayerSpec],
+    rng: np.random.Generator,
+) -> tuple[fx.GraphModule, Wanted]:
+    """PT2E static int8 calibrated on the real network, then every layer's quantized constants
+    replaced by sentinels; returns the module and what to look for."""
     converted = _calibrated(plain, example_input, calibration)
-    specs = {s.name: s for s in layers if s.kind != "affine"}
-    params = {}
+    specs = {s.name: (i, s) for i, s in enumerate(layers) if s.kind != "affine"}
+    wanted: dict[str, tuple[int, list]] = {}
     for node in converted.graph.nodes:
         if node.op == "call_function" and node.target in (torch.ops.aten.conv2d.default, torch.ops.aten.linear.default):
-            spec = specs[_module_path(node)]
-            params[spec.name] = _requantize(converted, node, spec, weights[spec.name])
-    if set(params) != set(specs):
-        raise RuntimeError(f"layers missing from the quantized graph: {sorted(set(specs) - set(params))}")
-    return converted, params
+            path = _module_path(node)
+            if path not in specs:
+                raise error(f"{node.name}: quantized conv/linear from {path!r}, which is no layer of the model")
+            if path not in wanted:  # a module called twice shares its constants
+                index, spec = specs[path]
+                wanted[path] = (index, _sentinel_int8(converted, node, spec, rng))
+    missing = sorted(set(specs) - set(wanted))
+    if missing:
+        raise error(f"layers missing from the quantized graph: {missing}")
+    return converted, list(wanted.values())
 
 
-def _calibrated(module: torch.nn.Module, example_input: torch.Tensor, calibration: torch.Tensor) -> fx.GraphModule:
+def _calibrated(module: torch.nn.Module, example_input: torch.Tensor,
+                calibration: torch.Tensor | None) -> fx.GraphModule:
     """PT2E: XNNPACK's symmetric per-channel config, activation ranges observed on ``calibration``."""
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
         XNNPACKQuantizer,
@@ -153,92 +183,106 @@ def _module_path(node: fx.Node) -> str:
     """The module path (``LayerSpec.name``) a conv/linear node came from."""
     stack = node.meta.get("nn_module_stack")
     if not stack:
-        raise RuntimeError(f"{node.name}: no nn_module_stack, cannot tell which layer it is")
+        raise error(f"{node.name}: no nn_module_stack, cannot tell which layer it is")
     return list(stack.values())[-1][0]
 
 
-def _requantize(gm: fx.GraphModule, node: fx.Node, spec: LayerSpec, w: dict[str, torch.Tensor]) -> float:
-    """Write the core's int8 weight/scales and its int32-exact bias into one quantized conv/linear.
+def _sentinel_int8(gm: fx.GraphModule, node: fx.Node, spec: LayerSpec,
+                   rng: np.random.Generator) -> list[list[tuple[runtime_file.Hole, bytes]]]:
+    """Put sentinels in one quantized conv/linear's int8 weight, weight scales and float bias.
 
-    Returns the layer's input activation scale (the ``param`` of its bias holes). The float bias is
-    replaced by ``q_bias * bias_scale`` so that XNNPACK's own bias quantisation at lowering lands
-    exactly on the integer the core writes.
+    The float bias becomes ``k * bias_scale`` for random integers ``|k| < 2**20``, so XNNPACK's
+    bias quantisation at lowering (``round(b * (1 / bias_scale))``, float32) gives exactly ``k``.
+    Returns what each of the layer's holes looks like in the lowered files.
     """
     x, weight = node.args[0], node.args[1]
     if getattr(weight, "target", None) != torch.ops.quantized_decomposed.dequantize_per_channel.default:
-        raise RuntimeError(f"layer {spec.name!r}: weight is not per-channel quantized ({weight})")
+        raise error(f"layer {spec.name!r}: weight is not per-channel quantized ({weight})")
     if getattr(x, "target", None) != torch.ops.quantized_decomposed.dequantize_per_tensor.default:
-        raise RuntimeError(f"layer {spec.name!r}: input is not statically quantized ({x})")
-    q_attr, scale_attr = weight.args[0], weight.args[1]
-    q, scales = quantize_per_channel(w["weight"].reshape(w["weight"].shape[0], -1, spec.taps))
+        raise error(f"layer {spec.name!r}: input is not statically quantized ({x})")
     input_scale = float(x.args[1])
+    q_attr = operator.attrgetter(weight.args[0].target)(gm)
+    scale_attr = operator.attrgetter(weight.args[1].target)(gm)
+    n_out = q_attr.shape[0]
+    q = rng.integers(-127, 128, q_attr.numel()).astype(np.int8)
+    scales = rng.uniform(1e-3, 1e-2, n_out).astype(np.float32)
+    bias_scale = torch.tensor(input_scale, dtype=torch.float32) * torch.from_numpy(scales)  # as XNNPACK computes it
     with torch.no_grad():
-        target_q = operator.attrgetter(q_attr.target)(gm)
-        target_q.copy_(q.reshape(target_q.shape))
-        operator.attrgetter(scale_attr.target)(gm).copy_(scales)
-        if len(node.args) > 2 and node.args[2] is not None:
-            bias_scale = torch.tensor(input_scale, dtype=torch.float32) * scales
-            q_bias = torch.frombuffer(bytearray(reference.hole_bytes(w, spec.kind, _probe("bias_i32", input_scale),
-                                                                 spec.taps)), dtype=torch.int32)
-            operator.attrgetter(node.args[2].target)(gm).copy_(q_bias.double() * bias_scale.double())
-    return input_scale
+        q_attr.copy_(torch.from_numpy(q).reshape(q_attr.shape))
+        scale_attr.copy_(torch.from_numpy(scales))
+    q3 = q.reshape(n_out, -1, spec.taps)
+    out = [[(_probe("weight", layout=lay, dtype="i8"), _layout_bytes(q3, lay)) for lay in _LAYOUT_ORDER],
+           [(_probe("scale"), scales.tobytes())]]
+    if len(node.args) > 2 and node.args[2] is not None:
+        k = rng.integers(-_BIAS_SENTINEL, _BIAS_SENTINEL, n_out)
+        with torch.no_grad():
+            operator.attrgetter(node.args[2].target)(gm).copy_(torch.from_numpy(k).double() * bias_scale.double())
+        out += [[(_probe("bias_i32", input_scale, dtype="i32"), k.astype("<i4").tobytes())],
+                [(_probe("bias_scale", input_scale), bias_scale.numpy().tobytes())]]
+    return out
 
 
 # ------------------------------------------------------------------------------------------- holes
 def _probe(tensor: str, param: float = 0.0, layout: str = "oit", dtype: str = "f32") -> runtime_file.Hole:
-    """A hole description used only to ask :func:`reference.hole_bytes` what the core writes."""
+    """A hole description: what a found range holds (its offset and size are filled in when found)."""
     return runtime_file.Hole(0, 1, 0, tensor, layout, dtype, param)
 
 
-def _wanted(spec: LayerSpec, int8: bool, input_scale: float) -> list[list[runtime_file.Hole]]:
-    """Per tensor of a layer, the hole variants (layouts) that may hold it."""
-    if spec.kind == "affine":
-        return [[_probe("weight")], [_probe("bias")]]
-    dtype = "i8" if int8 else "f32"
-    out = [[_probe("weight", layout=lay, dtype=dtype) for lay in _LAYOUT_ORDER]]
-    if int8:
-        out.append([_probe("scale")])
-    if spec.has_bias:
-        out += [[_probe("bias_i32", input_scale, dtype="i32")], [_probe("bias_scale", input_scale)]] if int8 else \
-            [[_probe("bias")]]
+def _layout_bytes(w3: np.ndarray, layout: str) -> bytes:
+    return np.ascontiguousarray(reference.to_layout(w3, layout)).tobytes()
+
+
+def float_wanted(layers: list[LayerSpec], sentinels: Weights) -> Wanted:
+    """Per layer, the bytes of each float tensor in every layout the runtime may have chosen."""
+    out = []
+    for index, spec in enumerate(layers):
+        w = sentinels[spec.name]
+        if spec.kind == "affine":
+            tensors = [[_probe("weight")], [_probe("bias")]]
+        else:
+            tensors = [[_probe("weight", layout=lay) for lay in _LAYOUT_ORDER]] + ([[_probe("bias")]]
+                                                                               if spec.has_bias else [])
+        out.append((index, [[(p, reference.hole_bytes(w, spec.kind, p, spec.taps)) for p in variants]
+                            for variants in tensors]))
     return out
 
 
 def locate_holes(
-    files: dict[str, bytes], layers: list[LayerSpec], weights: Weights, *, int8: bool = False,
-    input_scales: dict[str, float] | None = None,
+    files: dict[str, bytes], layers: list[LayerSpec], wanted: Wanted,
 ) -> dict[str, list[runtime_file.Hole]]:
-    """Find every layer tensor's bytes exactly once across ``files``; ``{file name: holes}``."""
+    """Find every wanted tensor's bytes exactly once across ``files``; ``{file name: holes}``."""
     holes: dict[str, list[runtime_file.Hole]] = {name: [] for name in files}
-    for index, spec in enumerate(layers):
-        scale = (input_scales or {}).get(spec.name, 0.0)
-        for variants in _wanted(spec, int8, scale):
-            name, offset, probe, data = _find_once(files, spec, weights[spec.name], variants)
+    for index, tensors in wanted:
+        for variants in tensors:
+            name, offset, probe, data = _find_once(files, layers[index], variants)
             holes[name].append(runtime_file.Hole(offset, len(data), index, probe.tensor, probe.layout, probe.dtype,
-                                          probe.param))
+                                                 probe.param))
     for name, hs in holes.items():
-        runtime_file.Image(name, files[name], hs)  # validates: no two layers claim overlapping bytes
+        try:
+            runtime_file.Image(name, files[name], hs)  # validates: no two tensors claim overlapping bytes
+        except ValueError as e:
+            raise error(f"{name}: {e}") from None
     return holes
 
 
 def _find_once(
-    files: dict[str, bytes], spec: LayerSpec, w: dict[str, torch.Tensor], variants: list[runtime_file.Hole],
+    files: dict[str, bytes], spec: LayerSpec, variants: list[tuple[runtime_file.Hole, bytes]],
 ) -> tuple[str, int, runtime_file.Hole, bytes]:
     hits, tried = [], set()
-    for probe in variants:
-        data = reference.hole_bytes(w, spec.kind, probe, spec.taps)
+    for probe, data in variants:
         if data in tried:
             continue
         tried.add(data)
         for name, blob in files.items():
             hits += [(name, off, probe, data) for off in _occurrences(blob, data)]
-    what = f"layer {spec.name!r} {variants[0].tensor} ({variants[0].dtype})"
+    first = variants[0][0]
+    what = f"layer {spec.name!r} {first.tensor} ({first.dtype}, {len(variants[0][1])} bytes)"
     if not hits:
-        raise RuntimeError(f"{what}: its bytes are in none of {sorted(files)} (layouts tried: "
-                           f"{[v.layout for v in variants]}); the lowering changed the tensor or kept it elsewhere")
+        raise error(f"{what}: not in {sorted(files)} in the layouts {[p.layout for p, _ in variants]}: "
+                    "the lowering transformed the tensor or kept it elsewhere")
     if len(hits) > 1:
-        raise RuntimeError(f"{what}: its bytes occur {len(hits)} times ({[(n, o) for n, o, *_ in hits]}), "
-                           "cannot tell which is the layer's")
+        raise error(f"{what}: occurs {len(hits)} times ({[(n, o) for n, o, *_ in hits]}): "
+                    "the lowering duplicated it")
     return hits[0]
 
 

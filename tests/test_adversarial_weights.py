@@ -1,0 +1,114 @@
+"""Weights that defeat a search by value: every runtime must still pack and rebuild its files exactly.
+
+Real checkpoints are full of coincidences: timm's ``zero_init_last`` leaves the last conv of every
+block all zeros (half of them ``-0.0``), an untrained BatchNorm folds into all-zero biases, two
+branches can hold identical weights, a depthwise filter can be dead. One small network with all of
+those is packed for litert, litert-i8, executorch and executorch-i8 at two widths; the core and the
+Python reference must rebuild every lowered file byte for byte, fp32 outputs must equal torch's
+resized network, int8 outputs must agree with it within the usual bars.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from inn_mobile import native
+from inn_mobile.core.convert import convert
+from inn_mobile.export import pack
+from inn_mobile.format import bundle, reference, runtime_file
+
+pytestmark = pytest.mark.slow
+RUNTIMES = ("litert", "litert-i8", "executorch", "executorch-i8")
+BATCH = 4
+
+
+class Adversarial(nn.Module):
+    """Untrained BatchNorm everywhere; twin branches with equal weights; a dead depthwise channel; an
+    all-zero (``-0.0`` and ``0.0``) residual conv; an all-zero linear bias."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
+        self.twin_a = nn.Sequential(nn.Conv2d(16, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16))
+        self.twin_b = nn.Sequential(nn.Conv2d(16, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16))
+        self.dw = nn.Sequential(nn.Conv2d(16, 16, 3, padding=1, groups=16, bias=False), nn.BatchNorm2d(16),
+                                nn.ReLU())
+        self.zero = nn.Sequential(nn.Conv2d(16, 16, 1, bias=False), nn.BatchNorm2d(16))
+        self.head = nn.Linear(16, 10)
+        with torch.no_grad():
+            self.twin_b[0].weight.copy_(self.twin_a[0].weight)
+            self.dw[0].weight[3].zero_()
+            zero = self.zero[0].weight
+            zero.zero_()
+            zero[: zero.shape[0] // 2].neg_()  # -0.0
+            self.head.bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        x = torch.relu(self.twin_a(x) + self.twin_b(x))
+        x = self.dw(x)
+        x = torch.relu(x + self.zero(x))
+        return self.head(x.mean((2, 3)))
+
+
+@pytest.fixture(scope="module")
+def packed(digits_data):
+    """(IntegralModel, Bundle) with every runtime at 50% and 100% width, plus the lowered images."""
+    pytest.importorskip("litert_torch")
+    pytest.importorskip("executorch")
+    x, _, _, _ = digits_data
+    torch.manual_seed(0)
+    im = convert(Adversarial().eval(), x[:2])
+    zero = next(s for s in im.layers if s.name.startswith("zero"))
+    assert (im.weights_at()[zero.name]["weight"] == 0).all()  # the adversary survives conversion
+    buckets = bundle.make_buckets(im, (0.5, 1.0))
+    lowered = {(k, rt): pack.lower(im, bk, x[:BATCH], rt, calibration=x[:256])
+               for k, bk in enumerate(buckets) for rt in RUNTIMES}
+    b = bundle.Bundle(im, buckets, graphs={key: runtime_file.encode_record(v) for key, v in lowered.items()})
+    return im, b, lowered
+
+
+def test_the_weights_are_adversarial(packed):
+    """What a search by value trips on really is there at full width."""
+    im, b, _ = packed
+    w = b.weights(len(b.buckets) - 1)
+    by = {s.name.split(".")[0]: w[s.name] for s in im.layers}
+    assert torch.equal(by["twin_a"]["weight"], by["twin_b"]["weight"])
+    assert (by["stem"]["bias"] == 0).all() and (by["head"]["bias"] == 0).all()
+    assert torch.signbit(by["zero"]["weight"]).any() and (by["zero"]["weight"] == 0).all()
+    dead = by["dw"]["weight"].flatten(1).abs().amax(1)
+    assert (dead <= 1e-9).sum() == 1
+
+
+def test_core_and_reference_rebuild_every_file_exactly(packed, tmp_path):
+    im, b, lowered = packed
+    path = tmp_path / "adversarial.innb"
+    bundle.save(b, path)
+    core = native.NativeBundle.from_file(path)
+    for (k, rt), images in lowered.items():
+        filled_py = reference.fill(b, k, rt)
+        filled_c = core.fill(k, rt)
+        for img in images:
+            assert filled_py[img.name] == img.data, (k, rt, img.name)
+            assert bytes(filled_c[img.name]) == img.data, (k, rt, img.name)
+
+
+def test_outputs_match_torch(packed, digits_data):
+    """fp32 equals torch's resized network (1e-4 of the output scale); int8 agrees on >= 97% top-1."""
+    from inn_mobile import runtime
+
+    im, b, _ = packed
+    xt = digits_data[2][:200]
+    blob = bundle.encode(b)
+    for k, bk in enumerate(b.buckets):
+        with torch.no_grad():
+            ref = im.resize(sizes=bk.sizes)(xt)
+        for rt in RUNTIMES:
+            out = runtime.open_model(blob, rt, k)(xt)
+            if rt.endswith("-i8"):
+                agree = (out.argmax(1) == ref.argmax(1)).float().mean().item()
+                assert agree >= 0.97, (bk.name, rt, agree)
+            else:
+                assert (out - ref).abs().max() <= 1e-4 * ref.abs().max(), (bk.name, rt)
