@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes as C
 import importlib.machinery
 import json
+import mmap
 import os
 from dataclasses import dataclass
 from functools import lru_cache
@@ -171,14 +172,24 @@ class LayerInfo:
 class NativeBundle:
     """A bundle opened by the C core (validated once; weights materialised on demand)."""
 
-    def __init__(self, data: bytes) -> None:
-        self._buf = C.create_string_buffer(bytes(data), len(data))  # owned copy; the core reads it zero-copy
+    def __init__(self, data: bytes | bytearray | memoryview | mmap.mmap) -> None:
+        """Open ``data`` in place: the core reads the caller's buffer (kept alive here), no copy is made
+        unless the buffer is not 8-byte aligned. ``data`` must not change while the bundle is open."""
+        buf = np.frombuffer(data, np.uint8)
+        if buf.ctypes.data % 8:
+            buf = buf.copy()  # numpy allocations are aligned
+        self._buf = buf
         self._b = _Bundle()
-        _check(lib().inn_bundle_open(C.byref(self._b), self._buf, len(data)), "opening bundle")
+        _check(lib().inn_bundle_open(C.byref(self._b), C.c_void_p(buf.ctypes.data), buf.nbytes), "opening bundle")
 
     @classmethod
     def from_file(cls, path: str | os.PathLike) -> NativeBundle:
-        return cls(Path(path).read_bytes())
+        """Open a bundle file through a read-only memory map: pages are read as the core touches them
+        and shared with the page cache, so the process holds no second copy of the file."""
+        with open(path, "rb") as f:
+            if os.fstat(f.fileno()).st_size == 0:
+                return cls(b"")  # mmap cannot map an empty file; the core reports it as truncated
+            return cls(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
 
     @property
     def layer_count(self) -> int:

@@ -1,31 +1,74 @@
 """Packing: one bundle with the nodes once and, per width bucket, every requested runtime's graph.
 
-Besides the graphs, packing measures what the width policy needs, on the host, per (bucket, runtime):
-the weight bytes the core will write, the runtime files' size, the activation arena (LiteRT; a
-device profile measures every runtime's peak memory), and (given validation data) the accuracy of the
-real runtime running the real filled files, so an int8 graph is judged as int8.
+Lowering work is shared where the runtimes allow it: a family whose exporter has ``lower_variants``
+(LiteRT: fp32 and int8 come from one conversion) is lowered once per bucket for all its requested
+runtimes. Besides the graphs, packing measures what the width policy needs, on the host, per
+(bucket, runtime): the weight bytes the core will write, the runtime files' size, the activation
+arena (LiteRT; a device profile measures every runtime's peak memory), and (given validation data)
+the accuracy of the real runtime running the real filled files, so an int8 graph is judged as int8.
+The bundle is encoded and validated once for all of those measurements.
+
+Lowering failures are :class:`~inn_mobile.errors.LoweringError` with a one-line message (at most
+300 characters) naming the runtime, the width and, where the exporter knows it, the layer; a
+converter's own exception is wrapped the same way (its traceback stays on ``__cause__``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 
 from inn_mobile import runtime
 from inn_mobile.core.integral import IntegralModel
+from inn_mobile.errors import LoweringError
 from inn_mobile.export import exporter
+from inn_mobile.export.sentinel import error
 from inn_mobile.format import bundle, runtime_file
 from inn_mobile.metrics import accuracy
 from inn_mobile.progress import progress
+from inn_mobile.runtime.reader import BundleReader
 
 
 def lower(model: IntegralModel, bucket: bundle.Bucket, example_input: torch.Tensor, runtime_name: str, *,
           calibration: torch.Tensor | None = None) -> list[runtime_file.Image]:
     """One bucket's files for one runtime (``litert``, ``litert-i8``, ``executorch``, ``executorch-i8``)."""
-    rt = runtime.check_runtime(runtime_name)
-    return exporter(rt.family).lower(model, bucket, example_input, int8=rt.int8, calibration=calibration)
+    return lower_runtimes(model, bucket, example_input, [runtime_name], calibration=calibration)[runtime_name]
+
+
+def lower_runtimes(model: IntegralModel, bucket: bundle.Bucket, example_input: torch.Tensor,
+                   runtime_names: Sequence[str], *, calibration: torch.Tensor | None = None,
+                   ) -> dict[str, list[runtime_file.Image]]:
+    """One bucket's files for each of ``runtime_names``, sharing one lowering per family where possible."""
+    rts = [runtime.check_runtime(name) for name in dict.fromkeys(runtime_names)]
+    out: dict[str, list[runtime_file.Image]] = {}
+    for family in dict.fromkeys(rt.family for rt in rts):
+        members = [rt for rt in rts if rt.family == family]
+        mod = exporter(family)
+        with _one_line(", ".join(rt.name for rt in members), bucket.name):
+            if hasattr(mod, "lower_variants"):
+                by_int8 = mod.lower_variants(model, bucket, example_input, [rt.int8 for rt in members],
+                                             calibration=calibration)
+                out.update({rt.name: by_int8[rt.int8] for rt in members})
+            else:
+                for rt in members:
+                    out[rt.name] = mod.lower(model, bucket, example_input, int8=rt.int8, calibration=calibration)
+    return out
+
+
+@contextlib.contextmanager
+def _one_line(runtimes: str, width: str) -> Iterator[None]:
+    """Lowering errors as one line that says which runtime and width (the layer is in the exporter's text)."""
+    try:
+        yield
+    except LoweringError as e:
+        raise error(f"{runtimes} at {width}: {e}") from e
+    except (ValueError, TypeError, ImportError):
+        raise  # the caller's mistake or a missing package: their messages already say what to do
+    except Exception as e:  # noqa: BLE001 - a converter's internals: one line, the traceback kept as __cause__
+        raise error(f"{runtimes} at {width}: the converter failed: {type(e).__name__}: {e}") from e
 
 
 def pack(
@@ -55,15 +98,13 @@ def pack(
             raise ValueError(f"runtime {rt!r} is int8: pass calibration= inputs to set activation ranges")
     b = bundle.Bundle(model, buckets or bundle.make_buckets(model), dict(meta or {}))
     b.meta["input_shape"] = list(example_input.shape)
-    jobs = [(k, rt) for k in range(len(b.buckets)) for rt in runtimes]
-    for k, rt in progress(jobs, desc="lowering", total=len(jobs)):
-        bk = b.buckets[k]
-        images = lower(model, bk, example_input, rt, calibration=calibration)
-        b.graphs[(k, rt)] = runtime_file.encode_record(images)
-        bk.info.setdefault("runtimes", {})[rt] = {
-            "weights_bytes": sum(h.size for im in images for h in im.holes),
-            "file_bytes": sum(len(im.data) for im in images),
-        }
+    for k, bk in progress(list(enumerate(b.buckets)), desc="lowering", total=len(b.buckets)):
+        for rt, images in lower_runtimes(model, bk, example_input, runtimes, calibration=calibration).items():
+            b.graphs[(k, rt)] = runtime_file.encode_record(images)
+            bk.info.setdefault("runtimes", {})[rt] = {
+                "weights_bytes": sum(h.size for im in images for h in im.holes),
+                "file_bytes": sum(len(im.data) for im in images),
+            }
     _measure(b, runtimes, validation, node_dtype)
     if path is not None:
         bundle.save(b, path, node_dtype=node_dtype)
@@ -73,10 +114,10 @@ def pack(
 def _measure(b: bundle.Bundle, runtimes: Sequence[str], validation, node_dtype: str) -> None:
     """Per bucket and runtime, loaded from the encoded bundle exactly as a device would: the
     activation arena where the runtime reports it, and the accuracy on ``validation``."""
-    encoded = bundle.encode(b, node_dtype=node_dtype)
+    reader = BundleReader(bundle.encode(b, node_dtype=node_dtype))  # encoded and validated once for every pair
     jobs = [(k, rt) for k in range(len(b.buckets)) for rt in runtimes]
     for k, rt in progress(jobs, desc="measuring", total=len(jobs)):
-        net = runtime.open_model(encoded, rt, k)
+        net = runtime.open_model(reader, rt, k)
         info = b.buckets[k].info["runtimes"][rt]
         if hasattr(net, "arena_bytes"):
             info["arena_bytes"] = net.arena_bytes()

@@ -7,10 +7,9 @@
    record, writing each hole straight from the nodes at the bucket's width (int8 graphs: quantised
    after discretisation, scales and int32 biases included), one layer at a time: no full-width float
    weights are ever built;
-3. *load*: ``executorch.runtime`` loads the program from memory and its ``forward`` method (XNNPACK
-   packs the weights here). ``Runtime.load_program`` takes the ``.ptd`` only as a path, so it is
-   written to a temporary file (in ``/dev/shm`` where there is one) that ExecuTorch maps and that is
-   unlinked as soon as the method is loaded.
+3. *load*: ExecuTorch loads the program and its external data from the two in-memory buffers
+   (``_load_for_executorch_from_buffer(pte, data_map_buffer=ptd)``: no temporary file) and its
+   ``forward`` method (XNNPACK packs the weights here).
 
 The two files are checked before ExecuTorch sees them, because an XNNPACK ``.pte`` whose ``.ptd`` is
 missing crashes the process instead of returning an error. A corrupted bundle or an incomplete graph
@@ -22,7 +21,6 @@ what is there.
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 
@@ -37,7 +35,6 @@ from inn_mobile.runtime.reader import BundleReader, Startup, run_batched
 
 # FlatBuffers file identifiers at bytes 4..8: ExecuTorch program, FlatTensor data file.
 _MAGIC = {PTE: b"ET", PTD: b"FT"}
-_SHM = "/dev/shm"
 
 
 @dataclass
@@ -49,13 +46,13 @@ class ExecutorchModel:
     runtime: str
     input_shape: tuple[int, ...]
     startup: Startup = Startup(0.0, 0.0, 0.0)
-    _program: object = field(default=None, repr=False)  # must outlive the method
+    _program: object = field(default=None, repr=False)  # the module and its buffers: must outlive the method
     _method: object = field(default=None, repr=False)
 
     @classmethod
     def open(
-        cls, source: str | os.PathLike | bytes, *, bucket: int | str | float = -1, int8: bool = False,
-        threads: int | None = None, reference: bool = False,
+        cls, source: str | os.PathLike | bytes | BundleReader, *, bucket: int | str | float = -1,
+        int8: bool = False, threads: int | None = None, reference: bool = False,
     ) -> ExecutorchModel:
         """Load ``bucket`` (index, name such as ``"w0750"``, or width ratio) of a bundle file or bytes.
 
@@ -66,7 +63,7 @@ class ExecutorchModel:
             set_threads(threads)
         runtime = runtime_name("executorch", int8)
         t0 = time.perf_counter()
-        reader = BundleReader(source, reference=reference)
+        reader = BundleReader.of(source, reference=reference)
         index = reader.bucket_index(bucket)
         name = reader.names[index]
         t1 = time.perf_counter()
@@ -113,15 +110,31 @@ def set_threads(n: int) -> None:
         _unsafe_reset_threadpool(n)
 
 
-def _load(files: dict[str, bytes]):
-    """The program and its loaded ``forward`` (the program keeps the ``.pte`` bytes; the ``.ptd`` stays mapped)."""
-    from executorch.runtime import Runtime
+class _Forward:
+    """``forward`` of a module loaded from memory, with the ``execute`` / ``metadata`` of
+    ``executorch.runtime.Method`` (what callers that batch themselves use)."""
 
-    with tempfile.NamedTemporaryFile(suffix=".ptd", dir=_SHM if os.path.isdir(_SHM) else None) as f:
-        f.write(files[PTD])
-        f.flush()
-        program = Runtime.get().load_program(bytes(files[PTE]), data_path=f.name)
-        return program, program.load_method("forward")
+    def __init__(self, module) -> None:
+        self._module = module
+        self.metadata = module.method_meta("forward")
+
+    def execute(self, inputs):
+        return self._module.run_method("forward", tuple(inputs))
+
+
+def _load(files: dict[str, bytearray | bytes]):
+    """The module (with the buffers it reads, kept alive beside it) and its ``forward``.
+
+    Both files go to ExecuTorch from memory (``data_map_buffer``): no ``.ptd`` is written anywhere.
+    The binding takes ``bytes``, so each filled file is copied once and its fill buffer dropped at once.
+    """
+    from executorch.extension.pybindings.portable_lib import _load_for_executorch_from_buffer
+
+    pte = bytes(files.pop(PTE))
+    ptd = bytes(files.pop(PTD))
+    module = _load_for_executorch_from_buffer(pte, data_map_buffer=ptd)
+    forward = _Forward(module)
+    return (module, pte, ptd), forward
 
 
 def _check_files(files: dict[str, bytes], runtime: str, bucket_name: str) -> None:

@@ -40,8 +40,8 @@ class LiteRTModel:
         self.startup = Startup(startup.open_ms if startup else 0.0, startup.fill_ms if startup else 0.0, interp_ms)
 
     @classmethod
-    def open(cls, source: str | os.PathLike | bytes, *, bucket: int | str | float = -1, int8: bool = False,
-             threads: int = 1, reference: bool = False) -> LiteRTModel:
+    def open(cls, source: str | os.PathLike | bytes | BundleReader, *, bucket: int | str | float = -1,
+             int8: bool = False, threads: int = 1, reference: bool = False) -> LiteRTModel:
         """Load one bucket of a bundle (path or bytes).
 
         ``bucket``: index (negative counts from the widest), name (``"w0500"``) or width ratio (0.5).
@@ -51,7 +51,7 @@ class LiteRTModel:
         """
         runtime = runtime_name("litert", int8)
         t0 = time.perf_counter()
-        reader = BundleReader(source, reference=reference)
+        reader = BundleReader.of(source, reference=reference)
         k = reader.bucket_index(bucket)
         t1 = time.perf_counter()
         files = reader.fill(k, runtime)

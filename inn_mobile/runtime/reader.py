@@ -56,14 +56,16 @@ class BundleReader:
     """A validated bundle: bucket lookup by index, name or width ratio, and graph filling."""
 
     def __init__(self, source: str | os.PathLike | bytes, *, reference: bool = False) -> None:
-        data = source if isinstance(source, (bytes, bytearray)) else Path(source).read_bytes()
+        """Validate ``source`` (a path, opened through a memory map: no copy of the file is held; or
+        bytes, read in place)."""
+        in_memory = isinstance(source, (bytes, bytearray, memoryview))
         try:
             if reference:
-                self._py = bundle.decode(data)
+                self._py = bundle.decode(source if in_memory else Path(source).read_bytes())
                 buckets = [{"name": b.name, "ratio": b.ratio} for b in self._py.buckets]
                 self.graphs = set(self._py.graphs)
             else:
-                self._core = native.NativeBundle(data)
+                self._core = native.NativeBundle(source) if in_memory else native.NativeBundle.from_file(source)
                 buckets = self._core.meta().get("buckets", [])
                 self.graphs = set(self._core.graphs())
         except (native.NativeError, bundle.BundleError) as e:
@@ -71,6 +73,12 @@ class BundleReader:
         self.reference = reference
         self.names = [b.get("name", f"b{k}") for k, b in enumerate(buckets)]
         self.ratios = [b.get("ratio") for b in buckets]
+
+    @classmethod
+    def of(cls, source: str | os.PathLike | bytes | BundleReader, *, reference: bool = False) -> BundleReader:
+        """``source`` itself if it is already a reader (one validation serves many loads, as when
+        packing measures every width), else a new reader of it."""
+        return source if isinstance(source, BundleReader) else cls(source, reference=reference)
 
     def bucket_index(self, bucket: int | str | float) -> int:
         """See :func:`inn_mobile.format.bundle.resolve_bucket`."""
