@@ -28,8 +28,10 @@ class LiteRTModel:
         from ai_edge_litert.interpreter import Interpreter
 
         t = time.perf_counter()
+        # the interpreter reads the bytes in place (no copy of its own): keep exactly one copy, this one
+        flatbuffer = flatbuffer if isinstance(flatbuffer, bytes) else bytes(flatbuffer)
         try:
-            self.interpreter = Interpreter(model_content=bytes(flatbuffer), num_threads=threads)
+            self.interpreter = Interpreter(model_content=flatbuffer, num_threads=threads)
             self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as e:
             raise bundle.BundleError(f"{name or 'graph'}: not a loadable .tflite ({e})") from e
@@ -55,18 +57,19 @@ class LiteRTModel:
         k = reader.bucket_index(bucket)
         t1 = time.perf_counter()
         files = reader.fill(k, runtime)
-        t2 = time.perf_counter()
         if FILE_NAME not in files:
             raise bundle.BundleError(f"{runtime!r} graph of {reader.names[k]!r} has no {FILE_NAME}: {list(files)}")
+        flat = bytes(files.pop(FILE_NAME))  # the binding takes bytes; the fill's buffer is freed right here
+        t2 = time.perf_counter()
         startup = Startup((t1 - t0) * 1e3, (t2 - t1) * 1e3, 0.0)
-        return cls(files[FILE_NAME], threads=threads, name=f"{reader.names[k]} ({runtime})", startup=startup)
+        return cls(flat, threads=threads, name=f"{reader.names[k]} ({runtime})", startup=startup)
 
     def arena_bytes(self) -> int:
         """Bytes of every activation the graph produces (plus its input), read from the graph run
         without delegates: an upper bound of the interpreter's arena, which reuses memory."""
         from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-        plain = Interpreter(model_content=bytes(self.flatbuffer),
+        plain = Interpreter(model_content=self.flatbuffer,
                             experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
         plain.allocate_tensors()
         produced = {self._in["index"]} | {i for op in plain._get_ops_details() for i in op["outputs"]}  # noqa: SLF001
