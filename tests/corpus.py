@@ -108,6 +108,22 @@ class Case:
     name: str
     family: str  # truncation, flip, flip-unsealed, field, graph, meta
     data: bytes
+    where: bytes = b""  # the section an edit landed in, where one did
+
+    @property
+    def meta_only(self) -> bool:
+        """Only META changed: host metadata the C core never reads (the readers' one intended difference)."""
+        return self.family == "meta" or (self.family == "flip" and self.where == b"META")
+
+
+def section_at(data: bytes, offset: int) -> bytes:
+    """The tag of the section whose payload holds byte ``offset`` (b"" for the header, table, padding)."""
+    count, table = struct.unpack_from("<IQ", data, 12)
+    for i in range(count):
+        tag, _, off, size = struct.unpack_from("<4sIQQ", data, table + ENTRY_SIZE * i)
+        if off <= offset < off + size:
+            return tag
+    return b""
 
 
 # Values an attacker writes into counts and sizes: empty, one, signed and unsigned extremes, the
@@ -214,13 +230,14 @@ def corpus(good: bytes, good_i8: bytes, *, seed: int = 0) -> list[Case]:
             at, bit = rng.randrange(len(src)), rng.randrange(8)
             d = bytearray(src)
             d[at] ^= 1 << bit
-            cases.append(Case(f"{label}: bit {bit} of byte {at} flipped, re-sealed", "flip", reseal(d)))
+            cases.append(Case(f"{label}: bit {bit} of byte {at} flipped, re-sealed", "flip", reseal(d),
+                              section_at(src, at)))
     for _ in range(60):
         lo, hi = rng.choice(structural)
         at, bit = rng.randrange(lo, hi), rng.randrange(8)
         d = bytearray(good)
         d[at] ^= 1 << bit
-        cases.append(Case(f"table bit {bit} of byte {at} flipped, re-sealed", "flip", reseal(d)))
+        cases.append(Case(f"table bit {bit} of byte {at} flipped, re-sealed", "flip", reseal(d), section_at(good, at)))
     for _ in range(8):
         at = rng.randrange(len(good))
         d = bytearray(good)
