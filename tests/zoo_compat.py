@@ -1,4 +1,4 @@
-"""Importing timm on a machine whose torchvision wheel does not match the CPU torch (tests and tools only).
+"""Importing timm (and transformers' vision models) where the torchvision wheel does not match the CPU torch.
 
 timm imports torchvision. The torchvision wheel on PyPI is a CUDA build whose Python half, at import,
 attaches fake-tensor kernels to its compiled operators (``torchvision::nms``, ``torchvision::qnms``);
@@ -38,14 +38,20 @@ def _declare_torchvision_ops() -> None:
         del sys.modules[mod]  # drop the half-imported package so the retry starts clean
 
 
-def import_timm() -> ModuleType:
-    """``import timm``, declaring torchvision's two missing operator schemas first if that is what fails."""
+def ensure_torchvision() -> None:
+    """Make ``import torchvision`` work (timm imports it, and so does transformers when it is installed),
+    declaring the two missing operator schemas only if the plain import fails for that reason."""
     try:
-        return importlib.import_module("timm")
+        importlib.import_module("torchvision")
+        return
     except RuntimeError as e:
         if "torchvision::" not in str(e):
             raise
     _declare_torchvision_ops()
-    for mod in [m for m in sys.modules if m == "timm" or m.startswith("timm.")]:
-        del sys.modules[mod]
+    importlib.import_module("torchvision")
+
+
+def import_timm() -> ModuleType:
+    """``import timm`` after :func:`ensure_torchvision`."""
+    ensure_torchvision()
     return importlib.import_module("timm")

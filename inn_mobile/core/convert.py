@@ -88,9 +88,13 @@ def convert(
     smoothness = []
     if permute:
         activations = _group_activations(gm, graph, specs, calibration) if calibration is not None else {}
+        places: dict[int, list] = {}
+        for spec in specs:  # one pass over the layers, not one per group (RegNet has ~800 groups)
+            for gid, place in _places(spec, graph):
+                places.setdefault(gid, []).append(place)
         for g in graph.groups:
             if g.resizable:
-                smoothness.append(_permute_group(g.id, specs, graph, tensors, activations.get(g.id)))
+                smoothness.append(_permute_group(g.id, places[g.id], tensors, activations.get(g.id)))
     nodes = _init_nodes(specs, graph, tensors, quadrature)
     im = IntegralModel(gm, graph.groups, specs, nodes, quadrature=quadrature, rewrites=graph.rewrites)
     im.channel_graph = graph
@@ -187,15 +191,14 @@ def _tensors(spec: LayerSpec, site: LayerSite, gm: fx.GraphModule) -> dict[str, 
     return out
 
 
-def _slices(spec: LayerSpec, graph: ChannelGraph, gid: int):
-    """Every place group ``gid`` occupies in this layer: ``(key, rows, dim, positions)``."""
+def _places(spec: LayerSpec, graph: ChannelGraph):
+    """Every place a group occupies in this layer: ``(group, (key, rows, dim, positions))``."""
     sizes = [graph.groups[g].size for g in spec.out_groups]
     out_keys = ("scale", "shift") if spec.kind == "affine" else ("weight", "bias") if spec.has_bias else ("weight",)
     offset = 0
     for g, n in zip(spec.out_groups, sizes):
-        if g == gid:
-            for what in out_keys:
-                yield _key(spec.name, what), None, 0, torch.arange(offset, offset + n)
+        for what in out_keys:
+            yield g, (_key(spec.name, what), None, 0, torch.arange(offset, offset + n))
         offset += n
     if not spec.in_groups:
         return
@@ -204,10 +207,9 @@ def _slices(spec: LayerSpec, graph: ChannelGraph, gid: int):
     offset = 0
     for g in spec.in_groups:
         n = graph.groups[g].size
-        if g == gid:
-            block = offset // m_in
-            rows = slice(block * m_out, (block + 1) * m_out)
-            yield _key(spec.name, "weight"), rows, 1, torch.arange(offset - block * m_in, offset - block * m_in + n)
+        block = offset // m_in
+        rows = slice(block * m_out, (block + 1) * m_out)
+        yield g, (_key(spec.name, "weight"), rows, 1, torch.arange(offset - block * m_in, offset - block * m_in + n))
         offset += n
 
 
@@ -247,8 +249,7 @@ def _group_activations(
     return found
 
 
-def _permute_group(gid: int, specs, graph, tensors, activations: torch.Tensor | None = None) -> GroupSmoothness:
-    places = [s for spec in specs for s in _slices(spec, graph, gid)]
+def _permute_group(gid: int, places: list, tensors, activations: torch.Tensor | None = None) -> GroupSmoothness:
     feats = []
     for key, rows, dim, pos in places:
         t = tensors[key] if rows is None else tensors[key][rows]

@@ -103,7 +103,7 @@ def _two_opt(dist: np.ndarray, tour: np.ndarray, cand: np.ndarray, max_rounds: i
         for step in (1, -1):
             na, nc = tour[(pa + step) % big_n], tour[(pc + step) % big_n]
             gain = d_ac + dist[na, nc] - dist[a, na] - dist[c, nc]
-            ok = gain < -1e-12
+            ok = (gain < -1e-12) & (na != c) & (nc != a)  # adjacent pairs have no 2-opt move
             gains.append(gain[ok])
             moves.append(np.stack([a[ok], c[ok], np.full(int(ok.sum()), step)], 1))
         gain = np.concatenate(gains)
@@ -120,6 +120,8 @@ def _two_opt(dist: np.ndarray, tour: np.ndarray, cand: np.ndarray, max_rounds: i
                 continue
             _reverse(tour, pos, (i + 1, j) if step == 1 else (i, j - 1))
             touched += (a_, c_, na, nc)
+        if not touched and active.size == n:
+            break
         changed = np.zeros(big_n, dtype=bool)
         changed[touched] = True
         changed[n] = False  # the free city is everyone's candidate

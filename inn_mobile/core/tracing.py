@@ -110,7 +110,8 @@ class ConcreteTracer(fx.Tracer):
         if kind == "placeholder":
             value = self.example_inputs.pop(0) if self.example_inputs else kw.get("default", a[0] if a else None)
         elif kind == "get_attr":
-            value = _fetch(self.root, target)
+            with self.executing():  # fx patches module attribute reads too
+                value = _fetch(self.root, target)
         elif kind == "call_function":
             value = target(*a, **kw)
         elif kind == "call_method":
@@ -185,8 +186,8 @@ def _plain_equivalent(m: nn.Module, args: tuple, kwargs: dict) -> nn.Module | No
     For a library's subclass of Conv2d / Linear / a norm layer that overrides ``forward`` (so we
     cannot trust its base class's meaning), try the readings a library uses (the base layer as is;
     a conv with TensorFlow "same" padding, static for the traced input size; a norm followed by its
-    child modules, as fused norm+activation layers do) and keep the first that reproduces ``m`` on
-    the example input.
+    child modules, as fused norm+activation layers do; a LayerNorm over the channels of an NCHW
+    tensor) and keep the first that reproduces ``m`` on the example input.
     """
     base = next((b for b in (nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.BatchNorm1d, nn.LayerNorm, nn.GroupNorm)
                  if isinstance(m, b) and type(m) is not b), None)
@@ -196,10 +197,25 @@ def _plain_equivalent(m: nn.Module, args: tuple, kwargs: dict) -> nn.Module | No
     with torch.no_grad():
         want = m(x)
         for candidate in _readings(m, base, x):
-            got = candidate.eval()(x)
+            try:
+                got = candidate.eval()(x)
+            except RuntimeError:  # this reading does not even accept the input
+                continue
             if got.shape == want.shape and torch.allclose(got, want, rtol=1e-5, atol=1e-6 * float(want.abs().max())):
                 return candidate
     return None
+
+
+class Permute(nn.Module):
+    """``x.permute(*dims)`` as a module (torch has none): a channels-first LayerNorm is a LayerNorm
+    between two of these."""
+
+    def __init__(self, *dims: int) -> None:
+        super().__init__()
+        self.dims = dims
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.permute(*self.dims)
 
 
 def _readings(m: nn.Module, base: type, x: torch.Tensor):
@@ -208,6 +224,8 @@ def _readings(m: nn.Module, base: type, x: torch.Tensor):
     yield plain if not children else nn.Sequential(plain, *children)
     if children:
         yield plain
+    if base is nn.LayerNorm and x.dim() == 4:  # a LayerNorm over the channels of an NCHW tensor
+        yield nn.Sequential(Permute(0, 2, 3, 1), plain, Permute(0, 3, 1, 2), *children)
     if base is nn.Conv2d:
         pads = _tf_same_padding(m, x.shape[-2:])
         conv = _as_base(m, base, padding=0)
