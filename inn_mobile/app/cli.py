@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import json
 import logging
 import os
 import re
@@ -79,17 +80,29 @@ def _torch_load(path: str, what: str, trust_pickle: bool):
         raise UsageError(f"cannot read {what} {path}{hint}: {_one_line(e)}") from e
 
 
-def load_model(spec: str, weights: str | None, *, trust_pickle: bool = False) -> torch.nn.Module:
-    """``package.module:factory`` or ``path/to/file.py:factory`` (called with no arguments), or a
-    ``.pt`` file holding a whole pickled module (only with ``trust_pickle``: unpickling a module runs
-    code from the file); ``weights`` an optional state dict (tensors only unless ``trust_pickle``)."""
-    if spec.endswith(".pt"):
+def load_model(spec: str, weights: str | None, *, trust_pickle: bool = False,
+               kwargs: str | None = None) -> torch.nn.Module:
+    """``timm:<name>`` or ``hf:<config, class or model type>`` (a zoo model, random weights, see
+    ``app/zoo.py``), ``package.module:factory`` or ``path/to/file.py:factory``, called with ``kwargs``
+    (a JSON object, e.g. ``'{"num_classes": 10}'``), or a ``.pt`` file holding a whole pickled module
+    (only with ``trust_pickle``: unpickling a module runs code from the file); ``weights`` an optional
+    state dict (tensors only unless ``trust_pickle``)."""
+    from inn_mobile.app import zoo
+
+    try:
+        options = json.loads(kwargs) if kwargs else {}
+    except json.JSONDecodeError as e:
+        raise UsageError(f"--model-kwargs is not JSON: {e}") from e
+    if not isinstance(options, dict):
+        raise UsageError("--model-kwargs must be a JSON object, e.g. '{\"num_classes\": 10}'")
+    model = zoo.load(spec, **options)
+    if model is None and spec.endswith(".pt"):
         if not trust_pickle:
             raise UsageError(f"--model {spec}: a pickled module runs code from the file when loaded; use "
                              "module:factory or file.py:factory with --weights, or pass --trust-pickle if you "
                              "made or trust this file")
         model = _torch_load(spec, "--model", trust_pickle)
-    else:
+    elif model is None:
         if ":" not in spec:
             raise UsageError(f"--model {spec!r}: use module:factory, file.py:factory or model.pt")
         where, name = spec.rsplit(":", 1)
@@ -102,8 +115,8 @@ def load_model(spec: str, weights: str | None, *, trust_pickle: bool = False) ->
                 loc.loader.exec_module(mod)
             else:
                 mod = importlib.import_module(where)
-            model = getattr(mod, name)()
-        except (ImportError, AttributeError) as e:
+            model = getattr(mod, name)(**options)
+        except (ImportError, AttributeError, TypeError) as e:
             raise UsageError(f"cannot load --model {spec!r}: {e}") from e
     if not isinstance(model, torch.nn.Module):
         raise UsageError(f"--model {spec!r} gave a {type(model).__name__}, not a torch.nn.Module")
@@ -119,7 +132,7 @@ def load_model(spec: str, weights: str | None, *, trust_pickle: bool = False) ->
 def _convert_args(args: argparse.Namespace):
     from inn_mobile.core.convert import convert
 
-    model = load_model(args.model, args.weights, trust_pickle=args.trust_pickle)
+    model = load_model(args.model, args.weights, trust_pickle=args.trust_pickle, kwargs=args.model_kwargs)
     x = torch.randn(*args.input_shape)
     calib = load_tensor(args.calibration) if args.calibration else None
     im = convert(model, x, calibration=calib)
@@ -311,7 +324,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_demo)
 
     def model_args(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--model", required=True, help="module:factory, file.py:factory, or a pickled model.pt")
+        p.add_argument("--model", required=True, help="timm:<name>, hf:<config or class>, module:factory, "
+                       "file.py:factory, or a pickled model.pt")
+        p.add_argument("--model-kwargs", help="JSON object of keyword arguments for the model factory / zoo")
         p.add_argument("--weights", help="state dict (.pt) to load into the model")
         p.add_argument("--trust-pickle", action="store_true",
                        help="unpickle --model/--weights fully: loading a pickle runs code from the file, so only "

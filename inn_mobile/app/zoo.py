@@ -63,7 +63,7 @@ def hf_model(name: str, **kwargs: Any) -> nn.Module:
             config = transformers.AutoConfig.for_model(name, **kwargs)
         model = transformers.AutoModelForImageClassification.from_config(config)
     except (ValueError, TypeError, KeyError) as e:
-        raise ZooError(f"transformers: cannot build {name!r}: {str(e).splitlines()[0]}") from None
+        raise ZooError(f"transformers: cannot build {name!r}: {str(e).splitlines()[0][:160]}") from None
     return Logits(model).eval()
 
 
