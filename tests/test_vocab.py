@@ -27,7 +27,7 @@ def c_constants(*headers: str) -> dict[str, int]:
             out[name] = int(value, 0)
         for name, value in re.findall(r"\b(INN_\w+)\s*=\s*([0-9xXa-fA-F]+)u?\b", text):
             out[name] = int(value, 0)
-        for name, base, shift in re.findall(r"#define\s+(INN_\w+)\s+\((\d+)u?\s*<<\s*(\d+)\)", text):
+        for name, base, shift in re.findall(r"#define\s+(INN_\w+)\s+\((?:\(\w+\))?(\d+)u?\s*<<\s*(\d+)\)", text):
             out[name] = int(base) << int(shift)
     return out
 
@@ -47,6 +47,13 @@ def test_scalars():
     assert vocab.UNIFORM == C["INN_UNIFORM"]
     assert vocab.MAX_DIM == C["INN_MAX_DIM"]
     assert vocab.RUNTIME_NAME == C["INN_RUNTIME_NAME"]
+
+
+def test_reader_limits():
+    assert vocab.MAX_UPSAMPLE == C["INN_MAX_UPSAMPLE"]
+    assert vocab.HOLE_REUSE == C["INN_HOLE_REUSE"]
+    assert vocab.GAP_RATIO == C["INN_GAP_RATIO"]
+    assert vocab.GAP_FLOOR == C["INN_GAP_FLOOR"]
 
 
 @pytest.mark.parametrize("table, prefix", [

@@ -11,12 +11,6 @@
 #define SPAN_SIZE 16
 #define HOLE_SIZE 32
 
-/* Reader limits (FORMAT.md "Reader limits"): a record's images may hold at most this many times the
- * bytes of the bucket's tensors in holes, and zero gaps of at most GAP_RATIO times the bytes stored
- * and written, plus GAP_FLOOR bytes; so a small file cannot ask for huge images. */
-#define HOLE_REUSE 8u
-#define GAP_RATIO 4u
-#define GAP_FLOOR ((uint64_t)1 << 20)
 /* Layers whose holes are cross-checked at once (a bitmap on the stack; see check_weight_holes). */
 #define LAYER_CHUNK 4096u
 
@@ -202,10 +196,10 @@ static inn_status check_record(const inn_bundle *b, inn_graph *g) {
             !add64(&gaps, im.size - im.data_len - image_holes))
             return INN_ERR_OVERFLOW;
     }
-    /* reader limits: holes repeat the bucket's tensors at most HOLE_REUSE times, zeros are bounded by
+    /* reader limits: holes repeat the bucket's tensors at most INN_HOLE_REUSE times, zeros are bounded by
      * the bytes stored and written (checked before the LZ streams are decoded: no unbounded work) */
-    if (model > UINT64_MAX / HOLE_REUSE || holes > model * HOLE_REUSE) return INN_ERR_RANGE;
-    if (stored + holes > (UINT64_MAX - GAP_FLOOR) / GAP_RATIO || gaps > (stored + holes) * GAP_RATIO + GAP_FLOOR)
+    if (model > UINT64_MAX / INN_HOLE_REUSE || holes > model * INN_HOLE_REUSE) return INN_ERR_RANGE;
+    if (stored + holes > (UINT64_MAX - INN_GAP_FLOOR) / INN_GAP_RATIO || gaps > (stored + holes) * INN_GAP_RATIO + INN_GAP_FLOOR)
         return INN_ERR_RANGE;
     pos = 8;
     for (uint32_t i = 0; i < g->image_count; i++) {

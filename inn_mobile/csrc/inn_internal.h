@@ -66,6 +66,12 @@ typedef struct {
 /* Resizable groups are sampled at no more than this many points per node (FORMAT.md "Reader limits"):
  * a bucket's weights are then at most INN_MAX_UPSAMPLE^2 times the nodes they come from. */
 #define INN_MAX_UPSAMPLE 16u
+/* A graph record's images may hold at most INN_HOLE_REUSE times the bytes of the bucket's tensors in
+ * holes, and zero gaps of at most INN_GAP_RATIO times the bytes stored and written plus INN_GAP_FLOOR
+ * bytes (FORMAT.md "Reader limits"), so a small file cannot ask for huge images. */
+#define INN_HOLE_REUSE 8u
+#define INN_GAP_RATIO 4u
+#define INN_GAP_FLOOR ((uint64_t)1 << 20)
 
 /* Where finished rows go: float32 or int8 (+ per-row scales), in a layout. With per-width
  * normalisation, row o is first multiplied by norm_a[o] and then (biases only) norm_c[o] is added,

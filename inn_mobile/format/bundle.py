@@ -300,10 +300,6 @@ def save(bundle: Bundle, path: str | os.PathLike, *, node_dtype: str = "f32") ->
 
 
 # ---------------------------------------------------------------------------------------- reading
-# Reader limits shared with the C core (FORMAT.md "Reader limits"; INN_MAX_UPSAMPLE in inn_internal.h):
-# a resizable group is sampled at no more than this many points per node, so the weights a bucket asks
-# for are bounded by the nodes the file holds (a small file cannot ask for terabytes).
-MAX_UPSAMPLE = 16
 _REQUIRED = (b"INFO", b"GRPS", b"LAYR", b"PIEC", b"NODE", b"BUCK")
 
 
@@ -512,9 +508,10 @@ def _decode_buckets(sec: dict, bview: memoryview, n_buckets: int, model: Integra
                 if n != grp.size or ref != vocab.UNIFORM:
                     raise BundleError(f"inconsistent bundle tables: bucket {k} resizes fixed group {g}")
                 continue
-            if not 2 <= n <= min(vocab.MAX_DIM, grp.size * MAX_UPSAMPLE) or (simpson and n < 3):
+            if not 2 <= n <= min(vocab.MAX_DIM, grp.size * vocab.MAX_UPSAMPLE) or (simpson and n < 3):
                 raise BundleError(f"index or dimension out of range: bucket {k} gives group {g} of {grp.size} "
-                                  f"nodes {n} channels (2..{MAX_UPSAMPLE} per node{', 3+ for Simpson' * simpson})")
+                                  f"nodes {n} channels (2..{vocab.MAX_UPSAMPLE} per node"
+                                  f"{', 3+ for Simpson' * simpson})")
             if ref == vocab.UNIFORM:
                 continue
             if simpson:

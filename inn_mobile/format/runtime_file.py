@@ -149,12 +149,6 @@ class StoredImage:
     holes: list[Hole]
 
 
-# Reader limits shared with the C core (FORMAT.md "Reader limits"; inn_graph.c): a record's holes hold at
-# most HOLE_REUSE times the bytes of the bucket's tensors, and its zero gaps at most GAP_RATIO times the
-# bytes stored and written plus GAP_FLOOR, so a small record cannot ask for huge images.
-HOLE_REUSE = 8
-GAP_RATIO = 4
-GAP_FLOOR = 1 << 20
 _SCALE_FAMILY = ("scale", "bias_i32", "bias_scale")  # vector holes computed from an int8 weight's scales
 
 
@@ -276,7 +270,7 @@ def _check_against_layers(images: list[_Parsed], layers: list[tuple[str, tuple[i
     stored = sum(im.data_len for im in images)
     holes = sum(h.size for im in images for h in im.holes)
     gaps = sum(im.size - im.data_len - sum(h.size for h in im.holes) for im in images)
-    if holes > HOLE_REUSE * model or gaps > GAP_RATIO * (stored + holes) + GAP_FLOOR:
+    if holes > vocab.HOLE_REUSE * model or gaps > vocab.GAP_RATIO * (stored + holes) + vocab.GAP_FLOOR:
         raise RecordError(f"images of {stored + holes + gaps} bytes ({holes} in holes, {gaps} zeros) exceed the "
                           f"reader limits for {model} bytes of tensors")
     for im in images:

@@ -17,6 +17,11 @@ TAPS = 4  # INN_TAPS: non-zeros per row of a resampling matrix (cubic convolutio
 UNIFORM = 0xFFFFFFFF  # INN_UNIFORM: partition reference meaning "uniform points"
 MAX_DIM = 1 << 24  # INN_MAX_DIM: largest channel / node count a reader accepts
 RUNTIME_NAME = 16  # INN_RUNTIME_NAME: bytes of a runtime name in a graph row (NUL-padded)
+# Reader limits (FORMAT.md "Reader limits", inn_internal.h): what a small file may ask a reader to build
+MAX_UPSAMPLE = 16  # INN_MAX_UPSAMPLE: points per node a bucket may sample a resizable group at
+HOLE_REUSE = 8  # INN_HOLE_REUSE: a record's hole bytes / the bucket's tensor bytes
+GAP_RATIO = 4  # INN_GAP_RATIO: a record's zero bytes / (its stored + hole bytes) ...
+GAP_FLOOR = 1 << 20  # INN_GAP_FLOOR: ... plus this many
 
 # inn_status: the core's result codes, by their short name (INN_ERR_<NAME>; 0 is INN_OK)
 STATUS = {
