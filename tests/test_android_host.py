@@ -15,11 +15,11 @@ import re
 import shutil
 import struct
 import subprocess
-import zlib
 from pathlib import Path
 
 import pytest
 import torch
+from corpus import reseal, section
 
 from inn_mobile import native
 from inn_mobile.app import models
@@ -99,44 +99,21 @@ def test_jni_weights_equal_python_reference_for_a_converted_model(host, tmp_path
 
 
 # ---------------------------------------------------------------------------------------- bad bytes through JNI
-def _sections(data: bytes) -> dict[bytes, tuple[int, int, int]]:
-    """tag -> (table entry offset, payload offset, payload size)."""
-    count, table = struct.unpack_from("<IQ", data, 12)
-    out = {}
-    for i in range(count):
-        e = table + 32 * i
-        tag, _, off, size = struct.unpack_from("<4sIQQ", data, e)
-        out[tag] = (e, off, size)
-    return out
-
-
-def _reseal(data: bytearray) -> bytes:
-    """Recompute every CRC, so a mutation reaches the core's semantic checks instead of the checksums."""
-    secs = _sections(data)
-    for e, off, size in secs.values():
-        struct.pack_into("<I", data, e + 4, zlib.crc32(data[off:off + size]))
-    count, table = struct.unpack_from("<IQ", data, 12)
-    struct.pack_into("<I", data, 36, zlib.crc32(data[table:table + 32 * count]))
-    struct.pack_into("<I", data, 60, zlib.crc32(data[:60]))
-    return bytes(data)
-
-
 def _mutants() -> dict[str, bytes]:
     good = (VECTORS / "vectors.innb").read_bytes()
-    secs = _sections(good)
-    node_off = secs[b"NODE"][1]
+    node_off = section(good, b"NODE")
     version = bytearray(good)
     struct.pack_into("<H", version, 4, 2)
     buck = bytearray(good)
-    _, off, _ = secs[b"BUCK"]
+    off = section(good, b"BUCK")
     n_buckets, n_groups = struct.unpack_from("<II", buck, off)
     for i in range(n_groups):  # every group of bucket 0 down to 1 channel: no group may do that
         struct.pack_into("<I", buck, off + 8 + 4 * i, 1)
     blob = bytearray(good)
-    _, off, _ = secs[b"BLOB"]
+    off = section(good, b"BLOB")
     struct.pack_into("<I", blob, off + 4, 7)  # the first graph record claims 7 images
     part = bytearray(good)
-    _, off, _ = secs[b"PART"]
+    off = section(good, b"PART")
     struct.pack_into("<f", part, off + 4, 2.0)  # a trained partition leaving [0, 1]
     flip = bytearray(good)
     flip[node_off + 5] ^= 0x10
@@ -147,10 +124,10 @@ def _mutants() -> dict[str, bytes]:
         "truncated by half": good[: len(good) // 2],
         "last byte cut": good[:-1],
         "bit flipped in the nodes": bytes(flip),
-        "future major version": _reseal(version),
-        "1-channel bucket (resealed)": _reseal(buck),
-        "partition out of [0, 1] (resealed)": _reseal(part),
-        "bad graph record (resealed)": _reseal(blob),
+        "future major version": reseal(version),
+        "1-channel bucket (resealed)": reseal(buck),
+        "partition out of [0, 1] (resealed)": reseal(part),
+        "bad graph record (resealed)": reseal(blob),
     }
 
 
