@@ -47,8 +47,7 @@ def packed(digits_model, digits_data, tmp_path_factory):
     b = bundle.Bundle(im, bundle.make_buckets(im, RATIOS, multiple_of=2))
     lowered = {}
     for k, bk in enumerate(b.buckets):
-        for int8 in (False, True):
-            images = litert.lower(im, bk, x[:1], int8=int8, calibration=x[:256])
+        for int8, images in litert.lower_variants(im, bk, x[:1], (False, True), calibration=x[:256]).items():
             lowered[(k, litert.runtime_name(int8))] = images[0].data
             b.graphs[(k, litert.runtime_name(int8))] = runtime_file.encode_record(images)
     path = tmp_path_factory.mktemp("litert") / "digits.innb"
@@ -70,16 +69,25 @@ def test_fp32_matches_torch_at_three_widths(packed, digits_data):
 
 @pytest.mark.slow
 def test_int8_agrees_with_torch_at_three_widths(packed, digits_data):
-    """Sanity bound on 500 digits images (one flip = 0.2%): the narrow 75% digits net has small margins
-    (98.8% agreement measured); the issue's 99% bound is checked on Fashion-MNIST below."""
+    """int8 vs the fp32 torch net at the same width, on all 1,797 digits images, with bars whose odds are known.
+
+    The old bar (<= 0.5 points of accuracy on the 500 test images, i.e. <= 2 net lost images) failed on
+    clean runs: the digits net trains to slightly different weights with 1 or 2 torch threads (float
+    sums), and at 75% width its 500 test images then gave 3 lost / 0 gained against 3 / 1. Measured on
+    all 1,797 images with both thread counts (worst width w0750): 20-25 disagreements, 8-12 lost and
+    4-8 gained. As Binomial counts at the worst rate (p = 25/1797): disagreements have mean 25, sd 5,
+    so "agreement >= 97.5%" (<= 44) fails with probability ~1e-4; the net loss (lost - gained) has mean
+    8, sd ~3.7 images, so "drop <= 1.0 point" (<= 17 images) fails with probability ~0.5%, while a
+    real int8 regression (e.g. a wrong scale in one layer) costs far more than either bar allows."""
     im, b, path, _ = packed
-    _, _, xt, yt = digits_data
+    x, y, xt, yt = digits_data
+    xs, ys = torch.cat([x, xt]), torch.cat([y, yt])
     for bk in b.buckets:
-        out = LiteRTModel.open(path, bucket=bk.name, int8=True)(xt)
-        ref = _torch_out(im, bk, xt)
+        out = LiteRTModel.open(path, bucket=bk.name, int8=True)(xs)
+        ref = _torch_out(im, bk, xs)
         agree = (out.argmax(1) == ref.argmax(1)).float().mean().item()
-        drop = _top1(ref, yt) - _top1(out, yt)
-        assert agree >= 0.98 and drop <= 0.5, (bk.name, agree, drop)
+        drop = _top1(ref, ys) - _top1(out, ys)
+        assert agree >= 0.975 and drop <= 1.0, (bk.name, agree, drop)
 
 
 @pytest.mark.slow
@@ -156,24 +164,26 @@ def test_garbled_graph_is_rejected_not_run(packed):
 
 
 @pytest.mark.slow
-def test_shared_constants_and_wrong_weights(digits_data):
-    """An untrained net has all-zero folded biases, which the converter stores once for all layers:
-    one hole serves them. Locating with another width's weights must fail, not guess."""
+def test_untrained_net_and_transformed_weights(digits_data):
+    """An untrained net has all-zero folded biases (which the converter would store once): every layer
+    still gets its own bias hole. A graph whose weight buffers are not the sentinels lowering put
+    there (as if the converter had transformed them) fails with one line naming the operator."""
     from inn_mobile.app import models
+    from inn_mobile.export.sentinel import float_sentinels
 
     x, _, xt, _ = digits_data
     torch.manual_seed(0)
     im = convert(models.resnet(widths=(16, 32), blocks=(1, 1)).eval(), x[:2])
     small, full = bundle.make_buckets(im, (0.5, 1.0))
     (img,) = litert.lower(im, full, x[:1])
-    biases = [h for h in img.holes if h.tensor == "bias"]
-    assert len(biases) < sum(1 for s in im.layers if s.has_bias)  # some were shared
+    assert sum(h.tensor == "bias" for h in img.holes) == sum(s.has_bias for s in im.layers)
     b = bundle.Bundle(im, [small, full], graphs={(1, "litert"): runtime_file.encode_record([img])})
     assert reference.fill(b, 1, "litert")[litert.FILE_NAME] == img.data
     with torch.no_grad():
-        wrong = im.discretize(im.samplers(small.sizes))
-    with pytest.raises(litert.LoweringError, match="matches no layer"):
-        litert._holes(img.data, im, wrong, False)
+        other = float_sentinels(im.weights_at(full.sizes), np.random.default_rng(1))
+    with pytest.raises(litert.LoweringError, match="operator 0 .* no layer's tensor") as e:
+        litert._locate_float(img.data, im, other)
+    assert "\n" not in str(e.value) and len(str(e.value)) <= 300
 
 
 @pytest.mark.slow
