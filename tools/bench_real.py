@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-if TYPE_CHECKING:  # imported lazily: the startup children measure their RSS without torch's extras
+if TYPE_CHECKING:  # torch is imported inside the functions that use it
     import torch
 
 RUNTIMES = ("litert", "litert-i8", "executorch", "executorch-i8")
