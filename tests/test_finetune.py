@@ -60,25 +60,93 @@ def test_partitions_stay_valid_under_training(digits_im, digits_data):
 
 
 def test_resume_gives_the_same_state(digits_model, digits_data, tmp_path):
-    """Stopping after 3 steps and resuming from the checkpoint ends bit-identical to one straight run."""
+    """Stopping mid-epoch and resuming from the checkpoint ends bit-identical to one straight run."""
     x, y = digits_data[0][:320], digits_data[1][:320]
-    cfg = finetune.FinetuneConfig(epochs=1.0, batch=64, lr=1e-2, augmentation=True)  # 5 steps
+    cfg = finetune.FinetuneConfig(epochs=2.0, batch=64, lr=1e-2, augmentation=True)  # 2 x 5 steps
     straight = convert(digits_model, x[:2])
-    finetune.fit(straight, x, y, cfg, checkpoint=tmp_path / "a.pt")
+    finetune.fit(straight, (x, y), cfg, checkpoint=tmp_path / "a.pt")
     resumed = convert(digits_model, x[:2])
-    finetune.fit(resumed, x, y, cfg, checkpoint=tmp_path / "b.pt", max_steps=3)
+    finetune.fit(resumed, (x, y), cfg, checkpoint=tmp_path / "b.pt", max_steps=7)  # 2 batches into epoch 2
     again = convert(digits_model, x[:2])  # a fresh process would start from the converted model
-    finetune.fit(again, x, y, cfg, checkpoint=tmp_path / "b.pt")
-    assert torch.load(tmp_path / "b.pt", weights_only=False)["state"]["step"] == 5
+    finetune.fit(again, (x, y), cfg, checkpoint=tmp_path / "b.pt")
+    assert torch.load(tmp_path / "b.pt", weights_only=True)["state"]["step"] == 10
     for k, v in straight.nodes.items():
         assert torch.equal(v, again.nodes[k]), k
         assert not torch.equal(v, resumed.nodes[k]), "the first call should have stopped early"
     with pytest.raises(ValueError, match="different config"):
-        finetune.fit(again, x, y, finetune.FinetuneConfig(epochs=2.0, batch=64), checkpoint=tmp_path / "b.pt")
-    ck = torch.load(tmp_path / "b.pt", weights_only=False)  # a checkpoint from before a config field existed
+        finetune.fit(again, (x, y), finetune.FinetuneConfig(epochs=3.0, batch=64), checkpoint=tmp_path / "b.pt")
+    with pytest.raises(ValueError, match="other training data"):
+        finetune.fit(again, (x[:256], y[:256]), cfg, checkpoint=tmp_path / "b.pt")
+    ck = torch.load(tmp_path / "b.pt", weights_only=True)  # a checkpoint from before a config field existed
     del ck["config"]["train_partitions"], ck["config"]["switchable"]
     torch.save(ck, tmp_path / "old.pt")
-    finetune.fit(convert(digits_model, x[:2]), x, y, cfg, checkpoint=tmp_path / "old.pt")  # resumes: no error
+    finetune.fit(convert(digits_model, x[:2]), (x, y), cfg, checkpoint=tmp_path / "old.pt")  # resumes: no error
+    with pytest.raises(TypeError, match=r"fit\(im, \(x, y\), cfg\)"):
+        finetune.fit(again, x, y)
+
+
+class _Payload:
+    """Unpickling this runs code: what a crafted checkpoint would do without weights_only=True."""
+
+    def __reduce__(self):
+        return (print, ("code ran",))
+
+
+def test_checkpoints_load_weights_only(digits_model, digits_data, tmp_path, capsys):
+    """A crafted .pt is refused without running anything; a checkpoint of the older format is refused
+    with the fix named; both load_nodes and fit(checkpoint=) read with weights_only=True."""
+    x, y = digits_data[0][:128], digits_data[1][:128]
+    cfg = finetune.FinetuneConfig(epochs=1.0, batch=64)
+    torch.save({"nodes": {}, "config": _Payload()}, tmp_path / "evil.pt")
+    for call in (lambda: finetune.load_nodes(convert(digits_model, x[:2]), tmp_path / "evil.pt"),
+                 lambda: finetune.fit(convert(digits_model, x[:2]), (x, y), cfg, checkpoint=tmp_path / "evil.pt")):
+        with pytest.raises(ValueError, match="weights_only=True"):
+            call()
+    assert "code ran" not in capsys.readouterr().out
+    finetune.fit(convert(digits_model, x[:2]), (x, y), cfg, checkpoint=tmp_path / "ok.pt")
+    ck = torch.load(tmp_path / "ok.pt", weights_only=True)
+    ck["state"] = {"step": 1, "pos": 64, "perm": torch.arange(128)}  # the format before data-order seeds
+    torch.save(ck, tmp_path / "older.pt")
+    with pytest.raises(ValueError, match="older inn_mobile.*delete it"):
+        finetune.fit(convert(digits_model, x[:2]), (x, y), cfg, checkpoint=tmp_path / "older.pt")
+
+
+def test_loader_resumes_mid_epoch_and_logs(digits_model, digits_data, tmp_path):
+    """A shuffling DataLoader: stopping mid-epoch and resuming is bit-identical to a straight run; the
+    log hook gets one record per epoch with every trained width's loss, train and val accuracy."""
+    x, y, xt, yt = digits_data
+    ds = torch.utils.data.TensorDataset(x[:320], y[:320])
+    loader = torch.utils.data.DataLoader(ds, batch_size=64, shuffle=True)
+    cfg = finetune.FinetuneConfig(epochs=2.0, lr=1e-2, switchable=True, widths=(1.0, 0.5), calibration=128)
+    records: list[dict] = []
+    straight = convert(digits_model, x[:2])
+    finetune.fit(straight, loader, cfg, val_data=(xt, yt), checkpoint=tmp_path / "a.pt", log=records.append)
+    assert [r["epoch"] for r in records] == [1.0, 2.0] and records[-1]["step"] == records[-1]["total_steps"] == 10
+    assert set(records[-1]["widths"]) == {"100%", "50%"}
+    assert all({"loss", "train_acc", "val_acc"} <= set(v) for v in records[-1]["widths"].values())
+    assert records[-1]["images_per_s"] > 0 and records[-1]["eta_s"] == 0
+    stopped = convert(digits_model, x[:2])
+    finetune.fit(stopped, loader, cfg, checkpoint=tmp_path / "b.pt", max_steps=3)
+    again = convert(digits_model, x[:2])
+    finetune.fit(again, loader, cfg, checkpoint=tmp_path / "b.pt")
+    for k, v in straight.nodes.items():
+        assert torch.equal(v, again.nodes[k]), k
+    for key, layers in straight.norms.items():
+        for name, (a, c) in layers.items():
+            assert torch.equal(a, again.norms[key][name][0]) and torch.equal(c, again.norms[key][name][1])
+
+
+def test_bf16_autocast_trains_float32_masters(digits_model, digits_data):
+    """bf16 autocast on the CPU: nodes and norms stay float32 and every width's loss goes down."""
+    x, y = digits_data[0][:256], digits_data[1][:256]
+    im = convert(digits_model, x[:2])
+    records: list[dict] = []
+    cfg = finetune.FinetuneConfig(epochs=2.0, batch=64, lr=1e-2, switchable=True, widths=(1.0, 0.5), calibration=128,
+                                  augmentation=False)
+    finetune.fit(im, (x, y), cfg, precision="bf16", log=records.append)
+    assert all(v.dtype == torch.float32 and v.device.type == "cpu" for v in im.nodes.values())
+    assert all(a.dtype == torch.float32 for layers in im.norms.values() for a, _ in layers.values())
+    assert all(records[-1]["widths"][w]["loss"] < records[0]["widths"][w]["loss"] for w in ("100%", "50%")), records
 
 
 def test_tuned_partition_round_trips_through_the_bundle_bit_exact(digits_im, digits_data):
@@ -117,7 +185,7 @@ def test_integral_finetuning_improves_narrow_widths(digits_im, digits_data):
     x, y, xt, yt = digits_data
     before = {r: accuracy(digits_im.resize(r), xt, yt) for r in (1.0, 0.5)}
     cfg = finetune.FinetuneConfig(epochs=5, batch=64, min_ratio=0.5, augmentation=False)
-    finetune.fit(digits_im, x, y, cfg)
+    finetune.fit(digits_im, (x, y), cfg)
     after = {r: accuracy(digits_im.resize(r), xt, yt) for r in (1.0, 0.5)}
     assert after[0.5] > before[0.5] + 20.0, (before, after)
     assert after[1.0] > before[1.0] - 4.0, (before, after)
@@ -147,7 +215,7 @@ def test_switchable_norms_beat_the_shared_folded_ones_at_narrow_widths(digits_im
         im = copy.deepcopy(digits_im)
         cfg = finetune.FinetuneConfig(epochs=5, batch=64, lr=1e-2, augmentation=False, switchable=switchable,
                                       widths=SWITCHABLE, min_ratio=0.25, calibration=1024)
-        finetune.fit(im, x, y, cfg)
+        finetune.fit(im, (x, y), cfg)
         assert bool(im.norms) == switchable
         results[switchable] = {r: accuracy(im.resize(r), xt, yt) for r in SWITCHABLE}
     folded, own = results[False], results[True]
@@ -184,12 +252,12 @@ def test_switchable_resume_and_bundle_round_trip(digits_model, digits_data, tmp_
     cfg = finetune.FinetuneConfig(epochs=1.0, batch=64, lr=1e-2, switchable=True, widths=SWITCHABLE,
                                   calibration=256)  # 5 steps
     straight = convert(digits_model, x[:2])
-    finetune.fit(straight, x, y, cfg, checkpoint=tmp_path / "a.pt")
+    finetune.fit(straight, (x, y), cfg, checkpoint=tmp_path / "a.pt")
     stopped = convert(digits_model, x[:2])
-    finetune.fit(stopped, x, y, cfg, checkpoint=tmp_path / "b.pt", max_steps=3)
+    finetune.fit(stopped, (x, y), cfg, checkpoint=tmp_path / "b.pt", max_steps=3)
     assert not stopped.norms, "norms are folded only when the run completes"
     again = convert(digits_model, x[:2])
-    finetune.fit(again, x, y, cfg, checkpoint=tmp_path / "b.pt")
+    finetune.fit(again, (x, y), cfg, checkpoint=tmp_path / "b.pt")
     for k, v in straight.nodes.items():
         assert torch.equal(v, again.nodes[k]), k
     assert straight.norms.keys() == again.norms.keys() and len(straight.norms) == len(SWITCHABLE)
@@ -213,7 +281,7 @@ def test_switchable_resume_and_bundle_round_trip(digits_model, digits_data, tmp_
     with pytest.raises(ValueError, match="no per-width normalisation"):
         bundle.make_buckets(again, (0.75,))
     with pytest.raises(ValueError, match="already has per-width normalisation"):
-        finetune.fit(again, x, y, cfg)
+        finetune.fit(again, (x, y), cfg)
 
 
 def test_switchable_on_every_architecture_ships_bit_exact(arch):
@@ -224,7 +292,7 @@ def test_switchable_on_every_architecture_ships_bit_exact(arch):
     im = convert(model, x)
     cfg = finetune.FinetuneConfig(epochs=0.25, batch=4, switchable=True, widths=(1.0, 0.5), calibration=16,
                                   augmentation=False)
-    finetune.fit(im, xs, ys, cfg)
+    finetune.fit(im, (xs, ys), cfg)
     buckets = bundle.make_buckets(im)
     assert len(buckets) == 2 and all(len(v) > 0 for v in im.norms.values())
     raw = bundle.encode(bundle.Bundle(im, buckets), node_dtype="f16")
@@ -242,11 +310,11 @@ def test_switchable_with_trained_partitions_resumes_and_ships(digits_model, digi
     cfg = finetune.FinetuneConfig(epochs=1.0, batch=64, lr=5e-2, switchable=True, widths=(1.0, 0.5),
                                   train_partitions=True, calibration=256)  # 5 steps
     straight = convert(digits_model, x[:2])
-    finetune.fit(straight, x, y, cfg, checkpoint=tmp_path / "a.pt")
+    finetune.fit(straight, (x, y), cfg, checkpoint=tmp_path / "a.pt")
     again = convert(digits_model, x[:2])
-    finetune.fit(again, x, y, cfg, checkpoint=tmp_path / "b.pt", max_steps=2)
+    finetune.fit(again, (x, y), cfg, checkpoint=tmp_path / "b.pt", max_steps=2)
     again = convert(digits_model, x[:2])
-    finetune.fit(again, x, y, cfg, checkpoint=tmp_path / "b.pt")
+    finetune.fit(again, (x, y), cfg, checkpoint=tmp_path / "b.pt")
     narrow = again.check_sizes(again.sizes_at(0.5))
     expected = {(g.id, narrow[g.id]) for g in again.groups if g.resizable and narrow[g.id] < g.size}
     assert expected and set(straight.partitions) == expected == set(again.partitions)
@@ -263,4 +331,4 @@ def test_switchable_with_trained_partitions_resumes_and_ships(digits_model, digi
             w, _, bias = nb.materialize(k, layer)
             assert np.array_equal(w, rw) and (rbias is None or np.array_equal(bias, rbias))
     with pytest.raises(ValueError, match="needs switchable=True"):
-        finetune.fit(convert(digits_model, x[:2]), x, y, finetune.FinetuneConfig(train_partitions=True))
+        finetune.fit(convert(digits_model, x[:2]), (x, y), finetune.FinetuneConfig(train_partitions=True))

@@ -92,7 +92,7 @@ def finetuned(im, x, y, args) -> tuple[object, float]:
                                   shrink=args.ft_shrink, n_random=args.ft_random)
     ck = args.cache / f"{ft_tag(args)}_n{len(y)}.pt"
     t = time.time()
-    finetune.fit(im, x, y, cfg, checkpoint=ck, checkpoint_every=25)
+    finetune.fit(im, (x, y), cfg, checkpoint=ck, checkpoint_every=25)
     return im, time.time() - t
 
 

@@ -74,7 +74,7 @@ def _finetune(im, ds: Dataset, buckets: list[bundle.Bucket], epochs: float) -> N
     cfg = finetune.FinetuneConfig(epochs=epochs, batch=64, lr=1e-2, augmentation=False, switchable=True,
                                   widths=tuple(b.ratio or 1.0 for b in buckets), multiple_of=BUCKET_MULTIPLE,
                                   calibration=1024)
-    finetune.fit(im, ds.x, ds.y, cfg)
+    finetune.fit(im, (ds.x, ds.y), cfg)
     print(f"\nintegral fine-tuning, {epochs:g} epochs in {time.time() - t:.1f} s (torch, before packing):\n"
           f"  before: {before}\n  after:  {accs()}")
 

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from inn_mobile.core import kernel
 from inn_mobile.core.integral import IntegralModel, Norm, SizesKey, sizes_key
 from inn_mobile.core.width_forward import WidthForward
+from inn_mobile.train import distributed
 
 EPS = 1e-5
 
@@ -47,6 +48,7 @@ class SwitchableNorm:
         # per (width, layer): [weight (gamma), bias (beta), running mean, running var]
         self.state: dict[tuple[SizesKey, str], list[torch.Tensor]] = {}
         self.training, self.momentum = True, momentum
+        self._sync = True  # training batches: global statistics over the ranks (calibrate turns it off)
         self._hooks: list = []
 
     # ------------------------------------------------------------------ set-up
@@ -77,6 +79,21 @@ class SwitchableNorm:
                 self.state[(sizes_key(sizes), spec.name)] = [
                     torch.nn.Parameter(std.clone()), torch.nn.Parameter(mean.clone()),
                     torch.zeros_like(mean), torch.ones_like(mean)]
+        self._register()
+
+    @torch.no_grad()
+    def attach_affine(self, affine: dict[tuple[SizesKey, str], tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """Create and hook every width's BatchNorms with the given ``(gamma, beta)`` per (width, layer),
+        running statistics to be set by :meth:`calibrate` (how untrained widths get theirs post hoc)."""
+        for sizes in self.widths:
+            for name in self.layers:
+                gamma, beta = affine[(sizes_key(sizes), name)]
+                self.state[(sizes_key(sizes), name)] = [
+                    torch.nn.Parameter(gamma.detach().clone()), torch.nn.Parameter(beta.detach().clone()),
+                    torch.zeros_like(beta), torch.ones_like(beta)]
+        self._register()
+
+    def _register(self) -> None:
         for sizes in self.widths:
             gm = self.forward.graph(sizes)
             for name in self.layers:
@@ -91,6 +108,8 @@ class SwitchableNorm:
     def _hook(self, key: SizesKey, name: str):
         def hook(_module, _inputs, z):
             w, b, mean, var = self.state[(key, name)]
+            if self.training and self._sync and distributed.world().size > 1:  # the global batch's statistics
+                return distributed.sync_batch_norm(z, w, b, mean, var, momentum=self.momentum, eps=EPS)
             return F.batch_norm(z, mean, var, w, b, training=self.training, momentum=self.momentum, eps=EPS)
         return hook
 
@@ -128,7 +147,11 @@ class SwitchableNorm:
     @torch.no_grad()
     def calibrate(self, x: torch.Tensor, *, batch: int = 256) -> None:
         """Every width's running statistics recomputed as the average over ``x`` (batch statistics,
-        cumulative average), as the deployed network will see them; leaves eval mode on."""
+        cumulative average), as the deployed network will see them; leaves eval mode on.
+
+        With several processes each rank calibrates on its own ``x`` (batch statistics local to the
+        rank) and the statistics are then averaged over the ranks, so every rank folds the same norms."""
+        sync, self._sync = self._sync, False
         for sizes in self.widths:
             key = sizes_key(sizes)
             for name in self.layers:
@@ -138,7 +161,10 @@ class SwitchableNorm:
             for k, i in enumerate(range(0, len(x), batch)):
                 self.momentum = 1.0 / (k + 1)
                 self(x[i:i + batch], sizes)
-        self.training, self.momentum = False, 0.1
+        self.training, self.momentum, self._sync = False, 0.1, sync
+        for state in self.state.values():
+            for t in state[2:]:
+                t.copy_(distributed.mean_over_ranks(t))
 
     @torch.no_grad()
     def fold(self) -> dict[SizesKey, dict[str, Norm]]:
