@@ -18,6 +18,13 @@ to test) shows apart from overfitting. ``--train-partitions`` trains every narro
 points with the nodes (the bundle stores them as trained partitions). ``--init own`` starts each
 narrow width's BatchNorm from its own (collapsed) statistics instead of the full width's resampled
 ones (the default, 8 points better at 25% width).
+
+``--post-hoc 16`` then gives every width at 1/16 steps from 25% to 100% that was not trained its
+norms after the fact (``train.calibrate.calibrate``: affine from the trained neighbours, statistics
+re-estimated on the ``--calibration`` images, no labels), ships all of them in one bundle
+(``make_buckets(im, ratios, multiple_of=1)``), measures each through the C core, prints how far each
+untrained width lies from the straight line between its trained neighbours, and plots accuracy vs
+width (``--posthoc-png``). ``--train-eval 0`` skips the train-images row.
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ from inn_mobile.format import (
 )
 from inn_mobile.metrics import accuracy
 from inn_mobile.train import finetune
+from inn_mobile.train.calibrate import calibrate
 
 
 def scratch_accuracy(ratio: float, cache: Path, xt: torch.Tensor, yt: torch.Tensor) -> float | None:
@@ -85,6 +93,9 @@ def main() -> None:
     ap.add_argument("--node-dtype", choices=vocab.NODE_DTYPES, default="f32", help="node storage in the bundle")
     ap.add_argument("--png", type=Path, default=Path("out/switchable_vs_width.png"))
     ap.add_argument("--train-eval", type=int, default=20000, help="train images to measure accuracy on too")
+    ap.add_argument("--post-hoc", type=int, default=0, metavar="N",
+                    help="calibrate and measure every width at 1/N steps from 25%% to 100%% after training")
+    ap.add_argument("--posthoc-png", type=Path, default=Path("out/posthoc_widths.png"))
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--cache", type=Path, default=Path("out/bench_finetune"),
                     help="checkpoints and bundles; bench_finetune's cache of scratch models")
@@ -104,7 +115,7 @@ def main() -> None:
     tag = f"switchable_e{args.epochs:g}_lr{args.lr:g}_{args.init}_r{args.n_random}" + ("_tp" if parts else "")
     args.cache.mkdir(parents=True, exist_ok=True)
     t = time.time()
-    finetune.fit(im, x, y, cfg, checkpoint=args.cache / f"{tag}.pt", checkpoint_every=100, desc="switchable-BN FT")
+    finetune.fit(im, (x, y), cfg, checkpoint=args.cache / f"{tag}.pt", checkpoint_every=100, desc="switchable-BN FT")
     secs = time.time() - t
     buckets = bundle.make_buckets(im)
     raw = bundle.encode(bundle.Bundle(im, buckets), node_dtype=args.node_dtype)
@@ -115,7 +126,7 @@ def main() -> None:
         core = core_network(im, nb, k, bk.sizes)
         rows[bk.ratio] = (accuracy(im.resize(sizes=bk.sizes), xt, yt), accuracy(core, xt, yt),
                           scratch_accuracy(bk.ratio, args.cache, xt, yt),
-                          accuracy(core, x[:args.train_eval], y[:args.train_eval]),
+                          accuracy(core, x[:args.train_eval], y[:args.train_eval]) if args.train_eval else None,
                           untrained[sizes_key(im.check_sizes(bk.sizes))])
     ratios = sorted(rows, reverse=True)
     print(f"\n{name}: {secs:.0f} s of training; bundle {len(raw) / 1024:.1f} KiB ({args.node_dtype} nodes, "
@@ -127,15 +138,54 @@ def main() -> None:
     print(f"| {name}, C core from the bundle | " + " | ".join(f"{rows[r][1]:.2f}" for r in ratios) + " |")
     print("| scratch (6 ep) | " + " | ".join("-" if rows[r][2] is None else f"{rows[r][2]:.2f}" for r in ratios)
           + " |")
-    print(f"| C core, on {args.train_eval} train images (underfitting check) | "
-          + " | ".join(f"{rows[r][3]:.2f}" for r in ratios) + " |")
+    if args.train_eval:
+        print(f"| C core, on {args.train_eval} train images (underfitting check) | "
+              + " | ".join(f"{rows[r][3]:.2f}" for r in ratios) + " |")
     plot_rows(args.png, ratios, {"no fine-tuning": [rows[r][4] for r in ratios],
                                  f"{name}, C core": [rows[r][1] for r in ratios],
                                  "scratch (6 ep)": [rows[r][2] for r in ratios]},
               title="Per-width normalisation vs training from scratch")
+    posthoc = post_hoc(im, x[-args.calibration:], xt, yt, args, tag) if args.post_hoc else None
     out = args.cache / f"{tag}.json"
-    out.write_text(json.dumps({"args": vars(args), "seconds": secs, "accuracy": {str(r): v for r, v in rows.items()}},
-                              default=str))
+    out.write_text(json.dumps({"args": vars(args), "seconds": secs, "accuracy": {str(r): v for r, v in rows.items()},
+                               "post_hoc": posthoc}, default=str))
+
+
+def post_hoc(im: IntegralModel, xc: torch.Tensor, xt: torch.Tensor, yt: torch.Tensor, args, tag: str) -> dict:
+    """Norms for every untrained width at 1/N steps, one bundle with all of them, C-core accuracy per width
+    and, for each untrained width, its distance to the line between its trained neighbours."""
+    n = args.post_hoc
+    ratios = [k / n for k in range(round(0.25 * n), n + 1)]
+    t = time.time()
+    added = calibrate(im, xc, ratios, images=len(xc))
+    secs = time.time() - t
+    buckets = bundle.make_buckets(im, ratios, multiple_of=1)
+    raw = bundle.encode(bundle.Bundle(im, buckets), node_dtype=args.node_dtype)
+    (args.cache / f"{tag}_posthoc{n}.innb").write_bytes(raw)
+    nb = native.NativeBundle(raw)
+    core = {bk.ratio: accuracy(core_network(im, nb, k, bk.sizes), xt, yt) for k, bk in enumerate(buckets)}
+    trained = sorted(args.widths)
+    new = {sizes_key(s) for s in added}
+    print(f"\npost-hoc calibration: {len(added)} untrained widths in {secs:.0f} s on {len(xc)} unlabelled images; "
+          f"one bundle of {len(buckets)} buckets, {len(raw) / 1024:.1f} KiB\n")
+    print("| width | trained | C core test acc | line between trained neighbours | difference |")
+    print("|---|---|---|---|---|")
+    lines = {}
+    for bk in buckets:
+        r, acc = bk.ratio, core[bk.ratio]
+        if sizes_key(im.check_sizes(bk.sizes)) not in new:
+            print(f"| {r * 100:g}% | yes | {acc:.2f} | | |")
+            continue
+        lo, hi = max(w for w in trained if w <= r), min(w for w in trained if w >= r)
+        line = core[lo] + (r - lo) / (hi - lo) * (core[hi] - core[lo])
+        lines[r] = line
+        print(f"| {r * 100:g}% | no | {acc:.2f} | {line:.2f} | {acc - line:+.2f} |")
+    widths = sorted(core)
+    plot_rows(args.posthoc_png, widths, {
+        "every width, C core (untrained ones calibrated post hoc)": [core[r] for r in widths],
+        "trained widths": [core[r] if r not in lines else None for r in widths]},
+        title=f"Accuracy vs width: {len(trained)} trained widths, the others calibrated post hoc")
+    return {"seconds": secs, "core": core, "line": lines}
 
 
 if __name__ == "__main__":
