@@ -1,0 +1,110 @@
+"""What the integral machinery costs per training step: one switchable step over 4 widths against the
+sum of plain training steps of the same 4 networks trained separately (same batch, same device).
+
+    python tools/bench_train_speed.py [--batch 128] [--rounds 12] [--threads 1] [--device cpu]
+
+The integral step is what ``finetune.fit(..., FinetuneConfig(switchable=True))`` runs: the weights of
+each width sampled from the nodes (``DeviceForward``), a BatchNorm per width after every convolution
+(``SwitchableNorm``), forward and backward at all 4 widths (the narrow ones distilled from the widest),
+then one AdamW step over nodes and norms. The plain baseline is 4 ordinary ResNets of the same shapes
+(``models.resnet`` with BatchNorm, stage widths as ``sizes_at`` rounds them), each doing a forward,
+backward and SGD-momentum step on the same batch. Rounds interleave the two (the machine is shared:
+interleaving puts both under the same load) and medians are reported. Target: integral <= 1.25x the sum.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_finetune import scratch_widths  # noqa: E402
+from train_reference import ARCH, load_reference  # noqa: E402
+
+from inn_mobile.app import datasets, models  # noqa: E402
+from inn_mobile.core.convert import convert  # noqa: E402
+from inn_mobile.train import finetune  # noqa: E402
+from inn_mobile.train.switchable import SwitchableNorm  # noqa: E402
+
+WIDTHS = (1.0, 0.75, 0.5, 0.25)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--rounds", type=int, default=12, help="timed rounds (after 2 warm-up rounds)")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="cpu")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    if datasets.fashion_mnist_available():
+        x, y = datasets.fashion_mnist("test")
+        x, y = x[:args.batch], y[:args.batch]
+    else:  # shapes are what matters for speed
+        x, y = torch.randn(args.batch, 1, 28, 28), torch.randint(0, 10, (args.batch,))
+    im = convert(load_reference(), x[:2])
+    im.nodes.to(device)
+    forward = finetune.DeviceForward(im, device)
+    sizes = [im.check_sizes(im.sizes_at(r)) for r in WIDTHS]
+    norm = SwitchableNorm(forward, sizes)
+    xd, yd = x.to(device), y.to(device)
+    norm.attach(xd)
+    params = dict(im.nodes.items())
+    params.update(norm.parameters())
+    opt = finetune.node_optimizer(params, 0.02)
+    plain = []
+    for r in WIDTHS:
+        m = models.resnet(widths=scratch_widths(r), blocks=ARCH["blocks"]).to(device).train()
+        plain.append((m, torch.optim.SGD(m.parameters(), lr=0.05, momentum=0.9, nesterov=True)))
+
+    def integral_step() -> None:
+        opt.zero_grad(set_to_none=True)
+        finetune.sandwich_step(norm, xd, yd, sizes, distill=1.0)
+        opt.step()
+
+    def plain_step(m: torch.nn.Module, o: torch.optim.Optimizer) -> None:
+        o.zero_grad(set_to_none=True)
+        F.cross_entropy(m(xd), yd).backward()
+        o.step()
+
+    def timed(fn, *a) -> float:
+        sync(device)
+        t = time.perf_counter()
+        fn(*a)
+        sync(device)
+        return time.perf_counter() - t
+
+    t_int, t_plain = [], [[] for _ in WIDTHS]
+    for k in range(args.rounds + 2):
+        ti = timed(integral_step)
+        tp = [timed(plain_step, m, o) for m, o in plain]
+        if k >= 2:
+            t_int.append(ti)
+            for lst, t in zip(t_plain, tp):
+                lst.append(t)
+    med_int = statistics.median(t_int)
+    med_plain = [statistics.median(t) for t in t_plain]
+    total = sum(med_plain)
+    print(f"device {device}, {args.threads} thread(s), batch {args.batch}, {args.rounds} rounds (medians)")
+    for r, t in zip(WIDTHS, med_plain):
+        print(f"  plain ResNet {round(r * 100)}% step: {t * 1000:.1f} ms")
+    print(f"sum of 4 plain steps:      {total * 1000:.1f} ms  ({args.batch / total:.0f} images/s)")
+    print(f"switchable step, 4 widths: {med_int * 1000:.1f} ms  ({args.batch / med_int:.0f} images/s)")
+    print(f"ratio integral / sum of plain: {med_int / total:.2f}x (target <= 1.25x)")
+
+
+if __name__ == "__main__":
+    main()
