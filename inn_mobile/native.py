@@ -47,7 +47,18 @@ class _Bundle(C.Structure):
         (n, C.c_void_p) for n in ("groups", "layers", "pieces", "nodes", "buckets", "partitions", "names")] + [
         ("nodes_size", C.c_size_t), ("partitions_count", C.c_size_t), ("names_size", C.c_size_t),
         ("node_scales", C.c_void_p), ("node_scales_count", C.c_size_t), ("norms", C.c_void_p),
-        ("norm_count", C.c_uint32), ("norm_values", C.c_void_p), ("norm_values_count", C.c_size_t)]
+        ("norm_count", C.c_uint32), ("norm_values", C.c_void_p), ("norm_values_count", C.c_size_t),
+        ("bucket_infos", C.c_void_p), ("costs", C.c_void_p), ("cost_count", C.c_uint32)]
+
+
+class _BucketInfo(C.Structure):
+    _fields_ = [("name", C.c_void_p), ("name_len", C.c_uint32), ("has_ratio", C.c_uint32), ("ratio", C.c_double)]
+
+
+class _Cost(C.Structure):
+    _fields_ = [("bucket", C.c_uint32), ("known", C.c_uint32), ("runtime", C.c_char * (vocab.RUNTIME_NAME + 1)),
+                ("weights_bytes", C.c_uint64), ("file_bytes", C.c_uint64), ("arena_bytes", C.c_uint64),
+                ("accuracy", C.c_double)]
 
 
 class _LayerInfo(C.Structure):
@@ -94,7 +105,12 @@ def lib() -> C.CDLL:
         "inn_resample_rows": (C.c_int, [P(C.c_float), C.c_uint32, C.c_uint32, P(_Axis), C.c_int, P(C.c_float),
                                         C.c_size_t]),
         "inn_quantize": (C.c_int, [P(C.c_float), C.c_uint32, C.c_uint32, C.c_int, P(C.c_int8), P(C.c_float)]),
+        "inn_bundle_sizeof": (C.c_size_t, []),
         "inn_bundle_open": (C.c_int, [P(_Bundle), C.c_void_p, C.c_size_t]),
+        "inn_bucket_info_get": (C.c_int, [P(_Bundle), C.c_uint32, P(_BucketInfo)]),
+        "inn_cost_count": (C.c_int, [P(_Bundle), P(C.c_uint32)]),
+        "inn_cost_list": (C.c_int, [P(_Bundle), C.c_uint32, P(_Cost)]),
+        "inn_cost_find": (C.c_int, [P(_Bundle), C.c_uint32, C.c_char_p, P(_Cost)]),
         "inn_bundle_group_size": (C.c_int, [P(_Bundle), C.c_uint32, C.c_uint32, P(C.c_uint32)]),
         "inn_layer_info_get": (C.c_int, [P(_Bundle), C.c_uint32, C.c_uint32, P(_LayerInfo)]),
         "inn_bundle_scratch_size": (C.c_int, [P(_Bundle), C.c_uint32, P(C.c_size_t)]),
@@ -113,6 +129,10 @@ def lib() -> C.CDLL:
     for name, (res, args) in sig.items():
         fn = getattr(L, name)
         fn.restype, fn.argtypes = res, args
+    # inn_bundle_open writes the whole struct: a mirror smaller than the core's would be overrun
+    if L.inn_bundle_sizeof() != C.sizeof(_Bundle):
+        raise ImportError(f"{library_path()} has an inn_bundle of {L.inn_bundle_sizeof()} bytes, native.py mirrors "
+                          f"{C.sizeof(_Bundle)}: rebuild the core (`pip install -e .`) or update _Bundle from inn.h")
     return L
 
 
@@ -224,8 +244,8 @@ class NativeBundle:
             scratch = np.zeros(self.scratch_size(bucket), np.uint8)
         _check(lib().inn_materialize(
             C.byref(self._b), bucket, layer, LAYOUTS[layout], DTYPES[dtype], w.ctypes.data, w.nbytes,
-            None if scales is None else _ptr(scales, C.c_float), 0 if scales is None else scales.size,
-            None if bias is None else _ptr(bias, C.c_float), 0 if bias is None else bias.size,
+            None if scales is None else _ptr(scales, C.c_float), 0 if scales is None else scales.nbytes,
+            None if bias is None else _ptr(bias, C.c_float), 0 if bias is None else bias.nbytes,
             scratch.ctypes.data, scratch.nbytes), f"materialising layer {info.name!r} of bucket {bucket}")
         return w, scales, bias
 

@@ -47,6 +47,7 @@ def test_scalars():
     assert vocab.UNIFORM == C["INN_UNIFORM"]
     assert vocab.MAX_DIM == C["INN_MAX_DIM"]
     assert vocab.RUNTIME_NAME == C["INN_RUNTIME_NAME"]
+    assert vocab.BUCKET_RATIO == C["INN_BUCKET_RATIO"]
 
 
 def test_reader_limits():
@@ -64,6 +65,7 @@ def test_reader_limits():
     (vocab.OUTPUT_DTYPES, "INN_"),
     (vocab.HOLE_TENSORS, "INN_HOLE_"),
     (vocab.HOLE_DTYPES, "INN_HOLE_"),
+    (vocab.COST_FIELDS, "INN_COST_"),
 ])
 def test_enums(table, prefix):
     for name, code in table.items():

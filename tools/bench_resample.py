@@ -96,7 +96,7 @@ def call_args(nb: native.NativeBundle, k: int, layer: int, out: tuple[np.ndarray
     once outside the timing: numpy's .ctypes conversions are Python work a device loader does not have."""
     w, bias = out
     return (ctypes.byref(nb._b), k, layer, 0, 0, w.ctypes.data, w.nbytes, None, 0,
-            bias.ctypes.data_as(ctypes.POINTER(ctypes.c_float)), bias.size, scratch.ctypes.data, scratch.nbytes)
+            bias.ctypes.data_as(ctypes.POINTER(ctypes.c_float)), bias.nbytes, scratch.ctypes.data, scratch.nbytes)
 
 
 def per_layer(nb: native.NativeBundle, buckets: list[bundle.Bucket], node_bytes: int, repeats: int) -> None:

@@ -22,11 +22,18 @@ extern "C" {
 #endif
 
 #define INN_VERSION_MAJOR 1
-#define INN_VERSION_MINOR 2
+#define INN_VERSION_MINOR 3
 #define INN_FLAG_NORM 1u      /* header flag: the bundle has per-width normalisation (NORM + NRMV) */
 #define INN_TAPS 4
 #define INN_UNIFORM 0xFFFFFFFFu /* partition reference: uniform points */
 #define INN_MAX_DIM (1u << 24)  /* largest channel count / node count accepted */
+#define INN_RUNTIME_NAME 16     /* bytes of a runtime name in GIDX and COST rows (NUL-padded) */
+#define INN_BUCKET_RATIO 1u     /* BKIN record flag: the bucket's global width ratio is set */
+/* COST row flags (inn_bucket_cost.known): which measurements the row holds; the others read 0. */
+#define INN_COST_WEIGHTS_BYTES 1u
+#define INN_COST_FILE_BYTES 2u
+#define INN_COST_ARENA_BYTES 4u
+#define INN_COST_ACCURACY 8u
 
 typedef enum {
     INN_OK = 0,
@@ -107,6 +114,9 @@ typedef struct {
     uint32_t norm_count;
     const uint8_t *norm_values; /* NRMV: float32 a[n_out] then c[n_out] per record */
     size_t norm_values_count;
+    const uint8_t *bucket_infos; /* BKIN records (1.3), or NULL */
+    const uint8_t *costs;        /* COST rows (1.3), or NULL */
+    uint32_t cost_count;
 } inn_bundle;
 
 typedef struct {
@@ -117,6 +127,30 @@ typedef struct {
     const char *name;           /* not NUL-terminated: use name_len */
     uint32_t name_len;
 } inn_layer_info;
+
+/* What a bucket is (BKIN, 1.3). Bundles written before 1.3 have no BKIN: name NULL, no ratio. */
+typedef struct {
+    const char *name;   /* UTF-8 inside the bundle, not NUL-terminated: use name_len */
+    uint32_t name_len;
+    uint32_t has_ratio; /* 1 when ratio is set */
+    double ratio;       /* the global width the bucket was made for (0.5: half the channels) */
+} inn_bucket_info;
+
+/* What one bucket costs and gives on one runtime, measured when the bundle was packed (COST, 1.3): what a
+ * device needs to choose a width. Fields whose INN_COST_* bit is not in `known` were not measured (0). */
+typedef struct {
+    uint32_t bucket;
+    uint32_t known;                     /* INN_COST_* bits */
+    char runtime[INN_RUNTIME_NAME + 1]; /* NUL-terminated */
+    uint64_t weights_bytes;             /* bytes of the weights the core writes into the runtime's files */
+    uint64_t file_bytes;                /* bytes of the runtime's files without their weights */
+    uint64_t arena_bytes;               /* the runtime's activation memory */
+    double accuracy;                    /* percent, on the packer's validation data */
+} inn_bucket_cost;
+
+/* sizeof(inn_bundle) in this build: a binding that mirrors the struct (ctypes, JNA) checks its own
+ * size against it, so a layout change fails loudly instead of writing past the binding's memory. */
+size_t inn_bundle_sizeof(void);
 
 /* `data` must be 8-byte aligned (malloc, mmap and ctypes/numpy buffers are): the core reads float32
  * values in place, which faults on strict-alignment CPUs (armhf) otherwise. INN_ERR_ARG when it is not;
@@ -132,15 +166,24 @@ inn_status inn_layer_info_get(const inn_bundle *b, uint32_t bucket, uint32_t lay
 inn_status inn_bundle_scratch_size(const inn_bundle *b, uint32_t bucket, size_t *bytes);
 /* Weights of one layer at one bucket: weight_out gets weight_count elements (f32 or i8 + scales),
  * bias_out (optional) n_out floats. Affine layers: weight_out = scale, bias_out = shift (f32).
+ * Every buffer size is in bytes (scales and bias: at least 4 * n_out).
  * A layer with per-width normalisation at this bucket (FORMAT.md "NORM") gets it applied after
  * resampling and before int8 quantisation: W[o, ...] * a[o], bias b[o] * a[o] + c[o]. */
 inn_status inn_materialize(const inn_bundle *b, uint32_t bucket, uint32_t layer, inn_layout layout, inn_dtype dtype,
-                           void *weight_out, size_t weight_bytes, float *scales_out, size_t scales_count,
-                           float *bias_out, size_t bias_count, void *scratch, size_t scratch_bytes);
+                           void *weight_out, size_t weight_bytes, float *scales_out, size_t scales_bytes,
+                           float *bias_out, size_t bias_bytes, void *scratch, size_t scratch_bytes);
 /* The per-width normalisation of one layer at one bucket: *a and *c point at n_out floats each
  * inside the bundle. INN_ERR_MISSING when the layer has none there (its weights are the resampled ones). */
 inn_status inn_layer_norm(const inn_bundle *b, uint32_t bucket, uint32_t layer, const float **a, const float **c,
                           uint32_t *n_out);
+
+/* Name and ratio of a bucket (INN_ERR_MISSING past the last bucket). */
+inn_status inn_bucket_info_get(const inn_bundle *b, uint32_t bucket, inn_bucket_info *info);
+/* The COST rows, sorted by (bucket, runtime): their count (0 without COST), row `index` (INN_ERR_MISSING
+ * past the end), and the row of (bucket, runtime) (INN_ERR_MISSING when it was not measured). */
+inn_status inn_cost_count(const inn_bundle *b, uint32_t *count);
+inn_status inn_cost_list(const inn_bundle *b, uint32_t index, inn_bucket_cost *cost);
+inn_status inn_cost_find(const inn_bundle *b, uint32_t bucket, const char *runtime, inn_bucket_cost *cost);
 
 uint32_t inn_crc32(const uint8_t *data, size_t size);
 
@@ -150,7 +193,6 @@ uint32_t inn_crc32(const uint8_t *data, size_t size);
  * validates the record completely (bounds, overlaps, hole sizes against the bucket's layer shapes),
  * so inn_graph_fill never writes anything partial because of a bad record. Weights are written in
  * host byte order (little-endian on every phone). */
-#define INN_RUNTIME_NAME 16
 /* Codes of a hole's tensor and dtype in a graph record (FORMAT.md "Graph records"). */
 typedef enum {
     INN_HOLE_WEIGHT = 1,    /* the weight in the hole's layout and dtype (affine layers: the scale vector) */

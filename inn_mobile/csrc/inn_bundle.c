@@ -113,7 +113,23 @@ static inn_status table(const section *s, size_t rec, uint32_t *count, uint32_t 
 
 static uint32_t group_nodes(const inn_bundle *b, uint32_t g) { return rd32(b->groups + (size_t)g * 8); }
 static uint32_t group_resizable(const inn_bundle *b, uint32_t g) { return rd32(b->groups + (size_t)g * 8 + 4) & 1u; }
-static const uint8_t *layer_rec(const inn_bundle *b, uint32_t l) { return b->layers + (size_t)l * LAYER_SIZE; }
+
+/* A layer record (FORMAT.md "Layer record"), decoded in this one place. */
+typedef struct {
+    uint32_t kind, blocks, taps, flags;
+    uint32_t out_first, out_count, in_first, in_count; /* runs of PIEC */
+    uint64_t weight_off, bias_off;                     /* in NODE elements */
+    uint32_t name_off, name_len;                       /* in NAME */
+    uint32_t weight_scale, bias_scale;                 /* first NSCL scale (int8 nodes) */
+} layer_rec;
+
+static layer_rec layer_at(const inn_bundle *b, uint32_t l) {
+    const uint8_t *r = b->layers + (size_t)l * LAYER_SIZE;
+    layer_rec x = {rd32(r),      rd32(r + 4),  rd32(r + 8),  rd32(r + 12), rd32(r + 16), rd32(r + 20),
+                   rd32(r + 24), rd32(r + 28), rd64(r + 32), rd64(r + 40), rd32(r + 48), rd32(r + 52),
+                   rd32(r + 56), rd32(r + 60)};
+    return x;
+}
 static uint32_t piece(const inn_bundle *b, uint32_t k) { return rd32(b->pieces + (size_t)k * 4); }
 /* Points of group g at bucket k (both in range: callers check). */
 static uint32_t bucket_size(const inn_bundle *b, uint32_t k, uint32_t g) {
@@ -141,18 +157,44 @@ static int scales_fit(const inn_bundle *b, uint32_t first, uint64_t m_out) {
     return b->node_dtype != INN_NODES_I8 || (uint64_t)first + m_out <= b->node_scales_count;
 }
 
+/* Strict UTF-8 (what Python's bytes.decode accepts): no overlong forms, surrogates or values past U+10FFFF.
+ * Names a reader turns into strings must be valid, or the readers would disagree about the same file. */
+static int utf8_valid(const uint8_t *p, size_t n) {
+    size_t i = 0;
+    while (i < n) {
+        uint8_t c = p[i];
+        size_t len = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 ? 4 : 0;
+        if (len == 0 || len > n - i) return 0;
+        uint32_t cp = len == 1 ? c : len == 2 ? c & 0x1Fu : len == 3 ? c & 0x0Fu : c & 0x07u;
+        for (size_t k = 1; k < len; k++) {
+            if ((p[i + k] & 0xC0) != 0x80) return 0;
+            cp = cp << 6 | (p[i + k] & 0x3Fu);
+        }
+        static const uint32_t least[5] = {0, 0, 0x80, 0x800, 0x10000};
+        if (cp < least[len] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
+        i += len;
+    }
+    return 1;
+}
+
+/* A name in NAME: inside the section and valid UTF-8. */
+static inn_status check_name(const inn_bundle *b, uint32_t off, uint32_t len) {
+    if ((uint64_t)off + len > b->names_size) return INN_ERR_RANGE;
+    return len == 0 || utf8_valid(b->names + off, len) ? INN_OK : INN_ERR_FORMAT;
+}
+
 static inn_status check_layers(const inn_bundle *b) {
     size_t node_count = b->nodes_size / node_elem_size(b);
     for (uint32_t l = 0; l < b->layer_count; l++) {
-        const uint8_t *r = layer_rec(b, l);
-        uint32_t kind = rd32(r), blocks = rd32(r + 4), taps = rd32(r + 8), flags = rd32(r + 12);
-        uint32_t of = rd32(r + 16), oc = rd32(r + 20), inf = rd32(r + 24), ic = rd32(r + 28);
-        uint64_t woff = rd64(r + 32), boff = rd64(r + 40);
-        uint32_t name_off = rd32(r + 48), name_len = rd32(r + 52);
+        layer_rec r = layer_at(b, l);
+        uint32_t kind = r.kind, blocks = r.blocks, taps = r.taps, flags = r.flags;
+        uint32_t of = r.out_first, oc = r.out_count, inf = r.in_first, ic = r.in_count;
+        uint64_t woff = r.weight_off, boff = r.bias_off;
+        inn_status st;
         if (kind < INN_KIND_DENSE || kind > INN_KIND_AFFINE) return INN_ERR_FORMAT;
         if (blocks == 0 || taps == 0 || taps > INN_MAX_DIM || blocks > INN_MAX_DIM) return INN_ERR_RANGE;
         if (oc == 0 || (uint64_t)of + oc > b->piece_count || (uint64_t)inf + ic > b->piece_count) return INN_ERR_RANGE;
-        if ((uint64_t)name_off + name_len > b->names_size) return INN_ERR_RANGE;
+        if ((st = check_name(b, r.name_off, r.name_len))) return st;
         uint64_t m_out = 0, m_in = 0;
         for (uint32_t k = 0; k < oc; k++) {
             if (piece(b, of + k) >= b->group_count) return INN_ERR_RANGE;
@@ -171,9 +213,9 @@ static inn_status check_layers(const inn_bundle *b) {
             if (ic != 0 || blocks != 1 || (kind == INN_KIND_AFFINE && taps != 1)) return INN_ERR_FORMAT;
             if (!inn_mul((size_t)m_out, taps, &wcount)) return INN_ERR_OVERFLOW;
         }
-        if (woff > node_count || wcount > node_count - woff || !scales_fit(b, rd32(r + 56), m_out)) return INN_ERR_RANGE;
+        if (woff > node_count || wcount > node_count - woff || !scales_fit(b, r.weight_scale, m_out)) return INN_ERR_RANGE;
         if ((flags & 1u) || kind == INN_KIND_AFFINE) {
-            if (boff > node_count || m_out > node_count - boff || !scales_fit(b, rd32(r + 60), m_out))
+            if (boff > node_count || m_out > node_count - boff || !scales_fit(b, r.bias_scale, m_out))
                 return INN_ERR_RANGE;
         }
     }
@@ -228,13 +270,147 @@ static inn_status open_norms(inn_bundle *b, int flagged) {
         uint64_t key = (uint64_t)bucket << 32 | layer;
         if (rd32(r + 12) != 0 || (k > 0 && key <= prev)) return INN_ERR_FORMAT;
         prev = key;
-        const uint8_t *lr = layer_rec(b, layer);
-        if (rd32(lr) == INN_KIND_AFFINE || !(rd32(lr + 12) & 1u)) return INN_ERR_FORMAT;
+        layer_rec lr = layer_at(b, layer);
+        if (lr.kind == INN_KIND_AFFINE || !(lr.flags & 1u)) return INN_ERR_FORMAT;
         inn_layer_info li;
         if ((st = inn_layer_info_get(b, bucket, layer, &li))) return st;
         if ((uint64_t)first + 2u * (uint64_t)li.n_out > b->norm_values_count) return INN_ERR_RANGE;
     }
     return INN_OK;
+}
+
+static double rd_f64(const uint8_t *p) {
+    uint64_t bits = rd64(p);
+    double v;
+    memcpy(&v, &bits, sizeof v);
+    return v;
+}
+static int finite_f64(const uint8_t *p) { return (rd64(p) >> 52 & 0x7FFu) != 0x7FFu; }
+
+/* Bucket records (1.3): BKIN, a table of one 24-byte record per bucket, {u32 name offset, u32 name length
+ * (in NAME), u32 flags (INN_BUCKET_RATIO), u32 reserved, f64 ratio}. Optional: bundles before 1.3 lack it. */
+#define BKIN_SIZE 24
+static inn_status open_bucket_infos(inn_bundle *b) {
+    section bkin;
+    uint32_t count, extra;
+    const uint8_t *rows;
+    if (find(b, "BKIN", &bkin)) return INN_OK;
+    inn_status st = table(&bkin, BKIN_SIZE, &count, &extra, &rows);
+    if (st) return st;
+    if (count != b->bucket_count || extra != 0) return INN_ERR_FORMAT;
+    for (uint32_t k = 0; k < count; k++) {
+        const uint8_t *r = rows + (size_t)k * BKIN_SIZE;
+        uint32_t flags = rd32(r + 8);
+        if ((st = check_name(b, rd32(r), rd32(r + 4)))) return st;
+        if ((flags & ~INN_BUCKET_RATIO) || rd32(r + 12) != 0) return INN_ERR_FORMAT;
+        if ((flags & INN_BUCKET_RATIO) ? !finite_f64(r + 16) : rd64(r + 16) != 0) return INN_ERR_FORMAT;
+    }
+    b->bucket_infos = rows;
+    return INN_OK;
+}
+
+/* Costs (1.3): COST, a table of 56-byte rows {u32 bucket, u32 flags (INN_COST_*), char runtime[16] (NUL-padded),
+ * u64 weights_bytes, u64 file_bytes, u64 arena_bytes, f64 accuracy}, sorted by (bucket, runtime bytes) and
+ * unique; fields without their flag are zero, accuracy is finite. Optional. */
+#define COST_SIZE 56
+#define COST_KNOWN (INN_COST_WEIGHTS_BYTES | INN_COST_FILE_BYTES | INN_COST_ARENA_BYTES | INN_COST_ACCURACY)
+
+/* A runtime name field: 1..16 bytes of UTF-8, NUL-padded (nothing after the first NUL). */
+static int runtime_name_valid(const uint8_t *name) {
+    size_t len = 0;
+    while (len < INN_RUNTIME_NAME && name[len]) len++;
+    for (size_t k = len; k < INN_RUNTIME_NAME; k++)
+        if (name[k]) return 0;
+    return len > 0 && utf8_valid(name, len);
+}
+
+static inn_status open_costs(inn_bundle *b) {
+    section cost;
+    uint32_t extra;
+    const uint8_t *rows;
+    if (find(b, "COST", &cost)) return INN_OK;
+    inn_status st = table(&cost, COST_SIZE, &b->cost_count, &extra, &rows);
+    if (st) return st;
+    if (extra != 0) return INN_ERR_FORMAT;
+    for (uint32_t k = 0; k < b->cost_count; k++) {
+        const uint8_t *r = rows + (size_t)k * COST_SIZE;
+        uint32_t flags = rd32(r + 4);
+        if (rd32(r) >= b->bucket_count) return INN_ERR_RANGE;
+        if ((flags & ~COST_KNOWN) || !runtime_name_valid(r + 8)) return INN_ERR_FORMAT;
+        static const uint32_t bits[4] = {INN_COST_WEIGHTS_BYTES, INN_COST_FILE_BYTES, INN_COST_ARENA_BYTES,
+                                         INN_COST_ACCURACY};
+        for (int f = 0; f < 4; f++)
+            if (!(flags & bits[f]) && rd64(r + 24 + 8 * f) != 0) return INN_ERR_FORMAT;
+        if ((flags & INN_COST_ACCURACY) && !finite_f64(r + 48)) return INN_ERR_FORMAT;
+        if (k > 0) { /* sorted and unique */
+            const uint8_t *prev = r - COST_SIZE;
+            if (rd32(prev) > rd32(r) || (rd32(prev) == rd32(r) && memcmp(prev + 8, r + 8, INN_RUNTIME_NAME) >= 0))
+                return INN_ERR_FORMAT;
+        }
+    }
+    b->costs = rows;
+    return INN_OK;
+}
+
+size_t inn_bundle_sizeof(void) { return sizeof(inn_bundle); }
+
+inn_status inn_bucket_info_get(const inn_bundle *b, uint32_t bucket, inn_bucket_info *info) {
+    if (!b || !b->data || !info) return INN_ERR_ARG;
+    if (bucket >= b->bucket_count) return INN_ERR_MISSING;
+    memset(info, 0, sizeof *info);
+    if (!b->bucket_infos) return INN_OK; /* before 1.3: nothing known */
+    const uint8_t *r = b->bucket_infos + (size_t)bucket * BKIN_SIZE;
+    info->name_len = rd32(r + 4);
+    info->name = info->name_len ? (const char *)b->names + rd32(r) : NULL;
+    info->has_ratio = rd32(r + 8) & INN_BUCKET_RATIO;
+    info->ratio = rd_f64(r + 16);
+    return INN_OK;
+}
+
+inn_status inn_cost_count(const inn_bundle *b, uint32_t *count) {
+    if (!b || !b->data || !count) return INN_ERR_ARG;
+    *count = b->cost_count;
+    return INN_OK;
+}
+
+static void cost_at(const inn_bundle *b, uint32_t index, inn_bucket_cost *c) {
+    const uint8_t *r = b->costs + (size_t)index * COST_SIZE;
+    memset(c, 0, sizeof *c);
+    c->bucket = rd32(r);
+    c->known = rd32(r + 4);
+    memcpy(c->runtime, r + 8, INN_RUNTIME_NAME);
+    c->weights_bytes = rd64(r + 24);
+    c->file_bytes = rd64(r + 32);
+    c->arena_bytes = rd64(r + 40);
+    c->accuracy = rd_f64(r + 48);
+}
+
+inn_status inn_cost_list(const inn_bundle *b, uint32_t index, inn_bucket_cost *cost) {
+    if (!b || !b->data || !cost) return INN_ERR_ARG;
+    if (index >= b->cost_count) return INN_ERR_MISSING;
+    cost_at(b, index, cost);
+    return INN_OK;
+}
+
+inn_status inn_cost_find(const inn_bundle *b, uint32_t bucket, const char *runtime, inn_bucket_cost *cost) {
+    if (!b || !b->data || !runtime || !cost) return INN_ERR_ARG;
+    size_t len = strlen(runtime);
+    if (len == 0 || len > INN_RUNTIME_NAME) return INN_ERR_ARG;
+    uint8_t key[INN_RUNTIME_NAME] = {0};
+    memcpy(key, runtime, len);
+    uint32_t lo = 0, hi = b->cost_count; /* binary search of the sorted rows */
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        const uint8_t *r = b->costs + (size_t)mid * COST_SIZE;
+        int c = rd32(r) < bucket ? -1 : rd32(r) > bucket ? 1 : memcmp(r + 8, key, INN_RUNTIME_NAME);
+        if (c == 0) {
+            cost_at(b, mid, cost);
+            return INN_OK;
+        }
+        if (c < 0) lo = mid + 1;
+        else hi = mid;
+    }
+    return INN_ERR_MISSING;
 }
 
 /* a[n_out] of (bucket, layer) (c follows it), or NULL: binary search of the sorted records. */
@@ -354,6 +530,8 @@ inn_status inn_bundle_open(inn_bundle *b, const void *data, size_t size) {
     if (!st) st = check_layers(b);
     if (!st) st = check_buckets(b);
     if (!st) st = open_norms(b, (flags & INN_FLAG_NORM) != 0);
+    if (!st) st = open_bucket_infos(b);
+    if (!st) st = open_costs(b);
     if (st) memset(b, 0, sizeof *b);
     return st;
 }
@@ -395,13 +573,13 @@ static inn_status axis_size(const inn_bundle *b, uint32_t bucket, uint32_t first
 inn_status inn_layer_info_get(const inn_bundle *b, uint32_t bucket, uint32_t layer, inn_layer_info *info) {
     if (!b || !b->data || !info) return INN_ERR_ARG;
     if (bucket >= b->bucket_count || layer >= b->layer_count) return INN_ERR_MISSING;
-    const uint8_t *r = layer_rec(b, layer);
+    layer_rec r = layer_at(b, layer);
     memset(info, 0, sizeof *info);
-    info->kind = rd32(r);
-    info->blocks = rd32(r + 4);
-    info->taps = rd32(r + 8);
-    info->has_bias = rd32(r + 12) & 1u;
-    uint32_t of = rd32(r + 16), oc = rd32(r + 20), inf = rd32(r + 24), ic = rd32(r + 28);
+    info->kind = r.kind;
+    info->blocks = r.blocks;
+    info->taps = r.taps;
+    info->has_bias = r.flags & 1u;
+    uint32_t of = r.out_first, oc = r.out_count, inf = r.in_first, ic = r.in_count;
     for (uint32_t k = 0; k < oc; k++) info->m_out += group_nodes(b, piece(b, of + k));
     for (uint32_t k = 0; k < ic; k++) info->m_in += group_nodes(b, piece(b, inf + k));
     info->m_in /= info->blocks;
@@ -415,8 +593,8 @@ inn_status inn_layer_info_get(const inn_bundle *b, uint32_t bucket, uint32_t lay
         return INN_ERR_OVERFLOW;
     }
     info->weight_count = count;
-    info->name = b->names ? (const char *)b->names + rd32(r + 48) : NULL;
-    info->name_len = b->names ? rd32(r + 52) : 0;
+    info->name = b->names ? (const char *)b->names + r.name_off : NULL;
+    info->name_len = b->names ? r.name_len : 0;
     return INN_OK;
 }
 
@@ -502,8 +680,8 @@ static inn_nodes layer_nodes(const inn_bundle *b, uint64_t offset, uint32_t scal
 }
 
 inn_status inn_materialize(const inn_bundle *b, uint32_t bucket, uint32_t layer, inn_layout layout, inn_dtype dtype,
-                           void *weight_out, size_t weight_bytes, float *scales_out, size_t scales_count,
-                           float *bias_out, size_t bias_count, void *scratch, size_t scratch_bytes) {
+                           void *weight_out, size_t weight_bytes, float *scales_out, size_t scales_bytes,
+                           float *bias_out, size_t bias_bytes, void *scratch, size_t scratch_bytes) {
     if (!b || !b->data || !weight_out || !scratch || layout > INN_LAYOUT_ITO || dtype > INN_I8) return INN_ERR_ARG;
     inn_layer_info li;
     inn_status st = inn_layer_info_get(b, bucket, layer, &li);
@@ -515,10 +693,12 @@ inn_status inn_materialize(const inn_bundle *b, uint32_t bucket, uint32_t layer,
     if (scratch_bytes < plan.total) return INN_ERR_BUFFER;
     if (!inn_mul(li.weight_count, dtype == INN_I8 ? 1 : 4, &wbytes)) return INN_ERR_OVERFLOW;
     if (weight_bytes < wbytes) return INN_ERR_BUFFER;
-    if (dtype == INN_I8 && (!scales_out || scales_count < li.n_out)) return INN_ERR_BUFFER;
-    if (bias_out && (li.has_bias || li.kind == INN_KIND_AFFINE) && bias_count < li.n_out) return INN_ERR_BUFFER;
+    /* the channel vectors: n_out floats each (n_out <= INN_MAX_DIM, so their bytes cannot overflow) */
+    size_t vec_bytes = (size_t)li.n_out * sizeof(float);
+    if (dtype == INN_I8 && (!scales_out || scales_bytes < vec_bytes)) return INN_ERR_BUFFER;
+    if (bias_out && (li.has_bias || li.kind == INN_KIND_AFFINE) && bias_bytes < vec_bytes) return INN_ERR_BUFFER;
 
-    const uint8_t *r = layer_rec(b, layer);
+    layer_rec r = layer_at(b, layer);
     /* from the first 8-aligned byte (the plan's slack covers the up to 7 skipped) */
     size_t skip = (size_t)(align8((uintptr_t)scratch) - (uintptr_t)scratch);
     uint8_t *s = (uint8_t *)scratch + skip;
@@ -526,16 +706,16 @@ inn_status inn_materialize(const inn_bundle *b, uint32_t bucket, uint32_t layer,
     double *w = (double *)(s + plan.w);
     double *q = (double *)(s + plan.q);
     uint8_t *rest = s + plan.rest;
-    if ((st = build_axis(b, bucket, rd32(r + 16), rd32(r + 20), idx, w, NULL))) return st;
+    if ((st = build_axis(b, bucket, r.out_first, r.out_count, idx, w, NULL))) return st;
     inn_axis out = {idx, w, NULL, li.n_out};
-    inn_nodes nodes = layer_nodes(b, rd64(r + 32), rd32(r + 56));
+    inn_nodes nodes = layer_nodes(b, r.weight_off, r.weight_scale);
     const float *norm = find_norm(b, bucket, layer);
-    inn_sink sink = {layout, dtype, weight_out, li.weight_count, scales_out, scales_count, li.n_out, norm, NULL};
+    inn_sink sink = {layout, dtype, weight_out, li.weight_count, scales_out, li.n_out, li.n_out, norm, NULL};
     float *rowf = (float *)rest;
     int8_t *qrow = (int8_t *)(rest + align8((size_t)li.taps * 4));
     if (li.kind == INN_KIND_DENSE) {
         size_t tail = scratch_bytes - skip - plan.rest; /* >= the rows: scratch_bytes >= plan.total */
-        if ((st = build_axis(b, bucket, rd32(r + 24), rd32(r + 28), idx + (size_t)li.n_out * INN_TAPS,
+        if ((st = build_axis(b, bucket, r.in_first, r.in_count, idx + (size_t)li.n_out * INN_TAPS,
                              w + (size_t)li.n_out * INN_TAPS, q)))
             return st;
         inn_axis in = {idx + (size_t)li.n_out * INN_TAPS, w + (size_t)li.n_out * INN_TAPS, q, li.n_in};
@@ -544,8 +724,8 @@ inn_status inn_materialize(const inn_bundle *b, uint32_t bucket, uint32_t layer,
         st = inn_rows_to_sink(&nodes, li.m_out, li.taps, &out, &sink, rowf, qrow);
     }
     if (st || !bias_out || !(li.has_bias || li.kind == INN_KIND_AFFINE)) return st;
-    inn_nodes bias_nodes = layer_nodes(b, rd64(r + 40), rd32(r + 60));
-    inn_sink bias_sink = {INN_LAYOUT_OIT, INN_F32, bias_out, bias_count, NULL, 0, li.n_out, norm,
+    inn_nodes bias_nodes = layer_nodes(b, r.bias_off, r.bias_scale);
+    inn_sink bias_sink = {INN_LAYOUT_OIT, INN_F32, bias_out, li.n_out, NULL, 0, li.n_out, norm,
                           norm ? norm + li.n_out : NULL};
     return inn_rows_to_sink(&bias_nodes, li.m_out, 1, &out, &bias_sink, rowf, qrow);
 }

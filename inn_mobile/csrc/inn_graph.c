@@ -225,14 +225,25 @@ static inn_status graph_table(const inn_bundle *b, const uint8_t **rows, uint32_
     return INN_OK;
 }
 
-static inn_status graph_row(const inn_bundle *b, uint32_t index, const uint8_t **row, const uint8_t **blob,
+/* A GIDX row (FORMAT.md "Sections"), decoded in this one place. */
+typedef struct {
+    uint32_t bucket;
+    const char *runtime; /* INN_RUNTIME_NAME bytes, NUL-padded */
+    uint64_t offset, size; /* of the record in BLOB */
+} graph_row_t;
+
+static inn_status graph_row(const inn_bundle *b, uint32_t index, graph_row_t *row, const uint8_t **blob,
                             size_t *blob_size) {
     const uint8_t *rows;
     uint32_t count;
     inn_status st = graph_table(b, &rows, &count, blob, blob_size);
     if (st) return st;
     if (index >= count) return INN_ERR_MISSING;
-    *row = rows + (size_t)index * GRAPH_ROW;
+    const uint8_t *r = rows + (size_t)index * GRAPH_ROW;
+    row->bucket = rd32(r);
+    row->runtime = (const char *)r + 8;
+    row->offset = rd64(r + 24);
+    row->size = rd64(r + 32);
     return INN_OK;
 }
 
@@ -250,12 +261,13 @@ inn_status inn_graph_count(const inn_bundle *b, uint32_t *count) {
 
 inn_status inn_graph_list(const inn_bundle *b, uint32_t index, uint32_t *bucket, char runtime[INN_RUNTIME_NAME + 1]) {
     if (!b || !b->data || !bucket || !runtime) return INN_ERR_ARG;
-    const uint8_t *row, *blob;
+    graph_row_t row;
+    const uint8_t *blob;
     size_t blob_size;
     inn_status st = graph_row(b, index, &row, &blob, &blob_size);
     if (st) return st;
-    *bucket = rd32(row);
-    memcpy(runtime, row + 8, INN_RUNTIME_NAME);
+    *bucket = row.bucket;
+    memcpy(runtime, row.runtime, INN_RUNTIME_NAME);
     runtime[INN_RUNTIME_NAME] = '\0';
     return INN_OK;
 }
@@ -266,17 +278,17 @@ inn_status inn_graph_find(const inn_bundle *b, uint32_t bucket, const char *runt
     if (len == 0 || len > INN_RUNTIME_NAME) return INN_ERR_ARG;
     if (bucket >= b->bucket_count) return INN_ERR_MISSING;
     for (uint32_t i = 0;; i++) {
-        const uint8_t *row, *blob;
+        graph_row_t row;
+        const uint8_t *blob;
         size_t blob_size;
         inn_status st = graph_row(b, i, &row, &blob, &blob_size);
         if (st) return st; /* INN_ERR_MISSING once the rows run out */
-        const char *name = (const char *)row + 8;
-        if (rd32(row) != bucket || memcmp(name, runtime, len) != 0 || (len < INN_RUNTIME_NAME && name[len] != '\0'))
+        if (row.bucket != bucket || memcmp(row.runtime, runtime, len) != 0 ||
+            (len < INN_RUNTIME_NAME && row.runtime[len] != '\0'))
             continue;
-        uint64_t off = rd64(row + 24), size = rd64(row + 32);
-        if (off > blob_size || size > blob_size - off) return INN_ERR_TRUNCATED;
-        g->record = blob + off;
-        g->size = (size_t)size;
+        if (row.offset > blob_size || row.size > blob_size - row.offset) return INN_ERR_TRUNCATED;
+        g->record = blob + row.offset;
+        g->size = (size_t)row.size;
         g->bucket = bucket;
         return check_record(b, g);
     }
@@ -397,7 +409,8 @@ static inn_status fill_layer(const inn_bundle *b, const inn_graph *g, uint32_t l
                 }
                 memset(bias, 0, li.n_out * sizeof(float)); /* layers without a bias get zeros */
                 st = inn_materialize(b, g->bucket, layer, (inn_layout)h.layout, h.dtype == INN_HOLE_I8 ? INN_I8 : INN_F32,
-                                     out + h.offset, (size_t)h.size, scales, li.n_out, bias, li.n_out, mat, mat_bytes);
+                                     out + h.offset, (size_t)h.size, scales, li.n_out * sizeof(float), bias,
+                                     li.n_out * sizeof(float), mat, mat_bytes);
                 if (st) return st;
             }
         }

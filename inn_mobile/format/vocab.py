@@ -11,12 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 MAGIC = b"INNB"
-VERSION = (1, 2)  # INN_VERSION_MAJOR, INN_VERSION_MINOR
+VERSION = (1, 3)  # INN_VERSION_MAJOR, INN_VERSION_MINOR
 FLAG_NORM = 1  # INN_FLAG_NORM: per-width normalisation (NORM + NRMV) that a reader must apply
 TAPS = 4  # INN_TAPS: non-zeros per row of a resampling matrix (cubic convolution)
 UNIFORM = 0xFFFFFFFF  # INN_UNIFORM: partition reference meaning "uniform points"
 MAX_DIM = 1 << 24  # INN_MAX_DIM: largest channel / node count a reader accepts
-RUNTIME_NAME = 16  # INN_RUNTIME_NAME: bytes of a runtime name in a graph row (NUL-padded)
+RUNTIME_NAME = 16  # INN_RUNTIME_NAME: bytes of a runtime name in a GIDX or COST row (NUL-padded)
+BUCKET_RATIO = 1  # INN_BUCKET_RATIO: BKIN record flag, the bucket's width ratio is set
 # Reader limits (FORMAT.md "Reader limits", inn_internal.h): what a small file may ask a reader to build
 MAX_UPSAMPLE = 16  # INN_MAX_UPSAMPLE: points per node a bucket may sample a resizable group at
 HOLE_REUSE = 8  # INN_HOLE_REUSE: a record's hole bytes / the bucket's tensor bytes
@@ -38,6 +39,8 @@ NODE_DTYPES = ("f32", "f16", "i8")
 # graph records (FORMAT.md "Graph records"): what a hole holds and how its bytes are encoded
 HOLE_TENSORS = {"weight": 1, "bias": 2, "scale": 3, "bias_i32": 4, "bias_scale": 5}  # inn_hole_tensor
 HOLE_DTYPES = {"f32": 0, "i8": 1, "i32": 2}  # inn_hole_dtype
+# COST rows (FORMAT.md "Bucket costs"): the flag of each measurement a row holds (INN_COST_*)
+COST_FIELDS = {"weights_bytes": 1, "file_bytes": 2, "arena_bytes": 4, "accuracy": 8}
 
 
 def name_of(table: dict[str, int], code: int, what: str) -> str:

@@ -66,8 +66,8 @@ static void exercise(const unsigned char *data, size_t size) {
             float *bias = malloc((size_t)li.n_out * 4 + 4);
             for (int layout = 0; layout < 3; layout++)
                 for (int dtype = 0; dtype < 2; dtype++)
-                    inn_materialize(&b, k, l, (inn_layout)layout, (inn_dtype)dtype, w, li.weight_count * 4, s, li.n_out,
-                                    bias, li.n_out, scratch, scratch_size);
+                    inn_materialize(&b, k, l, (inn_layout)layout, (inn_dtype)dtype, w, li.weight_count * 4, s,
+                                    (size_t)li.n_out * 4, bias, (size_t)li.n_out * 4, scratch, scratch_size);
             free(w);
             free(s);
             free(bias);

@@ -45,7 +45,7 @@ static int vectors(const unsigned char *bundle, size_t bsize, const unsigned cha
         void *w = malloc(len[0] ? len[0] : 1);
         float *scales = malloc(len[1] ? len[1] : 4), *bias = malloc(len[2] ? len[2] : 4);
         st = inn_materialize(&b, bucket, layer, (inn_layout)layout, (inn_dtype)dtype, w, len[0], len[1] ? scales : NULL,
-                             len[1] / 4, len[2] ? bias : NULL, len[2] / 4, scratch, scratch_size);
+                             len[1], len[2] ? bias : NULL, len[2], scratch, scratch_size);
         CHECK(st == INN_OK, "materialize b%u l%u layout %u dtype %u: %s", bucket, layer, layout, dtype, inn_status_str(st));
         if (st == INN_OK) {
             if (dtype == INN_I8) {

@@ -127,7 +127,8 @@ static inn_status materialize(const inn_bundle *b, inn_dtype dtype, float *w, in
     inn_layer_info li;
     inn_layer_info_get(b, 0, 0, &li);
     st = inn_materialize(b, 0, 0, INN_LAYOUT_OIT, dtype, dtype == INN_I8 ? (void *)q : (void *)w,
-                         li.weight_count * (dtype == INN_I8 ? 1 : 4), scales, li.n_out, bias, li.n_out, scratch, need);
+                         li.weight_count * (dtype == INN_I8 ? 1 : 4), scales, li.n_out * 4, bias, li.n_out * 4, scratch,
+                         need);
     free(scratch);
     return st;
 }
@@ -416,7 +417,8 @@ static void scratch_overflow(void) {
         void *scratch = malloc(wrapped + 64), *w = malloc(m_in);
         float sc[1];
         if (scratch && w) {
-            st = inn_materialize(&b, 0, 0, INN_LAYOUT_OIT, INN_I8, w, m_in, sc, 1, NULL, 0, scratch, wrapped + 64);
+            st = inn_materialize(&b, 0, 0, INN_LAYOUT_OIT, INN_I8, w, m_in, sc, sizeof sc, NULL, 0, scratch,
+                                 wrapped + 64);
             EXPECT(st, INN_ERR_OVERFLOW, "32-bit: materialise with the wrapped scratch");
         }
         free(scratch);
@@ -430,7 +432,8 @@ static void scratch_overflow(void) {
         unsigned char small[256];
         int8_t w[4];
         float sc[1];
-        EXPECT(inn_materialize(&b, 0, 0, INN_LAYOUT_OIT, INN_I8, w, sizeof w, sc, 1, NULL, 0, small, sizeof small),
+        EXPECT(inn_materialize(&b, 0, 0, INN_LAYOUT_OIT, INN_I8, w, sizeof w, sc, sizeof sc, NULL, 0, small,
+                               sizeof small),
                INN_ERR_BUFFER, "64-bit: small scratch");
     }
 #endif

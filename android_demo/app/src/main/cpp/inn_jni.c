@@ -264,8 +264,7 @@ JNIEXPORT void JNICALL Java_dev_innmobile_InnBundle_nMaterialize(JNIEnv *env, jc
         return;
     }
     inn_status s = inn_materialize(&h->bundle, (uint32_t)bucket, (uint32_t)layer, (inn_layout)layout,
-                                   (inn_dtype)dtype, w, wn, (float *)sc, scn / sizeof(float), (float *)bi,
-                                   bin / sizeof(float), scr, scrn);
+                                   (inn_dtype)dtype, w, wn, (float *)sc, scn, (float *)bi, bin, scr, scrn);
     if (s != INN_OK) throw_status(env, s, what);
 }
 
