@@ -82,7 +82,7 @@ def test_resume_gives_the_same_state(digits_model, digits_data, tmp_path):
     torch.save(ck, tmp_path / "old.pt")
     finetune.fit(convert(digits_model, x[:2]), (x, y), cfg, checkpoint=tmp_path / "old.pt")  # resumes: no error
     with pytest.raises(TypeError, match=r"fit\(im, \(x, y\), cfg\)"):
-        finetune.fit(again, x, y)
+        finetune.fit(again, x, y, cfg)
 
 
 class _Payload:

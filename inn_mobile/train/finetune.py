@@ -421,7 +421,7 @@ def fit(
     im: IntegralModel,
     train_data: tuple[torch.Tensor, torch.Tensor] | Iterable,
     cfg: FinetuneConfig | None = None,
-    *,
+    *legacy: object,
     val_data: tuple[torch.Tensor, torch.Tensor] | Iterable | None = None,
     calibration_data: torch.Tensor | Iterable | None = None,
     device: torch.device | str | None = None,
@@ -461,7 +461,7 @@ def fit(
     resume to finish). A model that already has norms is refused (training the nodes would make them
     stale).
     """
-    if isinstance(cfg, torch.Tensor):
+    if isinstance(cfg, torch.Tensor) or legacy:  # the signature before loaders: fit(im, x, y, cfg)
         raise TypeError("fit(im, x, y, cfg) is now fit(im, (x, y), cfg): pass the tensors as one (x, y) pair")
     cfg = cfg or FinetuneConfig()
     device = torch.device(device or "cpu")
