@@ -91,34 +91,16 @@ def test_reference_rebuilds_every_file_exactly(packed):
             assert filled[img.name] == img.data, (k, rt, img.name)
 
 
-def _zero_signs_cleared(data: bytes) -> bytes:
-    """``data`` with every 4-byte-aligned float ``-0.0`` (bytes 00 00 00 80) written as ``+0.0``."""
-    words = np.frombuffer(data[:len(data) // 4 * 4], np.uint32).copy()
-    words[words == 0x80000000] = 0
-    return words.tobytes() + data[len(words) * 4:]
-
-
-def test_core_rebuilds_every_file_exactly_but_for_the_sign_of_zero(packed, tmp_path):
-    """The C core rebuilds every file; the only difference from the Python reference is that it
-    resamples a ``-0.0`` weight to ``+0.0`` (its tap sums add ``+0.0`` terms; the torch reference
-    keeps the sign). Same network, same outputs; the strict xfail below tracks the exact-bytes goal."""
-    _, b, lowered = packed
-    path = tmp_path / "adversarial.innb"
-    bundle.save(b, path)
-    core = native.NativeBundle.from_file(path)
-    for (k, rt), images in lowered.items():
-        filled = core.fill(k, rt)
-        for img in images:
-            assert _zero_signs_cleared(bytes(filled[img.name])) == _zero_signs_cleared(img.data), (k, rt, img.name)
-
-
-@pytest.mark.xfail(strict=True, reason="C core writes -0.0 weights as +0.0 (inn_resample.c tap sums); "
-                   "the Python reference (IntegralModel.discretize) keeps -0.0")
 def test_core_rebuilds_every_file_byte_for_byte(packed, tmp_path):
+    """The C core rebuilds every file exactly as lowered, ``-0.0`` weights included (its sums and the
+    Python reference's skip zero-weight taps and start from the first term, so even the sign of a zero
+    agrees)."""
     _, b, lowered = packed
     path = tmp_path / "adversarial.innb"
     bundle.save(b, path)
     core = native.NativeBundle.from_file(path)
+    negative_zero = np.float32(-0.0).tobytes()
+    assert any(negative_zero in img.data for images in lowered.values() for img in images)  # really exercised
     for (k, rt), images in lowered.items():
         filled = core.fill(k, rt)
         for img in images:

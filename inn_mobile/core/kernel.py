@@ -148,15 +148,20 @@ def _simpson(n: int) -> torch.Tensor:
 def resample(nodes: torch.Tensor, dim: int, idx: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """Sample ``nodes`` along ``dim`` with a tap table: ``out[k] = sum_b w[k, b] nodes[idx[k, b]]``.
 
-    The sum runs b = 0, 1, 2, 3 left to right, in the dtype of ``w`` (float32 for weights, as the C
-    core computes them).
+    The sum runs over the non-zero taps only, b = 0, 1, 2, 3 left to right, starting from the first
+    term (a row without one is +0.0), in the dtype of ``w`` (float32 for weights): exactly the C
+    core's sums, down to the sign of a zero (``-0.0`` weights stay ``-0.0``, FORMAT.md "Semantics").
     """
     x = nodes.to(w.dtype)
     shape = [1] * x.ndim
     shape[dim] = idx.shape[0]
-    acc = x.index_select(dim, idx[:, 0]) * w[:, 0].reshape(shape)
-    for b in range(1, idx.shape[1]):
-        acc = acc + x.index_select(dim, idx[:, b]) * w[:, b].reshape(shape)
+    acc = torch.zeros((), dtype=w.dtype)
+    started = torch.zeros(shape, dtype=torch.bool)
+    for b in range(idx.shape[1]):
+        wb = w[:, b].reshape(shape)
+        term = x.index_select(dim, idx[:, b]) * wb
+        acc = torch.where(wb != 0, torch.where(started, acc + term, term), acc)
+        started = started | (wb != 0)
     return acc
 
 
