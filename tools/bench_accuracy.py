@@ -25,8 +25,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from train_reference import CHECKPOINT, load_reference  # noqa: E402
 
-from inn_mobile.app import datasets  # noqa: E402
-from inn_mobile.app.plotting import pyplot
+from inn_mobile.app import (
+    datasets,  # noqa: E402
+    plotting,
+)
 from inn_mobile.core.convert import convert  # noqa: E402
 from inn_mobile.metrics import accuracy
 from inn_mobile.train.prune import l1_prune  # noqa: E402
@@ -72,7 +74,7 @@ def main() -> None:
 
 
 def _plot(path: Path, widths, rows, base) -> None:
-    plt = pyplot()
+    plt = plotting.pyplot()
     if plt is None:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -86,8 +88,7 @@ def _plot(path: Path, widths, rows, base) -> None:
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    print(f"\nplot: {path}")
+    plotting.save(fig, path)
 
 
 if __name__ == "__main__":

@@ -39,8 +39,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from train_reference import ARCH, CHECKPOINT, load_reference  # noqa: E402
 
-from inn_mobile.app import datasets, models  # noqa: E402
-from inn_mobile.app.plotting import pyplot
+from inn_mobile.app import datasets, models, plotting  # noqa: E402
 from inn_mobile.core.convert import convert  # noqa: E402
 from inn_mobile.metrics import accuracy
 from inn_mobile.train import finetune, supervised
@@ -194,7 +193,7 @@ def main() -> None:
 def plot_rows(path: Path, widths, rows, title: str = "Integral fine-tuning and partition tuning vs training "
               "from scratch") -> None:
     """Accuracy vs width, one line per method (``rows``: name -> accuracies per width, None where absent)."""
-    plt = pyplot()
+    plt = plotting.pyplot()
     if plt is None:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -208,8 +207,7 @@ def plot_rows(path: Path, widths, rows, title: str = "Integral fine-tuning and p
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    print(f"\nplot: {path}")
+    plotting.save(fig, path)
 
 
 if __name__ == "__main__":

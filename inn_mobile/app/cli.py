@@ -281,10 +281,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _bench_plot(rows, path: str) -> None:
-    from inn_mobile import atomic
-    from inn_mobile.app.plotting import pyplot
+    from inn_mobile.app import plotting
 
-    plt = pyplot()
+    plt = plotting.pyplot()
     if plt is None:
         return
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
@@ -298,10 +297,7 @@ def _bench_plot(rows, path: str) -> None:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with atomic.replace(path) as f:
-        fig.savefig(f, format=Path(path).suffix.lstrip(".").lower() or "png", dpi=120)
-    print(f"plot: {path}")
+    plotting.save(fig, path)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

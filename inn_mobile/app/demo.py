@@ -18,8 +18,7 @@ from pathlib import Path
 import torch
 
 from inn_mobile import runtime
-from inn_mobile.app import datasets, models
-from inn_mobile.app.plotting import pyplot
+from inn_mobile.app import datasets, models, plotting
 from inn_mobile.core.convert import convert
 from inn_mobile.export import pack
 from inn_mobile.format import bundle
@@ -137,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _plot(b: bundle.Bundle, rts: list[str], path: Path) -> None:
     """Accuracy and weight bytes vs width, one line per runtime."""
-    plt = pyplot()
+    plt = plotting.pyplot()
     if plt is None:
         return
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
@@ -152,8 +151,7 @@ def _plot(b: bundle.Bundle, rts: list[str], path: Path) -> None:
         a.grid(alpha=0.3)
         a.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    print(f"plot: {path}")
+    plotting.save(fig, path)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

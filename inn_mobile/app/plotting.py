@@ -1,6 +1,11 @@
-"""Plots are optional (the ``plot`` extra): one place that finds matplotlib, headless."""
+"""Plots are optional (the ``plot`` extra): one place that finds matplotlib, headless, and saves figures."""
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from inn_mobile import atomic
 
 
 def pyplot():
@@ -14,3 +19,12 @@ def pyplot():
         print("(matplotlib not installed: no plot; pip install 'inn-mobile[plot]')")
         return None
     return plt
+
+
+def save(fig, path: str | os.PathLike) -> None:
+    """Write ``fig`` to ``path`` (format from the suffix, PNG by default) atomically, folders created."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic.replace(path) as f:
+        fig.savefig(f, format=path.suffix.lstrip(".").lower() or "png", dpi=120)
+    print(f"plot: {path}")
