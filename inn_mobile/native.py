@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ctypes as C
 import importlib.machinery
-import json
 import mmap
 import os
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from inn_mobile.errors import BundleError
-from inn_mobile.format import vocab
+from inn_mobile.format import bundle, vocab
 
 LAYOUTS = vocab.LAYOUTS
 DTYPES = vocab.OUTPUT_DTYPES
@@ -120,6 +119,7 @@ def lib() -> C.CDLL:
                                      P(C.c_uint32)]),
         "inn_crc32": (C.c_uint32, [C.c_void_p, C.c_size_t]),
         "inn_bundle_section": (C.c_int, [P(_Bundle), C.c_char_p, P(C.c_void_p), P(C.c_size_t)]),
+        "inn_graph_count": (C.c_int, [P(_Bundle), P(C.c_uint32)]),
         "inn_graph_list": (C.c_int, [P(_Bundle), C.c_uint32, P(C.c_uint32), C.c_char_p]),
         "inn_graph_find": (C.c_int, [P(_Bundle), C.c_uint32, C.c_char_p, P(_Graph)]),
         "inn_graph_image": (C.c_int, [P(_Graph), C.c_uint32, P(_ImageInfo)]),
@@ -187,6 +187,12 @@ class LayerInfo:
     n_out: int
     n_in: int
     weight_count: int
+
+
+@dataclass(frozen=True)
+class BucketInfo:
+    name: str
+    ratio: float | None  # the global width the bucket was made for
 
 
 class NativeBundle:
@@ -258,24 +264,62 @@ class NativeBundle:
         _check(status, f"normalisation of layer {layer} at bucket {bucket}")
         return np.ctypeslib.as_array(a, (n.value,)).copy(), np.ctypeslib.as_array(c, (n.value,)).copy()
 
-    def meta(self) -> dict:
-        """The bundle's ``META`` section (bucket names, pack-time measurements, input shape)."""
+    def section(self, tag: bytes) -> bytes | None:
+        """The payload of section ``tag`` (a copy), or None when the bundle has none."""
         data, size = C.c_void_p(), C.c_size_t()
-        _check(lib().inn_bundle_section(C.byref(self._b), b"META", C.byref(data), C.byref(size)), "META section")
-        return json.loads(C.string_at(data, size.value))
+        status = lib().inn_bundle_section(C.byref(self._b), tag, C.byref(data), C.byref(size))
+        if status == _MISSING:
+            return None
+        _check(status, f"{tag.decode()} section")
+        return C.string_at(data, size.value)
+
+    def meta(self) -> dict:
+        """The bundle's informational ``META`` (input shape, rebuild info for torch), checked as the Python
+        decoder checks it (:func:`inn_mobile.format.bundle.check_meta`: ``BundleError`` when malformed)."""
+        raw = self.section(b"META")
+        return {} if raw is None else bundle.check_meta(raw)
+
+    def bucket_info(self, bucket: int) -> BucketInfo:
+        """Name and ratio of a bucket from the binary BKIN table; bundles before 1.3 have none, and take
+        them from META as :func:`inn_mobile.format.bundle.decode` does."""
+        info = _BucketInfo()
+        _check(lib().inn_bucket_info_get(C.byref(self._b), bucket, C.byref(info)), f"bucket {bucket}")
+        if self._b.bucket_infos is None:
+            rows = self.meta().get("buckets", [])
+            row = rows[bucket] if bucket < len(rows) else {}
+            return BucketInfo(row.get("name") or f"b{bucket}", row.get("ratio"))
+        name = C.string_at(info.name, info.name_len).decode() if info.name_len else ""
+        return BucketInfo(name or f"b{bucket}", info.ratio if info.has_ratio else None)
 
     def bucket_names(self) -> list[str]:
-        return [b["name"] for b in self.meta().get("buckets", [])]
+        return [self.bucket_info(k).name for k in range(self.bucket_count)]
+
+    def costs(self) -> dict[tuple[int, str], bundle.Cost]:
+        """``{(bucket, runtime): Cost}`` from the binary COST table (empty before 1.3)."""
+        count, row, out = C.c_uint32(), _Cost(), {}
+        _check(lib().inn_cost_count(C.byref(self._b), C.byref(count)), "COST rows")
+        for i in range(count.value):
+            _check(lib().inn_cost_list(C.byref(self._b), i, C.byref(row)), f"COST row {i}")
+            out[(row.bucket, row.runtime.decode())] = _cost(row)
+        return out
+
+    def cost(self, bucket: int, runtime: str) -> bundle.Cost | None:
+        """The pack-time measurements of one bucket on one runtime (``inn_cost_find``), or None."""
+        row = _Cost()
+        status = lib().inn_cost_find(C.byref(self._b), bucket, runtime.encode(), C.byref(row))
+        if status == _MISSING:
+            return None
+        _check(status, f"cost of bucket {bucket} on {runtime!r}")
+        return _cost(row)
 
     def graphs(self) -> list[tuple[int, str]]:
         """``(bucket, runtime)`` of every graph record in the bundle."""
-        out, bucket, name = [], C.c_uint32(), C.create_string_buffer(17)
-        while True:
-            status = lib().inn_graph_list(C.byref(self._b), len(out), C.byref(bucket), name)
-            if status == _MISSING:  # past the last graph, or no graphs at all
-                return out
-            _check(status, f"graph {len(out)}")
+        out, count, bucket, name = [], C.c_uint32(), C.c_uint32(), C.create_string_buffer(vocab.RUNTIME_NAME + 1)
+        _check(lib().inn_graph_count(C.byref(self._b), C.byref(count)), "graph table")
+        for i in range(count.value):
+            _check(lib().inn_graph_list(C.byref(self._b), i, C.byref(bucket), name), f"graph {i}")
             out.append((bucket.value, name.value.decode()))
+        return out
 
     def fill(self, bucket: int, runtime: str) -> dict[str, bytearray]:
         """Rebuild the runtime files of one bucket with their weights written by the core
@@ -297,3 +341,8 @@ class NativeBundle:
         _check(lib().inn_graph_fill(C.byref(self._b), C.byref(g), ptrs, sizes, scratch.ctypes.data, scratch.nbytes),
                f"filling the {runtime!r} graph of bucket {bucket}")
         return dict(zip(names, outs))
+
+
+def _cost(row: _Cost) -> bundle.Cost:
+    known = {f: bool(row.known & bit) for f, bit in vocab.COST_FIELDS.items()}
+    return bundle.Cost(**{f: getattr(row, f) for f in vocab.COST_FIELDS if known[f]})

@@ -19,6 +19,9 @@ reference rebuilds: u32 bucket, u32 image, u64 size, bytes.
 
 The same files with the suffix ``_i8`` hold the model with int8 nodes (NODE element type 3 + NSCL).
 
+Buckets carry names and ratios (BKIN) and pack-time costs (COST) with every combination of measured
+fields, one byte count past 2^32 and a runtime name of the full 16 bytes; test_core.c checks them.
+
 Every bucket has per-width normalisation (NORM + NRMV) on some of its layers with a bias (a
 different subset per bucket, a depthwise layer included), so the vectors cover weights scaled and
 biases shifted after resampling, before int8 quantisation.
@@ -41,6 +44,12 @@ OUT = Path(__file__).resolve().parent.parent / "tests" / "vectors"
 LAYOUT_CODES = {"oit": 0, "oti": 1, "ito": 2}
 RUNTIME = "vectors"
 SETS = (("", "f32"), ("_i8", "i8"))  # file suffix, node storage: the same model twice
+# per bucket: {runtime: measurements} (csrc/tests/test_core.c checks these values)
+COSTS = (
+    {RUNTIME: {"weights_bytes": 5000, "file_bytes": 7000, "arena_bytes": 900, "accuracy": 97.25}},
+    {RUNTIME: {"weights_bytes": 3000, "accuracy": 91.125}},
+    {RUNTIME: {}, "sixteen-chars-rt": {"weights_bytes": (1 << 40) + 3, "arena_bytes": 0}},
+)
 
 
 class VectorNet(nn.Module):
@@ -84,6 +93,8 @@ def build() -> bundle.Bundle:
             s.name: (torch.rand(n, generator=g) + 0.5, torch.rand(n, generator=g) * 0.4 - 0.2)
             for j, s in enumerate(with_bias) if (j + k) % 3 != 2 for n in [s.out_channels(sizes)]}
     b = bundle.Bundle(im, buckets, meta={"purpose": "shared C/Python test vectors"})
+    for bk, runtimes in zip(buckets, COSTS):
+        bk.info["runtimes"] = runtimes
     for k in range(len(buckets)):
         b.graphs[(k, RUNTIME)] = runtime_file.encode_record(graph_images(b, k, g))
     return b

@@ -32,6 +32,9 @@ ENTRY_SIZE = 32
 LAYER_SIZE = 64
 LAYER_ROW = struct.Struct("<IIIIIIIIQQIIII")  # FORMAT.md "Layer record"
 GRAPH_ROW = struct.Struct("<II16sQQ")  # bucket, reserved, runtime name (NUL-padded), offset, size in BLOB
+BKIN_ROW = struct.Struct("<IIIId")  # name offset, name length (in NAME), flags (BUCKET_RATIO), reserved, ratio
+COST_ROW = struct.Struct("<II16sQQQd")  # bucket, flags (COST_FIELDS), runtime, weights/file/arena bytes, accuracy
+_U64 = 1 << 64
 
 
 def resolve_bucket(names: list[str], ratios: list[float | None], bucket: int | str | float) -> int:
@@ -57,12 +60,49 @@ def resolve_bucket(names: list[str], ratios: list[float | None], bucket: int | s
 
 @dataclass
 class Bucket:
-    """One width: per-group channel counts; ``ratio`` is the global width it was made for (if any)."""
+    """One width: per-group channel counts; ``ratio`` is the global width it was made for (if any).
+
+    ``info["runtimes"][runtime]`` holds what packing measured (:class:`Cost`'s fields); the bundle
+    stores it in binary (COST), and any other ``info`` in the informational META."""
 
     name: str
     sizes: dict[int, int]
     ratio: float | None = None
     info: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Cost:
+    """What one bucket costs and gives on one runtime, measured at pack time (a COST row, what a device
+    chooses its width from); None where it was not measured."""
+
+    weights_bytes: int | None = None  # the weights the core writes into the runtime's files
+    file_bytes: int | None = None  # the runtime's files without their weights
+    arena_bytes: int | None = None  # the runtime's activation memory
+    accuracy: float | None = None  # %, on the packer's validation data
+
+    @classmethod
+    def of(cls, row: dict, what: str) -> Cost:
+        """From ``info["runtimes"][runtime]`` (other keys stay META-only); ``ValueError`` naming ``what`` for a
+        byte count that is not an integer in 0..2^64-1 or an accuracy that is not a finite number."""
+        if not isinstance(row, dict):
+            raise ValueError(f"{what}: measurements must be a dict, not {type(row).__name__}")
+        values = {k: row.get(k) for k in vocab.COST_FIELDS}
+        for k, v in values.items():
+            if v is None:
+                continue
+            if k == "accuracy":
+                ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            else:
+                ok = isinstance(v, int) and not isinstance(v, bool) and 0 <= v < _U64
+            if not ok:
+                raise ValueError(f"{what}: {k} = {v!r} is not a finite number" if k == "accuracy"
+                                 else f"{what}: {k} = {v!r} is not a byte count (an integer in 0..2^64-1)")
+        return cls(**values)
+
+    def as_dict(self) -> dict:
+        """The measured fields, as ``info["runtimes"][runtime]`` holds them."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
 
 
 @dataclass
@@ -87,6 +127,18 @@ class Bundle:
     def runtimes(self) -> list[str]:
         """Runtime names that have graphs in this bundle."""
         return sorted({rt for _, rt in self.graphs})
+
+    def costs(self) -> dict[tuple[int, str], Cost]:
+        """``{(bucket, runtime): Cost}``: what :func:`encode` writes to COST (and what :func:`decode`
+        read from it), checked as both readers check a COST row."""
+        return {(k, rt): Cost.of(row, f"bucket {b.name!r}, runtime {rt!r}")
+                for k, b in enumerate(self.buckets) for rt, row in b.info.get("runtimes", {}).items()}
+
+    def cost(self, bucket: int | str | float, runtime: str) -> Cost | None:
+        """The pack-time measurements of one bucket on one runtime, or None when it has none."""
+        k = self.bucket_index(bucket)
+        row = self.buckets[k].info.get("runtimes", {}).get(runtime)
+        return None if row is None else Cost.of(row, f"bucket {self.buckets[k].name!r}, runtime {runtime!r}")
 
     def images(self, bucket: str | int, runtime: str) -> list[runtime_file.StoredImage]:
         """The stored images (bytes around the holes) of one bucket's graph for ``runtime``, checked
@@ -194,6 +246,9 @@ def encode(bundle: Bundle, *, node_dtype: str = "f32") -> bytes:
         sizes = m.check_sizes(b.sizes)
         for g in m.groups:
             n = sizes[g.id]
+            if g.resizable and n > g.size * vocab.MAX_UPSAMPLE:  # both readers reject it (FORMAT.md "Reader limits")
+                raise ValueError(f"bucket {b.name!r} samples group {g.id} of {g.size} nodes at {n} points: at most "
+                                 f"{vocab.MAX_UPSAMPLE} per node")
             sizes_rows.append(n)
             p = m.partitions.get((g.id, n))
             if g.resizable and p is not None:
@@ -204,17 +259,31 @@ def encode(bundle: Bundle, *, node_dtype: str = "f32") -> bytes:
     buck = struct.pack("<II", len(bundle.buckets), len(m.groups)) + struct.pack(
         f"<{len(sizes_rows) + len(ref_rows)}I", *sizes_rows, *ref_rows)
     norm_rows, norm_values = _encode_norms(bundle)
+    bkin_rows = []
+    for b in bundle.buckets:
+        name = b.name.encode()
+        if b.ratio is not None and not math.isfinite(b.ratio):
+            raise ValueError(f"bucket {b.name!r}: ratio {b.ratio} is not finite")
+        flags = vocab.BUCKET_RATIO if b.ratio is not None else 0
+        bkin_rows.append(BKIN_ROW.pack(len(names), len(name), flags, 0, 0.0 if b.ratio is None else float(b.ratio)))
+        names += name
+    cost_rows = []
+    for (k, rt), cost in sorted(bundle.costs().items(), key=lambda kv: (kv[0][0], _runtime_field(kv[0][1]))):
+        flags = sum(bit for f, bit in vocab.COST_FIELDS.items() if getattr(cost, f) is not None)
+        cost_rows.append(COST_ROW.pack(k, flags, _runtime_field(rt), cost.weights_bytes or 0, cost.file_bytes or 0,
+                                       cost.arena_bytes or 0, float(cost.accuracy or 0.0)))
     meta = dict(bundle.meta)
     meta["layers"] = [{k: v for k, v in asdict(s).items()} for s in m.layers]
     meta["groups"] = [{"id": g.id, "size": g.size, "resizable": g.resizable, "members": g.members} for g in m.groups]
     meta["buckets"] = [{"name": b.name, "ratio": b.ratio, "info": b.info} for b in bundle.buckets]
     meta["quadrature"] = m.quadrature
+    try:  # strict JSON: NaN and infinity are not JSON, and other readers reject them
+        meta_json = json.dumps(meta, sort_keys=True, default=_json_default, allow_nan=False).encode()
+    except ValueError as e:
+        raise ValueError(f"META must be strict JSON (no NaN or infinity): {e}") from e
     graph_index, blob = [], bytearray()
     for (bucket, runtime), data in sorted(bundle.graphs.items()):
-        rt = runtime.encode()
-        if not 0 < len(rt) <= vocab.RUNTIME_NAME or b"\0" in rt:
-            raise ValueError(f"runtime name {runtime!r} must be 1..{vocab.RUNTIME_NAME} bytes without NUL")
-        graph_index.append(GRAPH_ROW.pack(bucket, 0, rt, len(blob), len(data)))
+        graph_index.append(GRAPH_ROW.pack(bucket, 0, _runtime_field(runtime), len(blob), len(data)))
         blob += data
         blob += b"\0" * (-len(blob) % 64)
     sections = [
@@ -227,7 +296,9 @@ def encode(bundle: Bundle, *, node_dtype: str = "f32") -> bytes:
         (b"BUCK", buck, vocab.ELEMENTS["bytes"]),
         (b"PART", struct.pack(f"<{len(parts)}f", *parts), vocab.ELEMENTS["f32"]),
         (b"NAME", bytes(names), vocab.ELEMENTS["bytes"]),
-        (b"META", json.dumps(meta, sort_keys=True, default=_json_default).encode(), vocab.ELEMENTS["bytes"]),
+        (b"META", meta_json, vocab.ELEMENTS["bytes"]),
+        (b"BKIN", _table(len(bkin_rows), 0, b"".join(bkin_rows)), vocab.ELEMENTS["bytes"]),
+        (b"COST", _table(len(cost_rows), 0, b"".join(cost_rows)), vocab.ELEMENTS["bytes"]),
     ]
     if node_dtype == "i8":
         sections.append((b"NSCL", np.concatenate(scale_chunks).astype("<f4").tobytes(), vocab.ELEMENTS["f32"]))
@@ -266,6 +337,14 @@ def _encode_norms(bundle: Bundle) -> tuple[list[bytes], list[np.ndarray]]:
             values += [a, c]
             first += 2 * n_out
     return rows, values
+
+
+def _runtime_field(runtime: str) -> bytes:
+    """A runtime name as GIDX and COST rows hold it: 1..16 bytes of UTF-8 without NUL, NUL-padded."""
+    rt = runtime.encode()
+    if not 0 < len(rt) <= vocab.RUNTIME_NAME or b"\0" in rt:
+        raise ValueError(f"runtime name {runtime!r} must be 1..{vocab.RUNTIME_NAME} bytes without NUL")
+    return rt.ljust(vocab.RUNTIME_NAME, b"\0")
 
 
 def _json_default(o):
@@ -368,9 +447,12 @@ def _finite(values: np.ndarray, what: str) -> None:
 def decode(data: bytes) -> Bundle:
     """Parse and validate bundle bytes; raises :class:`BundleError` naming what is wrong.
 
-    Rejects what the C reader rejects (``inn_bundle_open``). The one intentional difference is
-    ``META``, which the core never reads: this reader rebuilds layers and buckets from it, so it
-    also rejects a ``META`` that is not UTF-8 JSON of the expected shape (:func:`_check_meta`).
+    Rejects what the C reader rejects (``inn_bundle_open``), and reads what it reads: layer and bucket
+    names from NAME, ratios from BKIN, costs from COST (bundles before 1.3, without BKIN and COST, take
+    bucket names, ratios and costs from META). The intentional differences: ``META``, which the core never
+    reads, rebuilds the torch modules here (their kind, conv arguments, group members), so this reader also
+    rejects a ``META`` that is not UTF-8 JSON of the expected shape (:func:`check_meta`); and layers
+    must have distinct names (they key the model's nodes).
     Graph records are checked when used (:meth:`Bundle.images`), as ``inn_graph_find`` checks them.
     """
     try:
@@ -381,7 +463,7 @@ def decode(data: bytes) -> Bundle:
 
 def _decode(data: bytes) -> Bundle:
     sec, header_flags = _sections(data)
-    meta = _check_meta(bytes(sec[b"META"][0])) if b"META" in sec else {}
+    meta = check_meta(bytes(sec[b"META"][0])) if b"META" in sec else {}
     info = sec[b"INFO"][0]
     if len(info) < 16:
         raise BundleError("bundle truncated: INFO section")
@@ -454,8 +536,7 @@ def _decode(data: bytes) -> Bundle:
             raise BundleError(f"index or dimension out of range: layer {i} has {blocks} blocks and {taps} taps")
         if oc == 0 or max(of + oc, inf + ic) > len(pieces):
             raise BundleError(f"index or dimension out of range: layer {i} pieces")
-        if noff + nlen > len(names):
-            raise BundleError(f"index or dimension out of range: layer {i} name past the NAME section")
+        name = _name(names, noff, nlen, f"layer {i}") or f"layer{i}"
         out_groups, in_groups = tuple(pieces[of:of + oc]), tuple(pieces[inf:inf + ic])
         if any(g >= n_groups for g in out_groups + in_groups):
             raise BundleError(f"index or dimension out of range: layer {i} names a missing group")
@@ -469,9 +550,8 @@ def _decode(data: bytes) -> Bundle:
         elif ic != 0 or blocks != 1 or (kind_name == "affine" and taps != 1):
             raise BundleError(f"inconsistent bundle tables: {kind_name} layer {i} has an input axis, blocks or taps")
         lm = layer_meta[i] if i < len(layer_meta) else {}
-        name = lm.get("name", f"layer{i}")
         if any(_key(name, "") == _key(s.name, "") for s in specs):
-            raise BundleError(f"inconsistent bundle tables: META names two layers {name!r}")
+            raise BundleError(f"inconsistent bundle tables: two layers named {name!r}")
         spec = LayerSpec(name, kind_name, lm.get("module", "conv2d"), out_groups, in_groups, blocks, taps,
                          lm.get("in_spatial", 1), bool(flags & 1), _tuples(lm.get("conv", {})))
         count = m_out * (m_in_total // blocks) * taps if kind_name == "dense" else m_out * taps
@@ -485,14 +565,78 @@ def _decode(data: bytes) -> Bundle:
                 nodes[_key(name, "bias")] = tensor(boff, m_out, m_out, bsoff, repr(name))
         specs.append(spec)
     model = IntegralModel(None, groups, specs, nodes, quadrature=quad_name)
-    buckets = _decode_buckets(sec, bview, n_buckets, model, meta.get("buckets", []))
+    buckets = _decode_buckets(sec, bview, n_buckets, model, meta.get("buckets", []), names)
     _decode_norms(sec, header_flags, model, buckets)
     return Bundle(model, buckets, meta, _decode_graphs(sec, len(buckets)))
 
 
+def _name(names: memoryview, off: int, length: int, what: str) -> str:
+    """A name in NAME, checked as the C reader checks it (inside the section, strict UTF-8)."""
+    if off + length > len(names):
+        raise BundleError(f"index or dimension out of range: {what} name past the NAME section")
+    try:
+        return bytes(names[off:off + length]).decode()
+    except UnicodeDecodeError as e:
+        raise BundleError(f"inconsistent bundle tables: {what} name is not UTF-8 ({e.reason})") from e
+
+
+def _decode_bucket_infos(sec: dict, n_buckets: int, names: memoryview) -> list[tuple[str, float | None]] | None:
+    """BKIN (1.3): ``(name, ratio)`` per bucket with ``open_bucket_infos``'s checks; None without BKIN."""
+    if b"BKIN" not in sec:
+        return None
+    view = sec[b"BKIN"][0]
+    count = _count(view, BKIN_ROW.size, "BKIN")
+    if count != n_buckets or struct.unpack_from("<I", view, 4)[0]:
+        raise BundleError(f"inconsistent bundle tables: BKIN has {count} records for {n_buckets} buckets")
+    out = []
+    for k in range(count):
+        off, length, flags, reserved, ratio = BKIN_ROW.unpack_from(view, 8 + BKIN_ROW.size * k)
+        name = _name(names, off, length, f"bucket {k}")
+        raw_ratio = view[8 + BKIN_ROW.size * k + 16:8 + BKIN_ROW.size * (k + 1)]
+        if flags & ~vocab.BUCKET_RATIO or reserved or (
+                not math.isfinite(ratio) if flags else any(raw_ratio)):
+            raise BundleError(f"inconsistent bundle tables: BKIN record {k} (flags {flags:#x}, ratio {ratio})")
+        out.append((name, ratio if flags else None))
+    return out
+
+
+def _decode_costs(sec: dict, n_buckets: int) -> dict[tuple[int, str], Cost] | None:
+    """COST (1.3): ``{(bucket, runtime): Cost}`` with ``open_costs``'s checks; None without COST."""
+    if b"COST" not in sec:
+        return None
+    view = sec[b"COST"][0]
+    count = _count(view, COST_ROW.size, "COST")
+    if struct.unpack_from("<I", view, 4)[0]:
+        raise BundleError("inconsistent bundle tables: COST reserved field")
+    out, prev = {}, None
+    for i in range(count):
+        k, flags, rt, *values = COST_ROW.unpack_from(view, 8 + COST_ROW.size * i)
+        if k >= n_buckets:
+            raise BundleError(f"index or dimension out of range: COST row {i} names bucket {k}")
+        name = rt.rstrip(b"\0")
+        try:
+            runtime = name.decode() if name and b"\0" not in name else ""
+        except UnicodeDecodeError:
+            runtime = ""
+        raw = bytes(view[8 + COST_ROW.size * i + 24:8 + COST_ROW.size * (i + 1)])
+        known = {f: bool(flags & bit) for f, bit in vocab.COST_FIELDS.items()}
+        if (not runtime or flags & ~sum(vocab.COST_FIELDS.values())
+                or any(not known[f] and raw[8 * j:8 * j + 8] != bytes(8) for j, f in enumerate(vocab.COST_FIELDS))
+                or (known["accuracy"] and not math.isfinite(values[3]))):
+            raise BundleError(f"inconsistent bundle tables: COST row {i} (runtime {rt!r}, flags {flags:#x})")
+        if prev is not None and (k, rt) <= prev:
+            raise BundleError(f"inconsistent bundle tables: COST row {i} out of order or not unique")
+        prev = (k, rt)
+        out[(k, runtime)] = Cost(**{f: v for (f, bit), v in zip(vocab.COST_FIELDS.items(), values) if known[f]})
+    return out
+
+
 def _decode_buckets(sec: dict, bview: memoryview, n_buckets: int, model: IntegralModel,
-                    bucket_meta: list) -> list[Bucket]:
-    """The BUCK table with the C reader's checks (``check_buckets``); trained partitions into ``model``."""
+                    bucket_meta: list, names: memoryview) -> list[Bucket]:
+    """The BUCK table with the C reader's checks (``check_buckets``); trained partitions into ``model``;
+    names, ratios and costs from BKIN and COST (from META in bundles before 1.3)."""
+    infos = _decode_bucket_infos(sec, n_buckets, names)
+    costs = _decode_costs(sec, n_buckets)
     groups = model.groups
     n_g = len(groups)
     sizes = struct.unpack_from(f"<{n_buckets * n_g}I", bview, 8)
@@ -525,7 +669,11 @@ def _decode_buckets(sec: dict, bview: memoryview, n_buckets: int, model: Integra
                 raise BundleError(f"invalid partition (bucket {k}, group {g}): {e}") from e
             model.partitions[(g, n)] = p
         bm = bucket_meta[k] if k < len(bucket_meta) else {}
-        buckets.append(Bucket(bm.get("name", f"b{k}"), bs, bm.get("ratio"), bm.get("info", {})))
+        name, ratio = infos[k] if infos is not None else (bm.get("name", ""), bm.get("ratio"))
+        info = dict(bm.get("info", {}))
+        if costs is not None:
+            info["runtimes"] = {rt: c.as_dict() for (b, rt), c in costs.items() if b == k}
+        buckets.append(Bucket(name or f"b{k}", bs, ratio, info))
     return buckets
 
 
@@ -620,10 +768,14 @@ def layer_shape(model: IntegralModel, sizes: dict[int, int], spec: LayerSpec) ->
     return n_out, n_out * (n_in // spec.blocks) * spec.taps
 
 
-def _check_meta(raw: bytes) -> dict:
-    """``META`` as this reader uses it: a JSON object whose ``layers``/``groups``/``buckets`` are lists
-    of objects with fields of the right types (the C core ignores META; a host builds from it)."""
-    meta = json.loads(raw.decode())
+def check_meta(raw: bytes) -> dict:
+    """``META`` as the Python readers use it: a strict-JSON object whose ``layers``/``groups``/``buckets``
+    are lists of objects with fields of the right types (the C core ignores META; a host rebuilds modules
+    from it); :class:`BundleError` for anything else."""
+    try:
+        meta = json.loads(raw.decode(), parse_constant=_no_constant)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError, ValueError) as e:
+        raise BundleError(f"inconsistent bundle tables: META is not UTF-8 JSON: {e}") from e
     if not isinstance(meta, dict):
         raise BundleError(f"inconsistent bundle tables: META is a JSON {type(meta).__name__}, not an object")
 
@@ -663,6 +815,10 @@ def _check_meta(raw: bytes) -> dict:
     if not (isinstance(shape, list) and shape and all(number(d, integer=True) and d >= 1 for d in shape)):
         raise bad(f"input_shape must be a list of positive integers, not {shape!r}")
     return meta
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
 
 
 def _tuples(conv: dict) -> dict:

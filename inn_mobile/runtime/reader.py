@@ -66,7 +66,8 @@ class BundleReader:
                 self.graphs = set(self._py.graphs)
             else:
                 self._core = native.NativeBundle(source) if in_memory else native.NativeBundle.from_file(source)
-                buckets = self._core.meta().get("buckets", [])
+                # from the binary tables, as a device reads them (before 1.3: META, checked)
+                buckets = [vars(self._core.bucket_info(k)) for k in range(self._core.bucket_count)]
                 self.graphs = set(self._core.graphs())
         except (native.NativeError, bundle.BundleError) as e:
             raise bundle.BundleError(f"corrupted or invalid bundle: {e}") from e
