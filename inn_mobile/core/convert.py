@@ -18,7 +18,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
 from inn_mobile.core import kernel
 from inn_mobile.core.channels import ChannelGraph, LayerSite, analyse
-from inn_mobile.core.integral import IntegralModel, LayerSpec, _key
+from inn_mobile.core.integral import IntegralModel, LayerSpec, node_key
 from inn_mobile.core.permute import smooth_order
 from inn_mobile.core.tracing import record_values, trace_module
 from inn_mobile.errors import UnsupportedGraphError
@@ -170,24 +170,24 @@ def _tensors(spec: LayerSpec, site: LayerSite, gm: fx.GraphModule) -> dict[str, 
     m = site.module
     if spec.module == "param":
         v = gm.get_parameter(spec.name) if spec.name in dict(gm.named_parameters()) else gm.get_buffer(spec.name)
-        return {_key(spec.name, "weight"): v.detach().double().reshape(-1, 1, 1)}
+        return {node_key(spec.name, "weight"): v.detach().double().reshape(-1, 1, 1)}
     if spec.kind == "affine":
         n = sum(p.size for p in site.out_desc)
         ones = torch.ones(n, dtype=torch.float64)
         weight = m.weight.detach().double() if m.weight is not None else ones
         bias = m.bias.detach().double() if m.bias is not None else torch.zeros_like(ones)
         if spec.module != "batchnorm":
-            return {_key(spec.name, "scale"): weight, _key(spec.name, "shift"): bias}
+            return {node_key(spec.name, "scale"): weight, node_key(spec.name, "shift"): bias}
         if m.running_var is None:
             raise UnsupportedGraphError(f"BatchNorm {spec.name!r} has no running statistics; convert a model "
                                         "with track_running_stats=True (eval statistics are folded)")
         scale = weight / torch.sqrt(m.running_var.double() + m.eps)
         shift = bias - m.running_mean.double() * scale
-        return {_key(spec.name, "scale"): scale, _key(spec.name, "shift"): shift}
+        return {node_key(spec.name, "scale"): scale, node_key(spec.name, "shift"): shift}
     w = m.weight.detach().double()
-    out = {_key(spec.name, "weight"): w.reshape(w.shape[0], -1, spec.taps)}
+    out = {node_key(spec.name, "weight"): w.reshape(w.shape[0], -1, spec.taps)}
     if spec.has_bias:
-        out[_key(spec.name, "bias")] = m.bias.detach().double()
+        out[node_key(spec.name, "bias")] = m.bias.detach().double()
     return out
 
 
@@ -198,7 +198,7 @@ def _places(spec: LayerSpec, graph: ChannelGraph):
     offset = 0
     for g, n in zip(spec.out_groups, sizes):
         for what in out_keys:
-            yield g, (_key(spec.name, what), None, 0, torch.arange(offset, offset + n))
+            yield g, (node_key(spec.name, what), None, 0, torch.arange(offset, offset + n))
         offset += n
     if not spec.in_groups:
         return
@@ -209,7 +209,8 @@ def _places(spec: LayerSpec, graph: ChannelGraph):
         n = graph.groups[g].size
         block = offset // m_in
         rows = slice(block * m_out, (block + 1) * m_out)
-        yield g, (_key(spec.name, "weight"), rows, 1, torch.arange(offset - block * m_in, offset - block * m_in + n))
+        start = offset - block * m_in
+        yield g, (node_key(spec.name, "weight"), rows, 1, torch.arange(start, start + n))
         offset += n
 
 
@@ -276,7 +277,7 @@ def _init_nodes(specs, graph, tensors, rule) -> dict[str, torch.Tensor]:
             if graph.groups[g].resizable else torch.ones(graph.groups[g].size, dtype=torch.float64)
             for g in spec.in_groups
         ])
-        key = _key(spec.name, "weight")
+        key = node_key(spec.name, "weight")
         w = tensors[key]
         b = spec.blocks
         q = q.reshape(b, 1, -1, 1)

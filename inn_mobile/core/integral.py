@@ -68,7 +68,9 @@ class LayerSpec:
         return sum(sizes[g] for g in self.out_groups)
 
 
-def _key(name: str, what: str) -> str:
+def node_key(name: str, what: str) -> str:
+    """The key of a layer's tensor (``weight``, ``bias``, ``scale``, ``shift``) in ``IntegralModel.nodes``
+    (a ParameterDict, whose keys may not contain dots)."""
     return f"{name.replace('.', '__')}__{what}"
 
 
@@ -223,16 +225,17 @@ class IntegralModel(nn.Module):
         result: dict[str, torch.Tensor] = {}
         if spec.kind == "affine":
             for what in ("scale", "shift"):
-                v = self.nodes[_key(spec.name, what)]
+                v = self.nodes[node_key(spec.name, what)]
                 result[what] = kernel.resample(v, 0, out_axis.idx, out_axis.w.float())
             return result
-        lam = self.nodes[_key(spec.name, "weight")]
+        lam = self.nodes[node_key(spec.name, "weight")]
         if spec.kind == "depthwise":
             result["weight"] = kernel.resample(lam, 0, out_axis.idx, out_axis.w.float())
         else:
             result["weight"] = discretize_dense(lam, out_axis, self.axis(spec.in_groups, samplers), spec.blocks)
         if spec.has_bias:
-            result["bias"] = kernel.resample(self.nodes[_key(spec.name, "bias")], 0, out_axis.idx, out_axis.w.float())
+            bias = self.nodes[node_key(spec.name, "bias")]
+            result["bias"] = kernel.resample(bias, 0, out_axis.idx, out_axis.w.float())
         return result
 
     # ---------------------------------------------------------------- rebuild

@@ -21,7 +21,7 @@ import torch
 from inn_mobile import atomic
 from inn_mobile.core import kernel
 from inn_mobile.core.channels import Group
-from inn_mobile.core.integral import IntegralModel, LayerSpec, _key, sizes_key
+from inn_mobile.core.integral import IntegralModel, LayerSpec, node_key, sizes_key
 from inn_mobile.errors import BundleError, NotInBundleError
 from inn_mobile.format import runtime_file, vocab
 from inn_mobile.format.reference import quantize_per_channel
@@ -230,11 +230,11 @@ def encode(bundle: Bundle, *, node_dtype: str = "f32") -> bytes:
         in_first = len(pieces)
         pieces.extend(spec.in_groups)
         if spec.kind == "affine":
-            woff, wsoff = add_nodes(m.nodes[_key(spec.name, "scale")])
-            boff, bsoff = add_nodes(m.nodes[_key(spec.name, "shift")])
+            woff, wsoff = add_nodes(m.nodes[node_key(spec.name, "scale")])
+            boff, bsoff = add_nodes(m.nodes[node_key(spec.name, "shift")])
         else:
-            woff, wsoff = add_nodes(m.nodes[_key(spec.name, "weight")])
-            boff, bsoff = add_nodes(m.nodes[_key(spec.name, "bias")]) if spec.has_bias else (0, 0)
+            woff, wsoff = add_nodes(m.nodes[node_key(spec.name, "weight")])
+            boff, bsoff = add_nodes(m.nodes[node_key(spec.name, "bias")]) if spec.has_bias else (0, 0)
         name = spec.name.encode()
         layer_rows.append(LAYER_ROW.pack(
             vocab.KINDS[spec.kind], spec.blocks, spec.taps, 1 if spec.has_bias else 0, out_first, len(spec.out_groups),
@@ -550,19 +550,19 @@ def _decode(data: bytes) -> Bundle:
         elif ic != 0 or blocks != 1 or (kind_name == "affine" and taps != 1):
             raise BundleError(f"inconsistent bundle tables: {kind_name} layer {i} has an input axis, blocks or taps")
         lm = layer_meta[i] if i < len(layer_meta) else {}
-        if any(_key(name, "") == _key(s.name, "") for s in specs):
+        if any(node_key(name, "") == node_key(s.name, "") for s in specs):
             raise BundleError(f"inconsistent bundle tables: two layers named {name!r}")
         spec = LayerSpec(name, kind_name, lm.get("module", "conv2d"), out_groups, in_groups, blocks, taps,
                          lm.get("in_spatial", 1), bool(flags & 1), _tuples(lm.get("conv", {})))
         count = m_out * (m_in_total // blocks) * taps if kind_name == "dense" else m_out * taps
         w = tensor(woff, count, m_out, wsoff, repr(name))
         if kind_name == "affine":
-            nodes[_key(name, "scale")] = w
-            nodes[_key(name, "shift")] = tensor(boff, m_out, m_out, bsoff, repr(name))
+            nodes[node_key(name, "scale")] = w
+            nodes[node_key(name, "shift")] = tensor(boff, m_out, m_out, bsoff, repr(name))
         else:
-            nodes[_key(name, "weight")] = w.reshape(m_out, -1, taps)
+            nodes[node_key(name, "weight")] = w.reshape(m_out, -1, taps)
             if flags & 1:
-                nodes[_key(name, "bias")] = tensor(boff, m_out, m_out, bsoff, repr(name))
+                nodes[node_key(name, "bias")] = tensor(boff, m_out, m_out, bsoff, repr(name))
         specs.append(spec)
     model = IntegralModel(None, groups, specs, nodes, quadrature=quad_name)
     buckets = _decode_buckets(sec, bview, n_buckets, model, meta.get("buckets", []), names)
