@@ -34,16 +34,15 @@ import torch
 from inn_mobile.core.integral import IntegralModel
 from inn_mobile.errors import LoweringError
 from inn_mobile.export.sentinel import error, float_sentinels, seed_of
-from inn_mobile.format import reference, runtime_file
+from inn_mobile.format import reference, runtime_file, vocab
 from inn_mobile.format.bundle import Bucket
 from inn_mobile.format.vocab import TFLITE_FILE
-from inn_mobile.format.vocab import runtime_name as _runtime_name
 
 __all__ = ["FILE_NAME", "RUNTIME", "RUNTIME_I8", "LoweringError", "lower", "lower_variants", "runtime_name",
            "to_tflite"]
 
-RUNTIME = _runtime_name("litert", int8=False)
-RUNTIME_I8 = _runtime_name("litert", int8=True)
+RUNTIME = vocab.runtime_name("litert", int8=False)
+RUNTIME_I8 = vocab.runtime_name("litert", int8=True)
 FILE_NAME = TFLITE_FILE
 # builtin operator code -> weight layouts the converter may use for it (see FORMAT.md "Graph records")
 _CONV_2D, _DEPTHWISE_CONV_2D, _FULLY_CONNECTED = 3, 4, 9
