@@ -385,6 +385,9 @@ def _quiet_third_party() -> None:
     """The converters log deprecation chatter and optional-CUDA-kernel failures that say nothing about
     the user's model; the command line hides them (library users keep their own logging settings)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # the LiteRT converter's oneDNN notice goes through absl before TF_CPP_MIN_LOG_LEVEL applies; without
+    # oneDNN's reordered sums the conversion is also bit-reproducible
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     warnings.filterwarnings("ignore", category=FutureWarning)
     for name in ("torchao", "torch.utils._pytree", "torch._export"):
         logging.getLogger(name).setLevel(logging.ERROR)
