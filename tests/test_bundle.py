@@ -16,8 +16,27 @@ GOOD = (VECTORS / "vectors.innb").read_bytes()
 GOOD_I8 = (VECTORS / "vectors_i8.innb").read_bytes()  # the same model with int8 nodes + NSCL scales
 
 
-def edited(offset_of, value: int, good: bytes = GOOD) -> bytes:
-    return put(good, offset_of(good), value)
+def edited(offset_of, value: int, good: bytes = GOOD, fmt: str = "<I") -> bytes:
+    return put(good, offset_of(good), value, fmt)
+
+
+def bkin(d: bytes, k: int) -> int:
+    """Offset of bucket k's BKIN record (name offset, name length, flags, reserved, f64 ratio)."""
+    return section(d, b"BKIN") + 8 + 24 * k
+
+
+def cost(d: bytes, i: int) -> int:
+    """Offset of COST row i (bucket, flags, runtime[16], weights, file, arena bytes, f64 accuracy). The vectors'
+    rows: (0, "vectors") all four fields, (1, "vectors") weights + accuracy, (2, "sixteen-chars-rt"), (2, "vectors")."""
+    return section(d, b"COST") + 8 + 56 * i
+
+
+def name_byte(d: bytes, offset_field: int) -> int:
+    """Offset in NAME of the first byte of the name whose offset is stored at ``offset_field``."""
+    return section(d, b"NAME") + struct.unpack_from("<I", d, offset_field)[0]
+
+
+NAN64 = 0x7FF8000000000000
 
 
 BAD = {
@@ -58,6 +77,25 @@ BAD = {
     # a group of 6 nodes sampled at 97 points: more than 16 per node (a 690 KB file asked for 576 TiB)
     "bucket upsamples past the limit": (edited(lambda d: section(d, b"BUCK") + 8 + 4, 6 * 16 + 1), "out of range",
                                         "RANGE"),
+    # 1.3: names in NAME (layers and buckets), BKIN and COST, checked alike by both readers
+    "layer name not UTF-8": (edited(lambda d: name_byte(d, layer(d, 0) + 48), 0xFF, fmt="<B"), "not UTF-8", "FORMAT"),
+    "bucket name not UTF-8": (edited(lambda d: name_byte(d, bkin(d, 1)), 0xC0, fmt="<B"), "not UTF-8", "FORMAT"),
+    "bucket name past NAME": (edited(lambda d: bkin(d, 0), 1 << 20), "name past the NAME", "RANGE"),
+    "BKIN count not the buckets": (edited(lambda d: section(d, b"BKIN"), 2), "BKIN has 2 records", "FORMAT"),
+    "BKIN count past the section": (edited(lambda d: section(d, b"BKIN"), 1 << 20), "declares", "TRUNCATED"),
+    "unknown bucket flag": (edited(lambda d: bkin(d, 0) + 8, 3), "BKIN record 0", "FORMAT"),
+    "BKIN reserved": (edited(lambda d: bkin(d, 2) + 12, 1), "BKIN record 2", "FORMAT"),
+    "NaN ratio": (edited(lambda d: bkin(d, 1) + 16, NAN64, fmt="<Q"), "BKIN record 1", "FORMAT"),
+    "ratio without its flag": (edited(lambda d: bkin(d, 0) + 8, 0), "BKIN record 0", "FORMAT"),
+    "cost of a missing bucket": (edited(lambda d: cost(d, 0), 9), "COST row 0 names bucket 9", "RANGE"),
+    "unknown cost flag": (edited(lambda d: cost(d, 0) + 4, 31), "COST row 0", "FORMAT"),
+    "unmeasured cost not zero": (edited(lambda d: cost(d, 1) + 32, 5), "COST row 1", "FORMAT"),
+    "NaN accuracy": (edited(lambda d: cost(d, 0) + 48, NAN64, fmt="<Q"), "COST row 0", "FORMAT"),
+    "runtime not NUL-padded": (edited(lambda d: cost(d, 3) + 8 + 12, ord("x"), fmt="<B"), "COST row 3", "FORMAT"),
+    "empty runtime name": (edited(lambda d: cost(d, 3) + 8, 0, fmt="<Q"), "COST row 3", "FORMAT"),
+    "runtime not UTF-8": (edited(lambda d: cost(d, 2) + 8, 0xFF, fmt="<B"), "COST row 2", "FORMAT"),
+    "cost rows repeated": (edited(lambda d: cost(d, 1), 0), "out of order or not unique", "FORMAT"),
+    "COST count past the section": (edited(lambda d: section(d, b"COST"), 1000), "declares", "TRUNCATED"),
     # no groups and 2^32-1 buckets of zero groups each: the Python reader looped for hours
     "no groups, 2^32-1 buckets": (edited(lambda d: section(d, b"BUCK"), 0xFFFFFFFF,
                                          edited(lambda d: section(d, b"BUCK") + 4, 0,

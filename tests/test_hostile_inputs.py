@@ -93,7 +93,7 @@ def test_readers_and_loader_end_cleanly_and_agree(cases):
     with bounded_memory():
         for c in corpus_cases:
             py, cc = outcome(python_reader, c.data), outcome(c_reader, c.data)
-            # META of the wrong shape reaches runtime/reader.py, which does not check it: see the xfail below
+            # META of the wrong shape through the loader: test_loader_rejects_meta_of_the_wrong_shape
             loaded = "ok" if c.meta_only else outcome(load_litert, c.data)
             for who, got in (("python", py), ("c", cc), ("open_model", loaded)):
                 if got not in counts:
@@ -106,9 +106,9 @@ def test_readers_and_loader_end_cleanly_and_agree(cases):
     assert counts["rejected"] > 200 and counts["ok"] > 50  # the corpus reaches past the first checks
 
 
-@pytest.mark.xfail(strict=True, reason="runtime/reader.py (BundleReader) and native.py (meta) read META without "
-                   "checking its shape: a META that is a JSON list raises AttributeError (reported)")
 def test_loader_rejects_meta_of_the_wrong_shape(cases):
+    """The loader reads bucket names from the binary tables and checks META where it reads it
+    (``NativeBundle.meta``: ``bundle.check_meta``): a META of the wrong shape loads or is rejected cleanly."""
     _, corpus_cases = cases
     for c in corpus_cases:
         if c.meta_only:

@@ -1,5 +1,6 @@
 """The C core against the Python reference: bit-exact weights, layouts, int8, shared vectors."""
 
+import json
 import struct
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -289,3 +290,103 @@ def test_native_errors_are_specific():
         with pytest.raises(native.NativeError, match=name) as e:
             native.NativeBundle(data)
         assert e.value.name == name
+
+
+# -------------------------------------------------------------------------------- 1.3: what a device chooses from
+def _without(data: bytes, *tags: bytes, minor: int) -> bytes:
+    """``data`` re-packed without sections ``tags`` and with version minor ``minor`` (an older writer's file)."""
+    from corpus import reseal
+
+    count, table = struct.unpack_from("<IQ", data, 12)
+    flags = struct.unpack_from("<I", data, 32)[0]
+    sections = []
+    for i in range(count):
+        tag, _, off, size, elem, _ = struct.unpack_from("<4sIQQII", data, table + 32 * i)
+        if tag not in tags:
+            sections.append((tag, data[off:off + size], elem))
+    out = bytearray(bundle._pack(sections, flags=flags))  # noqa: SLF001 - the writer's own layout
+    struct.pack_into("<H", out, 6, minor)
+    return reseal(out)
+
+
+@pytest.mark.parametrize("suffix", ["", "_i8"], ids=["f32-nodes", "i8-nodes"])
+def test_bucket_names_ratios_and_costs_agree_between_readers(suffix):
+    data = (VECTORS / f"vectors{suffix}.innb").read_bytes()
+    py, nb = bundle.decode(data), native.NativeBundle(data)
+    assert [(b.name, b.ratio) for b in py.buckets] == [(i.name, i.ratio) for i in map(nb.bucket_info, range(3))]
+    assert nb.bucket_names() == ["r1.0", "r0.75", "r0.5"]
+    assert nb.costs() == py.costs() and len(nb.costs()) == 4
+    assert nb.cost(0, "vectors") == bundle.Cost(5000, 7000, 900, 97.25) == py.cost("r1.0", "vectors")
+    assert nb.cost(1, "vectors") == bundle.Cost(weights_bytes=3000, accuracy=91.125)
+    assert nb.cost(2, "sixteen-chars-rt") == bundle.Cost(weights_bytes=(1 << 40) + 3, arena_bytes=0)
+    assert nb.cost(2, "vectors") == bundle.Cost() and nb.cost(1, "litert") is None and py.cost(1, "litert") is None
+    with pytest.raises(native.NativeError, match="INN_ERR_ARG"):
+        nb.cost(0, "a-runtime-name-too-long")
+    assert [s.name for s in py.model.layers] == [nb.layer_info(0, i).name for i in range(nb.layer_count)]
+
+
+def test_binary_tables_win_over_meta():
+    """META is informational: names, ratios and costs come from NAME/BKIN/COST in both readers."""
+    from corpus import section, section_size, with_section
+
+    good = (VECTORS / "vectors.innb").read_bytes()
+    meta = json.loads(good[section(good, b"META"):section(good, b"META") + section_size(good, b"META")])
+    for i, bm in enumerate(meta["buckets"]):
+        bm.update(name=f"meta{i}", ratio=0.125, info={"runtimes": {"vectors": {"weights_bytes": 1}}})
+    for lm in meta["layers"]:
+        lm["name"] = "meta." + lm["name"]
+    data = with_section(good, b"META", json.dumps(meta).encode())
+    py, nb = bundle.decode(data), native.NativeBundle(data)
+    assert [b.name for b in py.buckets] == nb.bucket_names() == ["r1.0", "r0.75", "r0.5"]
+    assert py.costs() == nb.costs() == bundle.decode(good).costs()
+    assert [s.name for s in py.model.layers] == [s.name for s in bundle.decode(good).model.layers]
+
+
+def test_bundles_before_1_3_take_names_and_costs_from_meta():
+    good = (VECTORS / "vectors.innb").read_bytes()
+    old = _without(good, b"BKIN", b"COST", minor=2)
+    py, nb = bundle.decode(old), native.NativeBundle(old)
+    assert [(b.name, b.ratio) for b in py.buckets] == [(i.name, i.ratio) for i in map(nb.bucket_info, range(3))] == [
+        ("r1.0", 1.0), ("r0.75", 0.75), ("r0.5", 0.5)]
+    assert py.costs() == bundle.decode(good).costs()  # META's copy
+    assert nb.costs() == {} and nb.cost(0, "vectors") is None  # the core reads binary tables only
+    for k in range(3):
+        a, b = native.NativeBundle(good).materialize(k, 1), nb.materialize(k, 1)
+        assert all(np.array_equal(x, y) for x, y in zip(a, b) if x is not None)
+
+
+def test_meta_of_the_wrong_shape_is_a_bundle_error():
+    from corpus import with_section
+
+    good = (VECTORS / "vectors.innb").read_bytes()
+    for payload in (b"[]", b'{"buckets": 3}', b'{"input_shape": [NaN]}', b"{x", b'{"a": "\xff"}'):
+        nb = native.NativeBundle(with_section(good, b"META", payload))
+        with pytest.raises(bundle.BundleError, match="META"):
+            nb.meta()
+        assert nb.bucket_names() == ["r1.0", "r0.75", "r0.5"]  # the binary tables do not need it
+
+
+def test_bundle_struct_mirror_is_the_core_size():
+    import ctypes
+
+    assert native.lib().inn_bundle_sizeof() == ctypes.sizeof(native._Bundle)  # noqa: SLF001
+
+
+def test_writer_refuses_what_the_readers_reject():
+    def refused(edit, match):
+        b = bundle.load(VECTORS / "vectors.innb")
+        edit(b)
+        with pytest.raises(ValueError, match=match):
+            bundle.encode(b)
+
+    refused(lambda b: b.meta.update(score=float("nan")), "strict JSON")
+    refused(lambda b: b.buckets[0].info["runtimes"]["vectors"].update(accuracy=float("inf")), "not a finite number")
+    refused(lambda b: b.buckets[1].info["runtimes"]["vectors"].update(weights_bytes=-1), "not a byte count")
+    refused(lambda b: b.buckets[1].info["runtimes"]["vectors"].update(file_bytes=1 << 64), "not a byte count")
+    refused(lambda b: b.buckets[1].info["runtimes"].update({"x" * 17: {}}), "runtime name")
+    refused(lambda b: setattr(b.buckets[2], "ratio", float("nan")), "ratio nan is not finite")
+
+    def upsample(b):
+        g = next(g for g in b.model.groups if g.resizable)
+        b.buckets[0].sizes[g.id] = g.size * 16 + 1
+    refused(upsample, "at most 16 per node")

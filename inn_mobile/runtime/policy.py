@@ -1,7 +1,8 @@
 """Choosing a width at app start: the most accurate bucket that fits the device's budgets.
 
 Inputs are measured, not guessed: each bucket's accuracy and weight bytes are recorded in the bundle
-at pack time (``Bucket.info["runtimes"][runtime]``), and a device profile (``inn-mobile profile``)
+at pack time, in its binary COST table (:meth:`Bundle.cost`; what a device reads with ``inn_cost_find``,
+no JSON), and a device profile (``inn-mobile profile``)
 records each bucket's latency and peak memory on the device itself. Without a profile the choice
 falls back to memory alone (weights + the runtime's activation arena measured at pack time).
 The Android demo implements the same rule (``android_demo``), so keep the two in step.
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from inn_mobile import atomic
 from inn_mobile.errors import BudgetError
-from inn_mobile.format.bundle import Bundle
+from inn_mobile.format.bundle import Bundle, Cost
 
 PROFILE_VERSION = 1
 
@@ -75,8 +76,9 @@ def choose(candidates: list[Candidate], memory_budget: int, latency_budget_ms: f
 
 
 def candidates(b: Bundle, runtime: str, profile: dict | None = None) -> list[Candidate]:
-    """Candidates for ``runtime`` from the bundle's pack-time measurements and, where given, a
-    device profile (whose measured peak memory and latency take precedence)."""
+    """Candidates for ``runtime`` from the bundle's pack-time measurements (its COST rows: for a bundle read
+    from a file what the decoder read there, for one in memory what :func:`~inn_mobile.format.bundle.encode`
+    will write) and, where given, a device profile (whose measured peak memory and latency take precedence)."""
     rows = (profile or {}).get("buckets", {})
     if profile is not None and profile.get("runtime") != runtime:
         raise ValueError(f"the profile was measured for {profile.get('runtime')!r}, not {runtime!r}")
@@ -84,16 +86,16 @@ def candidates(b: Bundle, runtime: str, profile: dict | None = None) -> list[Can
     for k, bucket in enumerate(b.buckets):
         if (k, runtime) not in b.graphs:
             continue
-        info = bucket.info.get("runtimes", {}).get(runtime, {})
+        cost = b.cost(k, runtime) or Cost()
         row = rows.get(bucket.name)
         if row is not None:
             memory, latency = int(row["peak_bytes"]), float(row["latency_ms"])
-        elif "weights_bytes" in info:
-            memory, latency = int(info["weights_bytes"]) + int(info.get("arena_bytes", 0)), None
+        elif cost.weights_bytes is not None:
+            memory, latency = cost.weights_bytes + (cost.arena_bytes or 0), None
         else:
             raise ValueError(f"bucket {bucket.name!r} has no memory measurement for {runtime!r} "
                              "(pack it with inn_mobile.export.pack, or pass a device profile)")
-        out.append(Candidate(bucket.name, info.get("accuracy"), memory, latency))
+        out.append(Candidate(bucket.name, cost.accuracy, memory, latency))
     if not out:
         raise ValueError(f"the bundle has no {runtime!r} graphs; it has {b.runtimes() or 'none'}")
     return out

@@ -119,6 +119,40 @@ static int graphs(const unsigned char *bundle, size_t bsize, const unsigned char
     return records;
 }
 
+/* Bucket names, ratios and costs as tools/make_test_vectors.py wrote them (BKIN, COST). */
+static void bucket_tables(const unsigned char *bundle, size_t bsize) {
+    inn_bundle b;
+    if (inn_bundle_open(&b, bundle, bsize) != INN_OK) return;
+    static const char *names[] = {"r1.0", "r0.75", "r0.5"};
+    static const double ratios[] = {1.0, 0.75, 0.5};
+    for (uint32_t k = 0; k < 3; k++) {
+        inn_bucket_info bi;
+        CHECK(inn_bucket_info_get(&b, k, &bi) == INN_OK, "bucket info %u", k);
+        CHECK(bi.name_len == strlen(names[k]) && memcmp(bi.name, names[k], bi.name_len) == 0, "bucket %u name", k);
+        CHECK(bi.has_ratio && bi.ratio == ratios[k], "bucket %u ratio %g", k, bi.ratio);
+    }
+    inn_bucket_info bi;
+    CHECK(inn_bucket_info_get(&b, 3, &bi) == INN_ERR_MISSING, "bucket info past the end");
+    uint32_t count = 0;
+    CHECK(inn_cost_count(&b, &count) == INN_OK && count == 4, "cost rows: %u", count);
+    inn_bucket_cost c;
+    CHECK(inn_cost_find(&b, 0, "vectors", &c) == INN_OK && c.bucket == 0 && c.known == 15 && c.weights_bytes == 5000 &&
+              c.file_bytes == 7000 && c.arena_bytes == 900 && c.accuracy == 97.25 && strcmp(c.runtime, "vectors") == 0,
+          "cost of bucket 0");
+    CHECK(inn_cost_find(&b, 1, "vectors", &c) == INN_OK &&
+              c.known == (INN_COST_WEIGHTS_BYTES | INN_COST_ACCURACY) && c.weights_bytes == 3000 && c.file_bytes == 0 &&
+              c.accuracy == 91.125, "cost of bucket 1");
+    CHECK(inn_cost_find(&b, 2, "sixteen-chars-rt", &c) == INN_OK && c.weights_bytes == (1ull << 40) + 3 &&
+              c.known == (INN_COST_WEIGHTS_BYTES | INN_COST_ARENA_BYTES) && strlen(c.runtime) == 16, "16-byte runtime");
+    CHECK(inn_cost_find(&b, 2, "vectors", &c) == INN_OK && c.known == 0, "a row with nothing measured");
+    CHECK(inn_cost_find(&b, 1, "litert", &c) == INN_ERR_MISSING, "no row");
+    CHECK(inn_cost_find(&b, 9, "vectors", &c) == INN_ERR_MISSING, "no bucket");
+    CHECK(inn_cost_find(&b, 0, "", &c) == INN_ERR_ARG, "empty runtime");
+    CHECK(inn_cost_list(&b, 3, &c) == INN_OK && c.bucket == 2 && strcmp(c.runtime, "vectors") == 0, "last row");
+    CHECK(inn_cost_list(&b, 4, &c) == INN_ERR_MISSING, "past the last row");
+    CHECK(inn_bundle_sizeof() == sizeof(inn_bundle), "inn_bundle_sizeof");
+}
+
 /* The first hole of bucket 0's graph, behind valid checksums: each edit gives a specific error. */
 static void bad_graphs(const unsigned char *good, size_t size) {
     size_t len, gidx = section_offset(good, size, "GIDX", &len), blob = section_offset(good, size, "BLOB", &len);
@@ -297,6 +331,7 @@ int main(int argc, char **argv) {
     int records = vectors(bundle, bsize, exp, esize);
     int graph_records = gexp ? graphs(bundle, bsize, gexp, gsize) : 0;
     CHECK(graph_records == 9, "graph images checked: %d of 9", graph_records);
+    bucket_tables(bundle, bsize);
     bad_input(bundle, bsize);
     bad_graphs(bundle, bsize);
     free(gexp);

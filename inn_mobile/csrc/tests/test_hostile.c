@@ -36,10 +36,11 @@ typedef struct {
     int norm;              /* NORM + NRMV for the layer */
     float norm_a, norm_c;  /* their values (norm_a also poisons when non-finite) */
     const bb_buf *record;  /* graph record for ("t", bucket 0), or NULL */
+    const bb_buf *names, *bkin, *cost; /* NAME, BKIN and COST payloads, or NULL (as before 1.3) */
 } spec;
 
 static spec base_spec(void) {
-    spec s = {4, 3, 1, 0.0f, 0.0f, 0, 1.0f, 0.0f, NULL};
+    spec s = {4, 3, 1, 0.0f, 0.0f, 0, 1.0f, 0.0f, NULL, NULL, NULL, NULL};
     return s;
 }
 
@@ -85,7 +86,7 @@ static unsigned char *small_bundle(const spec *p, size_t *size) {
     bb_u32(&buck, INN_UNIFORM);
     bb_buf grps = bb_table(2, 0, grps_rec.p, grps_rec.n), layr = bb_table(1, 0, layr_rec.p, layr_rec.n),
            piec = bb_table(2, 0, piec_rec.p, piec_rec.n);
-    bb_section s[12] = {{{'I', 'N', 'F', 'O'}, info.p, info.n, 0}, {{'G', 'R', 'P', 'S'}, grps.p, grps.n, 0},
+    bb_section s[16] = {{{'I', 'N', 'F', 'O'}, info.p, info.n, 0}, {{'G', 'R', 'P', 'S'}, grps.p, grps.n, 0},
                         {{'L', 'A', 'Y', 'R'}, layr.p, layr.n, 0}, {{'P', 'I', 'E', 'C'}, piec.p, piec.n, 0},
                         {{'N', 'O', 'D', 'E'}, node.p, node.n, p->node_elem},
                         {{'B', 'U', 'C', 'K'}, buck.p, buck.n, 0}};
@@ -106,6 +107,9 @@ static unsigned char *small_bundle(const spec *p, size_t *size) {
         s[count++] = (bb_section){{'G', 'I', 'D', 'X'}, gidx.p, gidx.n, 0};
         s[count++] = (bb_section){{'B', 'L', 'O', 'B'}, p->record->p, p->record->n, 0};
     }
+    if (p->names) s[count++] = (bb_section){{'N', 'A', 'M', 'E'}, p->names->p, p->names->n, 0};
+    if (p->bkin) s[count++] = (bb_section){{'B', 'K', 'I', 'N'}, p->bkin->p, p->bkin->n, 0};
+    if (p->cost) s[count++] = (bb_section){{'C', 'O', 'S', 'T'}, p->cost->p, p->cost->n, 0};
     unsigned char *out = bb_bundle(s, count, flags, size);
     bb_buf all[] = {info, grps_rec, layr_rec, piec_rec, node, nscl, buck, norm_rec, nrmv, grps, layr, piec, norm, gidx};
     for (size_t k = 0; k < sizeof all / sizeof *all; k++) free(all[k].p);
@@ -443,6 +447,150 @@ static void scratch_overflow(void) {
     free(d);
 }
 
+/* ------------------------------------------------------------------ 1.3: BKIN and COST */
+
+static void bb_f64(bb_buf *b, double v) {
+    uint64_t u;
+    memcpy(&u, &v, 8);
+    bb_u64(b, u);
+}
+
+/* BKIN with `count` records, each naming NAME[0, name_len) with `flags` and `ratio`. */
+static bb_buf bkin_table(uint32_t count, uint32_t name_len, uint32_t flags, double ratio) {
+    bb_buf b = {0};
+    bb_u32(&b, count);
+    bb_u32(&b, 0);
+    for (uint32_t k = 0; k < count; k++) {
+        bb_u32(&b, 0);
+        bb_u32(&b, name_len);
+        bb_u32(&b, flags);
+        bb_u32(&b, 0);
+        bb_f64(&b, ratio);
+    }
+    return b;
+}
+
+typedef struct {
+    uint32_t bucket, flags;
+    char runtime[INN_RUNTIME_NAME]; /* as stored: NUL-padded, or not */
+    uint64_t weights, file, arena;
+    double accuracy;
+} cost_row;
+
+static bb_buf cost_table(const cost_row *rows, uint32_t n, uint32_t declared) {
+    bb_buf b = {0};
+    bb_u32(&b, declared);
+    bb_u32(&b, 0);
+    for (uint32_t k = 0; k < n; k++) {
+        bb_u32(&b, rows[k].bucket);
+        bb_u32(&b, rows[k].flags);
+        bb_bytes(&b, rows[k].runtime, INN_RUNTIME_NAME);
+        bb_u64(&b, rows[k].weights);
+        bb_u64(&b, rows[k].file);
+        bb_u64(&b, rows[k].arena);
+        bb_f64(&b, rows[k].accuracy);
+    }
+    return b;
+}
+
+/* The small bundle with NAME = `name`, BKIN naming it, and COST `rows`: the open status. */
+static inn_status open_tables(const char *name, size_t name_len, const bb_buf *bkin, const cost_row *rows, uint32_t n,
+                              uint32_t declared, inn_bundle *b, unsigned char **d) {
+    bb_buf names = {0}, cost = cost_table(rows, n, declared);
+    bb_bytes(&names, name, name_len);
+    spec p = base_spec();
+    p.names = &names;
+    p.bkin = bkin;
+    p.cost = &cost;
+    inn_status st = open_spec(&p, b, d);
+    free(names.p);
+    free(cost.p);
+    return st;
+}
+
+static void bucket_tables(void) {
+    inn_bundle b;
+    unsigned char *d;
+    inn_bucket_info bi;
+    inn_bucket_cost c;
+    uint32_t count = 9;
+    /* before 1.3: no BKIN or COST, nothing known, nothing found */
+    spec p = base_spec();
+    EXPECT(open_spec(&p, &b, &d), INN_OK, "no BKIN, no COST");
+    EXPECT(inn_bucket_info_get(&b, 0, &bi), INN_OK, "bucket info without BKIN");
+    CHECK(bi.name == NULL && bi.name_len == 0 && !bi.has_ratio, "without BKIN nothing is known");
+    EXPECT(inn_cost_count(&b, &count), INN_OK, "cost count without COST");
+    CHECK(count == 0, "cost count without COST: %u", count);
+    EXPECT(inn_cost_find(&b, 0, "t", &c), INN_ERR_MISSING, "cost without COST");
+    EXPECT(inn_bucket_info_get(&b, 1, &bi), INN_ERR_MISSING, "bucket info past the buckets");
+    EXPECT(inn_bucket_info_get(NULL, 0, &bi), INN_ERR_ARG, "bucket info of NULL");
+    free(d);
+
+    /* valid: a 4-byte UTF-8 name, a ratio, two sorted rows */
+    const char smile[] = "w\xF0\x9F\x98\x80";
+    bb_buf bk = bkin_table(1, 5, INN_BUCKET_RATIO, 0.75);
+    cost_row ok[2] = {{0, INN_COST_WEIGHTS_BYTES | INN_COST_ACCURACY, "litert", 4096, 0, 0, 88.5},
+                      {0, INN_COST_ARENA_BYTES, "xnnpack-sixteen!", 0, 0, 1u << 20, 0.0}};
+    EXPECT(open_tables(smile, 5, &bk, ok, 2, 2, &b, &d), INN_OK, "valid BKIN and COST");
+    EXPECT(inn_bucket_info_get(&b, 0, &bi), INN_OK, "bucket info");
+    CHECK(bi.name_len == 5 && memcmp(bi.name, smile, 5) == 0 && bi.has_ratio && bi.ratio == 0.75, "bucket info values");
+    EXPECT(inn_cost_find(&b, 0, "litert", &c), INN_OK, "cost found");
+    CHECK(c.weights_bytes == 4096 && c.accuracy == 88.5 && c.arena_bytes == 0, "cost values");
+    EXPECT(inn_cost_find(&b, 0, "xnnpack-sixteen!", &c), INN_OK, "16-byte runtime name found");
+    EXPECT(inn_cost_find(&b, 0, "lite", &c), INN_ERR_MISSING, "a prefix is not a runtime");
+    free(d);
+    free(bk.p);
+
+    /* bad names: overlong, surrogate, past U+10FFFF, cut short, stray continuation byte; past NAME */
+    static const char *bad_utf8[] = {"\xC0\x80", "\xED\xA0\x80", "\xF4\x90\x80\x80", "\xE2\x82", "\x80"};
+    for (size_t k = 0; k < sizeof bad_utf8 / sizeof *bad_utf8; k++) {
+        size_t n = strlen(bad_utf8[k]);
+        bk = bkin_table(1, (uint32_t)n, 0, 0.0);
+        EXPECT(open_tables(bad_utf8[k], n, &bk, ok, 2, 2, &b, &d), INN_ERR_FORMAT, "bucket name not UTF-8");
+        free(d);
+        free(bk.p);
+    }
+    bk = bkin_table(1, 6, 0, 0.0);
+    EXPECT(open_tables(smile, 5, &bk, ok, 2, 2, &b, &d), INN_ERR_RANGE, "bucket name past NAME");
+    free(d);
+    free(bk.p);
+    /* bad BKIN records */
+    struct { uint32_t count, flags; double ratio; inn_status want; const char *what; } bkins[] = {
+        {2, 0, 0.0, INN_ERR_FORMAT, "two records for one bucket"},
+        {1, 2, 0.0, INN_ERR_FORMAT, "unknown bucket flag"},
+        {1, INN_BUCKET_RATIO, INFINITY, INN_ERR_FORMAT, "infinite ratio"},
+        {1, 0, 0.5, INN_ERR_FORMAT, "a ratio without its flag"},
+    };
+    for (size_t k = 0; k < sizeof bkins / sizeof *bkins; k++) {
+        bk = bkin_table(bkins[k].count, 1, bkins[k].flags, bkins[k].ratio);
+        EXPECT(open_tables("w", 1, &bk, ok, 2, 2, &b, &d), bkins[k].want, bkins[k].what);
+        free(d);
+        free(bk.p);
+    }
+    /* bad COST rows (one row each, or the two valid ones swapped or repeated) */
+    struct { cost_row row; inn_status want; const char *what; } rows[] = {
+        {{1, 0, "litert", 0, 0, 0, 0.0}, INN_ERR_RANGE, "cost of a missing bucket"},
+        {{0, 16, "litert", 0, 0, 0, 0.0}, INN_ERR_FORMAT, "unknown cost flag"},
+        {{0, INN_COST_ACCURACY, "litert", 0, 0, 0, NAN}, INN_ERR_FORMAT, "NaN accuracy"},
+        {{0, INN_COST_WEIGHTS_BYTES, "litert", 1, 2, 0, 0.0}, INN_ERR_FORMAT, "unmeasured file bytes not zero"},
+        {{0, 0, "", 0, 0, 0, 0.0}, INN_ERR_FORMAT, "empty runtime name"},
+        {{0, 0, "lite\0rt", 0, 0, 0, 0.0}, INN_ERR_FORMAT, "runtime name not NUL-padded"},
+        {{0, 0, "\xFFlitert", 0, 0, 0, 0.0}, INN_ERR_FORMAT, "runtime name not UTF-8"},
+    };
+    for (size_t k = 0; k < sizeof rows / sizeof *rows; k++) {
+        EXPECT(open_tables("w", 1, NULL, &rows[k].row, 1, 1, &b, &d), rows[k].want, rows[k].what);
+        free(d);
+    }
+    cost_row swapped[2] = {ok[1], ok[0]}, twice[2] = {ok[0], ok[0]};
+    EXPECT(open_tables("w", 1, NULL, swapped, 2, 2, &b, &d), INN_ERR_FORMAT, "cost rows out of order");
+    free(d);
+    EXPECT(open_tables("w", 1, NULL, twice, 2, 2, &b, &d), INN_ERR_FORMAT, "cost rows repeated");
+    free(d);
+    inn_status st = open_tables("w", 1, NULL, ok, 2, 0xFFFFFFFFu, &b, &d);
+    CHECK(st == INN_ERR_TRUNCATED || st == INN_ERR_OVERFLOW, "2^32-1 cost rows: %s", inn_status_name(st));
+    free(d);
+}
+
 int main(void) {
     status_names();
     valid_small();
@@ -451,6 +599,7 @@ int main(void) {
     bucket_widths();
     non_finite();
     scratch_overflow();
+    bucket_tables();
     printf("%d checks, %d failed\n", checks, failures);
     return failures ? 1 : 0;
 }
