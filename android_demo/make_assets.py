@@ -4,8 +4,9 @@
 
 Trains the small ResNet of `inn-mobile demo` on scikit-learn's digits, converts it and packs every width
 bucket as a LiteRT graph whose weights are holes (inn_mobile.export.pack), which records per bucket what the
-app's width policy reads (META `info["runtimes"]["litert"]`, see inn_mobile/runtime/policy.py): accuracy on the
-500 held-out digits measured with LiteRT on the graph the C core filled, weights_bytes and arena_bytes.
+app's width policy reads (the bundle's binary COST table, `Bucket.info["runtimes"]["litert"]` here; see
+inn_mobile/runtime/policy.py): accuracy on the 500 held-out digits measured with LiteRT on the graph the C core
+filled, weights_bytes and arena_bytes.
 Then writes app/src/main/assets/{model.innb, sample.png, sample.json}.
 """
 

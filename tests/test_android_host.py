@@ -24,7 +24,7 @@ from corpus import reseal, section
 from inn_mobile import native
 from inn_mobile.app import models
 from inn_mobile.core.convert import convert
-from inn_mobile.format import bundle, reference, runtime_file
+from inn_mobile.format import bundle, reference, runtime_file, vocab
 from inn_mobile.runtime import policy
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -197,6 +197,28 @@ def _python_policy(path: Path, runtime: str, budget: int, latency: float | None,
     return f"chosen {c.index} {k} {c.bucket} | {c.reason}"
 
 
+def _profile_args(path: Path) -> list[str]:
+    """The profile as HostTest takes it (an app parses its profile itself: the facade reads no JSON)."""
+    doc = policy.load_profile(path)
+    return [doc["runtime"]] + [f"{name}={row['latency_ms']!r}:{row['peak_bytes']}"
+                               for name, row in doc["buckets"].items()]
+
+
+def test_bucket_names_and_costs_cross_jni_as_the_decoder_reads_them(host, tmp_path):
+    """InnBundle.bucketInfo / costs / cost (JNI, the core's BKIN and COST) against the Python decoder,
+    on the vectors (every combination of measured fields, a count past 2^32) and on the policy bundle."""
+    for path in (VECTORS / "vectors.innb", _policy_bundle(tmp_path)):
+        b = bundle.load(path)
+        lines = run_java(host[0], "costs", path).splitlines()
+        want = [f"bucket {k} {bk.name} {'NaN' if bk.ratio is None else float(bk.ratio)!r}"
+                for k, bk in enumerate(b.buckets)]
+        for (k, rt), c in sorted(b.costs().items(), key=lambda kv: (kv[0][0], kv[0][1].encode())):
+            known = sum(bit for f, bit in vocab.COST_FIELDS.items() if getattr(c, f) is not None)
+            want.append(f"cost {k} {rt} {known} {c.weights_bytes or 0} {c.file_bytes or 0} {c.arena_bytes or 0} "
+                        f"{float(c.accuracy or 0.0)!r}")
+        assert lines == want
+
+
 def test_width_policy_matches_python(host, tmp_path):
     path = _policy_bundle(tmp_path)
     names = [bk.name for bk in bundle.load(path).buckets]
@@ -211,7 +233,7 @@ def test_width_policy_matches_python(host, tmp_path):
               ("litert", 10**9, None, None)]
     seen = set()
     for runtime, budget, latency, prof in cases:
-        args = [path, runtime, budget, "-" if latency is None else latency] + ([prof] if prof else [])
+        args = [path, runtime, budget, "-" if latency is None else latency] + (_profile_args(prof) if prof else [])
         got = run_java(host[0], "policy", *args).strip()
         assert got == _python_policy(path, runtime, budget, latency, prof), (runtime, budget, latency, prof)
         seen.add(got.split()[0] + (got.split()[2] if got.startswith("chosen") else ""))

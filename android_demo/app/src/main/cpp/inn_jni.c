@@ -14,6 +14,7 @@
  *    aligned; memory that is not (a misaligned direct buffer, a Java byte[]) is copied once.
  */
 #include <jni.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -416,4 +417,106 @@ JNIEXPORT void JNICALL Java_dev_innmobile_InnBundle_nGraphFill(JNIEnv *env, jcla
     }
     free(ptrs);
     free(sizes);
+}
+
+/* ------------------------------------------------------------------ what a width costs (BKIN, COST) */
+
+/* Bucket `bucket`'s name as UTF-8 bytes (empty when the bundle predates BKIN) and its ratio in ratio_out[0]
+ * (NaN when not set). */
+JNIEXPORT jbyteArray JNICALL Java_dev_innmobile_InnBundle_nBucketInfo(JNIEnv *env, jclass cls, jlong handle,
+                                                                      jint bucket, jdoubleArray ratio_out) {
+    (void)cls;
+    jni_bundle *h = handle_of(env, handle);
+    if (!h) return NULL;
+    inn_bucket_info info;
+    inn_status s = bucket < 0 ? INN_ERR_MISSING : inn_bucket_info_get(&h->bundle, (uint32_t)bucket, &info);
+    if (s != INN_OK) {
+        char what[64];
+        snprintf(what, sizeof what, "bucket %d", (int)bucket);
+        throw_status(env, s, what);
+        return NULL;
+    }
+    if ((*env)->GetArrayLength(env, ratio_out) < 1) {
+        throw_class(env, "java/lang/IllegalArgumentException", "ratio_out needs 1 element");
+        return NULL;
+    }
+    jdouble ratio = info.has_ratio ? info.ratio : NAN;
+    (*env)->SetDoubleArrayRegion(env, ratio_out, 0, 1, &ratio);
+    jsize len = (jsize)info.name_len;
+    jbyteArray name = (*env)->NewByteArray(env, len);
+    if (name && len) (*env)->SetByteArrayRegion(env, name, 0, len, (const jbyte *)info.name);
+    return name;
+}
+
+/* A cost row into out[6] = {bucket, known, weights_bytes, file_bytes, arena_bytes, accuracy's double bits};
+ * returns its runtime name (ASCII/UTF-8 bytes) or NULL with an exception pending. */
+static jbyteArray cost_out(JNIEnv *env, const inn_bucket_cost *c, jlongArray out) {
+    if ((*env)->GetArrayLength(env, out) < 6) {
+        throw_class(env, "java/lang/IllegalArgumentException", "cost array needs 6 elements");
+        return NULL;
+    }
+    if (c->weights_bytes > INT64_MAX || c->file_bytes > INT64_MAX || c->arena_bytes > INT64_MAX) {
+        throw_status(env, INN_ERR_OVERFLOW, "a byte count larger than a Java long");
+        return NULL;
+    }
+    jlong v[6] = {(jlong)c->bucket, (jlong)c->known, (jlong)c->weights_bytes, (jlong)c->file_bytes,
+                  (jlong)c->arena_bytes, 0};
+    memcpy(&v[5], &c->accuracy, sizeof c->accuracy);
+    (*env)->SetLongArrayRegion(env, out, 0, 6, v);
+    jsize len = (jsize)strlen(c->runtime);
+    jbyteArray rt = (*env)->NewByteArray(env, len);
+    if (rt) (*env)->SetByteArrayRegion(env, rt, 0, len, (const jbyte *)c->runtime);
+    return rt;
+}
+
+JNIEXPORT jint JNICALL Java_dev_innmobile_InnBundle_nCostCount(JNIEnv *env, jclass cls, jlong handle) {
+    (void)cls;
+    jni_bundle *h = handle_of(env, handle);
+    uint32_t count = 0;
+    if (!h) return 0;
+    inn_status s = inn_cost_count(&h->bundle, &count);
+    if (s != INN_OK) throw_status(env, s, "cost rows");
+    return count > (uint32_t)INT32_MAX ? INT32_MAX : (jint)count;
+}
+
+/* Cost row `index` (see cost_out). */
+JNIEXPORT jbyteArray JNICALL Java_dev_innmobile_InnBundle_nCostRow(JNIEnv *env, jclass cls, jlong handle, jint index,
+                                                                   jlongArray out) {
+    (void)cls;
+    jni_bundle *h = handle_of(env, handle);
+    if (!h) return NULL;
+    inn_bucket_cost c;
+    inn_status s = index < 0 ? INN_ERR_MISSING : inn_cost_list(&h->bundle, (uint32_t)index, &c);
+    if (s != INN_OK) {
+        throw_status(env, s, "cost row");
+        return NULL;
+    }
+    return cost_out(env, &c, out);
+}
+
+/* The cost row of (bucket, runtime) into out (see cost_out): true, or false when the bundle has none. */
+JNIEXPORT jboolean JNICALL Java_dev_innmobile_InnBundle_nCostFind(JNIEnv *env, jclass cls, jlong handle, jint bucket,
+                                                                  jbyteArray runtime, jlongArray out) {
+    (void)cls;
+    jni_bundle *h = handle_of(env, handle);
+    if (!h) return JNI_FALSE;
+    char rt[INN_RUNTIME_NAME + 1];
+    jsize n = (*env)->GetArrayLength(env, runtime);
+    if (n < 1 || n > INN_RUNTIME_NAME) {
+        throw_class(env, "java/lang/IllegalArgumentException", "runtime names have 1 to 16 characters");
+        return JNI_FALSE;
+    }
+    (*env)->GetByteArrayRegion(env, runtime, 0, n, (jbyte *)rt);
+    rt[n] = '\0';
+    inn_bucket_cost c;
+    inn_status s = bucket < 0 ? INN_ERR_MISSING : inn_cost_find(&h->bundle, (uint32_t)bucket, rt, &c);
+    if (s == INN_ERR_MISSING) return JNI_FALSE;
+    if (s != INN_OK) {
+        throw_status(env, s, "cost");
+        return JNI_FALSE;
+    }
+    jbyteArray name = cost_out(env, &c, out);
+    if (!name) return JNI_FALSE;
+    (*env)->DeleteLocalRef(env, name);
+    return JNI_TRUE;
 }

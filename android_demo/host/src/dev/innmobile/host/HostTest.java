@@ -7,7 +7,6 @@ import java.io.File;
 import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
-import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.util.Arrays;
 import java.util.List;
@@ -30,7 +29,9 @@ import java.util.TreeMap;
  *   open     FILE...             one line per file: "OK ..." or "InnException STATUS MESSAGE"
  *   dump     BUNDLE DIR                       every bucket/layout/dtype/layer's weight, scales, bias as raw files
  *   graph    BUNDLE BUCKET RUNTIME DIR        the filled runtime files of one graph
- *   policy   BUNDLE RUNTIME BUDGET_BYTES [LATENCY_MS|- [PROFILE]]  the bucket WidthPolicy picks
+ *   policy   BUNDLE RUNTIME BUDGET_BYTES [LATENCY_MS|- [PROFILE_RUNTIME [BUCKET=LATENCY_MS:PEAK_BYTES...]]]
+ *                                         the bucket WidthPolicy picks (with a device profile of those rows)
+ *   costs    BUNDLE                       every bucket's name and ratio, every cost row, one per line
  * </pre>
  */
 public final class HostTest {
@@ -73,7 +74,10 @@ public final class HostTest {
             case "policy":
                 ok = policy(new File(args[1]), args[2], Long.parseLong(args[3]),
                             args.length > 4 && !args[4].equals("-") ? Double.parseDouble(args[4]) : Double.NaN,
-                            args.length > 5 ? new File(args[5]) : null);
+                            args.length > 5 ? profile(Arrays.copyOfRange(args, 5, args.length)) : null);
+                break;
+            case "costs":
+                ok = costs(new File(args[1]));
                 break;
             default:
                 usage();
@@ -83,7 +87,7 @@ public final class HostTest {
     }
 
     private static void usage() {
-        System.err.println("usage: HostTest selftest|vectors|corrupt|open|dump|graph|policy ... (see the class comment)");
+        System.err.println("usage: HostTest selftest|vectors|corrupt|open|dump|graph|policy|costs ... (see the class comment)");
         System.exit(2);
     }
 
@@ -295,17 +299,49 @@ public final class HostTest {
         return true;
     }
 
+    /** A profile from {@code RUNTIME BUCKET=LATENCY_MS:PEAK_BYTES...} (what an app parses from its own storage). */
+    static WidthPolicy.Profile profile(String[] args) {
+        WidthPolicy.Profile p = new WidthPolicy.Profile(args[0]);
+        for (int i = 1; i < args.length; i++) {
+            int eq = args[i].lastIndexOf('='), colon = args[i].lastIndexOf(':');
+            p.put(args[i].substring(0, eq), Double.parseDouble(args[i].substring(eq + 1, colon)),
+                  Long.parseLong(args[i].substring(colon + 1)));
+        }
+        return p;
+    }
+
     /** Prints "chosen INDEX BUCKET NAME | REASON" or "NoWidthFits MESSAGE" / "Invalid MESSAGE" (policy.py's errors). */
-    static boolean policy(File bundleFile, String runtime, long budget, double latencyMs, File profile)
+    static boolean policy(File bundleFile, String runtime, long budget, double latencyMs, WidthPolicy.Profile profile)
             throws IOException {
-        String profileJson = profile == null ? null : new String(Files.readAllBytes(profile.toPath()), StandardCharsets.UTF_8);
         try (InnBundle b = InnBundle.open(bundleFile)) {
-            WidthPolicy.Choice c = WidthPolicy.choose(WidthPolicy.candidates(b, runtime, profileJson), budget, latencyMs);
+            WidthPolicy.Choice c = WidthPolicy.choose(WidthPolicy.candidates(b, runtime, profile), budget, latencyMs);
             System.out.printf("chosen %d %d %s | %s%n", c.index, c.candidate.bucket, c.candidate.name, c.reason);
         } catch (WidthPolicy.NoWidthFits e) {
             System.out.println("NoWidthFits " + e.getMessage());
         } catch (IllegalArgumentException e) {
             System.out.println("Invalid " + e.getMessage());
+        }
+        return true;
+    }
+
+    /**
+     * "bucket K NAME RATIO" per bucket, then "cost BUCKET RUNTIME KNOWN WEIGHTS FILE ARENA ACCURACY" per row
+     * (doubles as Java prints them; what the pytest compares with the Python decoder).
+     */
+    static boolean costs(File bundleFile) throws IOException {
+        try (InnBundle b = InnBundle.open(bundleFile)) {
+            for (int k = 0; k < b.bucketCount; k++) {
+                InnBundle.BucketInfo info = b.bucketInfo(k);
+                System.out.println("bucket " + k + " " + info.name + " " + info.ratio);
+            }
+            for (InnBundle.Cost c : b.costs()) {
+                InnBundle.Cost found = b.cost(c.bucket, c.runtime);
+                boolean same = found != null && found.known == c.known && found.weightsBytes == c.weightsBytes
+                        && found.fileBytes == c.fileBytes && found.arenaBytes == c.arenaBytes
+                        && found.accuracy == c.accuracy;
+                System.out.println("cost " + c.bucket + " " + c.runtime + " " + c.known + " " + c.weightsBytes + " "
+                                   + c.fileBytes + " " + c.arenaBytes + " " + c.accuracy + (same ? "" : " NOT FOUND"));
+            }
         }
         return true;
     }

@@ -78,6 +78,59 @@ public final class InnBundle implements AutoCloseable {
         }
     }
 
+    /** A bucket's name (from the bundle's binary tables) and the global width it was made for. */
+    public static final class BucketInfo {
+        public final int bucket;
+        /** "b" + index when the bundle predates bucket names in binary (format 1.2). */
+        public final String name;
+        /** The width ratio (0.5: half the channels), or NaN when not set. */
+        public final double ratio;
+
+        BucketInfo(int bucket, String name, double ratio) {
+            this.bucket = bucket;
+            this.name = name;
+            this.ratio = ratio;
+        }
+    }
+
+    /**
+     * What one bucket costs and gives on one runtime, measured when the bundle was packed (a COST row):
+     * what {@link WidthPolicy} chooses from. A field whose flag is not in {@link #known} was not measured.
+     */
+    public static final class Cost {
+        /** Flags of {@link #known}: the core's {@code INN_COST_*}. */
+        public static final int WEIGHTS_BYTES = 1;
+        public static final int FILE_BYTES = 2;
+        public static final int ARENA_BYTES = 4;
+        public static final int ACCURACY = 8;
+
+        public final int bucket;
+        public final String runtime;
+        public final int known;
+        /** Bytes of the weights the core writes into the runtime's files. */
+        public final long weightsBytes;
+        /** Bytes of the runtime's files without their weights. */
+        public final long fileBytes;
+        /** The runtime's activation memory. */
+        public final long arenaBytes;
+        /** Percent, on the packer's validation data. */
+        public final double accuracy;
+
+        Cost(String runtime, long[] v) {
+            this.bucket = (int) v[0];
+            this.runtime = runtime;
+            this.known = (int) v[1];
+            this.weightsBytes = v[2];
+            this.fileBytes = v[3];
+            this.arenaBytes = v[4];
+            this.accuracy = Double.longBitsToDouble(v[5]);
+        }
+
+        public boolean has(int field) {
+            return (known & field) != 0;
+        }
+    }
+
     /** One file of a graph (".tflite", or ".pte" / ".ptd") and its complete size. */
     public static final class GraphImage {
         public final String name;
@@ -162,7 +215,10 @@ public final class InnBundle implements AutoCloseable {
         return nSection(live(), t);
     }
 
-    /** The bundle's META JSON (bucket names, accuracies, costs...), or "{}" when it has none. */
+    /**
+     * The bundle's META JSON, or "{}" when it has none: informational (what a host needs to rebuild the
+     * model in torch); everything a device needs is in the binary tables ({@link #bucketInfo}, {@link #cost}).
+     */
     public String meta() {
         byte[] m = section("META");
         return m == null ? "{}" : new String(m, StandardCharsets.UTF_8);
@@ -199,6 +255,33 @@ public final class InnBundle implements AutoCloseable {
         ByteBuffer b = info.hasVector() ? direct(4L * info.nOut) : null;
         materialize(bucket, layer, layout, dtype, w, s, b, scratch);
         return new Weights(info, w, s, b);
+    }
+
+    // ------------------------------------------------------------------ what a width costs
+
+    public BucketInfo bucketInfo(int bucket) {
+        double[] ratio = new double[1];
+        byte[] name = nBucketInfo(live(), bucket, ratio);
+        return new BucketInfo(bucket, name.length == 0 ? "b" + bucket : new String(name, StandardCharsets.UTF_8),
+                              ratio[0]);
+    }
+
+    /** Every cost row of the bundle, sorted by (bucket, runtime); empty for bundles before format 1.3. */
+    public List<Cost> costs() {
+        int n = nCostCount(live());
+        List<Cost> out = new ArrayList<>(n);
+        long[] v = new long[6];
+        for (int i = 0; i < n; i++) {
+            byte[] rt = nCostRow(live(), i, v);
+            out.add(new Cost(new String(rt, StandardCharsets.UTF_8), v));
+        }
+        return out;
+    }
+
+    /** What bucket {@code bucket} costs on {@code runtime}, or null when the bundle has no measurement. */
+    public Cost cost(int bucket, String runtime) {
+        long[] v = new long[6];
+        return nCostFind(live(), bucket, runtime.getBytes(StandardCharsets.UTF_8), v) ? new Cost(runtime, v) : null;
     }
 
     // ------------------------------------------------------------------ runtime graphs
@@ -286,6 +369,14 @@ public final class InnBundle implements AutoCloseable {
     private static native void nMaterialize(long handle, int bucket, int layer, int layout, int dtype,
                                             ByteBuffer weight, ByteBuffer scales, ByteBuffer bias,
                                             ByteBuffer scratch);
+
+    private static native byte[] nBucketInfo(long handle, int bucket, double[] ratioOut);
+
+    private static native int nCostCount(long handle);
+
+    private static native byte[] nCostRow(long handle, int index, long[] out);
+
+    private static native boolean nCostFind(long handle, int bucket, byte[] runtime, long[] out);
 
     private static native byte[] nGraphList(long handle, int index, int[] bucketOut);
 

@@ -4,18 +4,20 @@ import java.math.BigDecimal;
 import java.math.RoundingMode;
 import java.util.ArrayList;
 import java.util.Collections;
+import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.Objects;
 
 /**
  * Picks the width bucket a device can afford: a line-by-line port of {@code inn_mobile/runtime/policy.py}
  * ({@code candidates} + {@code choose}), down to its messages, so the width chosen on the host is the
  * one the phone chooses (tests/test_android_host.py compares the two on the same bundles).
  *
- * <p>Per runtime, a bucket's costs come from the bundle's META JSON,
- * {@code meta["buckets"][k]["info"]["runtimes"][runtime]}: {@code accuracy} (%), {@code weights_bytes},
- * {@code arena_bytes}, measured at pack time; a device profile ({@code inn-mobile profile}) overrides
- * memory with its measured {@code peak_bytes} and adds {@code latency_ms}. The rule:
+ * <p>Per runtime, a bucket's costs come from the bundle's binary COST table ({@link InnBundle#cost}: no
+ * JSON on the device): {@code accuracy} (%), {@code weights_bytes}, {@code arena_bytes}, measured at pack
+ * time; a device {@link Profile} (from {@code inn-mobile profile}, parsed by the app) overrides memory with
+ * its measured peak bytes and adds a latency. The rule:
  * <ol>
  *   <li>candidates: the buckets that ship a graph for the runtime, narrow to wide;
  *   <li>a candidate fits when its memory is within the budget and, when a latency budget is given and
@@ -24,7 +26,7 @@ import java.util.Map;
  *       candidate has no accuracy, the widest fitting one wins;
  *   <li>none fits: {@link NoWidthFits} names the smallest bucket and what it needs.
  * </ol>
- * Plain Java: the Android app only supplies the budget ({@link #androidMemoryBudget}).
+ * Plain Java: the Android app only supplies the budget ({@link #androidMemoryBudget}) and, optionally, a profile.
  */
 public final class WidthPolicy {
     /** Share of {@code ActivityManager.MemoryInfo.availMem} the model may use. */
@@ -79,68 +81,82 @@ public final class WidthPolicy {
         return Math.max(availMem, 0) / (isLowRamDevice ? LOW_RAM_AVAIL_MEM_DIVISOR : AVAIL_MEM_DIVISOR);
     }
 
-    /** Candidates for {@code runtime} from an open bundle and an optional device profile (JSON or null). */
-    public static List<Candidate> candidates(InnBundle bundle, String runtime, String profileJson) {
+    /** What one bucket measured on the device itself. */
+    public static final class Measured {
+        public final double latencyMs;
+        public final long peakBytes;
+
+        Measured(double latencyMs, long peakBytes) {
+            this.latencyMs = latencyMs;
+            this.peakBytes = peakBytes;
+        }
+    }
+
+    /**
+     * A device profile (policy.py's {@code load_profile}): per bucket name, the latency and peak memory
+     * measured on the device for one runtime. The app reads it from wherever it keeps it.
+     */
+    public static final class Profile {
+        public final String runtime;
+        private final Map<String, Measured> buckets = new HashMap<>();
+
+        public Profile(String runtime) {
+            this.runtime = Objects.requireNonNull(runtime, "runtime");
+        }
+
+        public Profile put(String bucket, double latencyMs, long peakBytes) {
+            buckets.put(bucket, new Measured(latencyMs, peakBytes));
+            return this;
+        }
+
+        /** The bucket's measurements, or null when the profile has none for it. */
+        public Measured get(String bucket) {
+            return buckets.get(bucket);
+        }
+    }
+
+    /** Candidates for {@code runtime} from an open bundle and an optional device profile (null for none). */
+    public static List<Candidate> candidates(InnBundle bundle, String runtime, Profile profile) {
+        if (profile != null && !runtime.equals(profile.runtime)) {
+            throw new IllegalArgumentException("the profile was measured for " + repr(profile.runtime) + ", not "
+                    + repr(runtime));
+        }
         List<Integer> withGraph = new ArrayList<>();
+        List<String> all = new ArrayList<>();
         for (InnBundle.Graph g : bundle.graphs()) {
             if (g.runtime.equals(runtime)) {
                 withGraph.add(g.bucket);
             }
-        }
-        List<String> all = new ArrayList<>();
-        for (InnBundle.Graph g : bundle.graphs()) {
             if (!all.contains(g.runtime)) {
                 all.add(g.runtime);
             }
         }
         Collections.sort(all);
-        return candidates(bundle.meta(), bundle.bucketCount, withGraph, all, runtime, profileJson);
-    }
-
-    /**
-     * Candidates from META JSON: {@code withGraph} lists the buckets that have a graph for
-     * {@code runtime}; {@code runtimes} all runtimes with graphs (for the error message only).
-     */
-    public static List<Candidate> candidates(String metaJson, int bucketCount, List<Integer> withGraph,
-                                             List<String> runtimes, String runtime, String profileJson) {
-        Map<?, ?> rows = Collections.emptyMap();
-        if (profileJson != null) {
-            Map<?, ?> profile = map(Json.parse(profileJson));
-            if (!runtime.equals(profile.get("runtime"))) {
-                throw new IllegalArgumentException("the profile was measured for " + repr(profile.get("runtime"))
-                        + ", not " + repr(runtime));
-            }
-            rows = map(profile.get("buckets"));
-        }
-        Object metaBuckets = map(Json.parse(metaJson)).get("buckets");
-        List<?> buckets = metaBuckets instanceof List ? (List<?>) metaBuckets : Collections.emptyList();
         List<Candidate> out = new ArrayList<>();
-        for (int k = 0; k < bucketCount; k++) {
+        for (int k = 0; k < bundle.bucketCount; k++) {
             if (!withGraph.contains(k)) {
                 continue;
             }
-            Map<?, ?> b = k < buckets.size() ? map(buckets.get(k)) : Collections.emptyMap();
-            String name = b.get("name") instanceof String ? (String) b.get("name") : "b" + k;
-            Map<?, ?> info = map(map(map(b.get("info")).get("runtimes")).get(runtime));
-            Object row = rows.get(name);
+            String name = bundle.bucketInfo(k).name;
+            InnBundle.Cost cost = bundle.cost(k, runtime);
+            Measured row = profile == null ? null : profile.get(name);
             long memory;
             double latency = Double.NaN;
-            if (row instanceof Map) {
-                memory = (long) number(((Map<?, ?>) row).get("peak_bytes"));
-                latency = number(((Map<?, ?>) row).get("latency_ms"));
-            } else if (info.containsKey("weights_bytes")) {
-                Object arena = info.get("arena_bytes");
-                memory = (long) number(info.get("weights_bytes")) + (arena == null ? 0 : (long) number(arena));
+            if (row != null) {
+                memory = row.peakBytes;
+                latency = row.latencyMs;
+            } else if (cost != null && cost.has(InnBundle.Cost.WEIGHTS_BYTES)) {
+                memory = cost.weightsBytes + (cost.has(InnBundle.Cost.ARENA_BYTES) ? cost.arenaBytes : 0);
             } else {
                 throw new IllegalArgumentException("bucket " + repr(name) + " has no memory measurement for "
                         + repr(runtime) + " (pack it with inn_mobile.export.pack, or pass a device profile)");
             }
-            Object acc = info.get("accuracy");
-            out.add(new Candidate(k, name, acc == null ? Double.NaN : number(acc), memory, latency));
+            double accuracy = cost != null && cost.has(InnBundle.Cost.ACCURACY) ? cost.accuracy : Double.NaN;
+            out.add(new Candidate(k, name, accuracy, memory, latency));
         }
         if (out.isEmpty()) {
             throw new IllegalArgumentException("the bundle has no " + repr(runtime) + " graphs; it has "
-                    + (runtimes.isEmpty() ? "none" : pyList(runtimes)));
+                    + (all.isEmpty() ? "none" : pyList(all)));
         }
         return out;
     }
@@ -237,16 +253,5 @@ public final class WidthPolicy {
             quoted.add(repr(n));
         }
         return "[" + String.join(", ", quoted) + "]";
-    }
-
-    private static Map<?, ?> map(Object o) {
-        return o instanceof Map ? (Map<?, ?>) o : Collections.emptyMap();
-    }
-
-    private static double number(Object o) {
-        if (!(o instanceof Double)) {
-            throw new IllegalArgumentException("META: expected a number, got " + o);
-        }
-        return (Double) o;
     }
 }

@@ -54,8 +54,8 @@ class Startup(private val context: Context) {
 
         val t0 = SystemClock.elapsedRealtimeNanos()
         InnBundle.open(mapAsset(BUNDLE)).use { bundle ->
-            // 2. The width: pack-time costs from META, or this device's measured profile when bundled.
-            val candidates = WidthPolicy.candidates(bundle, runtime, readAssetOrNull(PROFILE_JSON))
+            // 2. The width: pack-time costs from the bundle's binary tables, or this device's profile when bundled.
+            val candidates = WidthPolicy.candidates(bundle, runtime, readProfile())
             val choice = WidthPolicy.choose(candidates, budget, Double.NaN)
             val bucket = choice.candidate.bucket
             val t1 = SystemClock.elapsedRealtimeNanos()
@@ -95,6 +95,18 @@ class Startup(private val context: Context) {
                 )
             }
         }
+    }
+
+    /** The optional device profile (`inn-mobile profile` JSON), parsed here: the facade reads no JSON. */
+    private fun readProfile(): WidthPolicy.Profile? {
+        val doc = JSONObject(readAssetOrNull(PROFILE_JSON) ?: return null)
+        val profile = WidthPolicy.Profile(doc.getString("runtime"))
+        val buckets = doc.getJSONObject("buckets")
+        for (name in buckets.keys()) {
+            val row = buckets.getJSONObject(name)
+            profile.put(name, row.getDouble("latency_ms"), row.getLong("peak_bytes"))
+        }
+        return profile
     }
 
     private fun readAssetOrNull(name: String): String? =
