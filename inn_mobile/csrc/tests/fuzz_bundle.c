@@ -49,8 +49,22 @@ static void exercise_graphs(const inn_bundle *b) {
 static void exercise(const unsigned char *data, size_t size) {
     inn_bundle b;
     if (inn_bundle_open(&b, data, size) != INN_OK) return;
-    uint32_t graph_count;
+    uint32_t graph_count, cost_count = 0;
     if (inn_graph_count(&b, &graph_count) == INN_OK) exercise_graphs(&b);
+    /* the reader promises names inside the bundle and cost rows it can find again */
+    for (uint32_t k = 0; k < b.bucket_count; k++) {
+        inn_bucket_info bi;
+        if (inn_bucket_info_get(&b, k, &bi) != INN_OK || (bi.name_len && !bi.name)) abort();
+        if (bi.name_len && ((const unsigned char *)bi.name < data || (const unsigned char *)bi.name + bi.name_len > data + size))
+            abort();
+    }
+    inn_cost_count(&b, &cost_count);
+    for (uint32_t i = 0; i < cost_count; i++) {
+        inn_bucket_cost c, again;
+        if (inn_cost_list(&b, i, &c) != INN_OK || inn_cost_find(&b, c.bucket, c.runtime, &again) != INN_OK ||
+            memcmp(&c, &again, sizeof c) != 0)
+            abort();
+    }
     for (uint32_t k = 0; k < b.bucket_count; k++) {
         size_t scratch_size;
         if (inn_bundle_scratch_size(&b, k, &scratch_size) != INN_OK || scratch_size > (64u << 20)) continue;
