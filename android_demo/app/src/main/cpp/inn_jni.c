@@ -291,8 +291,18 @@ static int find_graph(JNIEnv *env, jni_bundle *h, jint bucket, jbyteArray runtim
     return 0;
 }
 
-/* Graph `index` of the bundle: returns its runtime name and writes its bucket to bucket_out[0];
- * null past the last graph. */
+JNIEXPORT jint JNICALL Java_dev_innmobile_InnBundle_nGraphCount(JNIEnv *env, jclass cls, jlong handle) {
+    (void)cls;
+    jni_bundle *h = handle_of(env, handle);
+    uint32_t count = 0;
+    if (!h) return 0;
+    inn_status s = inn_graph_count(&h->bundle, &count);
+    if (s != INN_OK) throw_status(env, s, "listing graphs");
+    return count > (uint32_t)INT32_MAX ? INT32_MAX : (jint)count;
+}
+
+/* Graph `index` of the bundle (below nGraphCount): returns its runtime name and writes its bucket to
+ * bucket_out[0]. */
 JNIEXPORT jbyteArray JNICALL Java_dev_innmobile_InnBundle_nGraphList(JNIEnv *env, jclass cls, jlong handle,
                                                                      jint index, jintArray bucket_out) {
     (void)cls;
@@ -301,7 +311,6 @@ JNIEXPORT jbyteArray JNICALL Java_dev_innmobile_InnBundle_nGraphList(JNIEnv *env
     uint32_t bucket = 0;
     char rt[INN_RUNTIME_NAME + 1];
     inn_status s = index < 0 ? INN_ERR_MISSING : inn_graph_list(&h->bundle, (uint32_t)index, &bucket, rt);
-    if (s == INN_ERR_MISSING) return NULL;
     if (s != INN_OK) {
         throw_status(env, s, "listing graphs");
         return NULL;

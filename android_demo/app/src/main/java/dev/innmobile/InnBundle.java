@@ -288,15 +288,14 @@ public final class InnBundle implements AutoCloseable {
 
     /** Every (bucket, runtime) graph the bundle ships, in table order. */
     public List<Graph> graphs() {
-        List<Graph> out = new ArrayList<>();
+        int n = nGraphCount(live());
+        List<Graph> out = new ArrayList<>(n);
         int[] bucket = new int[1];
-        for (int i = 0; ; i++) {
+        for (int i = 0; i < n; i++) {
             byte[] rt = nGraphList(live(), i, bucket);
-            if (rt == null) {
-                return out;
-            }
             out.add(new Graph(bucket[0], new String(rt, StandardCharsets.US_ASCII)));
         }
+        return out;
     }
 
     /** The files of graph (bucket, runtime), validated by the core; InnException(MISSING) if absent. */
@@ -377,6 +376,8 @@ public final class InnBundle implements AutoCloseable {
     private static native byte[] nCostRow(long handle, int index, long[] out);
 
     private static native boolean nCostFind(long handle, int bucket, byte[] runtime, long[] out);
+
+    private static native int nGraphCount(long handle);
 
     private static native byte[] nGraphList(long handle, int index, int[] bucketOut);
 
