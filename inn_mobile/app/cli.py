@@ -14,6 +14,8 @@ Exit codes: 0 success, 1 the input was bad (corrupt bundle, nothing fits the bud
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
 import importlib
 import importlib.util
 import json
@@ -393,6 +395,37 @@ def _quiet_third_party() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """LiteRT's C++ code prints notices straight to file descriptor 2 ("Created TensorFlow Lite XNNPACK
+    delegate") that say nothing about the user's model: while a command runs, that descriptor points at
+    /dev/null and Python's own ``sys.stderr`` (our errors, progress bars) at a copy of the real one.
+    (ExecuTorch's cpuinfo notices reach the terminal another way and still show.) ``INN_VERBOSE=1``
+    keeps everything, e.g. to see a native crash's last words."""
+    real = getattr(sys.stderr, "fileno", None)
+    try:
+        is_fd2 = real is not None and real() == 2
+    except (OSError, ValueError):  # a replaced stderr (pytest's capture) has no descriptor: nothing to do
+        is_fd2 = False
+    if os.environ.get("INN_VERBOSE") == "1" or not is_fd2:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    original, sys.stderr = sys.stderr, open(saved, "w", buffering=1, closefd=False)  # noqa: SIM115
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        ctypes.CDLL(None).fflush(None)  # C stdio's buffered notices go where fd 2 points now: /dev/null
+        sys.stderr = original
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def main(argv: list[str] | None = None) -> int:
     from inn_mobile.errors import InnError
 
@@ -402,7 +435,8 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --validation needs --validation-labels", file=sys.stderr)
         return 2
     try:
-        return args.fn(args)
+        with _native_stderr_silenced():
+            return args.fn(args)
     except UsageError as e:
         print(f"error: {_one_line(e)}", file=sys.stderr)
         return 2
