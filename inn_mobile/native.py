@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from inn_mobile.errors import BundleError
-from inn_mobile.format import bundle, vocab
+from inn_mobile.format import vocab
+from inn_mobile.format.tables import Cost, check_meta
 
 LAYOUTS = vocab.LAYOUTS
 DTYPES = vocab.OUTPUT_DTYPES
@@ -275,9 +276,9 @@ class NativeBundle:
 
     def meta(self) -> dict:
         """The bundle's informational ``META`` (input shape, rebuild info for torch), checked as the Python
-        decoder checks it (:func:`inn_mobile.format.bundle.check_meta`: ``BundleError`` when malformed)."""
+        decoder checks it (:func:`inn_mobile.format.tables.check_meta`: ``BundleError`` when malformed)."""
         raw = self.section(b"META")
-        return {} if raw is None else bundle.check_meta(raw)
+        return {} if raw is None else check_meta(raw)
 
     def bucket_info(self, bucket: int) -> BucketInfo:
         """Name and ratio of a bucket from the binary BKIN table; bundles before 1.3 have none, and take
@@ -294,7 +295,7 @@ class NativeBundle:
     def bucket_names(self) -> list[str]:
         return [self.bucket_info(k).name for k in range(self.bucket_count)]
 
-    def costs(self) -> dict[tuple[int, str], bundle.Cost]:
+    def costs(self) -> dict[tuple[int, str], Cost]:
         """``{(bucket, runtime): Cost}`` from the binary COST table (empty before 1.3)."""
         count, row, out = C.c_uint32(), _Cost(), {}
         _check(lib().inn_cost_count(C.byref(self._b), C.byref(count)), "COST rows")
@@ -303,7 +304,7 @@ class NativeBundle:
             out[(row.bucket, row.runtime.decode())] = _cost(row)
         return out
 
-    def cost(self, bucket: int, runtime: str) -> bundle.Cost | None:
+    def cost(self, bucket: int, runtime: str) -> Cost | None:
         """The pack-time measurements of one bucket on one runtime (``inn_cost_find``), or None."""
         row = _Cost()
         status = lib().inn_cost_find(C.byref(self._b), bucket, runtime.encode(), C.byref(row))
@@ -323,7 +324,7 @@ class NativeBundle:
 
     def fill(self, bucket: int, runtime: str) -> dict[str, bytearray]:
         """Rebuild the runtime files of one bucket with their weights written by the core
-        (``{file name: bytes}``; the same result as :meth:`inn_mobile.format.bundle.Bundle.fill`)."""
+        (``{file name: bytes}``; the same result as :func:`inn_mobile.format.reference.fill`)."""
         g = _Graph()
         _check(lib().inn_graph_find(C.byref(self._b), bucket, runtime.encode(), C.byref(g)),
                f"{runtime!r} graph of bucket {bucket}")
@@ -343,6 +344,6 @@ class NativeBundle:
         return dict(zip(names, outs))
 
 
-def _cost(row: _Cost) -> bundle.Cost:
+def _cost(row: _Cost) -> Cost:
     known = {f: bool(row.known & bit) for f, bit in vocab.COST_FIELDS.items()}
-    return bundle.Cost(**{f: getattr(row, f) for f in vocab.COST_FIELDS if known[f]})
+    return Cost(**{f: getattr(row, f) for f in vocab.COST_FIELDS if known[f]})

@@ -82,7 +82,10 @@ class ExecutorchModel:
         return run_batched(self._invoke, x, self.input_shape, f"{self.bucket_name} ({self.runtime})")
 
     def _invoke(self, x: np.ndarray) -> np.ndarray:
-        return self._method.execute((torch.from_numpy(x),))[0].numpy()
+        try:
+            return self._method.execute((torch.from_numpy(x),))[0].numpy()
+        except RuntimeError as e:  # a program that loaded but cannot run
+            raise bundle.BundleError(f"{self.name}: the program does not run: {e}") from e
 
     __call__ = forward
 

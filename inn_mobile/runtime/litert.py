@@ -87,7 +87,10 @@ class LiteRTModel:
     def _invoke(self, x: np.ndarray) -> np.ndarray:
         it = self.interpreter
         it.set_tensor(self._in["index"], quantize_input(x, self._in))
-        it.invoke()
+        try:
+            it.invoke()
+        except RuntimeError as e:  # a graph that loaded but cannot run (e.g. a constant without its data)
+            raise bundle.BundleError(f"{self.name}: the graph does not run: {e}") from e
         return _dequantize(it.get_tensor(self._out["index"]), self._out)
 
 

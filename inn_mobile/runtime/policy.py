@@ -18,7 +18,8 @@ from pathlib import Path
 
 from inn_mobile import atomic
 from inn_mobile.errors import BudgetError
-from inn_mobile.format.bundle import Bundle, Cost
+from inn_mobile.format.bundle import Bundle
+from inn_mobile.format.tables import Cost
 
 PROFILE_VERSION = 1
 
