@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import copy
 
-import numpy as np
 import pytest
 import torch
+from parity import assert_core_weights_equal_torch
 
 from inn_mobile import native
 from inn_mobile.core.convert import convert
@@ -75,15 +75,7 @@ def test_untrained_widths_calibrated_ship_through_the_core(switchable_im, digits
     ratios = sorted(TRAINED + UNTRAINED)
     buckets = bundle.make_buckets(im, ratios, multiple_of=1)
     assert [b.ratio for b in buckets] == ratios
-    raw = bundle.encode(bundle.Bundle(im, buckets))
-    nb = native.NativeBundle(raw)
-    for k, bk in enumerate(buckets):
-        python = im.weights_at(bk.sizes)
-        for layer, spec in enumerate(im.layers):
-            w, _, bias = nb.materialize(k, layer)
-            assert np.array_equal(w, python[spec.name]["weight"].detach().numpy().ravel()), (bk.name, spec.name)
-            if bias is not None:
-                assert np.array_equal(bias, python[spec.name]["bias"].detach().numpy())
+    raw = assert_core_weights_equal_torch(im, buckets)
     acc = core_accuracy(im, raw, buckets, xt, yt)
     assert min(acc.values()) > 10.0, acc  # every calibrated width predicts (chance is 10%)
 

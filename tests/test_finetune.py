@@ -7,6 +7,7 @@ import copy
 import numpy as np
 import pytest
 import torch
+from parity import assert_core_weights_equal_torch
 
 from inn_mobile import native
 from inn_mobile.core import kernel
@@ -267,15 +268,7 @@ def test_switchable_resume_and_bundle_round_trip(digits_model, digits_data, tmp_
 
     buckets = bundle.make_buckets(again)
     assert [b.sizes for b in buckets] == [again.check_sizes(again.sizes_at(r)) for r in sorted(SWITCHABLE)]
-    raw = bundle.encode(bundle.Bundle(again, buckets))
-    nb = native.NativeBundle(raw)
-    for k, bk in enumerate(buckets):
-        python = again.weights_at(bk.sizes)
-        for layer, spec in enumerate(again.layers):
-            w, _, bias = nb.materialize(k, layer)
-            assert np.array_equal(w, python[spec.name]["weight"].detach().numpy().ravel()), (bk.name, spec.name)
-            if bias is not None:
-                assert np.array_equal(bias, python[spec.name]["bias"].detach().numpy())
+    assert_core_weights_equal_torch(again, buckets)
     with pytest.raises(ValueError, match="calibrated only at"):
         again.resize(0.75)
     with pytest.raises(ValueError, match="no per-width normalisation"):
