@@ -231,3 +231,13 @@ def test_int8_fashion_mnist_reference(tmp_path):
         agree = (out.argmax(1) == ref.argmax(1)).float().mean().item()
         drop = _top1(ref, yt) - _top1(out, yt)
         assert agree >= 0.99 and drop <= 0.5, (bk.name, agree, drop)
+
+
+def test_a_saturated_int32_bias_is_recognised_at_either_end_of_the_range():
+    """The quantizer casts a bias past the int32 range without saturating (a near-dead channel of the real
+    EfficientNet-Lite0 at 75%); the core saturates. Lowering must still recognise the tensor, and only there."""
+    hole = runtime_file.Hole(0, 12, 0, "bias_i32", "oit", "i32", 0.1)
+    core = np.array([5, 2**31 - 1, -(2**31)], np.int32).tobytes()
+    assert litert._close(np.array([6, -(2**31), 2**31 - 1], np.int32).tobytes(), core, hole)
+    assert not litert._close(np.array([8, -(2**31), 2**31 - 1], np.int32).tobytes(), core, hole)
+    assert not litert._close(np.array([5, 2**31 - 1, 12345], np.int32).tobytes(), core, hole)

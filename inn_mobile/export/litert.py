@@ -335,9 +335,16 @@ def _expected(model: IntegralModel, weights: dict, h: runtime_file.Hole) -> byte
 
 
 def _close(actual: bytes, expected: bytes, h: runtime_file.Hole) -> bool:
-    """The quantizer's int8/int32 values within one step of the core's, its scales within 1e-5."""
+    """The quantizer's int8/int32 values within one step of the core's, its scales within 1e-5. An int32
+    bias the core saturates (a near-dead channel's tiny weight scale) may be at either end of the range
+    in the quantizer's file: it casts the out-of-range value without saturating (seen on the real
+    EfficientNet-Lite0 at 75% width, +2^31-1 from the core against -2^31); the core's value is written."""
     dtype = {"i8": np.int8, "i32": np.int32, "f32": np.float32}[h.dtype]
     a, e = np.frombuffer(actual, dtype).astype(np.float64), np.frombuffer(expected, dtype).astype(np.float64)
     if h.dtype == "f32":
         return bool(np.allclose(a, e, rtol=1e-5, atol=0))
-    return bool(np.abs(a - e).max(initial=0) <= 1)
+    close = np.abs(a - e) <= 1
+    if h.dtype == "i32":
+        ends = np.array([-(2.0 ** 31), 2.0 ** 31 - 1])
+        close |= np.isin(e, ends) & np.isin(a, ends)
+    return bool(close.all())
