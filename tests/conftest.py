@@ -53,6 +53,17 @@ def pytest_make_collect_report(collector):
     _fail_skip(outcome.get_result())
 
 
+@pytest.fixture
+def one_thread():
+    """One torch thread for the duration of a test: on a shared 2-core machine extra threads only spin
+    (small tensors run several-fold, zoo models ~10x, slower with two). Modules opt in with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 ARCHS = {
     "resnet": (lambda: models.resnet(), (2, 1, 28, 28)),
     "mobilenet_v2": (lambda: models.mobilenet_v2(), (2, 3, 64, 64)),

@@ -20,12 +20,7 @@ TRAINED = (1.0, 0.5, 0.25)
 UNTRAINED = (0.75, 0.375)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -19,14 +19,7 @@ from inn_mobile.train import finetune
 from inn_mobile.train.partitions import recalibrate, tune_partitions
 from inn_mobile.train.switchable import SwitchableNorm
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small tensors: extra threads only spin on a shared 2-core machine (several-fold slower there)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture

@@ -28,13 +28,7 @@ except ImportError as e:  # pragma: no cover - depends on the environment
     pytest.skip(f"zoo packages missing ({e}); pip install 'inn-mobile[zoo]'", allow_module_level=True)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Two threads on a shared 2-core machine run these models ~10x slower than one."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
