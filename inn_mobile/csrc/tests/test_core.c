@@ -7,19 +7,9 @@
 #include <string.h>
 
 #include "bundle_edit.h"
+#include "check.h"
 #include "inn.h"
 #include "inn_internal.h"
-
-static int failures = 0;
-#define CHECK(cond, ...)                          \
-    do {                                          \
-        if (!(cond)) {                            \
-            failures++;                           \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
-            fprintf(stderr, __VA_ARGS__);         \
-            fprintf(stderr, "\n");                \
-        }                                         \
-    } while (0)
 
 static int vectors(const unsigned char *bundle, size_t bsize, const unsigned char *exp, size_t esize) {
     inn_bundle b;

@@ -7,20 +7,10 @@
 #include <string.h>
 
 #include "bundle_build.h"
+#include "check.h"
 #include "inn.h"
 #include "inn_internal.h"
 
-static int failures = 0, checks = 0;
-#define CHECK(cond, ...)                                         \
-    do {                                                         \
-        checks++;                                                \
-        if (!(cond)) {                                           \
-            failures++;                                          \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
-            fprintf(stderr, __VA_ARGS__);                        \
-            fprintf(stderr, "\n");                               \
-        }                                                        \
-    } while (0)
 #define EXPECT(st, want, what) \
     CHECK((st) == (want), "%s: got %s, want %s", what, inn_status_name(st), inn_status_name(want))
 
