@@ -63,6 +63,28 @@ def test_core_rebuilds_exactly_the_lowered_files_without_storing_weights(packed)
         assert stored <= 256 * (len(ptd.holes) + 1), f"{runtime} {b.buckets[k].name}: {stored} .ptd bytes stored"
 
 
+def test_an_nn_sequential_keeps_its_weights_out_of_the_pte(tmp_path):
+    """nn.Sequential names its parameters "0.weight", "2.weight"...: torch.export used to drop the external
+    tag of such names when the graph was exported a second time, so the weights stayed inside model.pte and
+    lowering failed ("ExecuTorch wrote data files []"). Every weight must be a hole of weights.ptd."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 8, 3),
+                              torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                              torch.nn.Linear(8, 4)).eval()
+    x = torch.randn(2, 3, 12, 12)
+    im = convert(net, x)
+    buckets = bundle.make_buckets(im, (0.5,))
+    images = ex.lower(im, buckets[0], x)
+    holes = {img.name: {(h.layer, h.tensor) for h in img.holes} for img in images}
+    assert holes[ex.PTE] == set()
+    assert holes[ex.PTD] == {(k, t) for k in range(len(im.layers)) for t in ("weight", "bias")}
+    path = tmp_path / "seq.innb"
+    bundle.save(bundle.Bundle(im, buckets, graphs={(0, ex.RUNTIME): runtime_file.encode_record(images)}), path)
+    got = ExecutorchModel.open(path, bucket=buckets[0].name)(x)
+    want = im.resize(sizes=buckets[0].sizes)(x).detach()
+    assert (got - want).abs().max() <= 1e-4 * want.abs().max()
+
+
 def test_int8_agrees_with_fp32(packed, digits_data):
     im, b, path, _ = packed
     xt = digits_data[2]

@@ -113,14 +113,18 @@ def _to_executorch(module: torch.nn.Module, example_input: torch.Tensor) -> tupl
     """Lower with XNNPACK, every constant (delegated or not) moved into one external ``.ptd``."""
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import ExecutorchBackendConfig, to_edge_transform_and_lower
-    from executorch.exir.passes.external_constants_pass import delegate_external_constants_pass_unlifted
 
-    # Delegate constants are tagged on the unlifted module (get_attr nodes), hence export twice.
-    unlifted = torch.export.export(module, (example_input,)).module()
-    delegate_external_constants_pass_unlifted(module=unlifted, gen_tag_fn=lambda _: _DATA_TAG)
-    program = to_edge_transform_and_lower(
-        torch.export.export(unlifted, (example_input,)), partitioner=[XnnpackPartitioner()]
-    ).to_executorch(ExecutorchBackendConfig(external_constants=lambda _: _DATA_TAG))
+    # Tag the constant placeholders of the exported program itself. (Tagging the unlifted module's get_attr
+    # nodes and exporting again loses the tag of every parameter whose name starts with a digit, such as
+    # nn.Sequential's "0.weight": those constants then stay inside the .pte.)
+    ep = torch.export.export(module, (example_input,))
+    sig = ep.graph_signature
+    constants = {*sig.inputs_to_parameters, *sig.inputs_to_buffers, *sig.inputs_to_lifted_tensor_constants}
+    for node in ep.graph.nodes:
+        if node.op == "placeholder" and node.name in constants:
+            node.meta.setdefault("custom", {})["delegate_constant_tag"] = _DATA_TAG
+    program = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()]).to_executorch(
+        ExecutorchBackendConfig(external_constants=lambda _: _DATA_TAG))
     with tempfile.TemporaryDirectory() as d:
         program.write_tensor_data_to_file(d)
         written = sorted(p.name for p in Path(d).iterdir())
