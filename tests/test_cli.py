@@ -166,3 +166,20 @@ def test_bad_output_and_bundle_paths_fail_before_any_work(tmp_path, capsys):
     assert code == 2 and "is a folder" in err
     code, _, err = run(capsys, "inspect", tmp_path)
     assert code == 2 and "is not a file" in err and len(err.splitlines()) == 1
+
+
+def test_executorch_native_notices_are_dropped_from_the_command_line_stderr():
+    """ExecuTorch's bindings print cpuinfo/threadpool notices through sys.stderr (text, then a newline);
+    the CLI drops exactly those lines and passes everything else, progress bars' carriage returns included."""
+    import io
+
+    from inn_mobile.app.cli import NativeNoticeFilter
+
+    out = io.StringIO()
+    f = NativeNoticeFilter(out)
+    for text in ("[", "cpuinfo_utils.cpp", ":", "71", "] ", "Reading file /sys/devices/soc0/image_version", "\n",
+                 "pack  50%\r", "[threadpool.cpp:66] Resetting threadpool to 1 threads.\n",
+                 "error: [x] is not a bundle\n", "\n", "[", "done]\n", "[", "==>   ]\r", "[12:30] ok\n"):
+        f.write(text)
+    f.flush()
+    assert out.getvalue() == "pack  50%\rerror: [x] is not a bundle\n\n[done]\n[==>   ]\r[12:30] ok\n"

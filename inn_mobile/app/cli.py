@@ -235,9 +235,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     cands = policy.candidates(b, args.runtime, prof)
     choice = policy.choose(cands, args.memory_budget, args.latency_budget)
     print(f"chose {choice.reason}")
-    t = time.perf_counter()
     net = runtime.open_model(args.bundle, args.runtime, choice.bucket, threads=args.threads)
-    print(f"startup (open + materialise + load): {(time.perf_counter() - t) * 1e3:.1f} ms")
+    s = net.startup  # what an app pays at each start (the runtime's one-off import is not part of it)
+    print(f"startup: {s.total_ms:.1f} ms (open {s.open_ms:.1f} + fill {s.fill_ms:.1f} + runtime load {s.load_ms:.1f})")
     x = load_tensor(args.input) if args.input else torch.randn(*net.input_shape)  # the graph's, not META's
     t = time.perf_counter()
     y = net(x)
@@ -395,12 +395,46 @@ def _quiet_third_party() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
+class NativeNoticeFilter:
+    """A command's ``sys.stderr`` without ExecuTorch's native log lines ("[cpuinfo_utils.cpp:71] Reading
+    file ...", "[threadpool.cpp:66] Resetting threadpool ..."): its Python bindings print them through
+    ``sys.stderr`` piece by piece ("[", "cpuinfo_utils.cpp", ":", "71", "] ", the text, "\\n"), not file
+    descriptor 2, so silencing the descriptor does not reach them. A line is held back only while it
+    can still become such a notice; everything else passes through as it comes."""
+
+    NOTICE = re.compile(r"\[[\w.]+\.(?:cpp|cc|c|h):\d+\] ")
+    PARTIAL = re.compile(r"\[[\w.]*(?::\d*\]?)?")  # what a notice's start looks like before its "] "
+
+    def __init__(self, out) -> None:
+        self._out = out
+        self._held = ""
+        self._line_start = True
+
+    def write(self, text: str) -> int:
+        for part in text.splitlines(keepends=True):
+            if self._held or (self._line_start and part.startswith("[")):
+                self._held += part
+                if self.NOTICE.match(self._held):
+                    if self._held.endswith("\n"):
+                        self._held = ""  # a whole notice: dropped
+                elif not self.PARTIAL.fullmatch(self._held) or self._held.endswith(("\n", "\r")):
+                    self._out.write(self._held)
+                    self._held = ""
+            else:
+                self._out.write(part)
+            self._line_start = part.endswith(("\n", "\r"))
+        return len(text)
+
+    def __getattr__(self, name: str):
+        return getattr(self._out, name)
+
+
 @contextlib.contextmanager
 def _native_stderr_silenced():
     """LiteRT's C++ code prints notices straight to file descriptor 2 ("Created TensorFlow Lite XNNPACK
     delegate") that say nothing about the user's model: while a command runs, that descriptor points at
     /dev/null and Python's own ``sys.stderr`` (our errors, progress bars) at a copy of the real one.
-    (ExecuTorch's cpuinfo notices reach the terminal another way and still show.) ``INN_VERBOSE=1``
+    (ExecuTorch's notices come through ``sys.stderr`` instead: :class:`NativeNoticeFilter`.) ``INN_VERBOSE=1``
     keeps everything, e.g. to see a native crash's last words."""
     real = getattr(sys.stderr, "fileno", None)
     try:
@@ -415,7 +449,7 @@ def _native_stderr_silenced():
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 2)
     os.close(devnull)
-    original, sys.stderr = sys.stderr, open(saved, "w", buffering=1, closefd=False)  # noqa: SIM115
+    original, sys.stderr = sys.stderr, NativeNoticeFilter(open(saved, "w", buffering=1, closefd=False))  # noqa: SIM115
     try:
         yield
     finally:
