@@ -162,6 +162,10 @@ def test_bad_output_and_bundle_paths_fail_before_any_work(tmp_path, capsys):
             code, _, err = run(capsys, verb, "--model", "no_such_module:f", "--input-shape", "1,1,8,8", "--out", out,
                                *extra)
             assert code == 2 and says in err and len(err.splitlines()) == 1, err
+    code, _, err = run(capsys, "pack", "--model", "no_such_module:f", "--input-shape", "1,1,8,8", "--out",
+                       tmp_path / "m.innb", "--runtime", "litert", "executorch-i8")
+    assert code == 2 and err == "error: executorch-i8 is int8: give --calibration (unlabelled inputs, .pt/.npy) " \
+        "for its activation ranges\n", err
     code, _, err = run(capsys, "profile", tmp_path, "--runtime", "litert", "--out", tmp_path)
     assert code == 2 and "is a folder" in err
     code, _, err = run(capsys, "inspect", tmp_path)

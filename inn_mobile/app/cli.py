@@ -170,8 +170,13 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 def cmd_pack(args: argparse.Namespace) -> int:
     from inn_mobile.export import pack
+    from inn_mobile.format.vocab import RUNTIMES
 
     check_out(args.out)
+    int8 = [rt for rt in args.runtime if RUNTIMES[rt].int8]
+    if int8 and not args.calibration:  # before the conversion, which can take minutes
+        raise UsageError(f"{int8[0]} is int8: give --calibration (unlabelled inputs, .pt/.npy) "
+                         "for its activation ranges")
     im, x, calib = _convert_args(args)
     validation = None
     if args.validation:
