@@ -18,7 +18,7 @@ import numpy as np
 
 from inn_mobile.errors import BundleError
 from inn_mobile.format import vocab
-from inn_mobile.format.tables import Cost, check_meta
+from inn_mobile.format.tables import Cascade, Cost, check_meta
 
 LAYOUTS = vocab.LAYOUTS
 DTYPES = vocab.OUTPUT_DTYPES
@@ -48,7 +48,9 @@ class _Bundle(C.Structure):
         ("nodes_size", C.c_size_t), ("partitions_count", C.c_size_t), ("names_size", C.c_size_t),
         ("node_scales", C.c_void_p), ("node_scales_count", C.c_size_t), ("norms", C.c_void_p),
         ("norm_count", C.c_uint32), ("norm_values", C.c_void_p), ("norm_values_count", C.c_size_t),
-        ("bucket_infos", C.c_void_p), ("costs", C.c_void_p), ("cost_count", C.c_uint32)]
+        ("bucket_infos", C.c_void_p), ("costs", C.c_void_p), ("cost_count", C.c_uint32),
+        ("macs", C.c_void_p), ("cascades", C.c_void_p), ("cascade_count", C.c_uint32),
+        ("cascade_step_count", C.c_uint32)]
 
 
 class _BucketInfo(C.Structure):
@@ -59,6 +61,12 @@ class _Cost(C.Structure):
     _fields_ = [("bucket", C.c_uint32), ("known", C.c_uint32), ("runtime", C.c_char * (vocab.RUNTIME_NAME + 1)),
                 ("weights_bytes", C.c_uint64), ("file_bytes", C.c_uint64), ("arena_bytes", C.c_uint64),
                 ("accuracy", C.c_double)]
+
+
+class _Cascade(C.Structure):
+    _fields_ = [("name", C.c_void_p), ("name_len", C.c_uint32)] + [
+        (n, C.c_uint32) for n in ("score", "target", "step_count", "known")] + [
+        (n, C.c_double) for n in ("target_value", "accuracy", "mean_macs")]
 
 
 class _LayerInfo(C.Structure):
@@ -111,6 +119,10 @@ def lib() -> C.CDLL:
         "inn_cost_count": (C.c_int, [P(_Bundle), P(C.c_uint32)]),
         "inn_cost_list": (C.c_int, [P(_Bundle), C.c_uint32, P(_Cost)]),
         "inn_cost_find": (C.c_int, [P(_Bundle), C.c_uint32, C.c_char_p, P(_Cost)]),
+        "inn_bucket_macs": (C.c_int, [P(_Bundle), C.c_uint32, P(C.c_uint64)]),
+        "inn_cascade_count": (C.c_int, [P(_Bundle), P(C.c_uint32)]),
+        "inn_cascade_get": (C.c_int, [P(_Bundle), C.c_uint32, P(_Cascade)]),
+        "inn_cascade_step": (C.c_int, [P(_Bundle), C.c_uint32, C.c_uint32, P(C.c_uint32), P(C.c_float)]),
         "inn_bundle_group_size": (C.c_int, [P(_Bundle), C.c_uint32, C.c_uint32, P(C.c_uint32)]),
         "inn_layer_info_get": (C.c_int, [P(_Bundle), C.c_uint32, C.c_uint32, P(_LayerInfo)]),
         "inn_bundle_scratch_size": (C.c_int, [P(_Bundle), C.c_uint32, P(C.c_size_t)]),
@@ -312,6 +324,34 @@ class NativeBundle:
             return None
         _check(status, f"cost of bucket {bucket} on {runtime!r}")
         return _cost(row)
+
+    def macs(self, bucket: int) -> int | None:
+        """Multiply-accumulates of one input at ``bucket`` from the binary MACS table (None without it)."""
+        value = C.c_uint64()
+        status = lib().inn_bucket_macs(C.byref(self._b), bucket, C.byref(value))
+        if status == _MISSING and bucket < self.bucket_count:
+            return None
+        _check(status, f"MACs of bucket {bucket}")
+        return value.value
+
+    def cascades(self) -> list[Cascade]:
+        """The confidence cascades of the binary CSCD table (``inn_cascade_*``; empty before 1.4)."""
+        count, row, out = C.c_uint32(), _Cascade(), []
+        bucket, threshold = C.c_uint32(), C.c_float()
+        scores = {v: k for k, v in vocab.CASCADE_SCORES.items()}
+        targets = {v: k for k, v in vocab.CASCADE_TARGETS.items()}
+        _check(lib().inn_cascade_count(C.byref(self._b), C.byref(count)), "CSCD table")
+        for i in range(count.value):
+            _check(lib().inn_cascade_get(C.byref(self._b), i, C.byref(row)), f"cascade {i}")
+            steps = []
+            for j in range(row.step_count):
+                _check(lib().inn_cascade_step(C.byref(self._b), i, j, C.byref(bucket), C.byref(threshold)),
+                       f"step {j} of cascade {i}")
+                steps.append((bucket.value, threshold.value))
+            out.append(Cascade(C.string_at(row.name, row.name_len).decode(), tuple(k for k, _ in steps),
+                               tuple(t for _, t in steps), scores[row.score], targets[row.target], row.target_value,
+                               row.accuracy if row.known & 1 else None, row.mean_macs if row.known & 2 else None))
+        return out
 
     def graphs(self) -> list[tuple[int, str]]:
         """``(bucket, runtime)`` of every graph record in the bundle."""

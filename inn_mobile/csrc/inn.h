@@ -22,7 +22,7 @@ extern "C" {
 #endif
 
 #define INN_VERSION_MAJOR 1
-#define INN_VERSION_MINOR 3
+#define INN_VERSION_MINOR 4
 #define INN_FLAG_NORM 1u      /* header flag: the bundle has per-width normalisation (NORM + NRMV) */
 #define INN_TAPS 4
 #define INN_UNIFORM 0xFFFFFFFFu /* partition reference: uniform points */
@@ -34,6 +34,10 @@ extern "C" {
 #define INN_COST_FILE_BYTES 2u
 #define INN_COST_ARENA_BYTES 4u
 #define INN_COST_ACCURACY 8u
+/* Cascade record flags (inn_cascade.known, 1.4): which calibration results the record holds. */
+#define INN_CASCADE_ACCURACY 1u
+#define INN_CASCADE_MACS 2u
+#define INN_CASCADE_NAME 255 /* bytes of a cascade's name, at most */
 
 typedef enum {
     INN_OK = 0,
@@ -57,6 +61,11 @@ typedef enum { INN_KIND_DENSE = 1, INN_KIND_DEPTHWISE = 2, INN_KIND_AFFINE = 3 }
  *  OIT: [O][I][T]  PyTorch OIHW, Linear [O, I]
  *  OTI: [O][T][I]  OHWI (LiteRT conv, XNNPACK NHWC)
  *  ITO: [I][T][O]  LiteRT depthwise [1, H, W, O]; transposed linear [I, O] */
+/* A cascade step's confidence (FORMAT.md "Cascade table"): the top softmax probability, or the top minus the
+ * second; and what the thresholds were calibrated to (NONE: set by hand). */
+typedef enum { INN_SCORE_MAX_PROB = 1, INN_SCORE_MARGIN = 2 } inn_score;
+typedef enum { INN_TARGET_NONE = 0, INN_TARGET_ACCURACY_DROP = 1, INN_TARGET_MEAN_MACS = 2 } inn_target;
+
 typedef enum { INN_LAYOUT_OIT = 0, INN_LAYOUT_OTI = 1, INN_LAYOUT_ITO = 2 } inn_layout;
 typedef enum { INN_F32 = 0, INN_I8 = 1 } inn_dtype;
 
@@ -117,6 +126,9 @@ typedef struct {
     const uint8_t *bucket_infos; /* BKIN records (1.3), or NULL */
     const uint8_t *costs;        /* COST rows (1.3), or NULL */
     uint32_t cost_count;
+    const uint8_t *macs;         /* MACS (1.4): u64 per bucket, or NULL */
+    const uint8_t *cascades;     /* CSCD records (1.4), 56 bytes each, then the steps; or NULL */
+    uint32_t cascade_count, cascade_step_count;
 } inn_bundle;
 
 typedef struct {
@@ -147,6 +159,20 @@ typedef struct {
     uint64_t arena_bytes;               /* the runtime's activation memory */
     double accuracy;                    /* percent, on the packer's validation data */
 } inn_bucket_cost;
+
+/* A confidence cascade (CSCD, 1.4): run step 0's bucket; keep its answer when the input's score reaches
+ * the step's threshold, else run the next step (inn_cascade_step). The last step's threshold is 0. */
+typedef struct {
+    const char *name;      /* UTF-8 inside the bundle, not NUL-terminated: use name_len (1..INN_CASCADE_NAME) */
+    uint32_t name_len;
+    uint32_t score;        /* inn_score */
+    uint32_t target;       /* inn_target */
+    uint32_t step_count;   /* 1..bucket count */
+    uint32_t known;        /* INN_CASCADE_* bits: accuracy / mean_macs measured on the calibration data */
+    double target_value;   /* accuracy points below the widest bucket, or mean MACs per input */
+    double accuracy;       /* percent on the calibration data */
+    double mean_macs;      /* multiply-accumulates per input on the calibration data */
+} inn_cascade;
 
 /* sizeof(inn_bundle) in this build: a binding that mirrors the struct (ctypes, JNA) checks its own
  * size against it, so a layout change fails loudly instead of writing past the binding's memory. */
@@ -184,6 +210,14 @@ inn_status inn_bucket_info_get(const inn_bundle *b, uint32_t bucket, inn_bucket_
 inn_status inn_cost_count(const inn_bundle *b, uint32_t *count);
 inn_status inn_cost_list(const inn_bundle *b, uint32_t index, inn_bucket_cost *cost);
 inn_status inn_cost_find(const inn_bundle *b, uint32_t bucket, const char *runtime, inn_bucket_cost *cost);
+
+/* Multiply-accumulates of one input at a bucket (MACS, 1.4; INN_ERR_MISSING without MACS or past the last bucket). */
+inn_status inn_bucket_macs(const inn_bundle *b, uint32_t bucket, uint64_t *macs);
+/* The cascades (0 without CSCD), cascade `index` (INN_ERR_MISSING past the end), and its step `step`:
+ * the bucket to run and the threshold its score must reach for the answer to stand. */
+inn_status inn_cascade_count(const inn_bundle *b, uint32_t *count);
+inn_status inn_cascade_get(const inn_bundle *b, uint32_t index, inn_cascade *cascade);
+inn_status inn_cascade_step(const inn_bundle *b, uint32_t cascade, uint32_t step, uint32_t *bucket, float *threshold);
 
 uint32_t inn_crc32(const uint8_t *data, size_t size);
 

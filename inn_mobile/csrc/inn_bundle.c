@@ -352,6 +352,130 @@ static inn_status open_costs(inn_bundle *b) {
     return INN_OK;
 }
 
+/* MACs (1.4): MACS, a table of one non-zero u64 per bucket (extra zero). Optional. */
+static inn_status open_macs(inn_bundle *b) {
+    section macs;
+    uint32_t count, extra;
+    const uint8_t *rows;
+    if (find(b, "MACS", &macs)) return INN_OK;
+    inn_status st = table(&macs, 8, &count, &extra, &rows);
+    if (st) return st;
+    if (count != b->bucket_count || extra != 0) return INN_ERR_FORMAT;
+    for (uint32_t k = 0; k < count; k++)
+        if (rd64(rows + 8 * (size_t)k) == 0) return INN_ERR_FORMAT;
+    b->macs = rows;
+    return INN_OK;
+}
+
+/* Cascades (1.4): CSCD, {u32 cascade count, u32 step count}, then 56-byte records {u32 name offset, u32 name
+ * length (NAME), u32 score, u32 target, u32 first step, u32 step count, u32 flags (INN_CASCADE_*), u32 reserved,
+ * f64 target value, f64 accuracy, f64 mean MACs}, then 8-byte steps {u32 bucket, f32 threshold}. Each record's
+ * steps follow the previous record's; together they are all the steps. Optional. */
+#define CASCADE_SIZE 56
+#define STEP_SIZE 8
+static float rd_f32(const uint8_t *p) {
+    uint32_t bits = rd32(p);
+    float v;
+    memcpy(&v, &bits, sizeof v);
+    return v;
+}
+static int number_ok(const uint8_t *p) { return finite_f64(p) && rd_f64(p) >= 0.0; }
+
+static inn_status check_cascade(const inn_bundle *b, const uint8_t *r, const uint8_t *steps, uint32_t first_free,
+                                uint32_t step_total) {
+    uint32_t len = rd32(r + 4), score = rd32(r + 8), target = rd32(r + 12), first = rd32(r + 16), n = rd32(r + 20);
+    uint32_t flags = rd32(r + 24);
+    inn_status st = check_name(b, rd32(r), len);
+    if (st) return st;
+    if (first != first_free || n > step_total - first) return INN_ERR_FORMAT;
+    if (score < INN_SCORE_MAX_PROB || score > INN_SCORE_MARGIN || target > INN_TARGET_MEAN_MACS) return INN_ERR_FORMAT;
+    if ((flags & ~(INN_CASCADE_ACCURACY | INN_CASCADE_MACS)) || rd32(r + 28) != 0) return INN_ERR_FORMAT;
+    if (!(flags & INN_CASCADE_ACCURACY) && rd_f64(r + 40) != 0.0) return INN_ERR_FORMAT;
+    if (!(flags & INN_CASCADE_MACS) && rd_f64(r + 48) != 0.0) return INN_ERR_FORMAT;
+    for (uint32_t j = 0; j < n; j++)
+        if (rd32(steps + (size_t)(first + j) * STEP_SIZE) >= b->bucket_count) return INN_ERR_RANGE;
+    if (len == 0 || len > INN_CASCADE_NAME || n == 0) return INN_ERR_FORMAT;
+    for (uint32_t j = 0; j < n; j++) { /* distinct buckets; thresholds in [0, 1], the last one 0 */
+        const uint8_t *s = steps + (size_t)(first + j) * STEP_SIZE;
+        float t = rd_f32(s + 4);
+        if (!(t >= 0.0f && t <= 1.0f) || (j == n - 1 && t != 0.0f)) return INN_ERR_FORMAT;
+        for (uint32_t i = 0; i < j; i++)
+            if (rd32(steps + (size_t)(first + i) * STEP_SIZE) == rd32(s)) return INN_ERR_FORMAT;
+    }
+    if (!number_ok(r + 32) || ((flags & INN_CASCADE_ACCURACY) && !number_ok(r + 40)) ||
+        ((flags & INN_CASCADE_MACS) && !number_ok(r + 48)))
+        return INN_ERR_FORMAT;
+    return INN_OK;
+}
+
+static inn_status open_cascades(inn_bundle *b) {
+    section cscd;
+    if (find(b, "CSCD", &cscd)) return INN_OK;
+    if (cscd.size < 8) return INN_ERR_TRUNCATED;
+    uint32_t count = rd32(cscd.p), step_total = rd32(cscd.p + 4);
+    if (8 + (uint64_t)count * CASCADE_SIZE + (uint64_t)step_total * STEP_SIZE > cscd.size) return INN_ERR_TRUNCATED;
+    const uint8_t *steps = cscd.p + 8 + (size_t)count * CASCADE_SIZE;
+    uint32_t first_free = 0;
+    for (uint32_t i = 0; i < count; i++) {
+        const uint8_t *r = cscd.p + 8 + (size_t)i * CASCADE_SIZE;
+        inn_status st = check_cascade(b, r, steps, first_free, step_total);
+        if (st) return st;
+        first_free += rd32(r + 20);
+    }
+    if (first_free != step_total) return INN_ERR_FORMAT;
+    for (uint32_t i = 0; i < count; i++) /* distinct names */
+        for (uint32_t j = 0; j < i; j++) {
+            const uint8_t *ri = cscd.p + 8 + (size_t)i * CASCADE_SIZE, *rj = cscd.p + 8 + (size_t)j * CASCADE_SIZE;
+            if (rd32(ri + 4) == rd32(rj + 4) && !memcmp(b->names + rd32(ri), b->names + rd32(rj), rd32(ri + 4)))
+                return INN_ERR_FORMAT;
+        }
+    b->cascades = cscd.p + 8;
+    b->cascade_count = count;
+    b->cascade_step_count = step_total;
+    return INN_OK;
+}
+
+inn_status inn_bucket_macs(const inn_bundle *b, uint32_t bucket, uint64_t *macs) {
+    if (!b || !b->data || !macs) return INN_ERR_ARG;
+    if (!b->macs || bucket >= b->bucket_count) return INN_ERR_MISSING;
+    *macs = rd64(b->macs + 8 * (size_t)bucket);
+    return INN_OK;
+}
+
+inn_status inn_cascade_count(const inn_bundle *b, uint32_t *count) {
+    if (!b || !b->data || !count) return INN_ERR_ARG;
+    *count = b->cascade_count;
+    return INN_OK;
+}
+
+inn_status inn_cascade_get(const inn_bundle *b, uint32_t index, inn_cascade *c) {
+    if (!b || !b->data || !c) return INN_ERR_ARG;
+    if (index >= b->cascade_count) return INN_ERR_MISSING;
+    const uint8_t *r = b->cascades + (size_t)index * CASCADE_SIZE;
+    memset(c, 0, sizeof *c);
+    c->name = (const char *)b->names + rd32(r);
+    c->name_len = rd32(r + 4);
+    c->score = rd32(r + 8);
+    c->target = rd32(r + 12);
+    c->step_count = rd32(r + 20);
+    c->known = rd32(r + 24);
+    c->target_value = rd_f64(r + 32);
+    c->accuracy = rd_f64(r + 40);
+    c->mean_macs = rd_f64(r + 48);
+    return INN_OK;
+}
+
+inn_status inn_cascade_step(const inn_bundle *b, uint32_t cascade, uint32_t step, uint32_t *bucket, float *threshold) {
+    if (!b || !b->data || !bucket || !threshold) return INN_ERR_ARG;
+    if (cascade >= b->cascade_count) return INN_ERR_MISSING;
+    const uint8_t *r = b->cascades + (size_t)cascade * CASCADE_SIZE;
+    if (step >= rd32(r + 20)) return INN_ERR_MISSING;
+    const uint8_t *s = b->cascades + (size_t)b->cascade_count * CASCADE_SIZE + (size_t)(rd32(r + 16) + step) * STEP_SIZE;
+    *bucket = rd32(s);
+    *threshold = rd_f32(s + 4);
+    return INN_OK;
+}
+
 size_t inn_bundle_sizeof(void) { return sizeof(inn_bundle); }
 
 inn_status inn_bucket_info_get(const inn_bundle *b, uint32_t bucket, inn_bucket_info *info) {
@@ -532,6 +656,8 @@ inn_status inn_bundle_open(inn_bundle *b, const void *data, size_t size) {
     if (!st) st = open_norms(b, (flags & INN_FLAG_NORM) != 0);
     if (!st) st = open_bucket_infos(b);
     if (!st) st = open_costs(b);
+    if (!st) st = open_macs(b);
+    if (!st) st = open_cascades(b);
     if (st) memset(b, 0, sizeof *b);
     return st;
 }

@@ -25,7 +25,7 @@ from inn_mobile.core.integral import IntegralModel, LayerSpec, node_key, sizes_k
 from inn_mobile.errors import BundleError, NotInBundleError
 from inn_mobile.format import runtime_file, vocab
 from inn_mobile.format.reference import quantize_per_channel
-from inn_mobile.format.tables import Cost, check_meta
+from inn_mobile.format.tables import Cascade, Cost, check_cascades, check_meta
 
 NORM_ROW = struct.Struct("<IIII")  # bucket, layer, first float in NRMV, reserved
 HEADER_SIZE = 64
@@ -35,6 +35,11 @@ LAYER_ROW = struct.Struct("<IIIIIIIIQQIIII")  # FORMAT.md "Layer record"
 GRAPH_ROW = struct.Struct("<II16sQQ")  # bucket, reserved, runtime name (NUL-padded), offset, size in BLOB
 BKIN_ROW = struct.Struct("<IIIId")  # name offset, name length (in NAME), flags (BUCKET_RATIO), reserved, ratio
 COST_ROW = struct.Struct("<II16sQQQd")  # bucket, flags (COST_FIELDS), runtime, weights/file/arena bytes, accuracy
+# CSCD (1.4): name offset/length (in NAME), score, target, first step, step count, flags, reserved,
+# target value, accuracy, mean MACs; then the steps of every cascade: bucket, float32 threshold
+CASCADE_ROW = struct.Struct("<IIIIIIIIddd")
+STEP_ROW = struct.Struct("<If")
+CASCADE_ACCURACY, CASCADE_MACS = 1, 2  # CSCD record flags: accuracy / mean MACs measured
 
 
 def resolve_bucket(names: list[str], ratios: list[float | None], bucket: int | str | float) -> int:
@@ -58,17 +63,29 @@ def resolve_bucket(names: list[str], ratios: list[float | None], bucket: int | s
 
 
 
+def resolve_cascade(cascades: list[Cascade], which: int | str) -> Cascade:
+    """The one cascade lookup: an index or a name; :class:`NotInBundleError` lists what the bundle has."""
+    names = [c.name for c in cascades]
+    if isinstance(which, int) and not isinstance(which, bool) and -len(names) <= which < len(names):
+        return cascades[which]
+    if isinstance(which, str) and which in names:
+        return cascades[names.index(which)]
+    raise NotInBundleError(f"cascade {which!r} not in bundle; it has {names or 'none'}")
+
+
 @dataclass
 class Bucket:
     """One width: per-group channel counts; ``ratio`` is the global width it was made for (if any).
 
     ``info["runtimes"][runtime]`` holds what packing measured (:class:`Cost`'s fields); the bundle
-    stores it in binary (COST), and any other ``info`` in the informational META."""
+    stores it in binary (COST), and any other ``info`` in the informational META. ``macs``: the
+    multiply-accumulates of one input at this width (``export.macs``), stored in MACS (1.4)."""
 
     name: str
     sizes: dict[int, int]
     ratio: float | None = None
     info: dict = field(default_factory=dict)
+    macs: int | None = None
 
 
 @dataclass
@@ -79,6 +96,11 @@ class Bundle:
     buckets: list[Bucket]
     meta: dict = field(default_factory=dict)
     graphs: dict[tuple[int, str], bytes] = field(default_factory=dict)  # (bucket, runtime) -> blob
+    cascades: list[Cascade] = field(default_factory=list)  # CSCD (1.4): confidence cascades across buckets
+
+    def cascade(self, which: int | str) -> Cascade:
+        """See :func:`resolve_cascade`."""
+        return resolve_cascade(self.cascades, which)
 
     def bucket_index(self, bucket: int | str | float) -> int:
         """See :func:`resolve_bucket`."""
@@ -238,6 +260,18 @@ def encode(bundle: Bundle, *, node_dtype: str = "f32") -> bytes:
         flags = sum(bit for f, bit in vocab.COST_FIELDS.items() if getattr(cost, f) is not None)
         cost_rows.append(COST_ROW.pack(k, flags, _runtime_field(rt), cost.weights_bytes or 0, cost.file_bytes or 0,
                                        cost.arena_bytes or 0, float(cost.accuracy or 0.0)))
+    cascade_rows, step_rows = [], []
+    for c in check_cascades(bundle.cascades, len(bundle.buckets)):
+        name = c.name.encode()
+        flags = (CASCADE_ACCURACY if c.accuracy is not None else 0) | (CASCADE_MACS if c.mean_macs is not None else 0)
+        cascade_rows.append(CASCADE_ROW.pack(
+            len(names), len(name), vocab.CASCADE_SCORES[c.score], vocab.CASCADE_TARGETS[c.target], len(step_rows),
+            len(c.buckets), flags, 0, float(c.target_value), float(c.accuracy or 0.0), float(c.mean_macs or 0.0)))
+        names += name
+        step_rows += [STEP_ROW.pack(k, t) for k, t in zip(c.buckets, c.thresholds)]
+    macs = [b.macs for b in bundle.buckets]
+    if any(m is not None for m in macs) and not all(isinstance(m, int) and 0 < m < 1 << 64 for m in macs):
+        raise ValueError(f"MACs per bucket must be given for every bucket, each an integer in 1..2^64-1: {macs}")
     meta = dict(bundle.meta)
     meta["layers"] = [{k: v for k, v in asdict(s).items()} for s in m.layers]
     meta["groups"] = [{"id": g.id, "size": g.size, "resizable": g.resizable, "members": g.members} for g in m.groups]
@@ -266,6 +300,11 @@ def encode(bundle: Bundle, *, node_dtype: str = "f32") -> bytes:
         (b"BKIN", _table(len(bkin_rows), 0, b"".join(bkin_rows)), vocab.ELEMENTS["bytes"]),
         (b"COST", _table(len(cost_rows), 0, b"".join(cost_rows)), vocab.ELEMENTS["bytes"]),
     ]
+    if macs[0] is not None:
+        sections.append((b"MACS", _table(len(macs), 0, struct.pack(f"<{len(macs)}Q", *macs)), vocab.ELEMENTS["bytes"]))
+    if cascade_rows:
+        sections.append((b"CSCD", _table(len(cascade_rows), len(step_rows), b"".join(cascade_rows + step_rows)),
+                         vocab.ELEMENTS["bytes"]))
     if node_dtype == "i8":
         sections.append((b"NSCL", np.concatenate(scale_chunks).astype("<f4").tobytes(), vocab.ELEMENTS["f32"]))
     if norm_rows:
@@ -533,7 +572,9 @@ def _decode(data: bytes) -> Bundle:
     model = IntegralModel(None, groups, specs, nodes, quadrature=quad_name)
     buckets = _decode_buckets(sec, bview, n_buckets, model, meta.get("buckets", []), names)
     _decode_norms(sec, header_flags, model, buckets)
-    return Bundle(model, buckets, meta, _decode_graphs(sec, len(buckets)))
+    for b, m in zip(buckets, _decode_macs(sec, len(buckets)) or []):
+        b.macs = m
+    return Bundle(model, buckets, meta, _decode_graphs(sec, len(buckets)), _decode_cascades(sec, len(buckets), names))
 
 
 def _name(names: memoryview, off: int, length: int, what: str) -> str:
@@ -594,6 +635,64 @@ def _decode_costs(sec: dict, n_buckets: int) -> dict[tuple[int, str], Cost] | No
             raise BundleError(f"inconsistent bundle tables: COST row {i} out of order or not unique")
         prev = (k, rt)
         out[(k, runtime)] = Cost(**{f: v for (f, bit), v in zip(vocab.COST_FIELDS.items(), values) if known[f]})
+    return out
+
+
+def _decode_macs(sec: dict, n_buckets: int) -> list[int] | None:
+    """MACS (1.4): one non-zero u64 per bucket (``open_macs``'s checks); None without MACS."""
+    if b"MACS" not in sec:
+        return None
+    view = sec[b"MACS"][0]
+    count = _count(view, 8, "MACS")
+    values = struct.unpack_from(f"<{count}Q", view, 8)
+    if count != n_buckets or struct.unpack_from("<I", view, 4)[0] or not all(values):
+        raise BundleError(f"inconsistent bundle tables: MACS has {count} values for {n_buckets} buckets "
+                          "(each non-zero, reserved field zero)")
+    return list(values)
+
+
+def _decode_cascades(sec: dict, n_buckets: int, names: memoryview) -> list[Cascade]:
+    """CSCD (1.4) with ``open_cascades``'s checks: records inside the section, steps contiguous and in
+    order, known score, target and flags, reserved zero, names in NAME and distinct, and each cascade as
+    :meth:`Cascade.check` requires it (distinct existing buckets, thresholds in [0, 1], the last 0)."""
+    if b"CSCD" not in sec:
+        return []
+    view = sec[b"CSCD"][0]
+    if len(view) < 8:
+        raise BundleError("bundle truncated: CSCD table header")
+    count, n_steps = struct.unpack_from("<II", view)
+    if 8 + CASCADE_ROW.size * count + STEP_ROW.size * n_steps > len(view):
+        raise BundleError(f"bundle truncated: CSCD table declares {count} cascades and {n_steps} steps")
+    steps_at = 8 + CASCADE_ROW.size * count
+    out, first_free = [], 0
+    for i in range(count):
+        (noff, nlen, score, target, first, n, flags, reserved, value, acc,
+         macs) = CASCADE_ROW.unpack_from(view, 8 + CASCADE_ROW.size * i)
+        name = _name(names, noff, nlen, f"cascade {i}")
+        if first != first_free or n > n_steps - first:
+            raise BundleError(f"inconsistent bundle tables: cascade {i} steps {first}+{n} (next free step "
+                              f"{first_free} of {n_steps})")
+        first_free += n
+        score_name = {v: k for k, v in vocab.CASCADE_SCORES.items()}.get(score)
+        target_name = {v: k for k, v in vocab.CASCADE_TARGETS.items()}.get(target)
+        unused = (not flags & CASCADE_ACCURACY and acc != 0.0) or (not flags & CASCADE_MACS and macs != 0.0)
+        if (score_name is None or target_name is None or flags & ~(CASCADE_ACCURACY | CASCADE_MACS) or reserved
+                or unused):
+            raise BundleError(f"inconsistent bundle tables: cascade {i} (score {score}, target {target}, "
+                              f"flags {flags:#x})")
+        rows = [STEP_ROW.unpack_from(view, steps_at + STEP_ROW.size * (first + j)) for j in range(n)]
+        if any(k >= n_buckets for k, _ in rows):
+            raise BundleError(f"index or dimension out of range: cascade {i} names a bucket past {n_buckets}")
+        c = Cascade(name, tuple(k for k, _ in rows), tuple(t for _, t in rows), score_name, target_name, value,
+                    acc if flags & CASCADE_ACCURACY else None, macs if flags & CASCADE_MACS else None)
+        try:
+            c.check(n_buckets)
+        except ValueError as e:
+            raise BundleError(f"inconsistent bundle tables: {e}") from e
+        out.append(c)
+    if first_free != n_steps or len({c.name for c in out}) != len(out):
+        raise BundleError(f"inconsistent bundle tables: CSCD has {n_steps} steps, its cascades use {first_free}; "
+                          "or two cascades share a name")
     return out
 
 

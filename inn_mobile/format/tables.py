@@ -1,6 +1,6 @@
 """What a device reads to choose a width, without torch: a bucket's measured costs (the binary
-``COST`` rows) and the informational ``META`` JSON, with the checks both Python readers (the bundle
-decoder and the ctypes binding of the C core) apply to them."""
+``COST`` rows), the confidence cascades (``CSCD``) and the informational ``META`` JSON, with the checks
+both Python readers (the bundle decoder and the ctypes binding of the C core) apply to them."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from inn_mobile.errors import BundleError
 from inn_mobile.format import vocab
 
 _U64 = 1 << 64
+CASCADE_NAME = 255  # bytes of a cascade's name, at most
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,59 @@ class Cost:
     def as_dict(self) -> dict:
         """The measured fields, as ``info["runtimes"][runtime]`` holds them."""
         return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+@dataclass(frozen=True)
+class Cascade:
+    """An input-adaptive width (a ``CSCD`` record, FORMAT.md "Cascade table"): run ``buckets[0]`` first and
+    keep its answer when the input's ``score`` (``max_prob``: the top softmax probability; ``margin``: top
+    minus second) reaches ``thresholds[0]``, else run the next bucket; the last step answers every input that
+    gets there (its threshold is 0). ``target`` is what the thresholds were calibrated to (``accuracy_drop``:
+    percentage points below the widest bucket; ``mean_macs``: average multiply-accumulates per input;
+    ``none``: set by hand), ``accuracy`` / ``mean_macs`` what they gave on the calibration data (None:
+    not measured)."""
+
+    name: str
+    buckets: tuple[int, ...]
+    thresholds: tuple[float, ...]
+    score: str = "max_prob"
+    target: str = "none"
+    target_value: float = 0.0
+    accuracy: float | None = None
+    mean_macs: float | None = None
+
+    def check(self, n_buckets: int) -> Cascade:
+        """Itself, or ``ValueError`` for what both readers reject: a name of 1..255 UTF-8 bytes, 1..n steps
+        naming distinct existing buckets, thresholds as float32 in [0, 1], the last one 0, a known score
+        and target, finite numbers."""
+        what = f"cascade {self.name!r}"
+        if not isinstance(self.name, str) or not 0 < len(self.name.encode()) <= CASCADE_NAME:
+            raise ValueError(f"{what}: the name must be 1..{CASCADE_NAME} bytes of UTF-8")
+        if self.score not in vocab.CASCADE_SCORES or self.target not in vocab.CASCADE_TARGETS:
+            raise ValueError(f"{what}: score must be one of {list(vocab.CASCADE_SCORES)}, target one of "
+                             f"{list(vocab.CASCADE_TARGETS)}")
+        steps = len(self.buckets)
+        if not 0 < steps == len(self.thresholds):
+            raise ValueError(f"{what}: {steps} buckets and {len(self.thresholds)} thresholds (one per step, 1+)")
+        if any(not isinstance(k, int) or not 0 <= k < n_buckets for k in self.buckets) or len(
+                set(self.buckets)) != steps:
+            raise ValueError(f"{what}: buckets {list(self.buckets)} must be distinct indices below {n_buckets}")
+        if not all(isinstance(t, (int, float)) and 0.0 <= t <= 1.0 for t in self.thresholds) or self.thresholds[-1]:
+            raise ValueError(f"{what}: thresholds {list(self.thresholds)} must lie in [0, 1], the last one 0 "
+                             "(the last step answers every input that reaches it)")
+        numbers = [self.target_value, *(v for v in (self.accuracy, self.mean_macs) if v is not None)]
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+                   for v in numbers):
+            raise ValueError(f"{what}: target value, accuracy and mean MACs must be finite and >= 0")
+        return self
+
+
+def check_cascades(cascades: list[Cascade], n_buckets: int) -> list[Cascade]:
+    """Every cascade checked (:meth:`Cascade.check`) and their names distinct."""
+    names = [c.check(n_buckets).name for c in cascades]
+    if len(set(names)) != len(names):
+        raise ValueError(f"cascade names must be distinct: {names}")
+    return cascades
 
 
 def check_meta(raw: bytes) -> dict:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 MAGIC = b"INNB"
-VERSION = (1, 3)  # INN_VERSION_MAJOR, INN_VERSION_MINOR
+VERSION = (1, 4)  # INN_VERSION_MAJOR, INN_VERSION_MINOR
 FLAG_NORM = 1  # INN_FLAG_NORM: per-width normalisation (NORM + NRMV) that a reader must apply
 TAPS = 4  # INN_TAPS: non-zeros per row of a resampling matrix (cubic convolution)
 UNIFORM = 0xFFFFFFFF  # INN_UNIFORM: partition reference meaning "uniform points"
@@ -41,6 +41,10 @@ HOLE_TENSORS = {"weight": 1, "bias": 2, "scale": 3, "bias_i32": 4, "bias_scale":
 HOLE_DTYPES = {"f32": 0, "i8": 1, "i32": 2}  # inn_hole_dtype
 # COST rows (FORMAT.md "Bucket costs"): the flag of each measurement a row holds (INN_COST_*)
 COST_FIELDS = {"weights_bytes": 1, "file_bytes": 2, "arena_bytes": 4, "accuracy": 8}
+# cascades (FORMAT.md "Cascade table", 1.4): the confidence a step's threshold applies to (INN_SCORE_*),
+# and the target its thresholds were calibrated to (INN_TARGET_*; none: set by hand)
+CASCADE_SCORES = {"max_prob": 1, "margin": 2}
+CASCADE_TARGETS = {"none": 0, "accuracy_drop": 1, "mean_macs": 2}
 
 
 def name_of(table: dict[str, int], code: int, what: str) -> str:

@@ -27,10 +27,11 @@ typedef struct {
     float norm_a, norm_c;  /* their values (norm_a also poisons when non-finite) */
     const bb_buf *record;  /* graph record for ("t", bucket 0), or NULL */
     const bb_buf *names, *bkin, *cost; /* NAME, BKIN and COST payloads, or NULL (as before 1.3) */
+    const bb_buf *macs, *cscd;         /* MACS and CSCD payloads, or NULL (as before 1.4) */
 } spec;
 
 static spec base_spec(void) {
-    spec s = {4, 3, 1, 0.0f, 0.0f, 0, 1.0f, 0.0f, NULL, NULL, NULL, NULL};
+    spec s = {4, 3, 1, 0.0f, 0.0f, 0, 1.0f, 0.0f, NULL, NULL, NULL, NULL, NULL, NULL};
     return s;
 }
 
@@ -100,6 +101,8 @@ static unsigned char *small_bundle(const spec *p, size_t *size) {
     if (p->names) s[count++] = (bb_section){{'N', 'A', 'M', 'E'}, p->names->p, p->names->n, 0};
     if (p->bkin) s[count++] = (bb_section){{'B', 'K', 'I', 'N'}, p->bkin->p, p->bkin->n, 0};
     if (p->cost) s[count++] = (bb_section){{'C', 'O', 'S', 'T'}, p->cost->p, p->cost->n, 0};
+    if (p->macs) s[count++] = (bb_section){{'M', 'A', 'C', 'S'}, p->macs->p, p->macs->n, 0};
+    if (p->cscd) s[count++] = (bb_section){{'C', 'S', 'C', 'D'}, p->cscd->p, p->cscd->n, 0};
     unsigned char *out = bb_bundle(s, count, flags, size);
     bb_buf all[] = {info, grps_rec, layr_rec, piec_rec, node, nscl, buck, norm_rec, nrmv, grps, layr, piec, norm, gidx};
     for (size_t k = 0; k < sizeof all / sizeof *all; k++) free(all[k].p);
@@ -581,6 +584,151 @@ static void bucket_tables(void) {
     free(d);
 }
 
+/* ------------------------------------------------------------------ 1.4: MACS and CSCD */
+
+typedef struct {
+    uint32_t name_off, name_len, score, target, first, steps, flags, reserved;
+    double value, accuracy, macs;
+} cascade_rec;
+
+/* CSCD with `n` records and `n_steps` steps {bucket, threshold}; `declared` cascades in its header. */
+static bb_buf cscd_table(const cascade_rec *recs, uint32_t n, uint32_t declared, const uint32_t *buckets,
+                         const float *thresholds, uint32_t n_steps) {
+    bb_buf b = {0};
+    bb_u32(&b, declared);
+    bb_u32(&b, n_steps);
+    for (uint32_t k = 0; k < n; k++) {
+        const cascade_rec *r = recs + k;
+        uint32_t f[8] = {r->name_off, r->name_len, r->score, r->target, r->first, r->steps, r->flags, r->reserved};
+        for (int j = 0; j < 8; j++) bb_u32(&b, f[j]);
+        bb_f64(&b, r->value);
+        bb_f64(&b, r->accuracy);
+        bb_f64(&b, r->macs);
+    }
+    for (uint32_t k = 0; k < n_steps; k++) {
+        bb_u32(&b, buckets[k]);
+        bb_f32(&b, thresholds[k]);
+    }
+    return b;
+}
+
+/* The small bundle (one bucket) with NAME "fastslow", MACS `macs` (or none) and CSCD `cscd` (or none). */
+static inn_status open_cascade_tables(const bb_buf *macs, const bb_buf *cscd, inn_bundle *b, unsigned char **d) {
+    bb_buf names = {0};
+    bb_bytes(&names, "fastslow", 8);
+    spec p = base_spec();
+    p.names = &names;
+    p.macs = macs;
+    p.cscd = cscd;
+    inn_status st = open_spec(&p, b, d);
+    free(names.p);
+    return st;
+}
+
+static void cascade_tables(void) {
+    inn_bundle b;
+    unsigned char *d;
+    inn_cascade c;
+    uint32_t count = 9, bucket;
+    uint64_t macs;
+    float t;
+    /* before 1.4: nothing known */
+    EXPECT(open_cascade_tables(NULL, NULL, &b, &d), INN_OK, "no MACS, no CSCD");
+    EXPECT(inn_bucket_macs(&b, 0, &macs), INN_ERR_MISSING, "MACs without MACS");
+    EXPECT(inn_cascade_count(&b, &count), INN_OK, "cascade count without CSCD");
+    CHECK(count == 0, "cascade count without CSCD: %u", count);
+    EXPECT(inn_cascade_get(&b, 0, &c), INN_ERR_MISSING, "cascade without CSCD");
+    free(d);
+
+    /* valid: MACs of the one bucket, two one-step cascades */
+    bb_buf m = {0};
+    bb_u32(&m, 1);
+    bb_u32(&m, 0);
+    bb_u64(&m, 24);
+    cascade_rec ok[2] = {{0, 4, INN_SCORE_MAX_PROB, INN_TARGET_ACCURACY_DROP, 0, 1, INN_CASCADE_ACCURACY, 0, 0.3, 91.5, 0},
+                         {4, 4, INN_SCORE_MARGIN, INN_TARGET_NONE, 1, 1, 0, 0, 0.0, 0.0, 0.0}};
+    uint32_t steps[2] = {0, 0};
+    float zero[2] = {0.0f, 0.0f};
+    bb_buf cs = cscd_table(ok, 2, 2, steps, zero, 2);
+    EXPECT(open_cascade_tables(&m, &cs, &b, &d), INN_OK, "valid MACS and CSCD");
+    EXPECT(inn_bucket_macs(&b, 0, &macs), INN_OK, "MACs");
+    CHECK(macs == 24, "MACs value %llu", (unsigned long long)macs);
+    EXPECT(inn_bucket_macs(&b, 1, &macs), INN_ERR_MISSING, "MACs past the buckets");
+    EXPECT(inn_cascade_count(&b, &count), INN_OK, "cascade count");
+    CHECK(count == 2, "cascade count %u", count);
+    EXPECT(inn_cascade_get(&b, 1, &c), INN_OK, "cascade 1");
+    CHECK(c.name_len == 4 && !memcmp(c.name, "slow", 4) && c.score == INN_SCORE_MARGIN && c.step_count == 1 &&
+              c.known == 0, "cascade 1 values");
+    EXPECT(inn_cascade_get(&b, 0, &c), INN_OK, "cascade 0");
+    CHECK(c.known == INN_CASCADE_ACCURACY && c.accuracy == 91.5 && c.target_value == 0.3, "cascade 0 values");
+    EXPECT(inn_cascade_step(&b, 1, 0, &bucket, &t), INN_OK, "step");
+    CHECK(bucket == 0 && t == 0.0f, "step values");
+    EXPECT(inn_cascade_step(&b, 1, 1, &bucket, &t), INN_ERR_MISSING, "step past the last");
+    EXPECT(inn_cascade_get(&b, 2, &c), INN_ERR_MISSING, "cascade past the last");
+    EXPECT(inn_cascade_step(NULL, 0, 0, &bucket, &t), INN_ERR_ARG, "step of NULL");
+    free(d);
+    free(cs.p);
+
+    /* bad MACS */
+    bb_buf two = {0}, none = {0};
+    bb_u32(&two, 2); bb_u32(&two, 0); bb_u64(&two, 1); bb_u64(&two, 2);
+    bb_u32(&none, 1); bb_u32(&none, 0); bb_u64(&none, 0);
+    EXPECT(open_cascade_tables(&two, NULL, &b, &d), INN_ERR_FORMAT, "MACS for two buckets");
+    free(d);
+    EXPECT(open_cascade_tables(&none, NULL, &b, &d), INN_ERR_FORMAT, "zero MACs");
+    free(d);
+    free(two.p);
+    free(none.p);
+    free(m.p);
+
+    /* bad cascades: one record with one step (bucket 0, threshold 0) but for the field named */
+    struct { cascade_rec rec; uint32_t bucket; float threshold; inn_status want; const char *what; } bad[] = {
+        {{0, 4, INN_SCORE_MAX_PROB, 0, 0, 1, 0, 0, 0, 0, 0}, 1, 0.0f, INN_ERR_RANGE, "step of a missing bucket"},
+        {{0, 4, INN_SCORE_MAX_PROB, 0, 0, 1, 0, 0, 0, 0, 0}, 0, 0.5f, INN_ERR_FORMAT, "last threshold not 0"},
+        {{0, 4, INN_SCORE_MAX_PROB, 0, 0, 1, 0, 0, 0, 0, 0}, 0, NAN, INN_ERR_FORMAT, "NaN threshold"},
+        {{0, 4, INN_SCORE_MAX_PROB, 0, 0, 1, 0, 0, 0, 0, 0}, 0, -0.5f, INN_ERR_FORMAT, "negative threshold"},
+        {{0, 4, 3, 0, 0, 1, 0, 0, 0, 0, 0}, 0, 0.0f, INN_ERR_FORMAT, "unknown score"},
+        {{0, 4, INN_SCORE_MAX_PROB, 3, 0, 1, 0, 0, 0, 0, 0}, 0, 0.0f, INN_ERR_FORMAT, "unknown target"},
+        {{0, 4, INN_SCORE_MAX_PROB, 0, 0, 1, 4, 0, 0, 0, 0}, 0, 0.0f, INN_ERR_FORMAT, "unknown cascade flag"},
+        {{0, 4, INN_SCORE_MAX_PROB, 0, 0, 1, 0, 1, 0, 0, 0}, 0, 0.0f, INN_ERR_FORMAT, "cascade reserved"},
+        {{0, 4, INN_SCORE_MAX_PROB, 0, 0, 1, 0, 0, 0, 5.0, 0}, 0, 0.0f, INN_ERR_FORMAT, "unmeasured accuracy set"},
+        {{0, 4, INN_SCORE_MAX_PROB, 0, 0, 1, 0, 0, NAN, 0, 0}, 0, 0.0f, INN_ERR_FORMAT, "NaN target"},
+        {{0, 4, INN_SCORE_MAX_PROB, 0, 0, 1, INN_CASCADE_MACS, 0, 0, 0, -1.0}, 0, 0.0f, INN_ERR_FORMAT,
+         "negative mean MACs"},
+        {{0, 4, INN_SCORE_MAX_PROB, 0, 1, 1, 0, 0, 0, 0, 0}, 0, 0.0f, INN_ERR_FORMAT, "steps not from the first"},
+        {{0, 4, INN_SCORE_MAX_PROB, 0, 0, 2, 0, 0, 0, 0, 0}, 0, 0.0f, INN_ERR_FORMAT, "more steps than the table"},
+        {{0, 4, INN_SCORE_MAX_PROB, 0, 0, 0, 0, 0, 0, 0, 0}, 0, 0.0f, INN_ERR_FORMAT, "no steps"},
+        {{0, 0, INN_SCORE_MAX_PROB, 0, 0, 1, 0, 0, 0, 0, 0}, 0, 0.0f, INN_ERR_FORMAT, "empty name"},
+        {{6, 4, INN_SCORE_MAX_PROB, 0, 0, 1, 0, 0, 0, 0, 0}, 0, 0.0f, INN_ERR_RANGE, "name past NAME"},
+    };
+    for (size_t k = 0; k < sizeof bad / sizeof *bad; k++) {
+        cs = cscd_table(&bad[k].rec, 1, 1, &bad[k].bucket, &bad[k].threshold, 1);
+        EXPECT(open_cascade_tables(NULL, &cs, &b, &d), bad[k].want, bad[k].what);
+        free(d);
+        free(cs.p);
+    }
+    cascade_rec same[2] = {ok[0], ok[1]};
+    same[1].name_off = 0; /* both "fast" */
+    cs = cscd_table(same, 2, 2, steps, zero, 2);
+    EXPECT(open_cascade_tables(NULL, &cs, &b, &d), INN_ERR_FORMAT, "two cascades named alike");
+    free(d);
+    free(cs.p);
+    cascade_rec twice = {0, 4, INN_SCORE_MAX_PROB, 0, 0, 2, 0, 0, 0, 0, 0};
+    float half_zero[2] = {0.5f, 0.0f};
+    cs = cscd_table(&twice, 1, 1, steps, half_zero, 2);
+    EXPECT(open_cascade_tables(NULL, &cs, &b, &d), INN_ERR_FORMAT, "a bucket twice in a cascade");
+    free(d);
+    free(cs.p);
+    cs = cscd_table(ok, 1, 1, steps, zero, 2);
+    EXPECT(open_cascade_tables(NULL, &cs, &b, &d), INN_ERR_FORMAT, "a step no cascade uses");
+    free(d);
+    free(cs.p);
+    cs = cscd_table(ok, 2, 0xFFFFFFFFu, steps, zero, 2);
+    EXPECT(open_cascade_tables(NULL, &cs, &b, &d), INN_ERR_TRUNCATED, "2^32-1 cascades");
+    free(d);
+    free(cs.p);
+}
+
 int main(void) {
     status_names();
     valid_small();
@@ -590,6 +738,7 @@ int main(void) {
     non_finite();
     scratch_overflow();
     bucket_tables();
+    cascade_tables();
     printf("%d checks, %d failed\n", checks, failures);
     return failures ? 1 : 0;
 }
