@@ -19,6 +19,7 @@ import torch
 from inn_mobile import native
 from inn_mobile.errors import NotInBundleError
 from inn_mobile.format import bundle, reference
+from inn_mobile.format.tables import Cascade
 
 
 @dataclass(frozen=True)
@@ -64,11 +65,15 @@ class BundleReader:
                 self._py = bundle.decode(source if in_memory else Path(source).read_bytes())
                 buckets = [{"name": b.name, "ratio": b.ratio} for b in self._py.buckets]
                 self.graphs = set(self._py.graphs)
+                self.macs = [b.macs for b in self._py.buckets]
+                self.cascades = self._py.cascades
             else:
                 self._core = native.NativeBundle(source) if in_memory else native.NativeBundle.from_file(source)
                 # from the binary tables, as a device reads them (before 1.3: META, checked)
                 buckets = [vars(self._core.bucket_info(k)) for k in range(self._core.bucket_count)]
                 self.graphs = set(self._core.graphs())
+                self.macs = [self._core.macs(k) for k in range(self._core.bucket_count)]  # MACS (1.4)
+                self.cascades = self._core.cascades()  # CSCD (1.4)
         except (native.NativeError, bundle.BundleError) as e:
             raise bundle.BundleError(f"corrupted or invalid bundle: {e}") from e
         self.reference = reference
@@ -84,6 +89,10 @@ class BundleReader:
     def bucket_index(self, bucket: int | str | float) -> int:
         """See :func:`inn_mobile.format.bundle.resolve_bucket`."""
         return bundle.resolve_bucket(self.names, self.ratios, bucket)
+
+    def cascade(self, which: int | str) -> Cascade:
+        """See :func:`inn_mobile.format.bundle.resolve_cascade`."""
+        return bundle.resolve_cascade(self.cascades, which)
 
     def fill(self, k: int, runtime: str) -> dict[str, bytearray | bytes]:
         """The runtime's files of bucket ``k`` with their weights written."""
