@@ -6,7 +6,9 @@ runtimes. Besides the graphs, packing measures what the width policy needs, on t
 (bucket, runtime): the weight bytes the core will write, the runtime files' size, the activation
 arena (LiteRT; a device profile measures every runtime's peak memory), and (given validation data)
 the accuracy of the real runtime running the real filled files, so an int8 graph is judged as int8.
-The bundle is encoded and validated once for all of those measurements.
+The bundle is encoded and validated once for all of those measurements. Every bucket's MACs per input
+are counted from the graph (:mod:`inn_mobile.export.macs`), and confidence cascades are calibrated
+to the targets asked for (:mod:`inn_mobile.export.cascade`) on the first runtime's outputs.
 
 Lowering failures are :class:`~inn_mobile.errors.LoweringError` with a one-line message (at most
 300 characters) naming the runtime, the width and, where the exporter knows it, the layer; a
@@ -24,7 +26,8 @@ import torch
 from inn_mobile import runtime
 from inn_mobile.core.integral import IntegralModel
 from inn_mobile.errors import LoweringError
-from inn_mobile.export import exporter
+from inn_mobile.export import cascade as cascades_
+from inn_mobile.export import exporter, macs
 from inn_mobile.export.sentinel import error
 from inn_mobile.format import bundle, runtime_file
 from inn_mobile.metrics import accuracy
@@ -82,6 +85,9 @@ def pack(
     meta: dict | None = None,
     path: str | os.PathLike | None = None,
     node_dtype: str = "f32",
+    cascades: Sequence[str | cascades_.Target] = (),
+    cascade_data: tuple[torch.Tensor, torch.Tensor] | None = None,
+    cascade_score: str = "max_prob",
 ) -> bundle.Bundle:
     """Lower every bucket for every runtime into one bundle (written atomically to ``path`` if given).
 
@@ -92,12 +98,21 @@ def pack(
     int8 step); ``"i8"`` quarters them (int8 with a float32 scale per node row: about one int8 step
     of error before the int8 runtimes quantise again, so meant for int8 graphs). Accuracy is
     measured with the nodes as stored.
+
+    ``cascades``: targets (``"acc:0.3"``, ``"macs:50%"``, :class:`~inn_mobile.export.cascade.Target`) of
+    confidence cascades to calibrate on ``cascade_data`` ``(x, y)`` (default ``validation``; keep it apart
+    from the data you report on) through ``runtimes[0]``, with ``cascade_score`` (``max_prob`` or ``margin``).
     """
     for rt in runtimes:
         if runtime.check_runtime(rt).int8 and calibration is None:
             raise ValueError(f"runtime {rt!r} is int8: pass calibration= inputs to set activation ranges")
+    targets = [cascades_.Target.parse(t) if isinstance(t, str) else t for t in cascades]
+    cascade_data = cascade_data if cascade_data is not None else validation
+    if targets and cascade_data is None:
+        raise ValueError("cascades need labelled calibration data: pass cascade_data= or validation=")
     b = bundle.Bundle(model, buckets or bundle.make_buckets(model), dict(meta or {}))
     b.meta["input_shape"] = list(example_input.shape)
+    macs.count(b, example_input)
     for k, bk in progress(list(enumerate(b.buckets)), desc="lowering", total=len(b.buckets)):
         for rt, images in lower_runtimes(model, bk, example_input, runtimes, calibration=calibration).items():
             b.graphs[(k, rt)] = runtime_file.encode_record(images)
@@ -105,21 +120,30 @@ def pack(
                 "weights_bytes": sum(h.size for im in images for h in im.holes),
                 "file_bytes": sum(len(im.data) for im in images),
             }
-    _measure(b, runtimes, validation, node_dtype)
+    outputs = _measure(b, runtimes, validation, node_dtype, cascade_data if targets else None)
+    for t in targets:
+        b.cascades.append(cascades_.calibrate(outputs, cascade_data[1], [bk.macs for bk in b.buckets], t,
+                                              score=cascade_score))
     if path is not None:
         bundle.save(b, path, node_dtype=node_dtype)
     return b
 
 
-def _measure(b: bundle.Bundle, runtimes: Sequence[str], validation, node_dtype: str) -> None:
+def _measure(b: bundle.Bundle, runtimes: Sequence[str], validation, node_dtype: str,
+             cascade_data=None) -> list[torch.Tensor]:
     """Per bucket and runtime, loaded from the encoded bundle exactly as a device would: the
-    activation arena where the runtime reports it, and the accuracy on ``validation``."""
+    activation arena where the runtime reports it, and the accuracy on ``validation``; with
+    ``cascade_data``, every bucket's outputs on its inputs through ``runtimes[0]`` (else none)."""
     reader = BundleReader(bundle.encode(b, node_dtype=node_dtype))  # encoded and validated once for every pair
     jobs = [(k, rt) for k in range(len(b.buckets)) for rt in runtimes]
+    outputs = []
     for k, rt in progress(jobs, desc="measuring", total=len(jobs)):
         net = runtime.open_model(reader, rt, k)
+        if cascade_data is not None and rt == runtimes[0]:
+            outputs.append(net(cascade_data[0]))
         info = b.buckets[k].info["runtimes"][rt]
         if hasattr(net, "arena_bytes"):
             info["arena_bytes"] = net.arena_bytes()
         if validation is not None:
             info["accuracy"] = round(accuracy(net, *validation), 3)
+    return outputs

@@ -5,6 +5,10 @@ at pack time, in its binary COST table (:meth:`Bundle.cost`; what a device reads
 no JSON), and a device profile (``inn-mobile profile``)
 records each bucket's latency and peak memory on the device itself. Without a profile the choice
 falls back to memory alone (weights + the runtime's activation arena measured at pack time).
+A bundle's confidence cascades (CSCD) can be candidates too (``candidates(..., cascades=True)``): every
+step is materialised at once, so a cascade needs the sum of its steps' memory, and its latency budget
+is checked against the sum of its steps' latencies (an input that reaches the last step runs them all);
+its accuracy is the one calibrated at pack time.
 The Android demo implements the same rule (``android_demo``), so keep the two in step.
 """
 
@@ -32,22 +36,29 @@ class Candidate:
     accuracy: float | None  # %, measured at pack time on the user's validation data
     memory_bytes: int  # peak memory from the device profile, else weights + arena from the bundle
     latency_ms: float | None = None  # from the device profile
+    cascade: str | None = None  # a cascade's name (then ``name`` is ``cascade:<name>``), None for one bucket
+    macs: float | None = None  # MACs per input (a cascade: on average), from the bundle's MACS / CSCD
 
 
 @dataclass(frozen=True)
 class Choice:
-    bucket: str  # the bucket's name (``Bundle.bucket_index`` finds it in the bundle)
+    bucket: str  # the bucket's name (``Bundle.bucket_index`` finds it in the bundle); ``cascade:<name>`` for a cascade
     index: int  # position in the candidate list
     reason: str
+    cascade: str | None = None  # the chosen cascade's name (``open_cascade`` opens it), None for one bucket
 
 
 def _mib(n: int) -> str:
     return f"{n / 2**20:.2f} MiB"
 
 
-def choose(candidates: list[Candidate], memory_budget: int, latency_budget_ms: float | None = None) -> Choice:
+def choose(candidates: list[Candidate], memory_budget: int, latency_budget_ms: float | None = None, *,
+           accuracy_tolerance: float = 0.0) -> Choice:
     """The most accurate candidate within both budgets; ties go to the smaller one. Candidates are
-    ordered narrow to wide; when accuracy was not measured the widest that fits wins."""
+    ordered narrow to wide; when accuracy was not measured the widest that fits wins.
+    ``accuracy_tolerance``: accuracy points worth giving up for compute: among the candidates that fit
+    and lie within it of the most accurate one, the one with the fewest MACs per input wins (how a
+    cascade calibrated to ``acc:X`` is chosen over the widest bucket when X is within it)."""
     if not candidates:
         raise BudgetError("the bundle has no buckets for this runtime")
     use_latency = latency_budget_ms is not None and all(c.latency_ms is not None for c in candidates)
@@ -62,6 +73,11 @@ def choose(candidates: list[Candidate], memory_budget: int, latency_budget_ms: f
     measured = all(candidates[i].accuracy is not None for i in fits)
     if measured:
         best = max(fits, key=lambda i: (candidates[i].accuracy, -candidates[i].memory_bytes))
+        top = candidates[best].accuracy
+        near = [i for i in fits
+                if candidates[i].accuracy >= top - accuracy_tolerance and candidates[i].macs is not None]
+        if accuracy_tolerance > 0 and near:
+            best = min(near, key=lambda i: (candidates[i].macs, -candidates[i].accuracy, candidates[i].memory_bytes))
     else:
         best = max(fits)
     c = candidates[best]
@@ -73,13 +89,14 @@ def choose(candidates: list[Candidate], memory_budget: int, latency_budget_ms: f
     acc = f"{c.accuracy:.2f}% accurate" if c.accuracy is not None else "accuracy not measured: widest that fits"
     excluded = [candidates[i].name for i in range(len(candidates)) if i not in fits]
     tail = f"; over budget: {', '.join(excluded)}" if excluded else ""
-    return Choice(c.name, best, f"{c.name}: {acc}, {', '.join(why)}{tail}")
+    return Choice(c.name, best, f"{c.name}: {acc}, {', '.join(why)}{tail}", c.cascade)
 
 
-def candidates(b: Bundle, runtime: str, profile: dict | None = None) -> list[Candidate]:
+def candidates(b: Bundle, runtime: str, profile: dict | None = None, *, cascades: bool = False) -> list[Candidate]:
     """Candidates for ``runtime`` from the bundle's pack-time measurements (its COST rows: for a bundle read
     from a file what the decoder read there, for one in memory what :func:`~inn_mobile.format.bundle.encode`
-    will write) and, where given, a device profile (whose measured peak memory and latency take precedence)."""
+    will write) and, where given, a device profile (whose measured peak memory and latency take precedence).
+    ``cascades``: also one candidate per cascade whose steps all have graphs (module doc), after the buckets."""
     rows = (profile or {}).get("buckets", {})
     if profile is not None and profile.get("runtime") != runtime:
         raise ValueError(f"the profile was measured for {profile.get('runtime')!r}, not {runtime!r}")
@@ -96,9 +113,22 @@ def candidates(b: Bundle, runtime: str, profile: dict | None = None) -> list[Can
         else:
             raise ValueError(f"bucket {bucket.name!r} has no memory measurement for {runtime!r} "
                              "(pack it with inn_mobile.export.pack, or pass a device profile)")
-        out.append(Candidate(bucket.name, cost.accuracy, memory, latency))
+        out.append(Candidate(bucket.name, cost.accuracy, memory, latency, macs=bucket.macs))
     if not out:
         raise ValueError(f"the bundle has no {runtime!r} graphs; it has {b.runtimes() or 'none'}")
+    return out + (_cascade_candidates(b, out) if cascades else [])
+
+
+def _cascade_candidates(b: Bundle, buckets: list[Candidate]) -> list[Candidate]:
+    by_name = {c.name: c for c in buckets}
+    out = []
+    for c in b.cascades:
+        steps = [by_name.get(b.buckets[k].name) for k in c.buckets]
+        if any(s is None for s in steps):
+            continue
+        latency = None if any(s.latency_ms is None for s in steps) else sum(s.latency_ms for s in steps)
+        out.append(Candidate(f"cascade:{c.name}", c.accuracy, sum(s.memory_bytes for s in steps), latency, c.name,
+                             c.mean_macs))
     return out
 
 
