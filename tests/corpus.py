@@ -82,12 +82,14 @@ def with_section(data: bytes, tag: bytes, payload: bytes) -> bytes:
 
 def base_bundle() -> bytes:
     """A small valid bundle: a conv + BatchNorm + linear network at two widths, each with a LiteRT
-    graph, pack-time measurements (so ``inn-mobile run`` gets to open the graph) and an input shape."""
+    graph, pack-time measurements (so ``inn-mobile run`` gets to open the graph), an input shape, MACs
+    per bucket and two confidence cascades (1.4)."""
     import torch
 
     from inn_mobile.core.convert import convert
-    from inn_mobile.export import litert
+    from inn_mobile.export import litert, macs
     from inn_mobile.format import bundle, runtime_file
+    from inn_mobile.format.tables import Cascade
 
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
@@ -100,6 +102,9 @@ def base_bundle() -> bytes:
         b.graphs[(k, "litert")] = runtime_file.encode_record(images)
         bk.info["runtimes"] = {"litert": {"weights_bytes": sum(h.size for i in images for h in i.holes),
                                           "file_bytes": sum(len(i.data) for i in images), "accuracy": 50.0 + k}}
+    macs.count(b, x)
+    b.cascades = [Cascade("fast", (0, 1), (0.75, 0.0), "max_prob", "accuracy_drop", 0.3, 50.5, 1000.0),
+                  Cascade("by-hand", (1, 0), (0.5, 0.0), "margin")]
     return bundle.encode(b)
 
 
@@ -150,6 +155,18 @@ def _u32_fields(data: bytes) -> Iterator[tuple[str, int]]:
         yield f"BUCK value {j}", buck + 8 + 4 * j
     for j in range(struct.unpack_from("<I", data, section(data, b"PIEC"))[0]):
         yield f"piece {j}", section(data, b"PIEC") + 8 + 4 * j
+    yield "MACS.count", section(data, b"MACS")
+    cscd = section(data, b"CSCD")
+    yield "CSCD.count", cscd
+    yield "CSCD.steps", cscd + 4
+    n_cascades, n_steps = struct.unpack_from("<II", data, cscd)
+    for i in range(n_cascades):
+        for k, field in enumerate(("name", "name len", "score", "target", "first step", "step count", "flags",
+                                   "reserved")):
+            yield f"cascade {i} {field}", cscd + 8 + 56 * i + 4 * k
+    for j in range(n_steps):
+        yield f"cascade step {j} bucket", cscd + 8 + 56 * n_cascades + 8 * j
+        yield f"cascade step {j} threshold", cscd + 8 + 56 * n_cascades + 8 * j + 4
     gidx = section(data, b"GIDX")
     for j in range(struct.unpack_from("<I", data, gidx)[0]):
         for k, field in ((0, "bucket"), (24, "offset"), (28, "offset hi"), (32, "size"), (36, "size hi")):
@@ -222,7 +239,7 @@ def corpus(good: bytes, good_i8: bytes, *, seed: int = 0) -> list[Case]:
         if n >= HEADER_SIZE:  # the header promises only what is left: the sections run off the end
             cases.append(Case(f"truncated to {n}, size re-sealed", "truncation", put(good[:n], 24, n, "<Q")))
     structural = [(section(good, t), section(good, t) + section_size(good, t))
-                  for t in (b"GRPS", b"LAYR", b"PIEC", b"BUCK", b"GIDX", b"INFO")]
+                  for t in (b"GRPS", b"LAYR", b"PIEC", b"BUCK", b"GIDX", b"INFO", b"MACS", b"CSCD")]
     blob = section(good, b"BLOB")
     structural.append((blob, blob + min(256, section_size(good, b"BLOB"))))
     for src, label in ((good, "f32"), (good_i8, "i8")):
