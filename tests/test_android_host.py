@@ -296,3 +296,45 @@ def test_gradle_project_is_consistent():
     # the facade stays host-testable: no android.* in dev.innmobile (the app's Kotlin lives in .demo)
     for src in (APP / "src/main/java/dev/innmobile").glob("*.java"):
         assert "import android." not in src.read_text(), src
+
+
+def test_cascades_and_macs_cross_jni_as_the_python_reader_reads_them(host, tmp_path):
+    """InnBundle.macs / cascades (JNI: inn_bucket_macs, inn_cascade_*) against the Python decoder, and
+    Cascade.confidence / accepts against runtime.cascade.confidence on a few logits."""
+    import numpy as np
+
+    from inn_mobile.format.tables import Cascade
+    from inn_mobile.runtime.cascade import confidence
+
+    b = bundle.load(VECTORS / "vectors.innb")
+    for bk, m in zip(b.buckets, (3_000_000_000_000, 2000, 1000)):
+        bk.macs = m
+    b.cascades = [Cascade("fast", (2, 0), (0.75, 0.0), "max_prob", "accuracy_drop", 0.3, 91.5, 1234.5),
+                  Cascade("lean ünï", (2, 1, 0), (0.5, 0.125, 0.0), "margin", "mean_macs", 2000.0, None, 1999.0)]
+    path = tmp_path / "cascades.innb"
+    bundle.save(b, path)
+    logits = ["2,0,0", "0.5,0.25,0", "1,1,1", "-3,4,3.5"]
+    lines = run_java(host[0], "cascades", path, *logits).splitlines()
+    py = bundle.load(path)
+    want = [f"macs {k} {bk.macs}" for k, bk in enumerate(py.buckets)]
+    for c in py.cascades:
+        known = (1 if c.accuracy is not None else 0) | (2 if c.mean_macs is not None else 0)
+        steps = ",".join(f"{k}:{t!r}" for k, t in zip(c.buckets, c.thresholds))
+        want.append(f"cascade {c.name} {vocab.CASCADE_SCORES[c.score]} {vocab.CASCADE_TARGETS[c.target]} {known} "
+                    f"{c.target_value!r} {float(c.accuracy or 0.0)!r} {float(c.mean_macs or 0.0)!r} {steps}")
+    assert lines[:len(want)] == want
+    rest = lines[len(want):]
+    for i, text in enumerate(logits):
+        z = np.array([[float(v) for v in text.split(",")]], np.float32)
+        conf_line = next(line for line in rest if line.startswith(f"confidence {i} "))
+        got = [float(v) for v in conf_line.split()[2:]]
+        assert got == pytest.approx([confidence(z, "max_prob")[0], confidence(z, "margin")[0]], abs=1e-12)
+        for c in py.cascades:  # every step gives the same logits: the first step whose threshold they reach
+            conf = confidence(z, c.score)[0]
+            step = next(j for j, t in enumerate(c.thresholds) if j == len(c.thresholds) - 1 or conf >= t)
+            spent = sum(py.buckets[k].macs for k in c.buckets[:step + 1])
+            assert f"step {i} {c.name} {step} {spent}" in rest
+    steps_seen = {line.split()[-2] for line in rest if line.startswith("step ")}
+    assert len(steps_seen) >= 2, rest  # the logits reach different steps
+    before = run_java(host[0], "cascades", VECTORS / "vectors.innb").splitlines()
+    assert before == [f"macs {k} -1" for k in range(len(b.buckets))]  # before 1.4: nothing

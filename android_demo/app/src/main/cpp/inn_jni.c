@@ -529,3 +529,79 @@ JNIEXPORT jboolean JNICALL Java_dev_innmobile_InnBundle_nCostFind(JNIEnv *env, j
     (*env)->DeleteLocalRef(env, name);
     return JNI_TRUE;
 }
+
+/* ------------------------------------------------------------------ input-adaptive width (MACS, CSCD) */
+
+/* Bucket `bucket`'s multiply-accumulates per input, or -1 when the bundle has no MACS (before 1.4). */
+JNIEXPORT jlong JNICALL Java_dev_innmobile_InnBundle_nBucketMacs(JNIEnv *env, jclass cls, jlong handle, jint bucket) {
+    (void)cls;
+    jni_bundle *h = handle_of(env, handle);
+    if (!h) return -1;
+    uint64_t macs = 0;
+    inn_status s = bucket < 0 ? INN_ERR_MISSING : inn_bucket_macs(&h->bundle, (uint32_t)bucket, &macs);
+    if (s == INN_ERR_MISSING && bucket >= 0 && (uint32_t)bucket < h->bundle.bucket_count) return -1;
+    if (s == INN_OK && macs > INT64_MAX) s = INN_ERR_OVERFLOW;
+    if (s != INN_OK) {
+        throw_status(env, s, "bucket MACs");
+        return -1;
+    }
+    return (jlong)macs;
+}
+
+JNIEXPORT jint JNICALL Java_dev_innmobile_InnBundle_nCascadeCount(JNIEnv *env, jclass cls, jlong handle) {
+    (void)cls;
+    jni_bundle *h = handle_of(env, handle);
+    uint32_t count = 0;
+    if (!h) return 0;
+    inn_status s = inn_cascade_count(&h->bundle, &count);
+    if (s != INN_OK) throw_status(env, s, "cascades");
+    return count > (uint32_t)INT32_MAX ? INT32_MAX : (jint)count;
+}
+
+/* Cascade `index`: out[7] = {score, target, step count, known, target value's, accuracy's and mean MACs' double
+ * bits}, buckets[step count] and thresholds[step count] (arrays of at least that length, sized by a first call
+ * with out only: pass NULL arrays to read the step count). Returns its name (UTF-8 bytes). */
+JNIEXPORT jbyteArray JNICALL Java_dev_innmobile_InnBundle_nCascade(JNIEnv *env, jclass cls, jlong handle, jint index,
+                                                                   jlongArray out, jintArray buckets,
+                                                                   jfloatArray thresholds) {
+    (void)cls;
+    jni_bundle *h = handle_of(env, handle);
+    if (!h) return NULL;
+    inn_cascade c;
+    inn_status s = index < 0 ? INN_ERR_MISSING : inn_cascade_get(&h->bundle, (uint32_t)index, &c);
+    if (s != INN_OK) {
+        throw_status(env, s, "cascade");
+        return NULL;
+    }
+    if ((*env)->GetArrayLength(env, out) < 7) {
+        throw_class(env, "java/lang/IllegalArgumentException", "cascade array needs 7 elements");
+        return NULL;
+    }
+    jlong v[7] = {(jlong)c.score, (jlong)c.target, (jlong)c.step_count, (jlong)c.known, 0, 0, 0};
+    memcpy(&v[4], &c.target_value, sizeof(double));
+    memcpy(&v[5], &c.accuracy, sizeof(double));
+    memcpy(&v[6], &c.mean_macs, sizeof(double));
+    (*env)->SetLongArrayRegion(env, out, 0, 7, v);
+    if (buckets && thresholds) {
+        if ((uint32_t)(*env)->GetArrayLength(env, buckets) < c.step_count ||
+            (uint32_t)(*env)->GetArrayLength(env, thresholds) < c.step_count) {
+            throw_class(env, "java/lang/IllegalArgumentException", "step arrays shorter than the step count");
+            return NULL;
+        }
+        for (uint32_t j = 0; j < c.step_count; j++) {
+            uint32_t bucket;
+            float t;
+            if ((s = inn_cascade_step(&h->bundle, (uint32_t)index, j, &bucket, &t)) != INN_OK) {
+                throw_status(env, s, "cascade step");
+                return NULL;
+            }
+            jint b = (jint)bucket;
+            (*env)->SetIntArrayRegion(env, buckets, (jsize)j, 1, &b);
+            (*env)->SetFloatArrayRegion(env, thresholds, (jsize)j, 1, &t);
+        }
+    }
+    jsize len = (jsize)c.name_len;
+    jbyteArray name = (*env)->NewByteArray(env, len);
+    if (name && len) (*env)->SetByteArrayRegion(env, name, 0, len, (const jbyte *)c.name);
+    return name;
+}

@@ -1,5 +1,6 @@
 package dev.innmobile.host;
 
+import dev.innmobile.Cascade;
 import dev.innmobile.InnBundle;
 import dev.innmobile.InnException;
 import dev.innmobile.WidthPolicy;
@@ -32,6 +33,8 @@ import java.util.TreeMap;
  *   policy   BUNDLE RUNTIME BUDGET_BYTES [LATENCY_MS|- [PROFILE_RUNTIME [BUCKET=LATENCY_MS:PEAK_BYTES...]]]
  *                                         the bucket WidthPolicy picks (with a device profile of those rows)
  *   costs    BUNDLE                       every bucket's name and ratio, every cost row, one per line
+ *   cascades BUNDLE [LOGITS...]           every bucket's MACs, every cascade, and each LOGITS' (comma-separated)
+ *                                         confidences and the step each cascade answers it at (all steps same)
  * </pre>
  */
 public final class HostTest {
@@ -76,6 +79,9 @@ public final class HostTest {
                             args.length > 4 && !args[4].equals("-") ? Double.parseDouble(args[4]) : Double.NaN,
                             args.length > 5 ? profile(Arrays.copyOfRange(args, 5, args.length)) : null);
                 break;
+            case "cascades":
+                ok = cascades(new File(args[1]), Arrays.copyOfRange(args, 2, args.length));
+                break;
             case "costs":
                 ok = costs(new File(args[1]));
                 break;
@@ -87,7 +93,7 @@ public final class HostTest {
     }
 
     private static void usage() {
-        System.err.println("usage: HostTest selftest|vectors|corrupt|open|dump|graph|policy|costs ... (see the class comment)");
+        System.err.println("usage: HostTest selftest|vectors|corrupt|open|dump|graph|policy|costs|cascades ... (see the class comment)");
         System.exit(2);
     }
 
@@ -341,6 +347,39 @@ public final class HostTest {
                         && found.accuracy == c.accuracy;
                 System.out.println("cost " + c.bucket + " " + c.runtime + " " + c.known + " " + c.weightsBytes + " "
                                    + c.fileBytes + " " + c.arenaBytes + " " + c.accuracy + (same ? "" : " NOT FOUND"));
+            }
+        }
+        return true;
+    }
+
+    /**
+     * "macs K VALUE" per bucket; "cascade NAME SCORE TARGET KNOWN TARGET_VALUE ACCURACY MEAN_MACS B:T,B:T..." per
+     * cascade; per LOGITS "confidence I MAX_PROB MARGIN" and "step I NAME S MACS" per cascade: the step whose
+     * answer stands when every step gives these logits (what the pytest compares with the Python reader).
+     */
+    static boolean cascades(File bundleFile, String[] logits) throws IOException {
+        try (InnBundle b = InnBundle.open(bundleFile)) {
+            for (int k = 0; k < b.bucketCount; k++) System.out.println("macs " + k + " " + b.macs(k));
+            List<Cascade> all = b.cascades();
+            for (Cascade c : all) {
+                StringBuilder steps = new StringBuilder();
+                for (int j = 0; j < c.steps(); j++) {
+                    steps.append(j == 0 ? "" : ",").append(c.buckets[j]).append(':').append(c.thresholds[j]);
+                }
+                System.out.println("cascade " + c.name + " " + c.score + " " + c.target + " " + c.known + " "
+                                   + c.targetValue + " " + c.accuracy + " " + c.meanMacs + " " + steps);
+            }
+            for (int i = 0; i < logits.length; i++) {
+                String[] parts = logits[i].split(",");
+                float[] z = new float[parts.length];
+                for (int j = 0; j < z.length; j++) z[j] = Float.parseFloat(parts[j]);
+                System.out.println("confidence " + i + " " + Cascade.confidence(z, Cascade.MAX_PROB) + " "
+                                   + Cascade.confidence(z, Cascade.MARGIN));
+                for (Cascade c : all) {
+                    int step = 0;
+                    while (!c.accepts(step, z)) step++;
+                    System.out.println("step " + i + " " + c.name + " " + step + " " + c.macsUpTo(step));
+                }
             }
         }
         return true;

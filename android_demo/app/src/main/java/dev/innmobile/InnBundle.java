@@ -284,6 +284,33 @@ public final class InnBundle implements AutoCloseable {
         return nCostFind(live(), bucket, runtime.getBytes(StandardCharsets.UTF_8), v) ? new Cost(runtime, v) : null;
     }
 
+    // ------------------------------------------------------------------ input-adaptive width
+
+    /** Bucket {@code bucket}'s multiply-accumulates per input (MACS), or -1 for bundles before format 1.4. */
+    public long macs(int bucket) {
+        return nBucketMacs(live(), bucket);
+    }
+
+    /** The bundle's confidence cascades (CSCD), in table order; empty for bundles before format 1.4. */
+    public List<Cascade> cascades() {
+        int n = nCascadeCount(live());
+        List<Cascade> out = new ArrayList<>(n);
+        for (int i = 0; i < n; i++) {
+            long[] v = new long[7];
+            nCascade(live(), i, v, null, null);
+            int[] buckets = new int[(int) v[2]];
+            float[] thresholds = new float[buckets.length];
+            byte[] name = nCascade(live(), i, v, buckets, thresholds);
+            long[] macs = new long[buckets.length];
+            for (int j = 0; j < buckets.length && macs != null; j++) {
+                macs[j] = macs(buckets[j]);
+                if (macs[j] < 0) macs = null;
+            }
+            out.add(new Cascade(new String(name, StandardCharsets.UTF_8), v, buckets, thresholds, macs));
+        }
+        return out;
+    }
+
     // ------------------------------------------------------------------ runtime graphs
 
     /** Every (bucket, runtime) graph the bundle ships, in table order. */
@@ -376,6 +403,12 @@ public final class InnBundle implements AutoCloseable {
     private static native byte[] nCostRow(long handle, int index, long[] out);
 
     private static native boolean nCostFind(long handle, int bucket, byte[] runtime, long[] out);
+
+    private static native long nBucketMacs(long handle, int bucket);
+
+    private static native int nCascadeCount(long handle);
+
+    private static native byte[] nCascade(long handle, int index, long[] out, int[] buckets, float[] thresholds);
 
     private static native int nGraphCount(long handle);
 
