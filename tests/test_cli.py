@@ -89,10 +89,19 @@ def test_pack_profile_run_bench_round_trip(model_file, digits_data, capsys, tmp_
     code, text, err = run(capsys, "pack", "--model", f"{model_file / 'net.py'}:net", "--weights",
                           model_file / "weights.pt", "--input-shape", "1,1,8,8", "--calibration", tmp_path / "calib.pt",
                           "--ratios", "0.5", "1.0", "--runtime", "litert", "--validation", tmp_path / "val.pt",
-                          "--validation-labels", tmp_path / "val_labels.pt", "--out", out)
+                          "--validation-labels", tmp_path / "val_labels.pt", "--out", out,
+                          "--cascade", "acc:1", "macs:60%", "--cascade-score", "margin")
     assert code == 0, err
+    assert "cascade acc1: " in text and "cascade macs60pct: " in text, text
     code, text, _ = run(capsys, "inspect", out)
     assert code == 0 and "runtimes: litert" in text and text.count("| litert |") == 2
+    assert "cascade acc1 (margin, accuracy_drop 1): " in text and "cascade macs60pct (margin, mean_macs " in text
+    code, _, err = run(capsys, "pack", "--model", f"{model_file / 'net.py'}:net", "--input-shape", "1,1,8,8",
+                       "--runtime", "litert", "--out", tmp_path / "n.innb", "--cascade", "fast:2")
+    assert code == 2 and "acc:<points>" in err
+    code, _, err = run(capsys, "pack", "--model", f"{model_file / 'net.py'}:net", "--input-shape", "1,1,8,8",
+                       "--runtime", "litert", "--out", tmp_path / "n.innb", "--cascade", "acc:1")
+    assert code == 2 and "--cascade needs labelled data" in err
     prof = tmp_path / "device.json"
     code, text, err = run(capsys, "profile", out, "--runtime", "litert", "--out", prof, "--runs", "3")
     assert code == 0, err

@@ -178,14 +178,29 @@ def cmd_pack(args: argparse.Namespace) -> int:
         raise UsageError(f"{int8[0]} is int8: give --calibration (unlabelled inputs, .pt/.npy) "
                          "for its activation ranges")
     im, x, calib = _convert_args(args)
-    validation = None
+    from inn_mobile.export.cascade import Target
+
+    try:
+        targets = [Target.parse(t) for t in args.cascade or []]
+    except ValueError as e:
+        raise UsageError(str(e)) from e
+    validation = cascade_data = None
     if args.validation:
         validation = (load_tensor(args.validation), load_tensor(args.validation_labels).long())
+    if args.cascade_data:
+        cascade_data = (load_tensor(args.cascade_data), load_tensor(args.cascade_labels).long())
+    if targets and cascade_data is None and validation is None:
+        raise UsageError("--cascade needs labelled data: --cascade-data/--cascade-labels or --validation")
     t = time.time()
     b = pack.pack(im, x, args.runtime, buckets=_buckets(im, args.ratios), calibration=calib,
-                  validation=validation, path=args.out, node_dtype=args.node_dtype)
+                  validation=validation, path=args.out, node_dtype=args.node_dtype, cascades=targets,
+                  cascade_data=cascade_data, cascade_score=args.cascade_score)
     print(f"wrote {args.out} ({Path(args.out).stat().st_size} bytes): {len(b.buckets)} widths x {args.runtime} "
           f"in {time.time() - t:.1f} s")
+    for c in b.cascades:
+        steps = " > ".join(f"{b.buckets[k].name} ({th:.3f})" for k, th in zip(c.buckets, c.thresholds))
+        print(f"cascade {c.name}: {steps}; on the calibration data {c.accuracy:.2f}% at {c.mean_macs:,.0f} MACs "
+              f"per input")
     return 0
 
 
@@ -209,14 +224,18 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     if m.norms:
         counts = sorted({len(v) for v in m.norms.values()})
         print(f"per-width normalisation: {'/'.join(map(str, counts))} layers per bucket (NORM, applied by the core)")
-    print("| bucket | channels | runtime | weights bytes | file bytes | accuracy % |\n|---|---|---|---|---|---|")
+    print("| bucket | channels | MACs | runtime | weights bytes | file bytes | accuracy % |\n"
+          "|---|---|---|---|---|---|---|")
     for bk in b.buckets:
         channels = sum(bk.sizes[g.id] for g in m.groups if g.resizable)
         rows = bk.info.get("runtimes", {}) or {"-": {}}
         for rt, info in rows.items():
             acc = info.get("accuracy", "-")
-            print(f"| {bk.name} | {channels} | {rt} | {info.get('weights_bytes', '-')} | "
+            print(f"| {bk.name} | {channels} | {bk.macs or '-'} | {rt} | {info.get('weights_bytes', '-')} | "
                   f"{info.get('file_bytes', '-')} | {acc} |")
+    for c in b.cascades:
+        steps = " > ".join(f"{b.buckets[k].name} ({th:.3f})" for k, th in zip(c.buckets, c.thresholds))
+        print(f"cascade {c.name} ({c.score}, {c.target} {c.target_value:g}): {steps}")
     return 0
 
 
@@ -353,6 +372,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runtime", nargs="+", required=True, choices=sorted(RUNTIMES), help="runtimes to lower for")
     p.add_argument("--validation", help="validation inputs (.pt/.npy) to record each bucket's accuracy")
     p.add_argument("--validation-labels", help="labels for --validation")
+    p.add_argument("--cascade", nargs="+", metavar="TARGET",
+                   help="calibrate a confidence cascade per target: acc:POINTS (at most that far below the widest "
+                        "bucket, fewest MACs), macs:N or macs:P%% (average MACs per input, best accuracy)")
+    p.add_argument("--cascade-data", help="labelled inputs (.pt/.npy) the cascades are calibrated on (default: "
+                                          "--validation); keep them apart from the data you report on")
+    p.add_argument("--cascade-labels", help="labels for --cascade-data")
+    p.add_argument("--cascade-score", choices=("max_prob", "margin"), default="max_prob",
+                   help="a step's confidence: the top softmax probability, or top minus second (default: %(default)s)")
     p.set_defaults(fn=cmd_pack)
 
     p = sub.add_parser("inspect", help="print what a bundle holds")
@@ -470,9 +497,10 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     _quiet_third_party()
-    if getattr(args, "validation", None) and not getattr(args, "validation_labels", None):
-        print("error: --validation needs --validation-labels", file=sys.stderr)
-        return 2
+    for data, labels in (("validation", "validation_labels"), ("cascade_data", "cascade_labels")):
+        if getattr(args, data, None) and not getattr(args, labels, None):
+            print(f"error: --{data.replace('_', '-')} needs --{labels.replace('_', '-')}", file=sys.stderr)
+            return 2
     try:
         with _native_stderr_silenced():
             return args.fn(args)
