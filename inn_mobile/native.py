@@ -350,7 +350,8 @@ class NativeBundle:
                 steps.append((bucket.value, threshold.value))
             out.append(Cascade(C.string_at(row.name, row.name_len).decode(), tuple(k for k, _ in steps),
                                tuple(t for _, t in steps), scores[row.score], targets[row.target], row.target_value,
-                               row.accuracy if row.known & 1 else None, row.mean_macs if row.known & 2 else None))
+                               row.accuracy if row.known & vocab.CASCADE_FIELDS["accuracy"] else None,
+                               row.mean_macs if row.known & vocab.CASCADE_FIELDS["macs"] else None))
         return out
 
     def graphs(self) -> list[tuple[int, str]]:

@@ -48,6 +48,7 @@ def test_scalars():
     assert vocab.MAX_DIM == C["INN_MAX_DIM"]
     assert vocab.RUNTIME_NAME == C["INN_RUNTIME_NAME"]
     assert vocab.BUCKET_RATIO == C["INN_BUCKET_RATIO"]
+    assert vocab.CASCADE_NAME == C["INN_CASCADE_NAME"]
 
 
 def test_reader_limits():
@@ -66,6 +67,9 @@ def test_reader_limits():
     (vocab.HOLE_TENSORS, "INN_HOLE_"),
     (vocab.HOLE_DTYPES, "INN_HOLE_"),
     (vocab.COST_FIELDS, "INN_COST_"),
+    (vocab.CASCADE_SCORES, "INN_SCORE_"),
+    (vocab.CASCADE_TARGETS, "INN_TARGET_"),
+    (vocab.CASCADE_FIELDS, "INN_CASCADE_"),
 ])
 def test_enums(table, prefix):
     for name, code in table.items():

@@ -39,7 +39,7 @@ COST_ROW = struct.Struct("<II16sQQQd")  # bucket, flags (COST_FIELDS), runtime, 
 # target value, accuracy, mean MACs; then the steps of every cascade: bucket, float32 threshold
 CASCADE_ROW = struct.Struct("<IIIIIIIIddd")
 STEP_ROW = struct.Struct("<If")
-CASCADE_ACCURACY, CASCADE_MACS = 1, 2  # CSCD record flags: accuracy / mean MACs measured
+CASCADE_ACCURACY, CASCADE_MACS = vocab.CASCADE_FIELDS["accuracy"], vocab.CASCADE_FIELDS["macs"]  # CSCD flags
 
 
 def resolve_bucket(names: list[str], ratios: list[float | None], bucket: int | str | float) -> int:

@@ -12,7 +12,6 @@ from inn_mobile.errors import BundleError
 from inn_mobile.format import vocab
 
 _U64 = 1 << 64
-CASCADE_NAME = 255  # bytes of a cascade's name, at most
 
 
 @dataclass(frozen=True)
@@ -73,8 +72,8 @@ class Cascade:
         naming distinct existing buckets, thresholds as float32 in [0, 1], the last one 0, a known score
         and target, finite numbers."""
         what = f"cascade {self.name!r}"
-        if not isinstance(self.name, str) or not 0 < len(self.name.encode()) <= CASCADE_NAME:
-            raise ValueError(f"{what}: the name must be 1..{CASCADE_NAME} bytes of UTF-8")
+        if not isinstance(self.name, str) or not 0 < len(self.name.encode()) <= vocab.CASCADE_NAME:
+            raise ValueError(f"{what}: the name must be 1..{vocab.CASCADE_NAME} bytes of UTF-8")
         if self.score not in vocab.CASCADE_SCORES or self.target not in vocab.CASCADE_TARGETS:
             raise ValueError(f"{what}: score must be one of {list(vocab.CASCADE_SCORES)}, target one of "
                              f"{list(vocab.CASCADE_TARGETS)}")

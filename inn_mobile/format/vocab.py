@@ -45,6 +45,8 @@ COST_FIELDS = {"weights_bytes": 1, "file_bytes": 2, "arena_bytes": 4, "accuracy"
 # and the target its thresholds were calibrated to (INN_TARGET_*; none: set by hand)
 CASCADE_SCORES = {"max_prob": 1, "margin": 2}
 CASCADE_TARGETS = {"none": 0, "accuracy_drop": 1, "mean_macs": 2}
+CASCADE_FIELDS = {"accuracy": 1, "macs": 2}  # INN_CASCADE_*: a CSCD record's calibration results that were measured
+CASCADE_NAME = 255  # INN_CASCADE_NAME: bytes of a cascade's name, at most
 
 
 def name_of(table: dict[str, int], code: int, what: str) -> str:
