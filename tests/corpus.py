@@ -16,6 +16,8 @@ import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from inn_mobile.format.tables import Cascade  # torch-free, like this module's other imports
+
 HEADER_SIZE = 64
 ENTRY_SIZE = 32
 
@@ -106,6 +108,23 @@ def base_bundle() -> bytes:
     b.cascades = [Cascade("fast", (0, 1), (0.75, 0.0), "max_prob", "accuracy_drop", 0.3, 50.5, 1000.0),
                   Cascade("by-hand", (1, 0), (0.5, 0.0), "margin")]
     return bundle.encode(b)
+
+
+def with_cascades(path, cascades=None, bucket_macs=(3000, 2000, 1000)) -> bytes:
+    """The bundle at ``path`` (the vectors: three buckets) with MACs per bucket and ``cascades`` (default: three
+    covering both scores, every target and measured field: fast = steps 0-1, lean = 2-4, one = 5)."""
+    from inn_mobile.format import bundle
+
+    b = bundle.load(path)
+    for bk, m in zip(b.buckets, bucket_macs):
+        bk.macs = m
+    b.cascades = list(CASCADES if cascades is None else cascades)
+    return bundle.encode(b)
+
+
+CASCADES = [Cascade("fast", (2, 0), (0.75, 0.0), "max_prob", "accuracy_drop", 0.3, 91.5, 1234.5),
+            Cascade("lean", (2, 1, 0), (0.5, 0.25, 0.0), "margin", "mean_macs", 2000.0, None, 1999.0),
+            Cascade("one", (1,), (0.0,))]
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from corpus import put, section
+from corpus import CASCADES, put, section, with_cascades
 
 from inn_mobile import native
 from inn_mobile.errors import BudgetError, BundleError, NotInBundleError
@@ -49,17 +49,8 @@ def test_macs_are_exact_counts_of_a_small_model():
 
 
 # ------------------------------------------------------------------------------- the CSCD table
-CASCADES = [Cascade("fast", (2, 0), (0.75, 0.0), "max_prob", "accuracy_drop", 0.3, 91.5, 1234.5),
-            Cascade("lean", (2, 1, 0), (0.5, 0.25, 0.0), "margin", "mean_macs", 2000.0, None, 1999.0),
-            Cascade("one", (1,), (0.0,))]
-
-
-def with_tables(cascades=CASCADES, bucket_macs=(3000, 2000, 1000)) -> bytes:
-    b = bundle.load(VECTORS / "vectors.innb")
-    for bk, m in zip(b.buckets, bucket_macs):
-        bk.macs = m
-    b.cascades = list(cascades)
-    return bundle.encode(b)
+def with_tables(cascades=None, bucket_macs=(3000, 2000, 1000)) -> bytes:
+    return with_cascades(VECTORS / "vectors.innb", cascades, bucket_macs)
 
 
 GOOD = with_tables()

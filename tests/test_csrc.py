@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from corpus import with_cascades
 
 ROOT = Path(__file__).resolve().parents[1]
 CSRC = ROOT / "inn_mobile" / "csrc"
@@ -106,6 +107,17 @@ def test_fuzz_bundle_reader_under_sanitizers(tmp_path, suffix):
     assert r.returncode == 0, r.stdout + r.stderr
     rounds = int(r.stdout.split()[1])
     assert rounds > 1000 and "no crash" in r.stdout
+
+
+@pytest.mark.slow
+def test_fuzz_cascade_tables_under_sanitizers(tmp_path):
+    """The fuzzer seeded with the vectors plus MACS and three cascades (format 1.4), so mutations reach CSCD."""
+    seed = tmp_path / "cascades.innb"
+    seed.write_bytes(with_cascades(VECTORS / "vectors.innb"))
+    exe = build(tmp_path, "fuzz_bundle.c", SAN)
+    r = run(exe, str(seed), os.environ.get("INN_FUZZ_SECONDS", "10"), "12345")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert int(r.stdout.split()[1]) > 1000 and "no crash" in r.stdout
 
 
 @pytest.mark.skipif(shutil.which("cmake") is None, reason="needs cmake")

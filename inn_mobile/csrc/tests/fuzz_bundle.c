@@ -65,6 +65,26 @@ static void exercise(const unsigned char *data, size_t size) {
             memcmp(&c, &again, sizeof c) != 0)
             abort();
     }
+    /* ... and cascades whose names lie inside the bundle and whose steps name buckets with thresholds in [0, 1] */
+    uint32_t cascade_count = 0;
+    inn_cascade_count(&b, &cascade_count);
+    for (uint32_t i = 0; i < cascade_count; i++) {
+        inn_cascade c;
+        if (inn_cascade_get(&b, i, &c) != INN_OK || !c.name_len || !c.step_count ||
+            (const unsigned char *)c.name < data || (const unsigned char *)c.name + c.name_len > data + size)
+            abort();
+        for (uint32_t j = 0; j < c.step_count; j++) {
+            uint32_t bucket;
+            float t;
+            if (inn_cascade_step(&b, i, j, &bucket, &t) != INN_OK || bucket >= b.bucket_count || !(t >= 0.0f && t <= 1.0f))
+                abort();
+        }
+    }
+    for (uint32_t k = 0; k < b.bucket_count; k++) {
+        uint64_t macs;
+        inn_status ms = inn_bucket_macs(&b, k, &macs);
+        if (ms != INN_OK ? ms != INN_ERR_MISSING : macs == 0) abort();
+    }
     for (uint32_t k = 0; k < b.bucket_count; k++) {
         size_t scratch_size;
         if (inn_bundle_scratch_size(&b, k, &scratch_size) != INN_OK || scratch_size > (64u << 20)) continue;
