@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 from dataclasses import asdict, dataclass
 
 from inn_mobile.errors import BundleError
@@ -80,15 +81,15 @@ class Cascade:
         steps = len(self.buckets)
         if not 0 < steps == len(self.thresholds):
             raise ValueError(f"{what}: {steps} buckets and {len(self.thresholds)} thresholds (one per step, 1+)")
-        if any(not isinstance(k, int) or not 0 <= k < n_buckets for k in self.buckets) or len(
+        if any(not isinstance(k, numbers.Integral) or not 0 <= k < n_buckets for k in self.buckets) or len(
                 set(self.buckets)) != steps:
             raise ValueError(f"{what}: buckets {list(self.buckets)} must be distinct indices below {n_buckets}")
-        if not all(isinstance(t, (int, float)) and 0.0 <= t <= 1.0 for t in self.thresholds) or self.thresholds[-1]:
+        if not all(isinstance(t, numbers.Real) and 0.0 <= t <= 1.0 for t in self.thresholds) or self.thresholds[-1]:
             raise ValueError(f"{what}: thresholds {list(self.thresholds)} must lie in [0, 1], the last one 0 "
                              "(the last step answers every input that reaches it)")
-        numbers = [self.target_value, *(v for v in (self.accuracy, self.mean_macs) if v is not None)]
+        values = [self.target_value, *(v for v in (self.accuracy, self.mean_macs) if v is not None)]
         if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
-                   for v in numbers):
+                   for v in values):
             raise ValueError(f"{what}: target value, accuracy and mean MACs must be finite and >= 0")
         return self
 
