@@ -99,7 +99,6 @@ def calibrate(outputs: list[np.ndarray | torch.Tensor], labels: np.ndarray | tor
     reference = 100.0 * correct[widest].mean()
     limit = target.value * (macs[widest] if target.relative else 1.0)
     best: tuple[tuple[float, float], Cascade, float, float] | None = None  # (key, cascade, accuracy, MACs)
-    closest: tuple[float, float, float] | None = None
     for m in range(1, min(max_steps, len(order)) + 1):
         per_step = min(grid, max(2, int(combos ** (1 / max(1, m - 1)))))
         for chain in itertools.combinations(order, m):
@@ -110,11 +109,9 @@ def calibrate(outputs: list[np.ndarray | torch.Tensor], labels: np.ndarray | tor
                 key = (mean, -acc) if target.kind == "accuracy_drop" else (-acc, mean)
                 if ok and (best is None or key < best[0]):
                     best = (key, Cascade("", chain, (*ts, 0.0)), acc, mean)
-                if closest is None or (reference - acc, mean) < closest[:2]:
-                    closest = (reference - acc, mean, acc)
     if best is None:
         raise ValueError(f"no cascade meets {target.kind} {target.value:g}: the widest bucket gives {reference:.2f}% "
-                         f"at {macs[widest]} MACs")
+                         f"at {macs[widest]} MACs, the narrowest costs {macs[order[0]]}")
     _, c, acc, mean = best
     stored = float(target.value * macs[widest]) if target.relative else float(target.value)
     return Cascade(name or target.label(), c.buckets, c.thresholds, score, target.kind, stored, round(acc, 4),
