@@ -68,6 +68,8 @@ class CascadeModel:
         """Every input leaves at the first step whose confidence reaches its threshold; only the undecided
         inputs run the next step."""
         x = torch.as_tensor(np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x, dtype=np.float32))
+        if not len(x):
+            raise ValueError(f"{self.name}: no inputs")
         steps = np.full(len(x), -1, dtype=np.int64)
         out: torch.Tensor | None = None
         left = np.arange(len(x))
@@ -83,7 +85,8 @@ class CascadeModel:
             left = left[~accept]
             if not len(left):
                 break
-        return CascadeOutput(out if out is not None else torch.zeros(0), steps)
+        assert out is not None  # the first step ran on every input
+        return CascadeOutput(out, steps)
 
     def __call__(self, x: torch.Tensor | np.ndarray) -> torch.Tensor:
         """The outputs alone (a :class:`LoadedModel`'s call); :meth:`run` also says which step answered."""
