@@ -119,6 +119,7 @@ def lib() -> C.CDLL:
         "inn_layer_norm": (C.c_int, [P(_Bundle), C.c_uint32, C.c_uint32, P(P(C.c_float)), P(P(C.c_float)),
                                      P(C.c_uint32)]),
         "inn_crc32": (C.c_uint32, [C.c_void_p, C.c_size_t]),
+        "inn_crc32c": (C.c_uint32, [C.c_void_p, C.c_size_t]),
         "inn_bundle_section": (C.c_int, [P(_Bundle), C.c_char_p, P(C.c_void_p), P(C.c_size_t)]),
         "inn_graph_count": (C.c_int, [P(_Bundle), P(C.c_uint32)]),
         "inn_graph_list": (C.c_int, [P(_Bundle), C.c_uint32, P(C.c_uint32), C.c_char_p]),

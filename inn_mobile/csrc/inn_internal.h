@@ -99,6 +99,9 @@ inn_status inn_dense_to_sink(const inn_nodes *nd, uint32_t m_out, uint32_t m_in,
 inn_status inn_rows_to_sink(const inn_nodes *nd, uint32_t m, uint32_t taps, const inn_axis *out, const inn_sink *sink,
                             float *rowf, int8_t *qrow);
 
+/* CRC-32C by tables alone: what inn_crc32c computes on CPUs without CRC instructions (tests compare them). */
+uint32_t inn_crc32c_portable(const uint8_t *data, size_t size);
+
 /* Unpack an LZ stream (FORMAT.md "Packed spans") into exactly `size` bytes at dst (NULL: validate only). */
 inn_status inn_lz_decode(const uint8_t *src, size_t n, uint8_t *dst, size_t size);
 
