@@ -73,14 +73,6 @@ size_t inn_dense_scratch(uint32_t n_in_per_block, uint32_t m_in, uint32_t taps) 
     return rows + out + tapsz;
 }
 
-size_t inn_layout_index(inn_layout layout, size_t o, size_t i, size_t t, size_t n_out, size_t n_in, size_t taps) {
-    switch (layout) {
-        case INN_LAYOUT_OTI: return (o * taps + t) * n_in + i;
-        case INN_LAYOUT_ITO: return (i * taps + t) * n_out + o;
-        default: return (o * n_in + i) * taps + t;
-    }
-}
-
 inn_status inn_check_axis(const inn_axis *ax, uint32_t blocks, uint32_t nodes_per_block) {
     if (!ax || !ax->idx || !ax->w || ax->n == 0 || blocks == 0 || ax->n % blocks) return INN_ERR_ARG;
     uint32_t per = ax->n / blocks;
@@ -102,26 +94,36 @@ static void normalize_row(float *restrict row, size_t len, float a, const float 
     for (size_t k = 0; k < len; k++) row[k] = row[k] + shift;
 }
 
+/* Row o of a layer (len = n_in * taps elements of `src`, ordered [i][t]) into `dst` in the sink's layout:
+ * OIT one copy; OTI the row's [i][t] transposed into [t][i] (a copy when taps is 1); ITO a column of stride
+ * n_out, element k = i * taps + t at k * n_out + o. Element type T: float or int8_t. */
+#define PLACE_ROW(T, dst, src)                                                                        \
+    do {                                                                                             \
+        T *restrict d = (T *)(dst);                                                                  \
+        const T *restrict r = (src);                                                                 \
+        if (s->layout == INN_LAYOUT_OIT || (s->layout == INN_LAYOUT_OTI && taps == 1)) {             \
+            memcpy(d + (size_t)o * len, r, len * sizeof(T));                                         \
+        } else if (s->layout == INN_LAYOUT_OTI) {                                                    \
+            for (uint32_t t = 0; t < taps; t++) {                                                    \
+                T *restrict dt = d + ((size_t)o * taps + t) * n_in;                                  \
+                for (uint32_t i = 0; i < n_in; i++) dt[i] = r[(size_t)i * taps + t];                 \
+            }                                                                                        \
+        } else {                                                                                     \
+            for (size_t k = 0; k < len; k++) d[k * s->n_out + o] = r[k];                             \
+        }                                                                                            \
+    } while (0)
+
 /* Write one finished row (row_len floats = n_in * taps, ordered [i][t]) for output channel o, after
- * the per-width normalisation (in place) if the sink has one. */
+ * the per-width normalisation (in place) if the sink has one; int8 sinks quantise it once, into qrow. */
 static void sink_row(const inn_sink *s, uint32_t o, float *row, uint32_t n_in, uint32_t taps, int8_t *qrow) {
-    const float *src = row;
-    if (s->norm_a) normalize_row(row, (size_t)n_in * taps, s->norm_a[o], s->norm_c ? &s->norm_c[o] : NULL);
+    const size_t len = (size_t)n_in * taps;
+    if (s->norm_a) normalize_row(row, len, s->norm_a[o], s->norm_c ? &s->norm_c[o] : NULL);
     if (s->dtype == INN_I8) {
-        inn_quantize_row(row, (size_t)n_in * taps, 1, qrow, &s->scales[o]);
+        inn_quantize_row(row, len, 1, qrow, &s->scales[o]);
+        PLACE_ROW(int8_t, s->dst, qrow);
+    } else {
+        PLACE_ROW(float, s->dst, row);
     }
-    if (s->layout == INN_LAYOUT_OIT) {
-        size_t at = (size_t)o * n_in * taps, len = (size_t)n_in * taps;
-        if (s->dtype == INN_I8) memcpy((int8_t *)s->dst + at, qrow, len);
-        else memcpy((float *)s->dst + at, src, len * sizeof(float));
-        return;
-    }
-    for (uint32_t i = 0; i < n_in; i++)
-        for (uint32_t t = 0; t < taps; t++) {
-            size_t at = inn_layout_index(s->layout, o, i, t, s->n_out, n_in, taps), k = (size_t)i * taps + t;
-            if (s->dtype == INN_I8) ((int8_t *)s->dst)[at] = qrow[k];
-            else ((float *)s->dst)[at] = src[k];
-        }
 }
 
 /* The input-axis taps of one block, compacted once per layer: per row, the non-zero taps only, as
