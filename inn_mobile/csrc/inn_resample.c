@@ -133,10 +133,12 @@ typedef struct {
     float *w;      /* [count * 4] */
     float *q;      /* [count] */
     uint8_t *nnz;  /* [count] */
+    int identity;  /* row i reads node i alone, with weight 1 (every axis at full width): see scale_rows */
 } compact_taps;
 
 static void compact(const inn_axis *in, uint32_t first, uint32_t count, uint32_t col0, uint32_t stride,
                     compact_taps *c) {
+    c->identity = 1;
     for (uint32_t i = 0; i < count; i++) {
         const int32_t *idx = in->idx + (size_t)(first + i) * INN_TAPS;
         const double *wd = in->w + (size_t)(first + i) * INN_TAPS;
@@ -149,6 +151,24 @@ static void compact(const inn_axis *in, uint32_t first, uint32_t count, uint32_t
         }
         c->nnz[i] = k;
         c->q[i] = in->q ? (float)in->q[first + i] : 1.0f;
+        c->identity &= k == 1 && c->off[(size_t)i * INN_TAPS] == i * stride && c->w[(size_t)i * INN_TAPS] == 1.0f;
+    }
+}
+
+/* The input-axis pass when it is the identity (compact_taps.identity): row[i, t] = (x[i, t] * 1) * q_i is
+ * x[i, t] * q_i exactly, for `rows` rows at once, with no gather and (1x1 layers) no transposes. */
+INN_AVX2_CLONE static void scale_rows(const float *const x[ROWS1], uint32_t rows, uint32_t taps,
+                                      const compact_taps *restrict c, uint32_t count, float *const out[ROWS1]) {
+    const float *restrict q = c->q;
+    for (uint32_t r = 0; r < rows; r++) {
+        const float *restrict xr = x[r];
+        float *restrict d = out[r];
+        if (taps == 1) {
+            for (uint32_t i = 0; i < count; i++) d[i] = xr[i] * q[i];
+            continue;
+        }
+        for (uint32_t i = 0; i < count; i++)
+            for (uint32_t t = 0; t < taps; t++) d[(size_t)i * taps + t] = xr[(size_t)i * taps + t] * q[i];
     }
 }
 
@@ -465,8 +485,10 @@ inn_status inn_dense_to_sink(const inn_nodes *nd, uint32_t m_out, uint32_t m_in,
     ct.w = (float *)(ct.off + (size_t)n_ib * INN_TAPS);
     ct.q = ct.w + (size_t)n_ib * INN_TAPS;
     ct.nnz = (uint8_t *)(ct.q + n_ib);
-    /* float32 OIT rows go straight to the output unless they are normalised first (in sink_row) */
-    const int direct = sink->dtype == INN_F32 && sink->layout == INN_LAYOUT_OIT && !sink->norm_a;
+    /* float32 OIT rows (OTI is the same for 1x1 layers) go straight to the output unless they are normalised
+     * first (in sink_row) */
+    const int direct = sink->dtype == INN_F32 && !sink->norm_a &&
+                       (sink->layout == INN_LAYOUT_OIT || (sink->layout == INN_LAYOUT_OTI && taps == 1));
     for (uint32_t j = 0; j < blocks; j++) {
         compact(in, j * n_ib, n_ib, j * m_in, stride, &ct);
         for (uint32_t o0 = j * n_ob; o0 < (j + 1) * n_ob; o0 += k) {
@@ -493,7 +515,8 @@ inn_status inn_dense_to_sink(const inn_nodes *nd, uint32_t m_out, uint32_t m_in,
             }
             for (uint32_t r = 0; r < rows; r++)
                 if (todo[r]) combine(comb + r * node_len, pr[r].src, pr[r].wt, pr[r].used, node_len);
-            if (taps == 1) sample_rows1(x, rows, m_in, &ct, n_ib, xt, rt, dst);
+            if (ct.identity) scale_rows(x, rows, taps, &ct, n_ib, dst);
+            else if (taps == 1) sample_rows1(x, rows, m_in, &ct, n_ib, xt, rt, dst);
             else sample_row(x[0], rows == 2 ? x[1] : NULL, taps, &ct, n_ib, dst[0], rows == 2 ? dst[1] : NULL);
             if (!direct)
                 for (uint32_t r = 0; r < rows; r++) sink_row(sink, o0 + r, dst[r], n_ib, taps, qrow);
