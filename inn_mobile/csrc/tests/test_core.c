@@ -307,6 +307,43 @@ static void checksums(const unsigned char *good, size_t size) {
     free(d);
 }
 
+/* int8 quantisation (inn_quantize_row) against its definition, written the plain way: scale = max(max|x|,
+ * 1e-9) / 127, q = clamp(nearbyintf(x / scale), +-127), NaN to 0; rows with exact ties (x / scale = k + 0.5,
+ * which round to even), values past the clamp, -0.0, tiny and non-finite values, contiguous and strided. */
+static void quantiser(void) {
+    enum { N = 64 };
+    float x[3 * N], scale = 0.0f, want_scale;
+    int8_t q[3 * N], want[3 * N];
+    uint32_t r = 7;
+    int bad = 0;
+    for (int row = 0; row < 6; row++) {
+        for (int k = 0; k < 3 * N; k++) {
+            r = r * 1103515245u + 12345u;
+            x[k] = row < 2 ? (float)((int)(r >> 16) % 255 - 127) + 0.5f : ((float)(r >> 8) / 16777216.0f - 0.5f) * 300.0f;
+        }
+        x[0] = 127.0f; /* rows 0-1: amax 127, scale exactly 1, every other value an exact tie */
+        x[1] = row == 3 ? NAN : -0.0f;
+        x[2] = row == 4 ? INFINITY : 1e-30f;
+        x[3] = row == 5 ? 0.0f : -126.5f;
+        for (size_t stride = 1; stride <= 3; stride += 2) {
+            size_t len = stride == 1 ? 3 * N : N;
+            float amax = 0.0f;
+            for (size_t k = 0; k < len; k++)
+                if (fabsf(x[k * stride]) > amax) amax = fabsf(x[k * stride]);
+            want_scale = (amax > 1e-9f ? amax : 1e-9f) / 127.0f;
+            for (size_t k = 0; k < len; k++) {
+                float v = nearbyintf(x[k * stride] / want_scale);
+                want[k * stride] = (int8_t)(v > 127.0f ? 127 : (v < -127.0f ? -127 : (v == v ? v : 0.0f)));
+            }
+            memset(q, 0, sizeof q);
+            inn_quantize_row(x, len, stride, q, &scale);
+            bad += memcmp(&scale, &want_scale, sizeof scale) != 0;
+            for (size_t k = 0; k < len; k++) bad += q[k * stride] != want[k * stride];
+        }
+    }
+    CHECK(bad == 0, "int8 quantisation differs from its definition in %d places", bad);
+}
+
 /* The portable float16 widening (every CPU without F16C, and row tails) against ldexp, all 65536 halves. */
 static void halves(void) {
     int bad = 0;
@@ -361,6 +398,7 @@ int main(int argc, char **argv) {
     }
     math();
     halves();
+    quantiser();
     int records = vectors(bundle, bsize, exp, esize);
     int graph_records = gexp ? graphs(bundle, bsize, gexp, gsize) : 0;
     CHECK(graph_records == 9, "graph images checked: %d of 9", graph_records);
