@@ -3,13 +3,14 @@
 # clang --target, run under qemu-user with the Debian cross sysroots.
 #   tools/cross_test.sh
 # Each target builds csrc/tests/test_core.c (the shared vectors of tests/vectors, bit-exact, both node
-# types, and legacy_1_3.innb: a 1.3 file, CRC-32 throughout) and csrc/tests/test_hostile.c (crafted bundles; on armhf this includes the 32-bit scratch-size
-# overflow regression: a 1x1 layer of 2^24 inputs), once under ASan + UBSan (GCC: the sanitizer
-# runtimes of the cross compilers work under qemu-user with leak detection off) and once optimised
-# (-O2/-O3, no sanitizers; clang with -fsanitize=undefined in trap mode, which needs no runtime, so
-# misaligned loads trap). Then a short ASan + UBSan fuzz run on armhf under qemu with the mutation
-# mode of fuzz_bundle.c (libFuzzer itself runs on x86-64: tools/fuzz.sh). Also on the host: GCC -O3
-# -Werror, clang builds and ThreadSanitizer builds (no ifunc clones under TSan).
+# types, and legacy_1_3.innb: a 1.3 file, CRC-32 throughout) and csrc/tests/test_hostile.c (crafted
+# bundles; on armhf this includes the 32-bit scratch-size overflow regression: a 1x1 layer of 2^24
+# inputs), once under ASan + UBSan (GCC: the sanitizer runtimes of the cross compilers work under
+# qemu-user with leak detection off) and once optimised (-O2/-O3, no sanitizers; clang with
+# -fsanitize=undefined in trap mode, which needs no runtime, so misaligned loads trap). Then a short ASan
+# + UBSan fuzz run on armhf under qemu with the mutation mode of fuzz_bundle.c (libFuzzer itself runs on
+# x86-64: tools/fuzz.sh). Also on the host: GCC -O3 -Werror, clang builds and ThreadSanitizer builds (no
+# ifunc clones under TSan).
 #
 # Packages (Debian 12): gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf libc6-dev-arm64-cross
 # libc6-dev-armhf-cross qemu-user clang-14. A missing tool fails the run when CI=true; elsewhere the
