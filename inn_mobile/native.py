@@ -131,6 +131,7 @@ def lib() -> C.CDLL:
         "inn_layer_norm": (C.c_int, [P(_Bundle), C.c_uint32, C.c_uint32, P(P(C.c_float)), P(P(C.c_float)),
                                      P(C.c_uint32)]),
         "inn_crc32": (C.c_uint32, [C.c_void_p, C.c_size_t]),
+        "inn_crc32c": (C.c_uint32, [C.c_void_p, C.c_size_t]),
         "inn_bundle_section": (C.c_int, [P(_Bundle), C.c_char_p, P(C.c_void_p), P(C.c_size_t)]),
         "inn_graph_count": (C.c_int, [P(_Bundle), P(C.c_uint32)]),
         "inn_graph_list": (C.c_int, [P(_Bundle), C.c_uint32, P(C.c_uint32), C.c_char_p]),
@@ -363,9 +364,10 @@ class NativeBundle:
             out.append((bucket.value, name.value.decode()))
         return out
 
-    def fill(self, bucket: int, runtime: str) -> dict[str, bytearray]:
+    def fill(self, bucket: int, runtime: str) -> dict[str, bytes]:
         """Rebuild the runtime files of one bucket with their weights written by the core
-        (``{file name: bytes}``; the same result as :func:`inn_mobile.format.reference.fill`)."""
+        (``{file name: bytes}``; the same result as :func:`inn_mobile.format.reference.fill`). The core
+        writes straight into the ``bytes`` objects the runtimes' bindings take, so no file is copied."""
         g = _Graph()
         _check(lib().inn_graph_find(C.byref(self._b), bucket, runtime.encode(), C.byref(g)),
                f"{runtime!r} graph of bucket {bucket}")
@@ -374,15 +376,36 @@ class NativeBundle:
             info = _ImageInfo()
             _check(lib().inn_graph_image(C.byref(g), i, C.byref(info)), f"image {i} of the {runtime!r} graph")
             names.append(C.string_at(info.name, info.name_len).decode("utf-8", "replace"))
-            outs.append(bytearray(info.size))
-        ptrs = (C.c_void_p * max(1, len(outs)))(*[C.addressof((C.c_char * len(o)).from_buffer(o)) for o in outs])
-        sizes = (C.c_size_t * max(1, len(outs)))(*[len(o) for o in outs])
+            outs.append(_new_bytes(info.size))
+        ptrs = (C.c_void_p * max(1, len(outs)))(*[address for _, address in outs])
+        sizes = (C.c_size_t * max(1, len(outs)))(*[len(o) for o, _ in outs])
         need = C.c_size_t()
         _check(lib().inn_graph_scratch_size(C.byref(self._b), C.byref(g), C.byref(need)), "graph scratch size")
         scratch = np.zeros(max(1, need.value), np.uint8)
         _check(lib().inn_graph_fill(C.byref(self._b), C.byref(g), ptrs, sizes, scratch.ctypes.data, scratch.nbytes),
                f"filling the {runtime!r} graph of bucket {bucket}")
-        return dict(zip(names, outs))
+        return dict(zip(names, (o for o, _ in outs)))
+
+
+@lru_cache(maxsize=1)
+def _bytes_api() -> tuple:
+    """CPython's ``PyBytes_FromStringAndSize`` and ``PyBytes_AsString``, typed for ctypes."""
+    make, contents = C.pythonapi.PyBytes_FromStringAndSize, C.pythonapi.PyBytes_AsString
+    make.restype, make.argtypes = C.py_object, [C.c_void_p, C.c_ssize_t]
+    contents.restype, contents.argtypes = C.c_void_p, [C.py_object]
+    return make, contents
+
+
+def _new_bytes(size: int) -> tuple[bytes, int]:
+    """A new ``bytes`` of ``size`` bytes, not yet initialised, and the address of its contents, for the core
+    to fill before anything else sees it: ``PyBytes_FromStringAndSize(NULL, size)``, the C API's way to build
+    a bytes object in place (``inn_graph_fill`` writes every byte of an image: spans, holes, zero gaps)."""
+    make, contents = _bytes_api()
+    out = make(None, size) if size else b""
+    address = contents(out)
+    if address % 4:  # CPython's bytes contents follow a 32-byte (64-bit) / 16-byte header: never
+        raise NativeError(vocab.STATUS["ARG"], "a bytes object whose contents are not 4-byte aligned")
+    return out, address
 
 
 def _cost(row: _Cost) -> Cost:

@@ -23,20 +23,36 @@ ENTRY_SIZE = 32
 
 
 def reseal(data: bytearray | bytes) -> bytes:
-    """Recompute every CRC so an edit reaches the semantic checks behind the checksums (the Python twin
-    of ``reseal`` in csrc/tests/bundle_edit.h; entries out of bounds are left as they are)."""
+    """Recompute every CRC so an edit reaches the semantic checks behind the checksums, with the checksum the
+    header's flags name (the Python twin of ``reseal`` in csrc/tests/bundle_edit.h; entries out of bounds are
+    left as they are)."""
+    from inn_mobile.format import bundle
+
     data = bytearray(data)
     if len(data) < HEADER_SIZE:
         return bytes(data)
     count, table = struct.unpack_from("<IQ", data, 12)
+    crc = bundle.checksum(struct.unpack_from("<I", data, 32)[0])
     if count <= 64 and table + ENTRY_SIZE * count <= len(data):
         for i in range(count):
             off, size = struct.unpack_from("<QQ", data, table + ENTRY_SIZE * i + 8)
             if off + size <= len(data):
-                struct.pack_into("<I", data, table + ENTRY_SIZE * i + 4, zlib.crc32(data[off:off + size]))
-        struct.pack_into("<I", data, 36, zlib.crc32(data[table:table + ENTRY_SIZE * count]))
+                struct.pack_into("<I", data, table + ENTRY_SIZE * i + 4, crc(data[off:off + size]))
+        struct.pack_into("<I", data, 36, crc(data[table:table + ENTRY_SIZE * count]))
     struct.pack_into("<I", data, 60, zlib.crc32(data[:60]))
     return bytes(data)
+
+
+def as_minor(data: bytes, minor: int) -> bytes:
+    """``data`` as a writer of format 1.``minor`` wrote it: before 1.4 without the CRC-32C flag, every checksum
+    zlib's CRC-32 (the sections are left as they are)."""
+    from inn_mobile.format import vocab
+
+    d = bytearray(data)
+    struct.pack_into("<H", d, 6, minor)
+    if minor < 4:
+        struct.pack_into("<I", d, 32, struct.unpack_from("<I", d, 32)[0] & ~vocab.FLAG_CRC32C)
+    return reseal(d)
 
 
 def entry(data: bytes, tag: bytes) -> int:

@@ -65,6 +65,8 @@ def run_java(build: Path, *args: str, lib_dir: Path | None = None) -> str:
 def test_selftest_weights_graphs_and_corrupt_bundles(host):
     _, out = host
     assert re.search(r"^vectors: (\d+) records, 0 mismatched$", out, re.M), out
+    # InnBundle.open(File) maps the file and the core reads the mapping (a global ref keeps it alive): no copy
+    assert re.search(r"^mapped file read in place: true$", out, re.M), out
     assert int(re.search(r"^vectors: (\d+)", out, re.M).group(1)) >= 90
     assert re.search(r"^graph vectors: [1-9]\d* images, 0 mismatched$", out, re.M), out
     m = re.search(r"^corrupt: (\d+) cases, (\d+) InnException .*, (\d+) used without error, 0 other exceptions$",

@@ -1,6 +1,7 @@
 """The .innb container: round trips, and bad input rejected with a specific error by both readers."""
 
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,7 @@ import torch
 from corpus import entry, layer, put, section
 
 from inn_mobile import atomic, native
-from inn_mobile.format import bundle
+from inn_mobile.format import bundle, vocab
 
 VECTORS = Path(__file__).parent / "vectors"
 GOOD = (VECTORS / "vectors.innb").read_bytes()
@@ -56,8 +57,8 @@ BAD = {
                               "RANGE"),
     # per-width normalisation (NORM records: bucket, layer, first, reserved; the vectors' first two are
     # bucket 0's layers 0 and 2)
-    "unknown feature flag": (edited(lambda d: 32, 3), "feature flags", "VERSION"),
-    "norm without the flag": (edited(lambda d: 32, 0), "without the header flag", "FORMAT"),
+    "unknown feature flag": (edited(lambda d: 32, 7), "feature flags", "VERSION"),
+    "norm without the flag": (edited(lambda d: 32, vocab.FLAG_CRC32C), "without the header flag", "FORMAT"),
     "flag without norm": (edited(lambda d: entry(d, b"NORM"), int.from_bytes(b"XORM", "little")),
                           "missing section NORM", "MISSING"),
     "norm on a missing layer": (edited(lambda d: section(d, b"NORM") + 8 + 4, 99), "out of range", "RANGE"),
@@ -196,3 +197,73 @@ def test_failed_writes_leave_the_old_file_and_no_temp(tmp_path):
     with pytest.raises(FileNotFoundError):
         atomic.write_bytes(tmp_path / "missing" / "m.innb", b"x")
     assert [p.name for p in tmp_path.iterdir()] == ["profile.json"]
+
+
+# -------------------------------------------------------------------------------- checksums (1.4: CRC-32C)
+LEGACY = (VECTORS / "legacy_1_3.innb").read_bytes()  # vectors.innb as the 1.3 writer wrote it (CRC-32)
+ISCSI = {b"": 0, bytes(32): 0x8A9136AA, b"\xff" * 32: 0x62A8AB43, bytes(range(32)): 0x46DD794E}  # RFC 3720 B.4
+
+
+def test_crc32c_known_answers_in_python_and_c():
+    assert bundle.crc32c(b"123456789") == 0xE3069283 == native.lib().inn_crc32c(b"123456789", 9)
+    for data, want in ISCSI.items():
+        assert bundle.crc32c(data) == want == native.lib().inn_crc32c(data, len(data))
+    rng = np.random.default_rng(0)
+    for n in (1, 7, 8, 9, 24575, 24576, 24577, 3 * 3 * 8192 + 13, 1 << 20):  # around the C core's 3 x 8 KiB lanes
+        data = rng.integers(0, 256, n + 8, np.uint8).tobytes()
+        for off in (0, 3):
+            part = data[off:off + n]
+            assert native.lib().inn_crc32c(part, n) == bundle.crc32c(part), (n, off)
+    assert bundle.crc32c(memoryview(b"0123456789")[1:]) == 0xE3069283  # any buffer, not only bytes
+
+
+def test_new_bundles_are_1_4_with_crc32c_checksums():
+    flags, table_crc = struct.unpack_from("<II", GOOD, 32)
+    count, table = struct.unpack_from("<IQ", GOOD, 12)
+    assert (1, 4) == struct.unpack_from("<HH", GOOD, 4) and flags & vocab.FLAG_CRC32C
+    assert table_crc == bundle.crc32c(GOOD[table:table + 32 * count])
+    for i in range(count):
+        crc, off, size = struct.unpack_from("<IQQ", GOOD, table + 32 * i + 4)
+        assert crc == bundle.crc32c(GOOD[off:off + size]) != zlib.crc32(GOOD[off:off + size])
+
+
+@pytest.mark.parametrize("good", [GOOD, LEGACY], ids=["1.4-crc32c", "1.3-crc32"])
+def test_a_flipped_byte_in_any_section_or_the_table_is_rejected_by_both_readers(good):
+    count, table = struct.unpack_from("<IQ", good, 12)
+    places = {"table": table + 32 * count - 1}
+    for i in range(count):
+        tag, off, size = struct.unpack_from("<4s4xQQ", good, table + 32 * i)
+        places.update({f"{tag.decode()} first": off, f"{tag.decode()} last": off + size - 1})
+    for where, at in places.items():
+        bad = bytearray(good)
+        bad[at] ^= 0x40
+        with pytest.raises(native.NativeError) as e:
+            native.NativeBundle(bytes(bad))
+        assert e.value.name == "CHECKSUM", where
+        with pytest.raises(bundle.BundleError, match="checksum"):
+            bundle.decode(bytes(bad))
+
+
+def test_1_3_bundles_still_open_with_the_same_weights():
+    assert struct.unpack_from("<HHI", LEGACY, 4)[1] == 3 and not struct.unpack_from("<I", LEGACY, 32)[0] & 2
+    old, new = native.NativeBundle(LEGACY), native.NativeBundle(GOOD)
+    for k in range(new.bucket_count):
+        for i in range(new.layer_count):
+            for a, b in zip(old.materialize(k, i), new.materialize(k, i)):
+                assert (a is None and b is None) or a.tobytes() == b.tobytes()
+        assert old.fill(k, "vectors") == new.fill(k, "vectors")
+    assert bundle.encode(bundle.decode(LEGACY)) == GOOD  # the Python reader reads it, the writer writes 1.4
+
+
+def test_the_flag_chooses_the_checksum():
+    """A header that says CRC-32 over CRC-32C checksums (and the reverse) fails the table's checksum."""
+    for good, flip in ((GOOD, ~vocab.FLAG_CRC32C), (LEGACY, vocab.FLAG_CRC32C)):
+        bad = bytearray(good)
+        flags = struct.unpack_from("<I", bad, 32)[0]
+        struct.pack_into("<I", bad, 32, flags & flip if flip < 0 else flags | flip)
+        struct.pack_into("<I", bad, 60, zlib.crc32(bad[:60]))
+        with pytest.raises(native.NativeError) as e:
+            native.NativeBundle(bytes(bad))
+        assert e.value.name == "CHECKSUM"
+        with pytest.raises(bundle.BundleError, match="section table is corrupted"):
+            bundle.decode(bytes(bad))

@@ -54,6 +54,15 @@ def test_c_core_vectors_and_bad_input_under_sanitizers(tmp_path, suffix, copies)
     assert passed >= 90 and " 0 failed" in r.stdout
 
 
+def test_c_core_reads_a_1_3_bundle(tmp_path):
+    """tests/vectors/legacy_1_3.innb is vectors.innb as the 1.3 writer wrote it (every checksum CRC-32, no
+    CRC-32C flag): it still opens and gives the same weights and graphs."""
+    exe = build(tmp_path, "test_core.c", SAN)
+    r = run(exe, *(str(VECTORS / f) for f in ("legacy_1_3.innb", "expected.bin", "expected_graphs.bin")))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert int(r.stdout.split()[0]) >= 90 and " 0 failed" in r.stdout
+
+
 # gcc's -fsanitize=undefined leaves out float-to-int overflow (NaN to int8); clang's includes it
 GCC_SAN = [*SAN, "-fsanitize=float-cast-overflow"]
 

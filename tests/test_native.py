@@ -295,7 +295,7 @@ def test_native_errors_are_specific():
 # -------------------------------------------------------------------------------- 1.3: what a device chooses from
 def _without(data: bytes, *tags: bytes, minor: int) -> bytes:
     """``data`` re-packed without sections ``tags`` and with version minor ``minor`` (an older writer's file)."""
-    from corpus import reseal
+    from corpus import as_minor
 
     count, table = struct.unpack_from("<IQ", data, 12)
     flags = struct.unpack_from("<I", data, 32)[0]
@@ -304,9 +304,7 @@ def _without(data: bytes, *tags: bytes, minor: int) -> bytes:
         tag, _, off, size, elem, _ = struct.unpack_from("<4sIQQII", data, table + 32 * i)
         if tag not in tags:
             sections.append((tag, data[off:off + size], elem))
-    out = bytearray(bundle._pack(sections, flags=flags))  # noqa: SLF001 - the writer's own layout
-    struct.pack_into("<H", out, 6, minor)
-    return reseal(out)
+    return as_minor(bundle._pack(sections, flags=flags), minor)  # noqa: SLF001 - the writer's own layout
 
 
 @pytest.mark.parametrize("suffix", ["", "_i8"], ids=["f32-nodes", "i8-nodes"])

@@ -3,13 +3,14 @@
 # clang --target, run under qemu-user with the Debian cross sysroots.
 #   tools/cross_test.sh
 # Each target builds csrc/tests/test_core.c (the shared vectors of tests/vectors, bit-exact, both node
-# types) and csrc/tests/test_hostile.c (crafted bundles; on armhf this includes the 32-bit scratch-size
-# overflow regression: a 1x1 layer of 2^24 inputs), once under ASan + UBSan (GCC: the sanitizer
-# runtimes of the cross compilers work under qemu-user with leak detection off) and once optimised
-# (-O2/-O3, no sanitizers; clang with -fsanitize=undefined in trap mode, which needs no runtime, so
-# misaligned loads trap). Then a short ASan + UBSan fuzz run on armhf under qemu with the mutation
-# mode of fuzz_bundle.c (libFuzzer itself runs on x86-64: tools/fuzz.sh). Also on the host: GCC -O3
-# -Werror, clang builds and ThreadSanitizer builds (no ifunc clones under TSan).
+# types, and legacy_1_3.innb: a 1.3 file, CRC-32 throughout) and csrc/tests/test_hostile.c (crafted
+# bundles; on armhf this includes the 32-bit scratch-size overflow regression: a 1x1 layer of 2^24
+# inputs), once under ASan + UBSan (GCC: the sanitizer runtimes of the cross compilers work under
+# qemu-user with leak detection off) and once optimised (-O2/-O3, no sanitizers; clang with
+# -fsanitize=undefined in trap mode, which needs no runtime, so misaligned loads trap). Then a short ASan
+# + UBSan fuzz run on armhf under qemu with the mutation mode of fuzz_bundle.c (libFuzzer itself runs on
+# x86-64: tools/fuzz.sh). Also on the host: GCC -O3 -Werror, clang builds and ThreadSanitizer builds (no
+# ifunc clones under TSan).
 #
 # Packages (Debian 12): gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf libc6-dev-arm64-cross
 # libc6-dev-armhf-cross qemu-user clang-14. A missing tool fails the run when CI=true; elsewhere the
@@ -61,12 +62,14 @@ check() {
   local name="$1"
   shift
   local t0=$SECONDS
-  for sfx in "" _i8; do
-    local log="$OUT/$name-core$sfx.log"
-    if ! "$@" "$OUT/$name-test_core" "$VEC/vectors$sfx.innb" "$VEC/expected$sfx.bin" "$VEC/expected_graphs$sfx.bin" \
+  # bundle:expected suffix; legacy_1_3 is vectors.innb as the 1.3 writer wrote it (CRC-32 checksums)
+  for set in vectors: vectors_i8:_i8 legacy_1_3:; do
+    local bundle="${set%%:*}" sfx="${set#*:}"
+    local log="$OUT/$name-core-$bundle.log"
+    if ! "$@" "$OUT/$name-test_core" "$VEC/$bundle.innb" "$VEC/expected$sfx.bin" "$VEC/expected_graphs$sfx.bin" \
         >"$log" 2>&1 || ! grep -q " 0 failed" "$log"; then
       tail -30 "$log" >&2
-      echo "cross_test.sh: FAIL: $name test_core$sfx" >&2
+      echo "cross_test.sh: FAIL: $name test_core $bundle" >&2
       exit 1
     fi
   done
@@ -77,7 +80,7 @@ check() {
     exit 1
   fi
   passed=$((passed + 1))
-  echo "ok  $name: $(head -1 "$OUT/$name-core.log"), $(tail -1 "$log") ($((SECONDS - t0)) s)"
+  echo "ok  $name: $(head -1 "$OUT/$name-core-vectors.log"), $(tail -1 "$log") ($((SECONDS - t0)) s)"
   grep "^32-bit size_t" "$log" | sed 's/^/    /' || true
 }
 

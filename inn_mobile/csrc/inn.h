@@ -24,6 +24,7 @@ extern "C" {
 #define INN_VERSION_MAJOR 1
 #define INN_VERSION_MINOR 4
 #define INN_FLAG_NORM 1u      /* header flag: the bundle has per-width normalisation (NORM + NRMV) */
+#define INN_FLAG_CRC32C 2u    /* header flag (1.4): the table and section checksums are CRC-32C */
 #define INN_TAPS 4
 #define INN_UNIFORM 0xFFFFFFFFu /* partition reference: uniform points */
 #define INN_MAX_DIM (1u << 24)  /* largest channel count / node count accepted */
@@ -45,7 +46,7 @@ typedef enum {
     INN_ERR_TRUNCATED = 2,  /* data shorter than the sizes it declares */
     INN_ERR_MAGIC = 3,      /* not an .innb bundle */
     INN_ERR_VERSION = 4,    /* unsupported major version */
-    INN_ERR_CHECKSUM = 5,   /* CRC32 mismatch (header, table or a section) */
+    INN_ERR_CHECKSUM = 5,   /* CRC mismatch (header, table or a section) */
     INN_ERR_FORMAT = 6,     /* inconsistent tables (shapes, counts, alignment) */
     INN_ERR_RANGE = 7,      /* index or dimension out of range */
     INN_ERR_OVERFLOW = 8,   /* size arithmetic would overflow */
@@ -219,7 +220,11 @@ inn_status inn_cascade_count(const inn_bundle *b, uint32_t *count);
 inn_status inn_cascade_get(const inn_bundle *b, uint32_t index, inn_cascade *cascade);
 inn_status inn_cascade_step(const inn_bundle *b, uint32_t cascade, uint32_t step, uint32_t *bucket, float *threshold);
 
+/* The format's checksums (FORMAT.md "Checksums"): CRC-32 as zlib.crc32 (headers; everything before 1.4)
+ * and CRC-32C (Castagnoli; tables and sections with INN_FLAG_CRC32C), on the CPU's CRC instructions where
+ * it has them, the same values on every CPU. */
 uint32_t inn_crc32(const uint8_t *data, size_t size);
+uint32_t inn_crc32c(const uint8_t *data, size_t size);
 
 /* ---------------------------------------------------------------- runtime graphs with holes
  * A bundle may carry, per (bucket, runtime), the runtime's files (ExecuTorch .pte + .ptd, LiteRT

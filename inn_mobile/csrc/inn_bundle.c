@@ -46,28 +46,6 @@ const char *inn_status_name(inn_status s) {
     return "UNKNOWN";
 }
 
-/* CRC-32 (IEEE, reflected, as zlib) by slicing-by-8: eight bytes per step from tables built on the
- * stack for each call (a few microseconds; no global state), so checking a bundle costs well under 1 ms per MB. */
-uint32_t inn_crc32(const uint8_t *data, size_t size) {
-    uint32_t t[8][256];
-    for (uint32_t i = 0; i < 256; i++) {
-        uint32_t c = i;
-        for (int k = 0; k < 8; k++) c = (c >> 1) ^ (0xEDB88320u & (0u - (c & 1u)));
-        t[0][i] = c;
-    }
-    for (uint32_t i = 0; i < 256; i++)
-        for (int s = 1; s < 8; s++) t[s][i] = (t[s - 1][i] >> 8) ^ t[0][t[s - 1][i] & 0xFFu];
-    uint32_t crc = 0xFFFFFFFFu;
-    size_t i = 0;
-    for (; i + 8 <= size; i += 8) {
-        uint32_t lo = crc ^ rd32(data + i), hi = rd32(data + i + 4);
-        crc = t[7][lo & 0xFFu] ^ t[6][(lo >> 8) & 0xFFu] ^ t[5][(lo >> 16) & 0xFFu] ^ t[4][lo >> 24] ^
-              t[3][hi & 0xFFu] ^ t[2][(hi >> 8) & 0xFFu] ^ t[1][(hi >> 16) & 0xFFu] ^ t[0][hi >> 24];
-    }
-    for (; i < size; i++) crc = (crc >> 8) ^ t[0][(crc ^ data[i]) & 0xFFu];
-    return ~crc;
-}
-
 typedef struct {
     const uint8_t *p;
     size_t size;
@@ -136,15 +114,27 @@ static uint32_t bucket_size(const inn_bundle *b, uint32_t k, uint32_t g) {
     return rd32(b->buckets + ((size_t)k * b->group_count + g) * 4);
 }
 
-/* No inf or NaN among `count` float32 values (any alignment); float16 when `half`. */
-static int all_finite(const uint8_t *p, size_t count, int half) {
-    uint32_t bad = 0;
+/* No inf or NaN among `count` float32 values (any alignment, host byte order: as the core reads them);
+ * float16 when `half`. Only an all-ones exponent carries into the top bit when one is added to it, so the
+ * test is an and, an add and an or per value, loops compilers vectorise (opening reads every node here,
+ * besides the CRC). */
+INN_NOINLINE static int all_finite(const uint8_t *p, size_t count, int half) {
     if (half) {
-        for (size_t k = 0; k < count; k++) bad |= (uint32_t)(((p[2 * k] | p[2 * k + 1] << 8) & 0x7C00u) == 0x7C00u);
-    } else {
-        for (size_t k = 0; k < count; k++) bad |= (uint32_t)((rd32(p + 4 * k) & 0x7F800000u) == 0x7F800000u);
+        uint16_t carry = 0;
+        for (size_t k = 0; k < count; k++) {
+            uint16_t v;
+            memcpy(&v, p + 2 * k, sizeof v);
+            carry |= (uint16_t)((v & 0x7C00u) + 0x0400u);
+        }
+        return !(carry & 0x8000u);
     }
-    return bad == 0;
+    uint32_t carry = 0;
+    for (size_t k = 0; k < count; k++) {
+        uint32_t v;
+        memcpy(&v, p + 4 * k, sizeof v);
+        carry |= (v & 0x7F800000u) + 0x00800000u;
+    }
+    return !(carry & 0x80000000u);
 }
 
 /* Bytes per node value: NODE element type 1 float32, 2 float16, 3 int8. */
@@ -578,17 +568,20 @@ inn_status inn_bundle_open(inn_bundle *b, const void *data, size_t size) {
     if (rd32(d + 8) != HEADER_SIZE) return INN_ERR_FORMAT;
     uint32_t count = rd32(d + 12), flags = rd32(d + 32);
     uint64_t table_off = rd64(d + 16), file_size = rd64(d + 24);
-    if (flags & ~INN_FLAG_NORM) return INN_ERR_VERSION; /* a feature this reader does not know */
+    if (flags & ~(INN_FLAG_NORM | INN_FLAG_CRC32C)) return INN_ERR_VERSION; /* a feature this reader does not know */
+    /* the header (checked above) is always CRC-32, so that a reader that does not know CRC-32C reads the flag
+     * and reports VERSION; the table and the sections are CRC-32C from 1.4 on */
+    uint32_t (*crc)(const uint8_t *, size_t) = (flags & INN_FLAG_CRC32C) ? inn_crc32c : inn_crc32;
     if (file_size > size) return INN_ERR_TRUNCATED;
     if (count == 0 || count > MAX_SECTIONS || table_off % 64 || table_off < HEADER_SIZE) return INN_ERR_FORMAT;
     if (table_off > file_size || (uint64_t)count * ENTRY_SIZE > file_size - table_off) return INN_ERR_TRUNCATED;
-    if (inn_crc32(d + table_off, (size_t)count * ENTRY_SIZE) != rd32(d + 36)) return INN_ERR_CHECKSUM;
+    if (crc(d + table_off, (size_t)count * ENTRY_SIZE) != rd32(d + 36)) return INN_ERR_CHECKSUM;
     for (uint32_t i = 0; i < count; i++) {
         const uint8_t *e = d + table_off + (size_t)i * ENTRY_SIZE;
         uint64_t off = rd64(e + 8), len = rd64(e + 16);
         if (off % 64 || off < HEADER_SIZE) return INN_ERR_FORMAT;
         if (off > file_size || len > file_size - off) return INN_ERR_TRUNCATED;
-        if (inn_crc32(d + off, (size_t)len) != rd32(e + 4)) return INN_ERR_CHECKSUM;
+        if (crc(d + off, (size_t)len) != rd32(e + 4)) return INN_ERR_CHECKSUM;
         for (uint32_t j = 0; j < i; j++)
             if (memcmp(e, d + table_off + (size_t)j * ENTRY_SIZE, 4) == 0) return INN_ERR_FORMAT;
     }

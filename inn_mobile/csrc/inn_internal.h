@@ -13,6 +13,22 @@ static inline uint32_t rd32(const uint8_t *p) {
 }
 static inline uint64_t rd64(const uint8_t *p) { return (uint64_t)rd32(p) | (uint64_t)rd32(p + 4) << 32; }
 
+/* A hot loop kept in a function of its own: GCC 12 leaves some loops scalar once they are inlined into a
+ * large caller (inn_bundle_open's finiteness scan). */
+#if defined(__GNUC__) || defined(__clang__)
+#define INN_NOINLINE __attribute__((noinline))
+#else
+#define INN_NOINLINE
+#endif
+
+/* Loops with float comparisons, which GCC vectorises only when it may disregard floating-point exception
+ * flags (the core never reads them, and no value changes); clang disregards them by default. */
+#if defined(__GNUC__) && !defined(__clang__)
+#define INN_VECTOR_COMPARES __attribute__((optimize("no-trapping-math")))
+#else
+#define INN_VECTOR_COMPARES
+#endif
+
 static inline size_t align8(size_t x) { return (x + 7u) & ~(size_t)7u; }
 
 /* a + b without overflow; returns 0 when it would overflow. */
@@ -88,7 +104,6 @@ typedef struct {
     const float *norm_c; /* [n_out] or NULL */
 } inn_sink;
 
-size_t inn_layout_index(inn_layout layout, size_t o, size_t i, size_t t, size_t n_out, size_t n_in, size_t taps);
 inn_status inn_check_axis(const inn_axis *ax, uint32_t blocks, uint32_t nodes_per_block);
 /* Quantise len values x[k * stride] (one output channel) to q[k * stride] with one scale. */
 void inn_quantize_row(const float *x, size_t len, size_t stride, int8_t *q, float *scale_out);
@@ -98,6 +113,9 @@ inn_status inn_dense_to_sink(const inn_nodes *nd, uint32_t m_out, uint32_t m_in,
 /* rowf: taps floats; qrow: taps bytes (int8 sinks only). */
 inn_status inn_rows_to_sink(const inn_nodes *nd, uint32_t m, uint32_t taps, const inn_axis *out, const inn_sink *sink,
                             float *rowf, int8_t *qrow);
+
+/* CRC-32C by tables alone: what inn_crc32c computes on CPUs without CRC instructions (tests compare them). */
+uint32_t inn_crc32c_portable(const uint8_t *data, size_t size);
 
 /* Unpack an LZ stream (FORMAT.md "Packed spans") into exactly `size` bytes at dst (NULL: validate only). */
 inn_status inn_lz_decode(const uint8_t *src, size_t n, uint8_t *dst, size_t size);

@@ -73,14 +73,6 @@ size_t inn_dense_scratch(uint32_t n_in_per_block, uint32_t m_in, uint32_t taps) 
     return rows + out + tapsz;
 }
 
-size_t inn_layout_index(inn_layout layout, size_t o, size_t i, size_t t, size_t n_out, size_t n_in, size_t taps) {
-    switch (layout) {
-        case INN_LAYOUT_OTI: return (o * taps + t) * n_in + i;
-        case INN_LAYOUT_ITO: return (i * taps + t) * n_out + o;
-        default: return (o * n_in + i) * taps + t;
-    }
-}
-
 inn_status inn_check_axis(const inn_axis *ax, uint32_t blocks, uint32_t nodes_per_block) {
     if (!ax || !ax->idx || !ax->w || ax->n == 0 || blocks == 0 || ax->n % blocks) return INN_ERR_ARG;
     uint32_t per = ax->n / blocks;
@@ -102,26 +94,36 @@ static void normalize_row(float *restrict row, size_t len, float a, const float 
     for (size_t k = 0; k < len; k++) row[k] = row[k] + shift;
 }
 
+/* Row o of a layer (len = n_in * taps elements of `src`, ordered [i][t]) into `dst` in the sink's layout:
+ * OIT one copy; OTI the row's [i][t] transposed into [t][i] (a copy when taps is 1); ITO a column of stride
+ * n_out, element k = i * taps + t at k * n_out + o. Element type T: float or int8_t. */
+#define PLACE_ROW(T, dst, src)                                                                        \
+    do {                                                                                             \
+        T *restrict d = (T *)(dst);                                                                  \
+        const T *restrict r = (src);                                                                 \
+        if (s->layout == INN_LAYOUT_OIT || (s->layout == INN_LAYOUT_OTI && taps == 1)) {             \
+            memcpy(d + (size_t)o * len, r, len * sizeof(T));                                         \
+        } else if (s->layout == INN_LAYOUT_OTI) {                                                    \
+            for (uint32_t t = 0; t < taps; t++) {                                                    \
+                T *restrict dt = d + ((size_t)o * taps + t) * n_in;                                  \
+                for (uint32_t i = 0; i < n_in; i++) dt[i] = r[(size_t)i * taps + t];                 \
+            }                                                                                        \
+        } else {                                                                                     \
+            for (size_t k = 0; k < len; k++) d[k * s->n_out + o] = r[k];                             \
+        }                                                                                            \
+    } while (0)
+
 /* Write one finished row (row_len floats = n_in * taps, ordered [i][t]) for output channel o, after
- * the per-width normalisation (in place) if the sink has one. */
+ * the per-width normalisation (in place) if the sink has one; int8 sinks quantise it once, into qrow. */
 static void sink_row(const inn_sink *s, uint32_t o, float *row, uint32_t n_in, uint32_t taps, int8_t *qrow) {
-    const float *src = row;
-    if (s->norm_a) normalize_row(row, (size_t)n_in * taps, s->norm_a[o], s->norm_c ? &s->norm_c[o] : NULL);
+    const size_t len = (size_t)n_in * taps;
+    if (s->norm_a) normalize_row(row, len, s->norm_a[o], s->norm_c ? &s->norm_c[o] : NULL);
     if (s->dtype == INN_I8) {
-        inn_quantize_row(row, (size_t)n_in * taps, 1, qrow, &s->scales[o]);
+        inn_quantize_row(row, len, 1, qrow, &s->scales[o]);
+        PLACE_ROW(int8_t, s->dst, qrow);
+    } else {
+        PLACE_ROW(float, s->dst, row);
     }
-    if (s->layout == INN_LAYOUT_OIT) {
-        size_t at = (size_t)o * n_in * taps, len = (size_t)n_in * taps;
-        if (s->dtype == INN_I8) memcpy((int8_t *)s->dst + at, qrow, len);
-        else memcpy((float *)s->dst + at, src, len * sizeof(float));
-        return;
-    }
-    for (uint32_t i = 0; i < n_in; i++)
-        for (uint32_t t = 0; t < taps; t++) {
-            size_t at = inn_layout_index(s->layout, o, i, t, s->n_out, n_in, taps), k = (size_t)i * taps + t;
-            if (s->dtype == INN_I8) ((int8_t *)s->dst)[at] = qrow[k];
-            else ((float *)s->dst)[at] = src[k];
-        }
 }
 
 /* The input-axis taps of one block, compacted once per layer: per row, the non-zero taps only, as
@@ -131,10 +133,12 @@ typedef struct {
     float *w;      /* [count * 4] */
     float *q;      /* [count] */
     uint8_t *nnz;  /* [count] */
+    int identity;  /* row i reads node i alone, with weight 1 (every axis at full width): see scale_rows */
 } compact_taps;
 
 static void compact(const inn_axis *in, uint32_t first, uint32_t count, uint32_t col0, uint32_t stride,
                     compact_taps *c) {
+    c->identity = 1;
     for (uint32_t i = 0; i < count; i++) {
         const int32_t *idx = in->idx + (size_t)(first + i) * INN_TAPS;
         const double *wd = in->w + (size_t)(first + i) * INN_TAPS;
@@ -147,6 +151,24 @@ static void compact(const inn_axis *in, uint32_t first, uint32_t count, uint32_t
         }
         c->nnz[i] = k;
         c->q[i] = in->q ? (float)in->q[first + i] : 1.0f;
+        c->identity &= k == 1 && c->off[(size_t)i * INN_TAPS] == i * stride && c->w[(size_t)i * INN_TAPS] == 1.0f;
+    }
+}
+
+/* The input-axis pass when it is the identity (compact_taps.identity): row[i, t] = (x[i, t] * 1) * q_i is
+ * x[i, t] * q_i exactly, for `rows` rows at once, with no gather and (1x1 layers) no transposes. */
+INN_AVX2_CLONE static void scale_rows(const float *const x[ROWS1], uint32_t rows, uint32_t taps,
+                                      const compact_taps *restrict c, uint32_t count, float *const out[ROWS1]) {
+    const float *restrict q = c->q;
+    for (uint32_t r = 0; r < rows; r++) {
+        const float *restrict xr = x[r];
+        float *restrict d = out[r];
+        if (taps == 1) {
+            for (uint32_t i = 0; i < count; i++) d[i] = xr[i] * q[i];
+            continue;
+        }
+        for (uint32_t i = 0; i < count; i++)
+            for (uint32_t t = 0; t < taps; t++) d[(size_t)i * taps + t] = xr[(size_t)i * taps + t] * q[i];
     }
 }
 
@@ -463,8 +485,10 @@ inn_status inn_dense_to_sink(const inn_nodes *nd, uint32_t m_out, uint32_t m_in,
     ct.w = (float *)(ct.off + (size_t)n_ib * INN_TAPS);
     ct.q = ct.w + (size_t)n_ib * INN_TAPS;
     ct.nnz = (uint8_t *)(ct.q + n_ib);
-    /* float32 OIT rows go straight to the output unless they are normalised first (in sink_row) */
-    const int direct = sink->dtype == INN_F32 && sink->layout == INN_LAYOUT_OIT && !sink->norm_a;
+    /* float32 OIT rows (OTI is the same for 1x1 layers) go straight to the output unless they are normalised
+     * first (in sink_row) */
+    const int direct = sink->dtype == INN_F32 && !sink->norm_a &&
+                       (sink->layout == INN_LAYOUT_OIT || (sink->layout == INN_LAYOUT_OTI && taps == 1));
     for (uint32_t j = 0; j < blocks; j++) {
         compact(in, j * n_ib, n_ib, j * m_in, stride, &ct);
         for (uint32_t o0 = j * n_ob; o0 < (j + 1) * n_ob; o0 += k) {
@@ -491,7 +515,8 @@ inn_status inn_dense_to_sink(const inn_nodes *nd, uint32_t m_out, uint32_t m_in,
             }
             for (uint32_t r = 0; r < rows; r++)
                 if (todo[r]) combine(comb + r * node_len, pr[r].src, pr[r].wt, pr[r].used, node_len);
-            if (taps == 1) sample_rows1(x, rows, m_in, &ct, n_ib, xt, rt, dst);
+            if (ct.identity) scale_rows(x, rows, taps, &ct, n_ib, dst);
+            else if (taps == 1) sample_rows1(x, rows, m_in, &ct, n_ib, xt, rt, dst);
             else sample_row(x[0], rows == 2 ? x[1] : NULL, taps, &ct, n_ib, dst[0], rows == 2 ? dst[1] : NULL);
             if (!direct)
                 for (uint32_t r = 0; r < rows; r++) sink_row(sink, o0 + r, dst[r], n_ib, taps, qrow);

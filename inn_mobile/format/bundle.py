@@ -12,9 +12,11 @@ import math
 import os
 import struct
 import zlib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import google_crc32c
 import numpy as np
 import torch
 
@@ -358,19 +360,33 @@ def _json_default(o):
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
+def crc32c(data: bytes | bytearray | memoryview) -> int:
+    """CRC-32C (Castagnoli) of ``data``, as ``inn_crc32c`` computes it (``google-crc32c``: the CPU's CRC
+    instructions where it has them). That package reads only ``bytes``: other buffers are copied first."""
+    return google_crc32c.value(data if isinstance(data, bytes) else bytes(data))
+
+
+def checksum(flags: int) -> Callable[[bytes | bytearray | memoryview], int]:
+    """The checksum of the section table and the sections of a bundle with header ``flags`` (FORMAT.md
+    "Checksums"): CRC-32C with ``FLAG_CRC32C`` (1.4), else zlib's CRC-32. The header is always CRC-32."""
+    return crc32c if flags & vocab.FLAG_CRC32C else zlib.crc32
+
+
 def _pack(sections: list[tuple[bytes, bytes, int]], *, flags: int = 0) -> bytes:
+    flags |= vocab.FLAG_CRC32C
+    crc = checksum(flags)
     body = bytearray(b"\0" * HEADER_SIZE)
     entries = []
     for tag, payload, elem in sections:
         body += b"\0" * (-len(body) % 64)
-        entries.append(struct.pack("<4sIQQII", tag, zlib.crc32(payload), len(body), len(payload), elem, 0))
+        entries.append(struct.pack("<4sIQQII", tag, crc(payload), len(body), len(payload), elem, 0))
         body += payload
     body += b"\0" * (-len(body) % 64)
     table_off = len(body)
     table = b"".join(entries)
     body += table
     header = struct.pack("<4sHHIIQQII20x", vocab.MAGIC, *vocab.VERSION, HEADER_SIZE, len(entries), table_off,
-                         len(body), flags, zlib.crc32(table))
+                         len(body), flags, crc(table))
     header += struct.pack("<I", zlib.crc32(header))
     body[:HEADER_SIZE] = header
     return bytes(body)
@@ -402,21 +418,22 @@ def _sections(data: bytes) -> tuple[dict[bytes, tuple[memoryview, int]], int]:
         raise BundleError(f"unsupported bundle version {major}.{minor} (this reader: {vocab.VERSION[0]}.x)")
     if hsize != HEADER_SIZE:
         raise BundleError(f"inconsistent bundle tables: header size {hsize}")
-    if flags & ~vocab.FLAG_NORM:
+    if flags & ~(vocab.FLAG_NORM | vocab.FLAG_CRC32C):
         raise BundleError(f"unsupported bundle version {major}.{minor}: unknown feature flags {flags:#x}")
+    crc = checksum(flags)
     if file_size > len(data):
         raise BundleError(f"bundle truncated: {len(data)} bytes, header says {file_size}")
     if not 0 < count <= 64 or table_off % 64 or table_off < HEADER_SIZE or table_off + count * ENTRY_SIZE > file_size:
         raise BundleError("inconsistent bundle tables: bad section table")
-    if zlib.crc32(data[table_off:table_off + count * ENTRY_SIZE]) != table_crc:
+    if crc(data[table_off:table_off + count * ENTRY_SIZE]) != table_crc:
         raise BundleError("checksum mismatch: the section table is corrupted")
     view = memoryview(data)
     out = {}
     for i in range(count):
-        tag, crc, off, size, elem, _ = struct.unpack_from("<4sIQQII", data, table_off + i * ENTRY_SIZE)
+        tag, section_crc, off, size, elem, _ = struct.unpack_from("<4sIQQII", data, table_off + i * ENTRY_SIZE)
         if off % 64 or off < HEADER_SIZE or off + size > file_size:
             raise BundleError(f"bundle truncated or malformed: section {tag!r} out of bounds")
-        if zlib.crc32(view[off:off + size]) != crc:
+        if crc(view[off:off + size]) != section_crc:
             raise BundleError(f"checksum mismatch: section {tag.decode(errors='replace')} is corrupted")
         if tag in out:
             raise BundleError(f"inconsistent bundle tables: duplicate section {tag!r}")

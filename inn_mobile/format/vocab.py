@@ -13,6 +13,7 @@ from dataclasses import dataclass
 MAGIC = b"INNB"
 VERSION = (1, 4)  # INN_VERSION_MAJOR, INN_VERSION_MINOR
 FLAG_NORM = 1  # INN_FLAG_NORM: per-width normalisation (NORM + NRMV) that a reader must apply
+FLAG_CRC32C = 2  # INN_FLAG_CRC32C (1.4): the section table and the sections are checked by CRC-32C
 TAPS = 4  # INN_TAPS: non-zeros per row of a resampling matrix (cubic convolution)
 UNIFORM = 0xFFFFFFFF  # INN_UNIFORM: partition reference meaning "uniform points"
 MAX_DIM = 1 << 24  # INN_MAX_DIM: largest channel / node count a reader accepts

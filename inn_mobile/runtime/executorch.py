@@ -129,7 +129,8 @@ def _load(files: dict[str, bytearray | bytes]):
     """The module (with the buffers it reads, kept alive beside it) and its ``forward``.
 
     Both files go to ExecuTorch from memory (``data_map_buffer``): no ``.ptd`` is written anywhere.
-    The binding takes ``bytes``, so each filled file is copied once and its fill buffer dropped at once.
+    The binding takes ``bytes``, which is what the core fills (:meth:`NativeBundle.fill`): no file is copied
+    (the reference's ``bytearray`` files are, once).
     """
     from executorch.extension.pybindings.portable_lib import _load_for_executorch_from_buffer
 

@@ -46,18 +46,20 @@ static inline size_t section_offset(const unsigned char *d, size_t size, const c
     return 0;
 }
 
-/* Recompute every section CRC, the table CRC and the header CRC (within bounds only). */
+/* Recompute every section CRC, the table CRC and the header CRC (within bounds only), with the checksum the
+ * header's flags name (CRC-32C for the table and sections with INN_FLAG_CRC32C; the header always CRC-32). */
 static inline void reseal(unsigned char *d, size_t size) {
     if (size < 64) return;
     uint64_t table = get64(d + 16);
     uint32_t count = get32(d + 12);
+    uint32_t (*crc)(const uint8_t *, size_t) = (get32(d + 32) & INN_FLAG_CRC32C) ? inn_crc32c : inn_crc32;
     if (count <= 64 && table <= size && (uint64_t)count * 32 <= size - table) {
         for (uint32_t i = 0; i < count; i++) {
             unsigned char *e = d + table + (size_t)i * 32;
             uint64_t off = get64(e + 8), len = get64(e + 16);
-            if (off <= size && len <= size - off) put32(e + 4, inn_crc32(d + off, (size_t)len));
+            if (off <= size && len <= size - off) put32(e + 4, crc(d + off, (size_t)len));
         }
-        put32(d + 36, inn_crc32(d + table, (size_t)count * 32));
+        put32(d + 36, crc(d + table, (size_t)count * 32));
     }
     put32(d + 60, inn_crc32(d, 60));
 }

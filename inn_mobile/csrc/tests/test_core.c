@@ -264,6 +264,76 @@ static void bad_input(const unsigned char *good, size_t size) {
     free(d);
 }
 
+/* CRC-32C: known answers (the check value of "123456789" and RFC 3720's iSCSI vectors), the CPU's CRC
+ * instructions (where this CPU has them) equal to the tables at every length and alignment around the
+ * three-lane blocks, and a bundle of 1.4 or later checked by CRC-32C (the writer always sets the flag), which
+ * a reader that took the flag for CRC-32 would reject. */
+static void checksums(const unsigned char *good, size_t size) {
+    unsigned char v[32], zeros[32] = {0}, ones[32];
+    for (int i = 0; i < 32; i++) v[i] = (unsigned char)i, ones[i] = 0xFF;
+    const uint8_t *nine = (const uint8_t *)"123456789";
+    CHECK(inn_crc32(nine, 9) == 0xCBF43926u, "CRC-32 check value");
+    CHECK(inn_crc32c(nine, 9) == 0xE3069283u && inn_crc32c_portable(nine, 9) == 0xE3069283u, "CRC-32C check value");
+    CHECK(inn_crc32c(NULL, 0) == 0 && inn_crc32c(zeros, 32) == 0x8A9136AAu && inn_crc32c(ones, 32) == 0x62A8AB43u &&
+              inn_crc32c(v, 32) == 0x46DD794Eu,
+          "CRC-32C iSCSI vectors");
+    size_t n = 3 * 3 * 8192 + 64;
+    unsigned char *r = malloc(n);
+    uint32_t x = 12345;
+    for (size_t i = 0; i < n; i++) r[i] = (unsigned char)((x = x * 1103515245u + 12345u) >> 16);
+    static const size_t lens[] = {0, 1, 7, 8, 9, 63, 4096, 24575, 24576, 24577, 3 * 3 * 8192 + 1, 3 * 3 * 8192 + 56};
+    for (size_t l = 0; l < sizeof lens / sizeof lens[0]; l++)
+        for (size_t off = 0; off < 8; off++)
+            CHECK(inn_crc32c(r + off, lens[l]) == inn_crc32c_portable(r + off, lens[l]), "CRC-32C length %zu at +%zu",
+                  lens[l], off);
+    free(r);
+    if (size < 64 || (good[6] | good[7] << 8) < 4) return; /* a bundle written before 1.4: CRC-32 throughout */
+    CHECK(get32(good + 32) & INN_FLAG_CRC32C, "a 1.4 bundle without the CRC-32C flag");
+    unsigned char *d = malloc(size);
+    memcpy(d, good, size);
+    put32(d + 32, get32(d + 32) & ~INN_FLAG_CRC32C);
+    put32(d + 60, inn_crc32(d, 60)); /* a header that says CRC-32 over CRC-32C checksums */
+    CHECK(open_copy(d, size) == INN_ERR_CHECKSUM, "CRC-32C checksums read as CRC-32: %s", inn_status_str(open_copy(d, size)));
+    free(d);
+}
+
+/* int8 quantisation (inn_quantize_row) against its definition, written the plain way: scale = max(max|x|,
+ * 1e-9) / 127, q = clamp(nearbyintf(x / scale), +-127), NaN to 0; rows with exact ties (x / scale = k + 0.5,
+ * which round to even), values past the clamp, -0.0, tiny and non-finite values, contiguous and strided. */
+static void quantiser(void) {
+    enum { N = 64 };
+    float x[3 * N], scale = 0.0f, want_scale;
+    int8_t q[3 * N], want[3 * N];
+    uint32_t r = 7;
+    int bad = 0;
+    for (int row = 0; row < 6; row++) {
+        for (int k = 0; k < 3 * N; k++) {
+            r = r * 1103515245u + 12345u;
+            x[k] = row < 2 ? (float)((int)(r >> 16) % 255 - 127) + 0.5f : ((float)(r >> 8) / 16777216.0f - 0.5f) * 300.0f;
+        }
+        x[0] = 127.0f; /* rows 0-1: amax 127, scale exactly 1, every other value an exact tie */
+        x[1] = row == 3 ? NAN : -0.0f;
+        x[2] = row == 4 ? INFINITY : 1e-30f;
+        x[3] = row == 5 ? 0.0f : -126.5f;
+        for (size_t stride = 1; stride <= 3; stride += 2) {
+            size_t len = stride == 1 ? 3 * N : N;
+            float amax = 0.0f;
+            for (size_t k = 0; k < len; k++)
+                if (fabsf(x[k * stride]) > amax) amax = fabsf(x[k * stride]);
+            want_scale = (amax > 1e-9f ? amax : 1e-9f) / 127.0f;
+            for (size_t k = 0; k < len; k++) {
+                float v = nearbyintf(x[k * stride] / want_scale);
+                want[k * stride] = (int8_t)(v > 127.0f ? 127 : (v < -127.0f ? -127 : (v == v ? v : 0.0f)));
+            }
+            memset(q, 0, sizeof q);
+            inn_quantize_row(x, len, stride, q, &scale);
+            bad += memcmp(&scale, &want_scale, sizeof scale) != 0;
+            for (size_t k = 0; k < len; k++) bad += q[k * stride] != want[k * stride];
+        }
+    }
+    CHECK(bad == 0, "int8 quantisation differs from its definition in %d places", bad);
+}
+
 /* The portable float16 widening (every CPU without F16C, and row tails) against ldexp, all 65536 halves. */
 static void halves(void) {
     int bad = 0;
@@ -318,11 +388,13 @@ int main(int argc, char **argv) {
     }
     math();
     halves();
+    quantiser();
     int records = vectors(bundle, bsize, exp, esize);
     int graph_records = gexp ? graphs(bundle, bsize, gexp, gsize) : 0;
     CHECK(graph_records == 9, "graph images checked: %d of 9", graph_records);
     bucket_tables(bundle, bsize);
     bad_input(bundle, bsize);
+    checksums(bundle, bsize);
     bad_graphs(bundle, bsize);
     free(gexp);
     free(bundle);

@@ -27,7 +27,9 @@
 /* What InnBundle's `handle` points at. */
 typedef struct {
     inn_bundle bundle;
-    void *owned; /* our copy of the bundle bytes, or NULL when the caller's memory is read in place */
+    void *owned;     /* our copy of the bundle bytes, or NULL when the caller's memory is read in place */
+    jobject mapping; /* global ref to the direct buffer read in place (e.g. a MappedByteBuffer), or NULL:
+                      * the memory cannot be unmapped or freed while the handle lives, whatever Java drops */
 } jni_bundle;
 
 static const char *const STATUS_NAMES[] = {"OK",     "ARG",      "TRUNCATED", "MAGIC",  "VERSION",  "CHECKSUM",
@@ -101,8 +103,18 @@ JNIEXPORT jlong JNICALL Java_dev_innmobile_InnBundle_nOpenDirect(JNIEnv *env, jc
         throw_class(env, "java/lang/IllegalArgumentException", "bundle buffer is not a direct ByteBuffer");
         return 0;
     }
-    /* In place when aligned (mmap'd assets, allocateDirect); the Java object keeps `buf` alive. */
-    return open_bytes(env, addr, (size_t)cap, ((uintptr_t)addr & 7u) != 0);
+    /* In place when aligned (a file mapped by InnBundle.open(File), mmap'd assets, allocateDirect): no copy,
+     * and a global ref keeps `buf` (and so the mapping) alive until nClose. Else copied once. */
+    int copy = ((uintptr_t)addr & 7u) != 0;
+    jobject ref = copy ? NULL : (*env)->NewGlobalRef(env, buf);
+    if (!copy && !ref) {
+        throw_class(env, "java/lang/OutOfMemoryError", "global reference to the bundle buffer");
+        return 0;
+    }
+    jlong h = open_bytes(env, addr, (size_t)cap, copy);
+    if (h) ((jni_bundle *)(intptr_t)h)->mapping = ref;
+    else if (ref) (*env)->DeleteGlobalRef(env, ref);
+    return h;
 }
 
 JNIEXPORT jlong JNICALL Java_dev_innmobile_InnBundle_nOpenArray(JNIEnv *env, jclass cls, jbyteArray arr, jint off,
@@ -129,11 +141,19 @@ JNIEXPORT jlong JNICALL Java_dev_innmobile_InnBundle_nOpenArray(JNIEnv *env, jcl
 }
 
 JNIEXPORT void JNICALL Java_dev_innmobile_InnBundle_nClose(JNIEnv *env, jclass cls, jlong handle) {
-    (void)env, (void)cls;
+    (void)cls;
     jni_bundle *h = (jni_bundle *)(intptr_t)handle;
     if (!h) return;
+    if (h->mapping) (*env)->DeleteGlobalRef(env, h->mapping);
     free(h->owned);
     free(h);
+}
+
+/* Whether the bundle is read in place from the caller's memory (no copy of its bytes was made). */
+JNIEXPORT jboolean JNICALL Java_dev_innmobile_InnBundle_nInPlace(JNIEnv *env, jclass cls, jlong handle) {
+    (void)cls;
+    jni_bundle *h = handle_of(env, handle);
+    return h && !h->owned ? JNI_TRUE : JNI_FALSE;
 }
 
 /* {bucket_count, layer_count, group_count} */

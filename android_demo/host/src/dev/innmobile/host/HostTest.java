@@ -104,6 +104,10 @@ public final class HostTest {
         ByteBuffer exp = ByteBuffer.wrap(Files.readAllBytes(expectedFile.toPath())).order(ByteOrder.LITTLE_ENDIAN);
         int records = 0, bad = 0;
         try (InnBundle b = InnBundle.open(bundleFile)) { // memory-mapped: the in-place path
+            System.out.printf("mapped file read in place: %b%n", b.inPlace());
+            if (!b.inPlace()) {
+                bad++;
+            }
             ByteBuffer[] scratch = new ByteBuffer[b.bucketCount];
             while (exp.hasRemaining()) {
                 int bucket = exp.getInt(), layer = exp.getInt(), layout = exp.getInt(), dtype = exp.getInt();

@@ -143,17 +143,13 @@ public final class InnBundle implements AutoCloseable {
     }
 
     private long handle;
-    /** The caller's direct buffer when the core reads it in place: must outlive the handle. */
-    @SuppressWarnings("unused")
-    private final ByteBuffer keepAlive;
 
     public final int bucketCount;
     public final int layerCount;
     public final int groupCount;
 
-    private InnBundle(long handle, ByteBuffer keepAlive) {
+    private InnBundle(long handle) {
         this.handle = handle;
-        this.keepAlive = keepAlive;
         int[] c = nCounts(handle);
         bucketCount = c[0];
         layerCount = c[1];
@@ -162,17 +158,17 @@ public final class InnBundle implements AutoCloseable {
 
     /**
      * Opens the bytes between {@code data}'s position and limit. A direct buffer (e.g. a memory-mapped
-     * asset) is read in place when 8-byte aligned, else copied once; its contents must not change
-     * while the bundle is open. A heap buffer is copied.
+     * file or asset) is read in place when 8-byte aligned: no copy, and the native handle holds a global
+     * reference to it until {@link #close}, so the mapping lives exactly as long as the bundle. Its contents
+     * must not change while the bundle is open. A misaligned direct buffer, or a heap buffer, is copied once.
      */
     public static InnBundle open(ByteBuffer data) {
         Objects.requireNonNull(data, "data");
         if (data.isDirect()) {
-            ByteBuffer view = data.slice();
-            return new InnBundle(nOpenDirect(view), view);
+            return new InnBundle(nOpenDirect(data.slice()));
         }
         if (data.hasArray()) {
-            return new InnBundle(nOpenArray(data.array(), data.arrayOffset() + data.position(), data.remaining()), null);
+            return new InnBundle(nOpenArray(data.array(), data.arrayOffset() + data.position(), data.remaining()));
         }
         byte[] copy = new byte[data.remaining()];
         data.duplicate().get(copy);
@@ -182,14 +178,22 @@ public final class InnBundle implements AutoCloseable {
     /** Opens a copy of {@code data}. */
     public static InnBundle open(byte[] data) {
         Objects.requireNonNull(data, "data");
-        return new InnBundle(nOpenArray(data, 0, data.length), null);
+        return new InnBundle(nOpenArray(data, 0, data.length));
     }
 
-    /** Memory-maps {@code file} read-only and opens it in place (no copy of the nodes). */
+    /**
+     * Memory-maps {@code file} read-only and opens it in place: the core validates and reads the mapped pages
+     * (shared with the page cache), so the process never holds a second copy of the file, in Java or native.
+     */
     public static InnBundle open(File file) throws IOException {
         try (RandomAccessFile raf = new RandomAccessFile(file, "r"); FileChannel ch = raf.getChannel()) {
             return open(ch.map(FileChannel.MapMode.READ_ONLY, 0, ch.size())); // the mapping outlives the channel
         }
+    }
+
+    /** Whether the bundle is read in place from the caller's memory (a mapped file: true), not from a copy. */
+    public boolean inPlace() {
+        return nInPlace(live());
     }
 
     private long live() {
@@ -383,6 +387,8 @@ public final class InnBundle implements AutoCloseable {
     private static native long nOpenArray(byte[] data, int offset, int length);
 
     private static native void nClose(long handle);
+
+    private static native boolean nInPlace(long handle);
 
     private static native int[] nCounts(long handle);
 
