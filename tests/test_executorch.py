@@ -128,6 +128,19 @@ def test_int8_activation_ranges_are_the_calibration_min_max_after_a_fused_relu6(
     assert hidden_q.args[1] == pytest.approx(hidden.max().item() / 255, rel=1e-6)
 
 
+def test_provenance_is_shared_only_while_lowering():
+    """Inside the block a node's history is shared, not deep-copied; after it torch behaves as before."""
+    import copy
+
+    from torch.fx.traceback import NodeSource
+
+    source = NodeSource(None, "a pass")
+    with ex._shared_provenance():
+        assert copy.deepcopy([source])[0] is source
+    assert copy.deepcopy([source])[0] is not source
+    assert "__deepcopy__" not in NodeSource.__dict__
+
+
 @pytest.mark.skipif(not datasets.fashion_mnist_available(), reason="Fashion-MNIST absent (apt-get install "
                     "dataset-fashion-mnist)")
 def test_int8_fashion_mnist_top1_agreement_and_accuracy(tmp_path):

@@ -27,8 +27,10 @@ and int32 biases there.
 
 from __future__ import annotations
 
+import contextlib
 import operator
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -106,8 +108,9 @@ def plain_pte(
 
     if int8:
         module = _calibrated(module, example_input, calibration)
-    ep = torch.export.export(module, (example_input,))
-    return to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()]).to_executorch().buffer
+    with _shared_provenance():
+        ep = torch.export.export(module, (example_input,))
+        return to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()]).to_executorch().buffer
 
 
 def _to_executorch(module: torch.nn.Module, example_input: torch.Tensor) -> tuple[bytes, bytes]:
@@ -120,12 +123,12 @@ def _to_executorch(module: torch.nn.Module, example_input: torch.Tensor) -> tupl
     from executorch.exir import ExecutorchBackendConfig, to_edge_transform_and_lower
     from executorch.exir.passes.external_constants_pass import delegate_external_constants_pass_unlifted
 
-    unlifted = module if _is_unlifted(module) else torch.export.export(module, (example_input,)).module()
-    delegate_external_constants_pass_unlifted(module=unlifted, gen_tag_fn=lambda _: _DATA_TAG)
-    program = to_edge_transform_and_lower(
-        _without_provenance(torch.export.export(_without_provenance(unlifted), (example_input,))),
-        partitioner=[XnnpackPartitioner()],
-    ).to_executorch(ExecutorchBackendConfig(external_constants=lambda _: _DATA_TAG))
+    with _shared_provenance():
+        unlifted = module if _is_unlifted(module) else torch.export.export(module, (example_input,)).module()
+        delegate_external_constants_pass_unlifted(module=unlifted, gen_tag_fn=lambda _: _DATA_TAG)
+        program = to_edge_transform_and_lower(
+            torch.export.export(unlifted, (example_input,)), partitioner=[XnnpackPartitioner()]
+        ).to_executorch(ExecutorchBackendConfig(external_constants=lambda _: _DATA_TAG))
     with tempfile.TemporaryDirectory() as d:
         program.write_tensor_data_to_file(d)
         written = sorted(p.name for p in Path(d).iterdir())
@@ -142,24 +145,28 @@ def _is_unlifted(module: torch.nn.Module) -> bool:
         for n in module.graph.nodes)
 
 
-def _without_provenance(graph_owner):
-    """Cut every node's ``from_node`` history (torch's pass-by-pass provenance) to the node itself, in place.
+@contextlib.contextmanager
+def _shared_provenance() -> Iterator[None]:
+    """While lowering, fx passes share a node's provenance history instead of deep-copying it.
 
-    Each fx pass deep-copies a node's whole history into the node it creates, so a pass costs more
-    the more passes ran before it: on a PT2E-quantized network (export, prepare, convert, export
-    again, then the edge and XNNPACK passes) the copies were about a fifth of the lowering. The
-    lowering reads the history only to derive debug handles (one per oldest ancestor), which stay
-    one per node of the graph handed to it.
+    Every fx pass records in each node it creates a deep copy of the whole history of the node it
+    came from (``meta["from_node"]``: which pass made it from what), so each of the ~60 passes of a
+    lowering (export, PT2E prepare and convert, export, the edge and XNNPACK passes) copies a
+    history one pass longer than the last: a fifth of an int8 lowering of EfficientNet-Lite0. A
+    recorded history is never modified (only its lazily built caches are set), so sharing it is
+    equivalent; the change to ``NodeSource`` lasts only for the block.
     """
     from torch.fx.traceback import NodeSource
 
-    gm = graph_owner.graph_module if isinstance(graph_owner, torch.export.ExportedProgram) else graph_owner
-    for m in gm.modules():
-        if isinstance(m, fx.GraphModule):
-            for n in m.graph.nodes:
-                if n.meta.pop("from_node", None) is not None:
-                    n.meta["from_node"] = [NodeSource(n)]
-    return graph_owner
+    before = NodeSource.__dict__.get("__deepcopy__")
+    NodeSource.__deepcopy__ = lambda self, memo: self
+    try:
+        yield
+    finally:
+        if before is None:
+            del NodeSource.__deepcopy__
+        else:
+            NodeSource.__deepcopy__ = before
 
 
 # ------------------------------------------------------------------------------------------------ int8
@@ -204,13 +211,14 @@ def _calibrated(module: torch.nn.Module, example_input: torch.Tensor,
     if calibration is None:
         raise ValueError("int8 lowering needs calibration= inputs to set the activation ranges")
     quantizer = FoldedQuantizer().set_global(_quantization_config())
-    prepared = prepare_pt2e(torch.export.export(module, (example_input,)).module(), quantizer)
-    batch = example_input.shape[0]
-    with torch.no_grad():
-        for chunk in calibration.split(batch):
-            if chunk.shape[0] == batch:  # the exported graph has a fixed batch size
-                prepared(chunk)
-    return convert_pt2e(prepared)
+    with _shared_provenance():
+        prepared = prepare_pt2e(torch.export.export(module, (example_input,)).module(), quantizer)
+        batch = example_input.shape[0]
+        with torch.no_grad():
+            for chunk in calibration.split(batch):
+                if chunk.shape[0] == batch:  # the exported graph has a fixed batch size
+                    prepared(chunk)
+        return convert_pt2e(prepared)
 
 
 def _annotate_clamped(gm: fx.GraphModule, config) -> None:
@@ -252,12 +260,11 @@ def _annotate_clamped(gm: fx.GraphModule, config) -> None:
 def _quantization_config():
     """XNNPACK's symmetric int8 config (weights per channel) with min/max activation observers.
 
-    XNNPACK's default observes activations with a histogram and picks the range of least squared
-    error, which clips the largest activations: on the real EfficientNet-Lite0 at full width its
-    int8 top-1 matched the float model on 4 of 6 photos (both in our bundle and in PT2E's own
-    plain ``.pte``), the absolute min/max on 6 of 6, as the LiteRT recipe (min/max) does for the
-    same calibration. Both runtimes then calibrate by the same rule; min/max is also the cheaper
-    observer (the histogram was most of the calibration time).
+    The absolute min/max over the calibration inputs is the LiteRT recipe's rule, so a bucket's
+    int8 graphs for both runtimes are calibrated alike (on the real EfficientNet-Lite0, with ReLU6
+    fused, both then agree with the float model's top-1 on 87.5% of 120 held-out photo crops); it
+    is also far cheaper to observe than XNNPACK's default, a histogram searched for the range of
+    least squared error (most of the calibration time).
     """
     import dataclasses
 
