@@ -177,8 +177,11 @@ def _run_plain(path: Path, x: torch.Tensor) -> torch.Tensor:
         return LiteRTModel(path.read_bytes())(x)
     from executorch.extension.pybindings.portable_lib import _load_for_executorch_from_buffer
 
-    module = _load_for_executorch_from_buffer(path.read_bytes())
-    return torch.cat([module.run_method("forward", (x[i:i + 1],))[0] for i in range(len(x))])
+    program = path.read_bytes()  # the module reads this buffer in place: it must outlive the module
+    module = _load_for_executorch_from_buffer(program)
+    out = torch.cat([module.run_method("forward", (x[i:i + 1],))[0] for i in range(len(x))])
+    del module
+    return out
 
 
 def _bench(name: str, args: argparse.Namespace, out: Path) -> None:
