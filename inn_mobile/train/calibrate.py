@@ -16,6 +16,10 @@ is per width. Two things make up a BatchNorm, and a new width gets each from whe
 
 The result is folded like a trained width's (``SwitchableNorm.fold``) and added to ``im.norms``, so
 ``bundle.make_buckets(im, ratios=...)`` ships it and the C core applies it like any other NORM record.
+The derivation of the affine is :func:`inn_mobile.train.switchable.derived_affine`, the one a switchable
+run also uses for its random in-between widths (``FinetuneConfig.between``): the nodes are trained at
+widths normalised the way this module will normalise them (docs/benchmarks.md, "Any width after
+fine-tuning").
 """
 
 from __future__ import annotations
