@@ -133,4 +133,3 @@ def _trained_affine(forward: DeviceForward, im: IntegralModel, sizes: dict[int, 
         a = folded[name][0].to(device).double()
         out[name] = (torch.sign(a) * torch.sqrt(var + a * a * EPS), mean)
     return out
-
