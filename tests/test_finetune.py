@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from parity import assert_core_weights_equal_torch
 
 from inn_mobile import native
 from inn_mobile.core import kernel
 from inn_mobile.core.convert import convert
+from inn_mobile.core.integral import sizes_key
 from inn_mobile.core.width_forward import WidthForward
 from inn_mobile.format import bundle, reference
 from inn_mobile.metrics import accuracy
 from inn_mobile.train import finetune
 from inn_mobile.train.partitions import recalibrate, tune_partitions
-from inn_mobile.train.switchable import SwitchableNorm
+from inn_mobile.train.switchable import SwitchableNorm, width_ratio
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -116,8 +119,9 @@ def test_loader_resumes_mid_epoch_and_logs(digits_model, digits_data, tmp_path):
     straight = convert(digits_model, x[:2])
     finetune.fit(straight, loader, cfg, val_data=(xt, yt), checkpoint=tmp_path / "a.pt", log=records.append)
     assert [r["epoch"] for r in records] == [1.0, 2.0] and records[-1]["step"] == records[-1]["total_steps"] == 10
-    assert set(records[-1]["widths"]) == {"100%", "50%"}
-    assert all({"loss", "train_acc", "val_acc"} <= set(v) for v in records[-1]["widths"].values())
+    assert set(records[-1]["widths"]) == {"100%", "50%", "between"}  # the random widths trained too
+    assert all({"loss", "train_acc", "val_acc"} <= set(records[-1]["widths"][w]) for w in ("100%", "50%"))
+    assert {"loss", "train_acc"} <= set(records[-1]["widths"]["between"])
     assert records[-1]["images_per_s"] > 0 and records[-1]["eta_s"] == 0
     stopped = convert(digits_model, x[:2])
     finetune.fit(stopped, loader, cfg, checkpoint=tmp_path / "b.pt", max_steps=3)
@@ -128,6 +132,49 @@ def test_loader_resumes_mid_epoch_and_logs(digits_model, digits_data, tmp_path):
     for key, layers in straight.norms.items():
         for name, (a, c) in layers.items():
             assert torch.equal(a, again.norms[key][name][0]) and torch.equal(c, again.norms[key][name][1])
+
+
+def test_random_widths_between_the_shipped_ones_are_trained(digits_model, digits_data, tmp_path):
+    """Each switchable step also trains ``between`` random widths: a function of the seed alone (every rank
+    draws the same), spread between the shipped widths, normalised with the affine derived from the trained
+    neighbours (as calibrate derives it), which the random width's loss therefore trains."""
+    x, y = digits_data[0][:128], digits_data[1][:128]
+    im = convert(digits_model, x[:2])
+    cfg = finetune.FinetuneConfig(epochs=1.0, batch=64, lr=1e-2, switchable=True, widths=(1.0, 0.5), between=2,
+                                  calibration=64)
+    shipped = [s for _, s in finetune._discrete_widths(im, cfg)]
+
+    def draws(c: finetune.FinetuneConfig) -> list[list[dict[int, int]]]:
+        state = finetune._State(c)
+        return [finetune._step_widths(c, im, state, 20, shipped) for _ in range(20)]
+
+    first = draws(cfg)
+    assert first == draws(cfg) and first != draws(dataclasses.replace(cfg, seed=1))
+    assert all(step[:2] == shipped and len(step) == 4 for step in first)
+    extra = [s for step in first for s in step[2:]]
+    ratios = [width_ratio(im, s) for s in extra]
+    assert all(0.5 <= r <= 1.0 for r in ratios) and len({sizes_key(s) for s in extra}) >= 10, ratios
+    assert [len(step) for step in draws(dataclasses.replace(cfg, between=0))] == [2] * 20
+
+    norm = SwitchableNorm(WidthForward(im), shipped)
+    norm.attach(x)
+    F.cross_entropy(norm(x, im.sizes_at(0.75)), y).backward()
+    for name, p in norm.parameters().items():  # w0: 100%, w1: 50%, both neighbours of 75%
+        assert p.grad is not None and float(p.grad.abs().sum()) > 0, name
+    assert any(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in im.nodes.values())
+    norm.training = False
+    with pytest.raises(ValueError, match="training mode only"):
+        norm(x, im.sizes_at(0.75))
+    norm.detach()
+
+    finetune.fit(convert(digits_model, x[:2]), (x, y), cfg, checkpoint=tmp_path / "a.pt", max_steps=1)
+    ck = torch.load(tmp_path / "a.pt", weights_only=True)  # a switchable run from before random widths
+    del ck["config"]["between"]
+    torch.save(ck, tmp_path / "old.pt")
+    with pytest.raises(ValueError, match="different config"):
+        finetune.fit(convert(digits_model, x[:2]), (x, y), cfg, checkpoint=tmp_path / "old.pt")
+    finetune.fit(convert(digits_model, x[:2]), (x, y), dataclasses.replace(cfg, between=0),
+                 checkpoint=tmp_path / "old.pt")  # resumes as the run it was
 
 
 def test_bf16_autocast_trains_float32_masters(digits_model, digits_data):

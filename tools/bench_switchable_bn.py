@@ -19,6 +19,10 @@ points with the nodes (the bundle stores them as trained partitions). ``--init o
 narrow width's BatchNorm from its own (collapsed) statistics instead of the full width's resampled
 ones (the default, 8 points better at 25% width).
 
+``--between 1`` (the default) trains one random width between the widest and narrowest per step besides
+the shipped ones (``FinetuneConfig.between``), so that the widths calibrated post hoc were trained too;
+``--between 0`` is the recipe before it.
+
 ``--post-hoc 16`` then gives every width at 1/16 steps from 25% to 100% that was not trained its
 norms after the fact (``train.calibrate.calibrate``: affine from the trained neighbours, statistics
 re-estimated on the ``--calibration`` images, no labels), ships all of them in one bundle
@@ -87,6 +91,8 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=0.02, help="relative Adam step (see finetune.node_optimizer)")
     ap.add_argument("--init", choices=["full", "own"], default="full", help="narrow widths' BatchNorm start")
     ap.add_argument("--n-random", type=int, default=1, help="widths between the widest and narrowest per step")
+    ap.add_argument("--between", type=int, default=1,
+                    help="random (not shipped) widths per step, normalised as calibrate derives them (0: none)")
     ap.add_argument("--train-partitions", action="store_true",
                     help="also train each narrow width's partitions (stored in the bundle, used by the core)")
     ap.add_argument("--calibration", type=int, default=4096, help="train images to recalibrate statistics")
@@ -109,10 +115,13 @@ def main() -> None:
                  for r in args.widths}
     cfg = finetune.FinetuneConfig(epochs=args.epochs, lr=args.lr, balance=False, switchable=True,
                                   widths=tuple(args.widths), norm_init=args.init, n_random=args.n_random,
-                                  calibration=args.calibration, train_partitions=args.train_partitions)
+                                  calibration=args.calibration, train_partitions=args.train_partitions,
+                                  between=args.between)
     parts = ", trained partitions" if args.train_partitions else ""
-    name = f"switchable-BN FT ({args.epochs:g} ep, step {args.lr:g}, init {args.init}, {args.n_random} random{parts})"
-    tag = f"switchable_e{args.epochs:g}_lr{args.lr:g}_{args.init}_r{args.n_random}" + ("_tp" if parts else "")
+    name = (f"switchable-BN FT ({args.epochs:g} ep, step {args.lr:g}, init {args.init}, {args.n_random} random, "
+            f"{args.between} between{parts})")
+    tag = (f"switchable_e{args.epochs:g}_lr{args.lr:g}_{args.init}_r{args.n_random}_b{args.between}"
+           + ("_tp" if parts else ""))
     args.cache.mkdir(parents=True, exist_ok=True)
     t = time.time()
     finetune.fit(im, (x, y), cfg, checkpoint=args.cache / f"{tag}.pt", checkpoint_every=100, desc="switchable-BN FT")

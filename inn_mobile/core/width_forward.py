@@ -36,6 +36,10 @@ class WidthForward:
             self._graphs[key] = gm
         return gm
 
+    def release(self, sizes: dict[int, int]) -> None:
+        """Drop the graph built for ``sizes`` (a width used once, e.g. a random one while training)."""
+        self._graphs.pop(sizes_key(self.im.check_sizes(sizes)), None)
+
     def __call__(self, x: torch.Tensor, sizes: dict[int, int] | None = None) -> torch.Tensor:
         sizes = self.im.check_sizes(sizes or {})
         gm = self.graph(sizes)

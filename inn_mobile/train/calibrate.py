@@ -16,6 +16,10 @@ is per width. Two things make up a BatchNorm, and a new width gets each from whe
 
 The result is folded like a trained width's (``SwitchableNorm.fold``) and added to ``im.norms``, so
 ``bundle.make_buckets(im, ratios=...)`` ships it and the C core applies it like any other NORM record.
+The derivation of the affine is :func:`inn_mobile.train.switchable.derived_affine`, the one a switchable
+run also uses for its random in-between widths (``FinetuneConfig.between``): the nodes are trained at
+widths normalised the way this module will normalise them (docs/benchmarks.md, "Any width after
+fine-tuning").
 """
 
 from __future__ import annotations
@@ -27,16 +31,9 @@ import torch
 from inn_mobile.core.integral import IntegralModel, SizesKey, sizes_key
 from inn_mobile.train.data import take_images
 from inn_mobile.train.finetune import DeviceForward
-from inn_mobile.train.switchable import EPS, SwitchableNorm, norm_layers
+from inn_mobile.train.switchable import EPS, SwitchableNorm, derived_affine, neighbours, norm_layers, width_ratio
 
 Affine = dict[str, tuple[torch.Tensor, torch.Tensor]]  # layer -> (gamma, beta)
-
-
-def width_ratio(im: IntegralModel, sizes: dict[int, int]) -> float:
-    """The global ratio a complete ``sizes`` stands for: the mean share of its resizable groups (as
-    ``bundle.make_buckets`` names buckets)."""
-    shares = [sizes[g.id] / g.size for g in im.groups if g.resizable]
-    return sum(shares) / len(shares) if shares else 1.0
 
 
 def calibrate(
@@ -69,30 +66,20 @@ def calibrate(
     if not targets:
         return []
     x = take_images(data, images)
-    trained = sorted(((width_ratio(im, s), s) for s in im.calibrated_sizes()), key=lambda t: t[0])
+    trained = [(width_ratio(im, s), s) for s in im.calibrated_sizes()]
     im.nodes.to(device)
     forward = DeviceForward(im, device)
     try:
         measured: dict[SizesKey, Affine] = {}
         affine: dict[tuple[SizesKey, str], tuple[torch.Tensor, torch.Tensor]] = {}
         for sizes in targets:
-            r = width_ratio(im, sizes)
-            lower = [t for t in trained if t[0] <= r][-1:]
-            upper = [t for t in trained if t[0] >= r][:1]
-            neighbours = lower + upper
-            for _, s in neighbours:
+            near = neighbours(trained, width_ratio(im, sizes))
+            for _, s in near:
                 if sizes_key(s) not in measured:
                     measured[sizes_key(s)] = _trained_affine(forward, im, s, x, batch, device)
-            if len(neighbours) == 2 and neighbours[1][0] > neighbours[0][0]:
-                t = (r - neighbours[0][0]) / (neighbours[1][0] - neighbours[0][0])
-            else:  # outside the trained range (or on a trained ratio): the nearest width alone
-                neighbours, t = neighbours[:1], 0.0
             for name in norm_layers(im):
-                read = [_at_width(im, name, s, sizes, measured[sizes_key(s)][name]) for _, s in neighbours]
-                if len(read) == 1:
-                    affine[(sizes_key(sizes), name)] = read[0]
-                else:
-                    affine[(sizes_key(sizes), name)] = tuple((1.0 - t) * lo + t * hi for lo, hi in zip(*read))
+                affine[(sizes_key(sizes), name)] = derived_affine(
+                    im, name, sizes, [(w, s, measured[sizes_key(s)][name]) for w, s in near])
         norm = SwitchableNorm(forward, targets)
         norm.attach_affine(affine)
         try:
@@ -146,31 +133,3 @@ def _trained_affine(forward: DeviceForward, im: IntegralModel, sizes: dict[int, 
         a = folded[name][0].to(device).double()
         out[name] = (torch.sign(a) * torch.sqrt(var + a * a * EPS), mean)
     return out
-
-
-def _at_width(im: IntegralModel, name: str, source: dict[int, int], target: dict[int, int],
-              values: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel ``values`` of layer ``name`` at width ``source``, read at ``target``'s channels: linear
-    interpolation along each output group's partition points (where the channels sit on the axis)."""
-    spec = next(s for s in im.layers if s.name == name)
-    out = []
-    for v in values:
-        pieces, offset = [], 0
-        for gid in spec.out_groups:
-            n_src, n_dst = source[gid], target[gid]
-            piece = v[offset:offset + n_src]
-            offset += n_src
-            pieces.append(_interp(im.partition(gid, n_dst).double().to(v.device),
-                                  im.partition(gid, n_src).double().to(v.device), piece))
-        out.append(torch.cat(pieces).float())
-    return out[0], out[1]
-
-
-def _interp(points: torch.Tensor, known: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-    """Piecewise-linear ``values`` (given at the sorted ``known`` points) at ``points``."""
-    if len(known) == 1:
-        return values.expand(len(points))
-    j = torch.searchsorted(known, points, right=True).clamp(1, len(known) - 1)
-    x0, x1 = known[j - 1], known[j]
-    t = ((points - x0) / (x1 - x0).clamp_min(1e-12)).clamp(0.0, 1.0)
-    return values[j - 1] + t * (values[j] - values[j - 1])

@@ -14,7 +14,9 @@ With ``switchable=True`` the widths are the discrete ``widths`` the app will shi
 BatchNorm of its own after every convolution (:mod:`inn_mobile.train.switchable`), calibrated and folded
 into ``im.norms`` when the run completes: the recipe that brings narrow widths close to networks
 trained from scratch at that width (README, "Measured"). Widths that were not trained get norms
-afterwards from :func:`inn_mobile.train.calibrate.calibrate`.
+afterwards from :func:`inn_mobile.train.calibrate.calibrate`; so that those widths work, each step
+also trains ``between`` random widths between the shipped ones (universally slimmable networks),
+normalised exactly as ``calibrate`` will normalise them (:class:`SwitchableNorm` on an untrained width).
 
 Each width's loss is back-propagated on its own (gradients accumulate), so memory stays at one
 width's activations. Pieces usable in any loop: :class:`DeviceForward` (a differentiable forward at
@@ -171,6 +173,11 @@ class FinetuneConfig:
     norm_init: str = "full"  # narrow widths' BatchNorms start from the full width's statistics ("own": theirs)
     calibration: int = 4096  # training images (the last ones) that set each width's statistics at the end
     train_partitions: bool = False  # switchable only: also train every narrow width's partitions (stored in bundles)
+    # switchable only: per step, this many random widths between the narrowest and the widest of ``widths`` (any
+    # width, not only the shipped ones), normalised as train.calibrate derives an untrained width's norms (affine
+    # interpolated from the trained neighbours', batch statistics) and distilled from the widest, so the widths in
+    # between that calibrate() ships later are trained too (universally slimmable networks' random widths)
+    between: int = 1
 
 
 def _min_ratio(cfg: FinetuneConfig, step: int, total: int) -> float:
@@ -205,14 +212,19 @@ class DeviceForward(WidthForward):
     def __init__(self, im: IntegralModel, device: torch.device | str = "cpu") -> None:
         super().__init__(_OnDevice(im, torch.device(device)))  # WidthForward reads its weights from weights_at
         self.device = torch.device(device)
-        self._moved: set[int] = set()
+        self._moved: set = set()  # sizes keys of the graphs on the device
 
     def graph(self, sizes: dict[int, int]):
         gm = super().graph(sizes)
-        if id(gm) not in self._moved:
+        key = sizes_key(self.im.check_sizes(sizes))
+        if key not in self._moved:
             gm.to(self.device)
-            self._moved.add(id(gm))
+            self._moved.add(key)
         return gm
+
+    def release(self, sizes: dict[int, int]) -> None:
+        super().release(sizes)
+        self._moved.discard(sizes_key(self.im.check_sizes(sizes)))
 
 
 class _OnDevice:
@@ -308,7 +320,10 @@ def _step_widths(cfg: FinetuneConfig, im: IntegralModel, state: _State, total: i
         return sandwich_sizes(im, state.rng, min_ratio=_min_ratio(cfg, state.step, total), max_ratio=cfg.max_ratio,
                               n_random=cfg.n_random, multiple_of=cfg.multiple_of)
     inner = discrete[1:-1]
-    return discrete[:1] + discrete[-1:] + [state.rng.choice(inner) for _ in range(cfg.n_random if inner else 0)]
+    widths = discrete[:1] + discrete[-1:] + [state.rng.choice(inner) for _ in range(cfg.n_random if inner else 0)]
+    lo, hi = min(cfg.widths), max(cfg.widths)
+    return widths + [im.sizes_at(state.rng.uniform(lo, hi), multiple_of=cfg.multiple_of)
+                     for _ in range(cfg.between if len(discrete) > 1 else 0)]
 
 
 class _Source:
@@ -472,6 +487,8 @@ def fit(
     if im.norms:
         raise ValueError("this model already has per-width normalisation (im.norms), which training the nodes would "
                          "invalidate: fine-tune a fresh conversion (switchable=True makes new norms at the end)")
+    if cfg.between < 0:
+        raise ValueError(f"between must be >= 0, got {cfg.between}")
     if cfg.train_partitions and not cfg.switchable:
         raise ValueError("train_partitions needs switchable=True (partitions belong to the discrete shipped widths)")
     source = _Source(train_data, cfg, world)
@@ -502,7 +519,9 @@ def fit(
     path = Path(checkpoint) if checkpoint is not None else None
     if path is not None and path.exists():
         ck = _read_checkpoint(path)
-        saved = {**asdict(FinetuneConfig()), **ck["config"]}  # fields added since then have their old meaning
+        # fields added since then have their old meaning (switchable runs before ``between`` had no random widths)
+        old = {"between": 0} if ck["config"].get("switchable") else {}
+        saved = {**asdict(FinetuneConfig()), **old, **ck["config"]}
         if saved != asdict(cfg):
             raise ValueError(f"{path} was written with a different config: {ck['config']}")
         s = ck["state"]
@@ -574,7 +593,7 @@ def fit(
                 scaler.update()
             else:
                 opt.step()
-            names = ([labels[sizes_key(s)] for s in widths] if norm is not None
+            names = ([labels.get(sizes_key(s), "between") for s in widths] if norm is not None
                      else ["max", "min"] + ["random"] * (len(widths) - 2))
             meter.add(names, results, len(yb))
             meter.images += len(yb)

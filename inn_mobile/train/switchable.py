@@ -16,6 +16,8 @@ every width within 1 point of networks trained from scratch at that width.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 
@@ -32,11 +34,78 @@ def norm_layers(im: IntegralModel) -> list[str]:
     return [s.name for s in im.layers if s.module == "conv2d" and s.kind != "affine" and s.has_bias]
 
 
+def width_ratio(im: IntegralModel, sizes: dict[int, int]) -> float:
+    """The global ratio a complete ``sizes`` stands for: the mean share of its resizable groups (as
+    ``bundle.make_buckets`` names buckets)."""
+    shares = [sizes[g.id] / g.size for g in im.groups if g.resizable]
+    return sum(shares) / len(shares) if shares else 1.0
+
+
+def neighbours(trained: Sequence[tuple[float, dict[int, int]]], ratio: float) -> list[tuple[float, dict[int, int]]]:
+    """``(weight, sizes)`` of the trained widths (``(ratio, sizes)``, any order) that a width at ``ratio``
+    takes its BatchNorm affine from: the nearest narrower and wider one, weights linear in width; outside
+    the trained range (or on a trained ratio) the nearest alone, with weight 1."""
+    ordered = sorted(trained, key=lambda t: t[0])
+    lower = [t for t in ordered if t[0] <= ratio][-1:]
+    upper = [t for t in ordered if t[0] >= ratio][:1]
+    if lower and upper and upper[0][0] > lower[0][0]:
+        t = (ratio - lower[0][0]) / (upper[0][0] - lower[0][0])
+        return [(1.0 - t, lower[0][1]), (t, upper[0][1])]
+    return [(1.0, (lower or upper)[0][1])]
+
+
+def derived_affine(im: IntegralModel, name: str, target: dict[int, int],
+                   sources: Sequence[tuple[float, dict[int, int], tuple[torch.Tensor, torch.Tensor]]]
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``(gamma, beta)`` of layer ``name`` at an untrained width ``target``: each source's (``(weight,
+    sizes, (gamma, beta))``, from :func:`neighbours`) read at ``target``'s channel positions, blended by weight.
+
+    The one derivation of an untrained width's affine: post hoc (``train.calibrate``, from measured
+    trained norms) and while training (a random width's BatchNorm, from the live trained affines, so
+    gradients teach the trained norms to interpolate). Differentiable in the values.
+    """
+    read = [(w, _at_width(im, name, s, target, values)) for w, s, values in sources]
+    return (sum(w * v[0] for w, v in read), sum(w * v[1] for w, v in read))
+
+
+def _at_width(im: IntegralModel, name: str, source: dict[int, int], target: dict[int, int],
+              values: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel ``values`` of layer ``name`` at width ``source``, read at ``target``'s channels: linear
+    interpolation along each output group's partition points (where the channels sit on the axis)."""
+    spec = next(s for s in im.layers if s.name == name)
+    out = []
+    for v in values:
+        pieces, offset = [], 0
+        for gid in spec.out_groups:
+            n_src, n_dst = source[gid], target[gid]
+            piece = v[offset:offset + n_src]
+            offset += n_src
+            pieces.append(_interp(im.partition(gid, n_dst).detach().double().to(v.device),
+                                  im.partition(gid, n_src).detach().double().to(v.device), piece))
+        out.append(torch.cat(pieces).float())
+    return out[0], out[1]
+
+
+def _interp(points: torch.Tensor, known: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """Piecewise-linear ``values`` (given at the sorted ``known`` points) at ``points``."""
+    if len(known) == 1:
+        return values.expand(len(points))
+    j = torch.searchsorted(known, points, right=True).clamp(1, len(known) - 1)
+    x0, x1 = known[j - 1], known[j]
+    t = ((points - x0) / (x1 - x0).clamp_min(1e-12)).clamp(0.0, 1.0)
+    return values[j - 1] + t * (values[j] - values[j - 1])
+
+
 class SwitchableNorm:
     """A BatchNorm per (width, layer), applied by forward hooks on each width's graph of a ``WidthForward``.
 
     ``forward`` is a :class:`inn_mobile.core.width_forward.WidthForward`; each width has its own built graph,
     so a hook knows its width without shared state. Call it like the forward: ``norm(x, sizes)``.
+
+    In training mode ``norm(x, sizes)`` also runs widths that have no BatchNorm of their own (universally
+    slimmable networks' random widths): normalised with the batch's statistics and the affine
+    :func:`derived_affine` reads off the trained neighbours, exactly as ``train.calibrate`` gives such a
+    width its norms after training, so the gradient reaches the neighbours' affines.
     """
 
     def __init__(self, forward: WidthForward, widths: list[dict[int, int]], *, momentum: float = 0.1) -> None:
@@ -133,7 +202,37 @@ class SwitchableNorm:
 
     # ------------------------------------------------------------------ use
     def __call__(self, x: torch.Tensor, sizes: dict[int, int]) -> torch.Tensor:
-        return self.forward(x, sizes)
+        sizes = self.im.check_sizes(sizes)
+        if any(sizes == s for s in self.widths):
+            return self.forward(x, sizes)
+        if not self.training:
+            raise ValueError(f"width {sizes} has no BatchNorm of its own: it runs in training mode only (batch "
+                             "statistics); train.calibrate.calibrate gives it running ones")
+        affine = self.between_affine(sizes)
+        gm = self.forward.graph(sizes)
+        hooks = [gm.get_submodule(n).register_forward_hook(self._batch_hook(*affine[n])) for n in self.layers]
+        try:
+            return self.forward(x, sizes)
+        finally:
+            for h in hooks:
+                h.remove()
+            self.forward.release(sizes)  # a random width is rarely drawn twice: keep no graph per width
+
+    def between_affine(self, sizes: dict[int, int]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Per layer, the ``(gamma, beta)`` of an untrained width, from the trained affines (differentiable)."""
+        trained = [(width_ratio(self.im, s), s) for s in self.widths]
+        near = neighbours(trained, width_ratio(self.im, sizes))
+        return {name: derived_affine(self.im, name, sizes,
+                                     [(w, s, tuple(self.state[(sizes_key(s), name)][:2])) for w, s in near])
+                for name in self.layers}
+
+    def _batch_hook(self, gamma: torch.Tensor, beta: torch.Tensor):
+        def hook(_module, _inputs, z):
+            if self._sync and distributed.world().size > 1:
+                unused = torch.zeros_like(gamma), torch.ones_like(gamma)  # no running statistics to keep
+                return distributed.sync_batch_norm(z, gamma, beta, *unused, momentum=0.0, eps=EPS)
+            return F.batch_norm(z, None, None, gamma, beta, training=True, eps=EPS)
+        return hook
 
     def parameters(self) -> dict[str, torch.nn.Parameter]:
         """The trainable affines, named ``w{width index}/{layer}/{gamma|beta}`` (stable across runs)."""
