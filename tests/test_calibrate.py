@@ -13,6 +13,7 @@ from inn_mobile.core.convert import convert
 from inn_mobile.core.integral import sizes_key
 from inn_mobile.format import bundle
 from inn_mobile.metrics import accuracy
+from inn_mobile.runtime.core_network import core_network
 from inn_mobile.train import finetune
 from inn_mobile.train.calibrate import calibrate
 
@@ -42,15 +43,7 @@ def core_accuracy(im, raw: bytes, buckets: list[bundle.Bucket], xt: torch.Tensor
     nb = native.NativeBundle(raw)
     out = {}
     for k, bk in enumerate(buckets):
-        net = im.resize(sizes=bk.sizes)
-        with torch.no_grad():
-            for layer, spec in enumerate(im.layers):
-                w, _, b = nb.materialize(k, layer)
-                mod = net.get_submodule(spec.name)
-                mod.weight.copy_(torch.from_numpy(w).reshape(mod.weight.shape))
-                if b is not None:
-                    mod.bias.copy_(torch.from_numpy(b))
-        out[bk.ratio] = accuracy(net, xt, yt)
+        out[bk.ratio] = accuracy(core_network(im, nb, k, bk.sizes), xt, yt)
     return out
 
 

@@ -15,6 +15,7 @@ from inn_mobile.core import kernel
 from inn_mobile.core.convert import convert
 from inn_mobile.core.integral import sizes_key
 from inn_mobile.format import bundle, lz, reference, runtime_file
+from inn_mobile.runtime.core_network import core_network
 
 VECTORS = Path(__file__).parent / "vectors"
 
@@ -224,18 +225,7 @@ def test_materialized_weights_run_the_resized_model(arch):
     buckets = bundle.make_buckets(im, (0.5,))
     nb = native.NativeBundle(bundle.encode(bundle.Bundle(im, buckets)))
     torch_small = im.resize(sizes=buckets[0].sizes)
-    c_small = im.resize(sizes=buckets[0].sizes)
-    for layer, spec in enumerate(im.layers):
-        w, _, bias = nb.materialize(0, layer)
-        mod = c_small.get_submodule(spec.name)
-        with torch.no_grad():
-            if spec.kind == "affine":
-                mod.weight.copy_(torch.from_numpy(w))
-                mod.bias.copy_(torch.from_numpy(bias))
-            else:
-                mod.weight.copy_(torch.from_numpy(w).reshape(mod.weight.shape))
-                if bias is not None:
-                    mod.bias.copy_(torch.from_numpy(bias))
+    c_small = core_network(im, nb, 0, buckets[0].sizes)
     with torch.no_grad():
         assert torch.equal(c_small(x), torch_small(x))
 

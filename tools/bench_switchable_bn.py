@@ -54,6 +54,7 @@ from inn_mobile.format import (
     vocab,
 )
 from inn_mobile.metrics import accuracy
+from inn_mobile.runtime.core_network import core_network
 from inn_mobile.train import finetune
 from inn_mobile.train.calibrate import calibrate
 
@@ -68,20 +69,6 @@ def scratch_accuracy(ratio: float, cache: Path, xt: torch.Tensor, yt: torch.Tens
     model = models.resnet(widths=scratch_widths(ratio), blocks=ARCH["blocks"])
     model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     return accuracy(model, xt, yt)
-
-
-def core_network(im: IntegralModel, nb: native.NativeBundle, k: int, sizes: dict[int, int]) -> torch.nn.Module:
-    """The resized torch network (for its shapes) with every weight and bias replaced by what the C core
-    writes for bucket k from the bundle (nodes as stored, NORM applied)."""
-    net = im.resize(sizes=sizes)
-    with torch.no_grad():
-        for layer, spec in enumerate(im.layers):
-            w, _, bias = nb.materialize(k, layer)
-            mod = net.get_submodule(spec.name)
-            mod.weight.copy_(torch.from_numpy(w).reshape(mod.weight.shape))
-            if bias is not None:
-                mod.bias.copy_(torch.from_numpy(bias))
-    return net
 
 
 def main() -> None:
