@@ -25,6 +25,7 @@ from inn_mobile import native
 from inn_mobile.app import models
 from inn_mobile.core.convert import convert
 from inn_mobile.format import bundle, reference, runtime_file, vocab
+from inn_mobile.format.tables import Cascade
 from inn_mobile.runtime import policy
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -204,6 +205,34 @@ def _profile_args(path: Path) -> list[str]:
     doc = policy.load_profile(path)
     return [doc["runtime"]] + [f"{name}={row['latency_ms']!r}:{row['peak_bytes']}"
                                for name, row in doc["buckets"].items()]
+
+
+def test_width_policy_with_cascades_matches_python(host, tmp_path):
+    """Cascades as candidates (the sum of their steps' memory, their calibrated accuracy and mean MACs) and
+    the accuracy tolerance that trades points for MACs: WidthPolicy.java against policy.py."""
+    b = bundle.load(_policy_bundle(tmp_path))
+    for k, bk in enumerate(b.buckets):
+        bk.macs = 1000 * 8 ** k  # the 75% bucket (64,000) costs more than the "lean" cascade (20,000 on average)
+    b.cascades = [Cascade("lean", (0, 3), (0.8, 0.0), target="accuracy_drop", target_value=0.3, accuracy=91.3,
+                          mean_macs=20_000.0),
+                  Cascade("cheap", (0, 2), (0.5, 0.0), accuracy=89.0, mean_macs=5_000.0),
+                  Cascade("orphan", (1, 3), (0.5, 0.0), accuracy=99.0, mean_macs=10.0)]  # bucket 1 has no graph
+    path = tmp_path / "cascades.innb"
+    bundle.save(b, path)
+    seen = set()
+    for runtime, budget, tolerance in [("fake", 10**9, 0.0), ("fake", 10**9, 0.3), ("fake", 10**9, 3.0),
+                                       ("fake", 5000, 0.3), ("fake", 4999, 3.0), ("fake", 1499, 0.3),
+                                       ("noacc", 10**9, 0.3)]:
+        b = bundle.load(path)
+        try:
+            c = policy.choose(policy.candidates(b, runtime, cascades=True), budget, accuracy_tolerance=tolerance)
+            want = f"chosen {c.index} {c.bucket} {c.cascade if c.cascade else 'null'} | {c.reason}"
+        except policy.BudgetError as e:
+            want = f"NoWidthFits {e}"
+        got = run_java(host[0], "cascade-policy", path, runtime, budget, tolerance).strip()
+        assert got == want, (runtime, budget, tolerance)
+        seen.add(got.split()[2] if got.startswith("chosen") else got.split()[0])
+    assert {"cascade:lean", "cascade:cheap", "NoWidthFits"} <= seen and any(s.startswith("w") for s in seen), seen
 
 
 def test_bucket_names_and_costs_cross_jni_as_the_decoder_reads_them(host, tmp_path):

@@ -33,6 +33,7 @@ import java.util.TreeMap;
  *   policy   BUNDLE RUNTIME BUDGET_BYTES [LATENCY_MS|- [PROFILE_RUNTIME [BUCKET=LATENCY_MS:PEAK_BYTES...]]]
  *                                         the bucket WidthPolicy picks (with a device profile of those rows)
  *   costs    BUNDLE                       every bucket's name and ratio, every cost row, one per line
+ *   cascade-policy BUNDLE RUNTIME BUDGET_BYTES TOLERANCE  policy with the cascades as candidates
  *   cascades BUNDLE [LOGITS...]           every bucket's MACs, every cascade, and each LOGITS' (comma-separated)
  *                                         confidences and the step each cascade answers it at (all steps same)
  * </pre>
@@ -79,6 +80,9 @@ public final class HostTest {
                             args.length > 4 && !args[4].equals("-") ? Double.parseDouble(args[4]) : Double.NaN,
                             args.length > 5 ? profile(Arrays.copyOfRange(args, 5, args.length)) : null);
                 break;
+            case "cascade-policy":
+                ok = cascadePolicy(new File(args[1]), args[2], Long.parseLong(args[3]), Double.parseDouble(args[4]));
+                break;
             case "cascades":
                 ok = cascades(new File(args[1]), Arrays.copyOfRange(args, 2, args.length));
                 break;
@@ -93,7 +97,7 @@ public final class HostTest {
     }
 
     private static void usage() {
-        System.err.println("usage: HostTest selftest|vectors|corrupt|open|dump|graph|policy|costs|cascades ... (see the class comment)");
+        System.err.println("usage: HostTest selftest|vectors|corrupt|open|dump|graph|policy|cascade-policy|costs|cascades ... (see the class comment)");
         System.exit(2);
     }
 
@@ -326,6 +330,20 @@ public final class HostTest {
         try (InnBundle b = InnBundle.open(bundleFile)) {
             WidthPolicy.Choice c = WidthPolicy.choose(WidthPolicy.candidates(b, runtime, profile), budget, latencyMs);
             System.out.printf("chosen %d %d %s | %s%n", c.index, c.candidate.bucket, c.candidate.name, c.reason);
+        } catch (WidthPolicy.NoWidthFits e) {
+            System.out.println("NoWidthFits " + e.getMessage());
+        } catch (IllegalArgumentException e) {
+            System.out.println("Invalid " + e.getMessage());
+        }
+        return true;
+    }
+
+    /** Like {@link #policy} with the bundle's cascades as candidates and an accuracy tolerance (no profile). */
+    static boolean cascadePolicy(File bundleFile, String runtime, long budget, double tolerance) throws IOException {
+        try (InnBundle b = InnBundle.open(bundleFile)) {
+            WidthPolicy.Choice c = WidthPolicy.choose(WidthPolicy.candidates(b, runtime, null, true), budget,
+                                                      Double.NaN, tolerance);
+            System.out.printf("chosen %d %s %s | %s%n", c.index, c.candidate.name, c.candidate.cascade, c.reason);
         } catch (WidthPolicy.NoWidthFits e) {
             System.out.println("NoWidthFits " + e.getMessage());
         } catch (IllegalArgumentException e) {

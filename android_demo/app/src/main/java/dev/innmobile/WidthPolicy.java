@@ -26,6 +26,12 @@ import java.util.Objects;
  *       candidate has no accuracy, the widest fitting one wins;
  *   <li>none fits: {@link NoWidthFits} names the smallest bucket and what it needs.
  * </ol>
+ * A bundle's confidence cascades (CSCD, {@link Cascade}) can be candidates too
+ * ({@code candidates(..., true)}): every step is materialised at once, so a cascade needs the sum of its
+ * steps' memory and its latency is the sum of theirs (an input that reaches the last step runs them all);
+ * its accuracy is the one calibrated at pack time. {@code choose(..., accuracyTolerance)} then trades
+ * accuracy points for compute: among the fitting candidates within that many points of the most
+ * accurate, the fewest MACs per input wins.
  * Plain Java: the Android app only supplies the budget ({@link #androidMemoryBudget}) and, optionally, a profile.
  */
 public final class WidthPolicy {
@@ -36,21 +42,33 @@ public final class WidthPolicy {
 
     private WidthPolicy() {}
 
-    /** What one bucket costs and gives on one runtime ({@code Double.NaN}: not measured). */
+    /** What one bucket (or cascade) costs and gives on one runtime ({@code Double.NaN}: not measured). */
     public static final class Candidate {
-        /** The bucket's index in the bundle (what {@link InnBundle#fillGraph} takes). */
+        /** The bucket's index in the bundle (what {@link InnBundle#fillGraph} takes); -1 for a cascade. */
         public final int bucket;
+        /** The bucket's name, or {@code cascade:NAME}. */
         public final String name;
         public final double accuracy;
         public final long memoryBytes;
         public final double latencyMs;
+        /** The cascade's name, or null for one bucket. */
+        public final String cascade;
+        /** MACs per input (a cascade: on average), NaN when the bundle does not say. */
+        public final double macs;
 
         public Candidate(int bucket, String name, double accuracy, long memoryBytes, double latencyMs) {
+            this(bucket, name, accuracy, memoryBytes, latencyMs, null, Double.NaN);
+        }
+
+        public Candidate(int bucket, String name, double accuracy, long memoryBytes, double latencyMs,
+                         String cascade, double macs) {
             this.bucket = bucket;
             this.name = name;
             this.accuracy = accuracy;
             this.memoryBytes = memoryBytes;
             this.latencyMs = latencyMs;
+            this.cascade = cascade;
+            this.macs = macs;
         }
     }
 
@@ -117,6 +135,14 @@ public final class WidthPolicy {
 
     /** Candidates for {@code runtime} from an open bundle and an optional device profile (null for none). */
     public static List<Candidate> candidates(InnBundle bundle, String runtime, Profile profile) {
+        return candidates(bundle, runtime, profile, false);
+    }
+
+    /**
+     * The same; with {@code cascades} also one candidate per cascade whose steps all have graphs, after the
+     * buckets.
+     */
+    public static List<Candidate> candidates(InnBundle bundle, String runtime, Profile profile, boolean cascades) {
         if (profile != null && !runtime.equals(profile.runtime)) {
             throw new IllegalArgumentException("the profile was measured for " + repr(profile.runtime) + ", not "
                     + repr(runtime));
@@ -152,11 +178,42 @@ public final class WidthPolicy {
                         + repr(runtime) + " (pack it with inn_mobile.export.pack, or pass a device profile)");
             }
             double accuracy = cost != null && cost.has(InnBundle.Cost.ACCURACY) ? cost.accuracy : Double.NaN;
-            out.add(new Candidate(k, name, accuracy, memory, latency));
+            long macs = bundle.macs(k);
+            out.add(new Candidate(k, name, accuracy, memory, latency, null, macs < 0 ? Double.NaN : macs));
         }
         if (out.isEmpty()) {
             throw new IllegalArgumentException("the bundle has no " + repr(runtime) + " graphs; it has "
                     + (all.isEmpty() ? "none" : pyList(all)));
+        }
+        if (cascades) {
+            out.addAll(cascadeCandidates(bundle, out));
+        }
+        return out;
+    }
+
+    private static List<Candidate> cascadeCandidates(InnBundle bundle, List<Candidate> buckets) {
+        Map<Integer, Candidate> byBucket = new HashMap<>();
+        for (Candidate c : buckets) {
+            byBucket.put(c.bucket, c);
+        }
+        List<Candidate> out = new ArrayList<>();
+        for (Cascade c : bundle.cascades()) {
+            long memory = 0;
+            double latency = 0;
+            boolean complete = true;
+            for (int k : c.buckets) {
+                Candidate step = byBucket.get(k);
+                if (step == null) {
+                    complete = false;
+                    break;
+                }
+                memory += step.memoryBytes;
+                latency += step.latencyMs;  // NaN as soon as one step has no latency
+            }
+            if (complete) {
+                out.add(new Candidate(-1, "cascade:" + c.name, c.has(Cascade.ACCURACY) ? c.accuracy : Double.NaN,
+                        memory, latency, c.name, c.has(Cascade.MEAN_MACS) ? c.meanMacs : Double.NaN));
+            }
         }
         return out;
     }
@@ -167,6 +224,15 @@ public final class WidthPolicy {
      * @throws NoWidthFits when none fits, naming the smallest bucket and what it needs
      */
     public static Choice choose(List<Candidate> candidates, long memoryBudget, double latencyBudgetMs) {
+        return choose(candidates, memoryBudget, latencyBudgetMs, 0.0);
+    }
+
+    /**
+     * The same, trading up to {@code accuracyTolerance} points of accuracy for compute: among the fitting
+     * candidates within it of the most accurate (and with known MACs), the fewest MACs per input wins.
+     */
+    public static Choice choose(List<Candidate> candidates, long memoryBudget, double latencyBudgetMs,
+                                double accuracyTolerance) {
         if (candidates.isEmpty()) {
             throw new NoWidthFits("the bundle has no buckets for this runtime");
         }
@@ -208,6 +274,24 @@ public final class WidthPolicy {
                 best = i;
             }
         }
+        if (measured && accuracyTolerance > 0) {
+            double top = candidates.get(best).accuracy;
+            int lean = -1;
+            for (int i : fits) {
+                Candidate c = candidates.get(i);
+                if (c.accuracy < top - accuracyTolerance || Double.isNaN(c.macs)) {
+                    continue;
+                }
+                Candidate l = lean < 0 ? null : candidates.get(lean);
+                if (l == null || c.macs < l.macs || (c.macs == l.macs && (c.accuracy > l.accuracy
+                        || (c.accuracy == l.accuracy && c.memoryBytes < l.memoryBytes)))) {
+                    lean = i;
+                }
+            }
+            if (lean >= 0) {
+                best = lean;
+            }
+        }
         Candidate c = candidates.get(best);
         List<String> why = new ArrayList<>();
         why.add(mib(c.memoryBytes) + " <= " + mib(memoryBudget));
@@ -216,7 +300,8 @@ public final class WidthPolicy {
         } else if (haveLatencyBudget) {
             why.add("latency budget ignored: no device profile");
         }
-        String acc = measured ? f2(c.accuracy) + "% accurate" : "accuracy not measured: widest that fits";
+        String acc = !Double.isNaN(c.accuracy) ? f2(c.accuracy) + "% accurate"
+                : "accuracy not measured: widest that fits";
         List<String> excluded = new ArrayList<>();
         for (int i = 0; i < candidates.size(); i++) {
             if (!fits.contains(i)) {
