@@ -7,7 +7,8 @@ The model is the committed reference converted as ``tools/bench_switchable_bn.py
 nodes and per-width norms its fine-tuning stored in ``--model`` (a bundle it wrote; the buckets are its
 trained widths). ``export.pack.pack`` lowers every bucket for ``--runtimes`` (graph batch 1), counts each
 bucket's MACs from the graph and calibrates one cascade per ``--targets`` entry on ``--calib`` images
-held out at the end of the TRAINING set (never the test set), through the first runtime, with the top
+at the end of the TRAINING set (never the test set; the reference and its fine-tuning trained on them
+too, so they are held out from the test only), through the first runtime, with the top
 softmax probability as confidence; the same targets are calibrated with the margin (top minus second)
 for comparison. Then, on the 10,000 test images, per runtime: every bucket alone and every cascade
 (``runtime.cascade.open_cascade``, each step materialised once): accuracy, average MACs per input
@@ -88,7 +89,7 @@ def main() -> None:
     ap.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     ap.add_argument("--runtimes", nargs="+", default=["litert", "executorch"])
     ap.add_argument("--targets", nargs="+", default=["acc:0.3", "acc:0.5", "macs:50%", "macs:35%"])
-    ap.add_argument("--calib", type=int, default=10000, help="held-out training images for the thresholds")
+    ap.add_argument("--calib", type=int, default=10000, help="last training images for the thresholds")
     ap.add_argument("--out", type=Path, default=Path("out/cascade"))
     ap.add_argument("--png", type=Path, default=Path("out/cascade/accuracy_vs_macs.png"))
     ap.add_argument("--reuse", action="store_true", help="measure the bundle a previous run saved in --out "
@@ -137,7 +138,7 @@ def main() -> None:
         ref = base[rt]
         print(f"| {rt} | {name} | {steps} | {acc:.2f} | {acc - ref[3]:+.2f} | {mean:,.0f} | "
               f"{100 * (mean / ref[4] - 1):+.1f}% | {ms:.3f} |")
-    print("\ncalibration (held-out training images, first runtime): "
+    print("\ncalibration (the last training images, first runtime): "
           + "; ".join(f"{c.name}: {c.accuracy:.2f}% at {c.mean_macs:,.0f} MACs" for c in b.cascades))
     oracle = {}
     for t in args.targets:
