@@ -156,6 +156,21 @@ class Case:
         return self.family == "meta" or (self.family == "flip" and self.where == b"META")
 
 
+def assert_rejected_by_both(data: bytes, py_message: str, c_names: str | tuple[str, ...]) -> None:
+    """Both readers refuse ``data``: the C core with one of the status names ``c_names``, the Python
+    decoder with a ``BundleError`` whose message matches ``py_message``."""
+    import pytest
+
+    from inn_mobile import native
+    from inn_mobile.format import bundle
+
+    with pytest.raises(native.NativeError) as e:
+        native.NativeBundle(data)
+    assert e.value.name in ((c_names,) if isinstance(c_names, str) else c_names)
+    with pytest.raises(bundle.BundleError, match=py_message):
+        bundle.decode(data)
+
+
 def section_at(data: bytes, offset: int) -> bytes:
     """The tag of the section whose payload holds byte ``offset`` (b"" for the header, table, padding)."""
     count, table = struct.unpack_from("<IQ", data, 12)

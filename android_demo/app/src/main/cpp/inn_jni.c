@@ -311,14 +311,20 @@ static int find_graph(JNIEnv *env, jni_bundle *h, jint bucket, jbyteArray runtim
     return 0;
 }
 
-JNIEXPORT jint JNICALL Java_dev_innmobile_InnBundle_nGraphCount(JNIEnv *env, jclass cls, jlong handle) {
-    (void)cls;
+/* A table's row count from the core (`count_fn`), clamped to jint; 0 with a pending InnException on error. */
+static jint table_count(JNIEnv *env, jlong handle, inn_status (*count_fn)(const inn_bundle *, uint32_t *),
+                        const char *what) {
     jni_bundle *h = handle_of(env, handle);
     uint32_t count = 0;
     if (!h) return 0;
-    inn_status s = inn_graph_count(&h->bundle, &count);
-    if (s != INN_OK) throw_status(env, s, "listing graphs");
+    inn_status s = count_fn(&h->bundle, &count);
+    if (s != INN_OK) throw_status(env, s, what);
     return count > (uint32_t)INT32_MAX ? INT32_MAX : (jint)count;
+}
+
+JNIEXPORT jint JNICALL Java_dev_innmobile_InnBundle_nGraphCount(JNIEnv *env, jclass cls, jlong handle) {
+    (void)cls;
+    return table_count(env, handle, inn_graph_count, "listing graphs");
 }
 
 /* Graph `index` of the bundle (below nGraphCount): returns its runtime name and writes its bucket to
@@ -500,12 +506,7 @@ static jbyteArray cost_out(JNIEnv *env, const inn_bucket_cost *c, jlongArray out
 
 JNIEXPORT jint JNICALL Java_dev_innmobile_InnBundle_nCostCount(JNIEnv *env, jclass cls, jlong handle) {
     (void)cls;
-    jni_bundle *h = handle_of(env, handle);
-    uint32_t count = 0;
-    if (!h) return 0;
-    inn_status s = inn_cost_count(&h->bundle, &count);
-    if (s != INN_OK) throw_status(env, s, "cost rows");
-    return count > (uint32_t)INT32_MAX ? INT32_MAX : (jint)count;
+    return table_count(env, handle, inn_cost_count, "cost rows");
 }
 
 /* Cost row `index` (see cost_out). */
@@ -570,12 +571,7 @@ JNIEXPORT jlong JNICALL Java_dev_innmobile_InnBundle_nBucketMacs(JNIEnv *env, jc
 
 JNIEXPORT jint JNICALL Java_dev_innmobile_InnBundle_nCascadeCount(JNIEnv *env, jclass cls, jlong handle) {
     (void)cls;
-    jni_bundle *h = handle_of(env, handle);
-    uint32_t count = 0;
-    if (!h) return 0;
-    inn_status s = inn_cascade_count(&h->bundle, &count);
-    if (s != INN_OK) throw_status(env, s, "cascades");
-    return count > (uint32_t)INT32_MAX ? INT32_MAX : (jint)count;
+    return table_count(env, handle, inn_cascade_count, "cascades");
 }
 
 /* Cascade `index`: out[7] = {score, target, step count, known, target value's, accuracy's and mean MACs' double
