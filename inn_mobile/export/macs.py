@@ -20,8 +20,8 @@ from inn_mobile.format import bundle
 def positions(model: IntegralModel, example_input: torch.Tensor) -> dict[str, int]:
     """``{layer name: output positions per input}`` from one forward pass at full width: a layer's output
     elements divided by its batch and its channels (``H·W`` for a convolution, 1 for a linear layer)."""
-    net = model.resize(sizes=model.full_sizes())
     full = model.full_sizes()
+    net = model.resize(sizes=full)
     out: dict[str, int] = {}
     hooks = []
     for spec in model.layers:

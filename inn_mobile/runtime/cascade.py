@@ -4,7 +4,7 @@ A narrow bucket runs first; an input whose confidence reaches the step's thresho
 the others go on to the next (wider) bucket, and the last step answers every input that reaches it.
 Easy inputs cost a narrow network's MACs, hard ones a wide network's. Every step's model is
 materialised once, at :func:`open_cascade`: memory is the sum of the steps (what
-:func:`inn_mobile.runtime.policy.cascade_candidates` charges), switching steps costs nothing.
+``policy.candidates(..., cascades=True)`` charges), switching steps costs nothing.
 
 The confidence is computed from the step's outputs as softmax probabilities (:func:`confidence`), so a
 threshold means the same on every runtime; the packer calibrates thresholds with the same function
