@@ -10,6 +10,7 @@ import ctypes as C
 import importlib.machinery
 import mmap
 import os
+import threading
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -138,7 +139,9 @@ def lib() -> C.CDLL:
         "inn_graph_find": (C.c_int, [P(_Bundle), C.c_uint32, C.c_char_p, P(_Graph)]),
         "inn_graph_image": (C.c_int, [P(_Graph), C.c_uint32, P(_ImageInfo)]),
         "inn_graph_scratch_size": (C.c_int, [P(_Bundle), P(_Graph), P(C.c_size_t)]),
-        "inn_graph_fill": (C.c_int, [P(_Bundle), P(_Graph), P(C.c_void_p), P(C.c_size_t), C.c_void_p, C.c_size_t]),
+        "inn_graph_fill_spans": (C.c_int, [P(_Bundle), P(_Graph), P(C.c_void_p), P(C.c_size_t)]),
+        "inn_graph_fill_part": (C.c_int, [P(_Bundle), P(_Graph), P(C.c_void_p), P(C.c_size_t), C.c_uint32, C.c_uint32,
+                                          C.c_void_p, C.c_size_t]),
     }
     for name, (res, args) in sig.items():
         fn = getattr(L, name)
@@ -364,10 +367,14 @@ class NativeBundle:
             out.append((bucket.value, name.value.decode()))
         return out
 
-    def fill(self, bucket: int, runtime: str) -> dict[str, bytes]:
+    def fill(self, bucket: int, runtime: str, threads: int | None = None) -> dict[str, bytes]:
         """Rebuild the runtime files of one bucket with their weights written by the core
         (``{file name: bytes}``; the same result as :func:`inn_mobile.format.reference.fill`). The core
-        writes straight into the ``bytes`` objects the runtimes' bindings take, so no file is copied."""
+        writes straight into the ``bytes`` objects the runtimes' bindings take, so no file is copied.
+
+        The layers are written in ``threads`` parts at once (``inn_graph_fill_part``; ctypes releases the
+        GIL during each call), by default :func:`fill_threads`: the fill is most of a bundle's startup
+        cost over a plain file, and it splits across cores. Any number of parts writes the same bytes."""
         g = _Graph()
         _check(lib().inn_graph_find(C.byref(self._b), bucket, runtime.encode(), C.byref(g)),
                f"{runtime!r} graph of bucket {bucket}")
@@ -381,10 +388,35 @@ class NativeBundle:
         sizes = (C.c_size_t * max(1, len(outs)))(*[len(o) for o, _ in outs])
         need = C.c_size_t()
         _check(lib().inn_graph_scratch_size(C.byref(self._b), C.byref(g), C.byref(need)), "graph scratch size")
-        scratch = np.zeros(max(1, need.value), np.uint8)
-        _check(lib().inn_graph_fill(C.byref(self._b), C.byref(g), ptrs, sizes, scratch.ctypes.data, scratch.nbytes),
+        _check(lib().inn_graph_fill_spans(C.byref(self._b), C.byref(g), ptrs, sizes),
                f"filling the {runtime!r} graph of bucket {bucket}")
+        parts = max(1, min(fill_threads() if threads is None else threads, MAX_FILL_THREADS))
+        status = [0] * parts
+
+        def part(p: int) -> None:
+            scratch = np.zeros(max(1, need.value), np.uint8)
+            status[p] = lib().inn_graph_fill_part(C.byref(self._b), C.byref(g), ptrs, sizes, p, parts,
+                                                  scratch.ctypes.data, scratch.nbytes)
+
+        workers = [threading.Thread(target=part, args=(p,), name=f"inn-fill-{p}") for p in range(1, parts)]
+        for w in workers:
+            w.start()
+        part(0)
+        for w in workers:
+            w.join()
+        for p, st in enumerate(status):
+            _check(st, f"filling the {runtime!r} graph of bucket {bucket} (part {p} of {parts})")
         return dict(zip(names, (o for o, _ in outs)))
+
+
+MAX_FILL_THREADS = 16
+
+
+def fill_threads() -> int:
+    """Threads a fill uses by default: the CPUs this process may run on, at most 4 (past that the largest
+    layer, which one thread writes alone, bounds the gain on real networks)."""
+    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(4, available))
 
 
 @lru_cache(maxsize=1)
@@ -399,7 +431,8 @@ def _bytes_api() -> tuple:
 def _new_bytes(size: int) -> tuple[bytes, int]:
     """A new ``bytes`` of ``size`` bytes, not yet initialised, and the address of its contents, for the core
     to fill before anything else sees it: ``PyBytes_FromStringAndSize(NULL, size)``, the C API's way to build
-    a bytes object in place (``inn_graph_fill`` writes every byte of an image: spans, holes, zero gaps)."""
+    a bytes object in place (``inn_graph_fill_spans`` and the parts write every byte of an image: spans,
+    holes, zero gaps)."""
     make, contents = _bytes_api()
     out = make(None, size) if size else b""
     address = contents(out)

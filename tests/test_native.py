@@ -35,14 +35,17 @@ def test_shared_vectors_match_the_python_reference(suffix):
 
 def test_c_fills_graph_images_exactly_like_python():
     """Every hole kind (weights in each layout, int8, scales, f32/int32 biases, bias scales) and the
-    stored bytes and zero runs around them: the C core rebuilds the same bytes as the reference."""
+    stored bytes and zero runs around them: the C core rebuilds the same bytes as the reference, in one
+    part or in several on threads."""
     b = bundle.load(VECTORS / "vectors.innb")
     nb = native.NativeBundle.from_file(VECTORS / "vectors.innb")
     assert nb.graphs() == [(k, "vectors") for k in range(len(b.buckets))]
     for k in range(len(b.buckets)):
         want = reference.fill(b, k, "vectors")
-        got = nb.fill(k, "vectors")
+        got = nb.fill(k, "vectors", threads=1)
         assert list(got) == ["a.bin", "b.bin", "c.bin"] and got == want  # c.bin: packed stored bytes
+        for threads in (2, 3, 8):  # layers dealt to parts run at once: the same bytes, whatever the split
+            assert nb.fill(k, "vectors", threads=threads) == want, threads
         stored = sum(len(c) for im in b.images(k, "vectors") for _, c in im.spans)
         assert stored < sum(len(v) for v in want.values()) / 2  # holes and zero runs are not stored
 

@@ -266,6 +266,14 @@ inn_status inn_graph_scratch_size(const inn_bundle *b, const inn_graph *g, size_
  * stored bytes, zeros elsewhere, and each hole written from the nodes at the graph's bucket. */
 inn_status inn_graph_fill(const inn_bundle *b, const inn_graph *g, void *const *outs, const size_t *out_sizes,
                           void *scratch, size_t scratch_bytes);
+/* inn_graph_fill in parts, for callers with threads (the core starts none): first inn_graph_fill_spans (the
+ * stored bytes and zero gaps of every image), then parts 0 .. parts-1 of inn_graph_fill_part, which may run at
+ * the same time, each on its own scratch of inn_graph_scratch_size bytes. Part p writes the holes of its own
+ * run of layers (contiguous, about 1/parts of the weights each; a part may have none), so together the parts
+ * write exactly what inn_graph_fill writes, whatever their number or order. */
+inn_status inn_graph_fill_spans(const inn_bundle *b, const inn_graph *g, void *const *outs, const size_t *out_sizes);
+inn_status inn_graph_fill_part(const inn_bundle *b, const inn_graph *g, void *const *outs, const size_t *out_sizes,
+                               uint32_t part, uint32_t parts, void *scratch, size_t scratch_bytes);
 
 #ifdef __cplusplus
 }

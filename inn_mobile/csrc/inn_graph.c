@@ -418,31 +418,89 @@ static inn_status fill_layer(const inn_bundle *b, const inn_graph *g, uint32_t l
     return INN_OK;
 }
 
-inn_status inn_graph_fill(const inn_bundle *b, const inn_graph *g, void *const *outs, const size_t *out_sizes,
-                          void *scratch, size_t scratch_bytes) {
-    if (!b || !b->data || !g || !g->record || !outs || !out_sizes || !scratch) return INN_ERR_ARG;
-    if ((uintptr_t)scratch % 8) return INN_ERR_ARG;
-    size_t vec, need, pos = 8;
-    inn_status st = fill_scratch(b, g->bucket, &vec, &need);
-    if (st) return st;
-    if (scratch_bytes < need) return INN_ERR_BUFFER;
+/* Checks the caller's buffers against every image (before anything is written). */
+static inn_status check_outs(const inn_graph *g, void *const *outs, const size_t *out_sizes) {
+    size_t pos = 8;
     for (uint32_t i = 0; i < g->image_count; i++) {
         image im;
-        if ((st = parse_image(g->record, g->size, &pos, &im))) return st;
+        inn_status st = parse_image(g->record, g->size, &pos, &im);
+        if (st) return st;
         if (!outs[i] || (uintptr_t)outs[i] % 4) return INN_ERR_ARG;
         if (out_sizes[i] < im.size) return INN_ERR_BUFFER;
     }
-    pos = 8;
+    return INN_OK;
+}
+
+inn_status inn_graph_fill_spans(const inn_bundle *b, const inn_graph *g, void *const *outs, const size_t *out_sizes) {
+    if (!b || !b->data || !g || !g->record || !outs || !out_sizes) return INN_ERR_ARG;
+    inn_status st = check_outs(g, outs, out_sizes);
+    if (st) return st;
+    size_t pos = 8;
     for (uint32_t i = 0; i < g->image_count; i++) {
         image im;
         if ((st = parse_image(g->record, g->size, &pos, &im))) return st;
         copy_spans(&im, (uint8_t *)outs[i]);
     }
+    return INN_OK;
+}
+
+/* Part p of `parts` takes the layers whose weights' midpoint, in the running total of weight elements over
+ * the layers in order, falls in its p-th equal share: contiguous runs of about equal work, computed the
+ * same way by every part without any shared state (a layer larger than a share leaves a part short). */
+static inn_status part_layers(const inn_bundle *b, uint32_t bucket, uint32_t part, uint32_t parts, uint32_t *first,
+                              uint32_t *end) {
+    double total = 0.0, before = 0.0;
+    for (uint32_t l = 0; l < b->layer_count; l++) {
+        inn_layer_info li;
+        inn_status st = inn_layer_info_get(b, bucket, l, &li);
+        if (st) return st;
+        total += (double)li.weight_count;
+    }
+    *first = *end = 0;
+    for (uint32_t l = 0; l < b->layer_count; l++) {
+        inn_layer_info li;
+        inn_status st = inn_layer_info_get(b, bucket, l, &li);
+        if (st) return st;
+        double mid = before + 0.5 * (double)li.weight_count;
+        before += (double)li.weight_count;
+        uint32_t owner = total > 0.0 ? (uint32_t)(mid / total * (double)parts) : 0;
+        if (owner >= parts) owner = parts - 1;
+        if (owner != part) continue;
+        if (*end == 0) *first = l;
+        *end = l + 1;
+    }
+    return INN_OK;
+}
+
+inn_status inn_graph_fill_part(const inn_bundle *b, const inn_graph *g, void *const *outs, const size_t *out_sizes,
+                               uint32_t part, uint32_t parts, void *scratch, size_t scratch_bytes) {
+    if (!b || !b->data || !g || !g->record || !outs || !out_sizes || !scratch || parts == 0 || part >= parts)
+        return INN_ERR_ARG;
+    if ((uintptr_t)scratch % 8) return INN_ERR_ARG;
+    size_t vec, need;
+    uint32_t first, end;
+    inn_status st = fill_scratch(b, g->bucket, &vec, &need);
+    if (!st) st = check_outs(g, outs, out_sizes);
+    if (!st) st = part_layers(b, g->bucket, part, parts, &first, &end);
+    if (st) return st;
+    if (scratch_bytes < need) return INN_ERR_BUFFER;
     float *scales = (float *)scratch, *bias = scales + vec;
     uint8_t *mat = (uint8_t *)(bias + vec);
-    for (uint32_t l = 0; l < b->layer_count; l++) {
+    for (uint32_t l = first; l < end; l++) {
         st = fill_layer(b, g, l, outs, scales, bias, mat, scratch_bytes - (size_t)(mat - (uint8_t *)scratch));
         if (st) return st;
     }
     return INN_OK;
+}
+
+inn_status inn_graph_fill(const inn_bundle *b, const inn_graph *g, void *const *outs, const size_t *out_sizes,
+                          void *scratch, size_t scratch_bytes) {
+    if (!b || !b->data || !g || !g->record || !outs || !out_sizes || !scratch) return INN_ERR_ARG;
+    if ((uintptr_t)scratch % 8) return INN_ERR_ARG;
+    size_t vec, need;
+    inn_status st = fill_scratch(b, g->bucket, &vec, &need);
+    if (st) return st;
+    if (scratch_bytes < need) return INN_ERR_BUFFER;
+    if ((st = inn_graph_fill_spans(b, g, outs, out_sizes))) return st;
+    return inn_graph_fill_part(b, g, outs, out_sizes, 0, 1, scratch, scratch_bytes);
 }

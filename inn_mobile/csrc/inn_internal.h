@@ -29,6 +29,29 @@ static inline uint64_t rd64(const uint8_t *p) { return (uint64_t)rd32(p) | (uint
 #define INN_VECTOR_COMPARES
 #endif
 
+/* ThreadSanitizer builds: no ifunc clones (their resolvers run before the sanitizer runtime is up). */
+#if defined(__SANITIZE_THREAD__)
+#define INN_NO_CLONES 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define INN_NO_CLONES 1
+#endif
+#endif
+
+/* x86-64 Linux: an AVX2 copy of each hot loop beside the baseline one, chosen once at load time by the
+ * CPU (GNU ifunc). AVX2 has no fused multiply-add (and -ffp-contract=off forbids contraction), so each
+ * copy rounds every product, quotient and sum alike: the same bits on every CPU. */
+#if defined(__x86_64__) && defined(__linux__) && !defined(__ANDROID__) && !defined(INN_PORTABLE) && \
+    !defined(INN_NO_CLONES) && defined(__has_attribute)
+#if __has_attribute(target_clones)
+#define INN_AVX2_CLONE __attribute__((target_clones("avx2", "default")))
+#define INN_HAS_CLONES 1
+#endif
+#endif
+#ifndef INN_AVX2_CLONE
+#define INN_AVX2_CLONE
+#endif
+
 static inline size_t align8(size_t x) { return (x + 7u) & ~(size_t)7u; }
 
 /* a + b without overflow; returns 0 when it would overflow. */

@@ -22,7 +22,9 @@ INN_VECTOR_COMPARES static inline int8_t quantize_one(float x, float scale) {
     return (int8_t)(r == r ? r : 0.0f);
 }
 
-INN_VECTOR_COMPARES void inn_quantize_row(const float *x, size_t len, size_t stride, int8_t *q, float *scale_out) {
+/* Static, for clang's target_clones (which it applies to internal functions only). */
+INN_AVX2_CLONE INN_VECTOR_COMPARES static void quantize_row(const float *x, size_t len, size_t stride, int8_t *q,
+                                                           float *scale_out) {
     /* max |x| over the non-NaN values, on the bits: magnitudes order as their bit patterns without the sign,
      * and NaN (bits past the infinity's) counts as 0, as a float comparison would skip it */
     int32_t top = 0;
@@ -42,6 +44,10 @@ INN_VECTOR_COMPARES void inn_quantize_row(const float *x, size_t len, size_t str
         return;
     }
     for (size_t k = 0; k < len; k++) q[k * stride] = quantize_one(x[k * stride], scale);
+}
+
+void inn_quantize_row(const float *x, size_t len, size_t stride, int8_t *q, float *scale_out) {
+    quantize_row(x, len, stride, q, scale_out);
 }
 
 inn_status inn_quantize(const float *w, uint32_t n_out, uint32_t per_row, inn_layout layout, int8_t *q, float *scales) {

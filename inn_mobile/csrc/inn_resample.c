@@ -27,29 +27,11 @@
 #include <xmmintrin.h>
 #endif
 
-/* ThreadSanitizer builds: no ifunc clones (their resolvers run before the sanitizer runtime is up). */
-#if defined(__SANITIZE_THREAD__)
-#define INN_NO_CLONES 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define INN_NO_CLONES 1
-#endif
-#endif
-
-/* x86-64 Linux: an AVX2 copy of each hot loop beside the baseline one, chosen once at load time by the
- * CPU (GNU ifunc). AVX2 has no fused multiply-add (and -ffp-contract=off forbids contraction), so each
- * copy rounds every product and sum alike: the same bits on every CPU. */
-#if defined(__x86_64__) && defined(__linux__) && !defined(__ANDROID__) && !defined(INN_PORTABLE) && \
-    !defined(INN_NO_CLONES) && defined(__has_attribute)
-#if __has_attribute(target_clones)
-#define INN_AVX2_CLONE __attribute__((target_clones("avx2", "default")))
-#define INN_F16C 1 /* float16 nodes widened by the F16C instruction where the CPU has it */
+/* float16 nodes widened by the F16C instruction where the CPU has it (with the AVX2 clones of inn_internal.h) */
+#ifdef INN_HAS_CLONES
+#define INN_F16C 1
 #include <cpuid.h>
 #include <immintrin.h>
-#endif
-#endif
-#ifndef INN_AVX2_CLONE
-#define INN_AVX2_CLONE
 #endif
 
 /* Output rows sampled together in 1x1 layers (see sample_rows1); widened node rows cached (row_cache). */

@@ -2,6 +2,7 @@
  *   test_core tests/vectors/vectors.innb tests/vectors/expected.bin tests/vectors/expected_graphs.bin
  * Built plain and with -fsanitize=address,undefined by tests/test_csrc.py. */
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,6 +62,48 @@ static int vectors(const unsigned char *bundle, size_t bsize, const unsigned cha
     return records;
 }
 
+typedef struct {
+    const inn_bundle *b;
+    const inn_graph *g;
+    void *const *outs;
+    const size_t *sizes;
+    uint32_t part, parts;
+    void *scratch;
+    size_t scratch_size;
+    inn_status st;
+} part_job;
+
+static void *run_part(void *arg) {
+    part_job *j = (part_job *)arg;
+    j->st = inn_graph_fill_part(j->b, j->g, j->outs, j->sizes, j->part, j->parts, j->scratch, j->scratch_size);
+    return NULL;
+}
+
+/* The graph filled in `parts` parts, all on their own threads at once (ThreadSanitizer builds check the parts
+ * share nothing), is byte-equal to inn_graph_fill's images `want`. */
+static void parts_match(const inn_bundle *b, const inn_graph *g, void *const *want, const size_t *sizes, uint32_t parts,
+                        size_t scratch_size) {
+    void *outs[8];
+    part_job jobs[16];
+    pthread_t threads[16];
+    for (uint32_t k = 0; k < g->image_count; k++) outs[k] = malloc(sizes[k] + 1);
+    inn_status st = inn_graph_fill_spans(b, g, outs, sizes);
+    CHECK(st == INN_OK, "fill spans: %s", inn_status_str(st));
+    for (uint32_t p = 0; p < parts; p++) {
+        jobs[p] = (part_job){b, g, outs, sizes, p, parts, malloc(scratch_size), scratch_size, INN_ERR_ARG};
+        CHECK(pthread_create(&threads[p], NULL, run_part, &jobs[p]) == 0, "thread %u", p);
+    }
+    for (uint32_t p = 0; p < parts; p++) {
+        pthread_join(threads[p], NULL);
+        CHECK(jobs[p].st == INN_OK, "part %u of %u: %s", p, parts, inn_status_str(jobs[p].st));
+        free(jobs[p].scratch);
+    }
+    for (uint32_t k = 0; k < g->image_count; k++) {
+        CHECK(memcmp(outs[k], want[k], sizes[k]) == 0, "image %u filled in %u parts differs from one fill", k, parts);
+        free(outs[k]);
+    }
+}
+
 /* Fill one bucket's "vectors" graph and compare image `index` with the Python reference's bytes. */
 static int graph_matches(const inn_bundle *b, uint32_t bucket, uint32_t index, const unsigned char *want, size_t n) {
     inn_graph g;
@@ -82,6 +125,13 @@ static int graph_matches(const inn_bundle *b, uint32_t bucket, uint32_t index, c
     CHECK(st == INN_OK, "fill bucket %u: %s", bucket, inn_status_str(st));
     int ok = st == INN_OK && sizes[index] == n && memcmp(outs[index], want, n) == 0;
     CHECK(ok, "image %u of bucket %u differs from the Python reference", index, bucket);
+    void *scratch8 = malloc(scratch_size);
+    CHECK(inn_graph_fill_part(b, &g, outs, sizes, 1, 1, scratch8, scratch_size) == INN_ERR_ARG, "part past the parts");
+    CHECK(inn_graph_fill_part(b, &g, outs, sizes, 0, 0, scratch8, scratch_size) == INN_ERR_ARG, "zero parts");
+    CHECK(inn_graph_fill_part(b, &g, outs, sizes, 0, 2, scratch8, scratch_size - 1) == INN_ERR_BUFFER, "small part scratch");
+    free(scratch8);
+    for (uint32_t parts = 1; st == INN_OK && parts <= b->layer_count + 2 && parts <= 16; parts += 1 + parts / 2)
+        parts_match(b, &g, outs, sizes, parts, scratch_size);
     for (uint32_t k = 0; k < g.image_count; k++) free(outs[k]);
     free(scratch);
     return ok;

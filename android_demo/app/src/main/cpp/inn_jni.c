@@ -404,11 +404,13 @@ JNIEXPORT jlong JNICALL Java_dev_innmobile_InnBundle_nGraphScratchSize(JNIEnv *e
     return (jlong)bytes;
 }
 
-/* Rebuilds every image of graph (bucket, runtime) into `outs` (one direct, 4-byte aligned buffer per
- * image, in image order). The core validates everything before writing. */
+/* Rebuilds the images of graph (bucket, runtime) into `outs` (one direct, 4-byte aligned buffer per image, in
+ * image order): part -1 copies the stored bytes of every image (inn_graph_fill_spans; scratch unused), part p
+ * in [0, parts) writes its share of the holes (inn_graph_fill_part; InnBundle.fillGraph runs the parts on its
+ * threads, each with its own scratch). The core validates everything before writing. */
 JNIEXPORT void JNICALL Java_dev_innmobile_InnBundle_nGraphFill(JNIEnv *env, jclass cls, jlong handle, jint bucket,
                                                                jbyteArray runtime, jobjectArray outs,
-                                                               jobject scratch) {
+                                                               jobject scratch, jint part, jint parts) {
     (void)cls;
     jni_bundle *h = handle_of(env, handle);
     inn_graph g;
@@ -420,12 +422,14 @@ JNIEXPORT void JNICALL Java_dev_innmobile_InnBundle_nGraphFill(JNIEnv *env, jcla
         throw_class(env, "java/lang/IllegalArgumentException", msg);
         return;
     }
-    void *scr;
-    size_t scrn;
-    if (!direct(env, scratch, 8, "scratch buffer", &scr, &scrn)) return;
-    if (!scr) {
-        throw_class(env, "java/lang/NullPointerException", "scratch");
-        return;
+    void *scr = NULL;
+    size_t scrn = 0;
+    if (part >= 0) {
+        if (!direct(env, scratch, 8, "scratch buffer", &scr, &scrn)) return;
+        if (!scr) {
+            throw_class(env, "java/lang/NullPointerException", "scratch");
+            return;
+        }
     }
     void **ptrs = (void **)calloc(n ? (size_t)n : 1, sizeof *ptrs);
     size_t *sizes = (size_t *)calloc(n ? (size_t)n : 1, sizeof *sizes);
@@ -443,10 +447,13 @@ JNIEXPORT void JNICALL Java_dev_innmobile_InnBundle_nGraphFill(JNIEnv *env, jcla
         if (buf) (*env)->DeleteLocalRef(env, buf);
     }
     if (ok) {
-        inn_status s = inn_graph_fill(&h->bundle, &g, (void *const *)ptrs, sizes, scr, scrn);
+        inn_status s = part < 0 ? inn_graph_fill_spans(&h->bundle, &g, (void *const *)ptrs, sizes)
+                                : parts <= 0 ? INN_ERR_ARG
+                                             : inn_graph_fill_part(&h->bundle, &g, (void *const *)ptrs, sizes,
+                                                                   (uint32_t)part, (uint32_t)parts, scr, scrn);
         if (s != INN_OK) {
             char what[96];
-            snprintf(what, sizeof what, "filling graph of bucket %d", (int)bucket);
+            snprintf(what, sizeof what, "filling graph of bucket %d (part %d of %d)", (int)bucket, (int)part, (int)parts);
             throw_status(env, s, what);
         }
     }

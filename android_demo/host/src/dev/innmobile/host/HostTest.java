@@ -144,16 +144,33 @@ public final class HostTest {
             while (exp.hasRemaining()) {
                 int bucket = exp.getInt(), index = exp.getInt();
                 byte[] want = chunk(exp);
-                ByteBuffer[] files = filled.computeIfAbsent(bucket, k -> b.fillGraph(k, runtime));
                 images++;
-                if (!Arrays.equals(want, bytes(files[index]))) {
-                    bad++;
-                    System.out.printf("MISMATCH graph image %d of bucket %d%n", index, bucket);
+                for (int threads : new int[] {1, 3}) { // one part, and several parts on threads at once
+                    ByteBuffer[] files = filled.computeIfAbsent(bucket * 8 + threads, k -> fill(b, bucket, runtime, threads));
+                    if (!Arrays.equals(want, bytes(files[index]))) {
+                        bad++;
+                        System.out.printf("MISMATCH graph image %d of bucket %d (%d threads)%n", index, bucket, threads);
+                    }
                 }
             }
         }
         System.out.printf("graph vectors: %d images, %d mismatched%n", images, bad);
         return images > 0 && bad == 0;
+    }
+
+    /** The graph's files written with {@code threads} scratch buffers, so in that many parts at once. */
+    private static ByteBuffer[] fill(InnBundle b, int bucket, String runtime, int threads) {
+        List<InnBundle.GraphImage> images = b.graphImages(bucket, runtime);
+        ByteBuffer[] outs = new ByteBuffer[images.size()];
+        for (int i = 0; i < outs.length; i++) {
+            outs[i] = ByteBuffer.allocateDirect((int) images.get(i).size);
+        }
+        ByteBuffer[] scratch = new ByteBuffer[threads];
+        for (int p = 0; p < threads; p++) {
+            scratch[p] = ByteBuffer.allocateDirect((int) b.graphScratchBytes(bucket, runtime));
+        }
+        b.fillGraph(bucket, runtime, outs, scratch);
+        return outs;
     }
 
     private static byte[] chunk(ByteBuffer in) {

@@ -342,19 +342,72 @@ public final class InnBundle implements AutoCloseable {
         return out;
     }
 
+    /** Bytes of each scratch buffer {@link #fillGraph(int, String, ByteBuffer[], ByteBuffer...)} takes. */
+    public long graphScratchBytes(int bucket, String runtime) {
+        return nGraphScratchSize(live(), bucket, runtime.getBytes(StandardCharsets.US_ASCII));
+    }
+
     /**
      * Rebuilds the files of graph (bucket, runtime) with the weights written from the nodes, into
      * {@code outs} (one direct, 4-byte aligned buffer per image, at least the image's size).
+     *
+     * <p>One scratch buffer per thread: with {@code n} buffers the layers are written in {@code n}
+     * parts at once, on {@code n - 1} new threads and this one (the core deals the layers to the parts
+     * by weight size and starts no thread itself). Any number of parts writes the same bytes.
      */
-    public void fillGraph(int bucket, String runtime, ByteBuffer[] outs, ByteBuffer scratch) {
+    public void fillGraph(int bucket, String runtime, ByteBuffer[] outs, ByteBuffer... scratch) {
         Objects.requireNonNull(outs, "outs");
         Objects.requireNonNull(scratch, "scratch");
-        nGraphFill(live(), bucket, runtime.getBytes(StandardCharsets.US_ASCII), outs, scratch);
+        if (scratch.length == 0) {
+            throw new IllegalArgumentException("fillGraph needs at least one scratch buffer");
+        }
+        long h = live();
+        byte[] rt = runtime.getBytes(StandardCharsets.US_ASCII);
+        nGraphFill(h, bucket, rt, outs, null, -1, scratch.length); // the stored bytes of every image
+        int parts = scratch.length;
+        RuntimeException[] failed = new RuntimeException[parts];
+        Thread[] workers = new Thread[parts];
+        for (int p = 1; p < parts; p++) {
+            final int part = p;
+            workers[p] = new Thread(() -> {
+                try {
+                    nGraphFill(h, bucket, rt, outs, scratch[part], part, parts);
+                } catch (RuntimeException e) {
+                    failed[part] = e;
+                }
+            }, "inn-fill-" + p);
+            workers[p].start();
+        }
+        try {
+            nGraphFill(h, bucket, rt, outs, scratch[0], 0, parts);
+        } catch (RuntimeException e) {
+            failed[0] = e;
+        }
+        boolean interrupted = false;
+        for (int p = 1; p < parts; p++) {
+            while (true) {
+                try {
+                    workers[p].join();
+                    break;
+                } catch (InterruptedException e) {
+                    interrupted = true; // the part writes into the caller's buffers: wait for it regardless
+                }
+            }
+        }
+        if (interrupted) {
+            Thread.currentThread().interrupt();
+        }
+        for (RuntimeException e : failed) {
+            if (e != null) {
+                throw e;
+            }
+        }
     }
 
     /**
      * The complete files of graph (bucket, runtime) in new direct buffers (native order, the form
-     * LiteRT's {@code Interpreter(ByteBuffer)} takes), in the order of {@link #graphImages}.
+     * LiteRT's {@code Interpreter(ByteBuffer)} takes), in the order of {@link #graphImages}, written on
+     * {@link #fillThreads} threads.
      */
     public ByteBuffer[] fillGraph(int bucket, String runtime) {
         List<GraphImage> images = graphImages(bucket, runtime);
@@ -362,9 +415,22 @@ public final class InnBundle implements AutoCloseable {
         for (int i = 0; i < outs.length; i++) {
             outs[i] = direct(images.get(i).size).order(ByteOrder.nativeOrder());
         }
-        ByteBuffer scratch = direct(nGraphScratchSize(live(), bucket, runtime.getBytes(StandardCharsets.US_ASCII)));
+        long scratchBytes = graphScratchBytes(bucket, runtime);
+        ByteBuffer[] scratch = new ByteBuffer[fillThreads()];
+        for (int p = 0; p < scratch.length; p++) {
+            scratch[p] = direct(scratchBytes);
+        }
         fillGraph(bucket, runtime, outs, scratch);
         return outs;
+    }
+
+    /**
+     * Threads {@link #fillGraph(int, String)} uses: the processors available, at most 4 (past that the
+     * largest layer, which one thread writes alone, bounds the gain on real networks); the Python
+     * loader's {@code native.fill_threads} rule.
+     */
+    public static int fillThreads() {
+        return Math.max(1, Math.min(4, Runtime.getRuntime().availableProcessors()));
     }
 
     @Override
@@ -426,6 +492,7 @@ public final class InnBundle implements AutoCloseable {
 
     private static native long nGraphScratchSize(long handle, int bucket, byte[] runtime);
 
+    /** part -1: the stored bytes of every image (scratch unused); else part {@code part} of {@code parts}. */
     private static native void nGraphFill(long handle, int bucket, byte[] runtime, ByteBuffer[] outs,
-                                          ByteBuffer scratch);
+                                          ByteBuffer scratch, int part, int parts);
 }
