@@ -222,6 +222,7 @@ class NativeBundle:
         if buf.ctypes.data % 8:
             buf = buf.copy()  # numpy allocations are aligned
         self._buf = buf
+        self._map = data if isinstance(data, mmap.mmap) and buf.base is not None else None  # read in place
         self._b = _Bundle()
         _check(lib().inn_bundle_open(C.byref(self._b), C.c_void_p(buf.ctypes.data), buf.nbytes), "opening bundle")
 
@@ -233,6 +234,15 @@ class NativeBundle:
             if os.fstat(f.fileno()).st_size == 0:
                 return cls(b"")  # mmap cannot map an empty file; the core reports it as truncated
             return cls(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
+
+    def release_pages(self) -> None:
+        """Drop this process's resident pages of a memory-mapped bundle (``from_file``); the page cache
+        keeps the file, and the core's next read faults the pages back in, unchanged. After a fill the
+        nodes are not read again until the next fill, while the runtime now allocates its own copy of
+        the weights: without this, peak memory would hold the nodes, the filled files and the runtime's
+        weights at once. A bundle opened from bytes keeps them (they are the caller's)."""
+        if self._map is not None and hasattr(mmap, "MADV_DONTNEED"):
+            self._map.madvise(mmap.MADV_DONTNEED)
 
     @property
     def layer_count(self) -> int:

@@ -381,3 +381,31 @@ def test_writer_refuses_what_the_readers_reject():
         g = next(g for g in b.model.groups if g.resizable)
         b.buckets[0].sizes[g.id] = g.size * 16 + 1
     refused(upsample, "at most 16 per node")
+
+
+def _vm_rss_kib() -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+
+
+def test_released_pages_of_a_mapped_bundle_leave_memory_and_read_back_unchanged(tmp_path):
+    """``release_pages`` (what a loader calls between the fill and the runtime's load) drops the mapped
+    file's pages from this process: RSS falls by about the file, and the next fill reads the same nodes
+    back. A bundle opened from bytes is the caller's memory and is left alone."""
+    torch.manual_seed(0)
+    im = convert(torch.nn.Sequential(torch.nn.Linear(1024, 2048), torch.nn.ReLU(), torch.nn.Linear(2048, 1024)),
+                 torch.randn(2, 1024))
+    path = tmp_path / "big.innb"
+    b = bundle.Bundle(im, bundle.make_buckets(im, [0.5, 1.0]))
+    size = bundle.save(b, path)
+    nb = native.NativeBundle.from_file(path)  # open reads every byte (checksums): the pages are resident
+    want = [nb.materialize(1, layer)[0] for layer in range(nb.layer_count)]
+    before = _vm_rss_kib()
+    nb.release_pages()
+    assert before - _vm_rss_kib() > 0.75 * size / 1024, (before, _vm_rss_kib(), size)
+    for layer, w in enumerate(want):
+        np.testing.assert_array_equal(nb.materialize(1, layer)[0], w)
+    data = path.read_bytes()
+    in_memory = native.NativeBundle(data)
+    in_memory.release_pages()
+    np.testing.assert_array_equal(in_memory.materialize(1, 0)[0], want[0])

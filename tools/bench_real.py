@@ -23,7 +23,9 @@ One run prints, per model:
     map + validate + find the width), fill (the core writes the weights), runtime load (interpreter
     + allocate_tensors; ExecuTorch: program + method up to its first answer, one inference, because
     a module loaded from memory sets its method up on the first call), against the plain file of
-    the same width loaded from its path; and the process's peak RSS above its RSS before loading
+    the same width loaded from its path, for a bundle of each --node-dtypes (f16 nodes: half the bytes
+    to check and read, weights rounded to float16 before the runtime sees them; the agreement table
+    has a row for each); and the process's peak RSS above its RSS before loading
     (median of --startups runs, bundle and plain processes alternating). Both sides load their
     libraries before the clock starts (the runtime's; for the bundle also the core's), as an app does
     when it starts. The core fills on ``native.fill_threads()`` threads (the CPUs, at most 4).
@@ -35,7 +37,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -56,9 +57,15 @@ CROP_MIN = 0.35  # smallest calibration crop, as a fraction of the photo's short
 
 
 # ------------------------------------------------------------------------------------------- startup
-def _rss_kib() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
+def _status_kib(field: str) -> int:
+    """A memory figure of this process from /proc/self/status, in KiB: ``VmRSS`` (now) or ``VmHWM`` (its
+    peak). Not ``getrusage``'s ``ru_maxrss``: Linux carries it across exec, so a child started by this
+    (large) process would report the parent's peak."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"/proc/self/status has no {field}")
 
 
 def _child(args: argparse.Namespace) -> None:
@@ -82,7 +89,7 @@ def _child(args: argparse.Namespace) -> None:
     if kind == "bundle":
         native.lib()
 
-    before = _rss_kib()
+    before = _status_kib("VmRSS")
     t0 = time.perf_counter()
     if kind == "bundle":
         net = rt_mod.open_model(path, runtime, int(bucket))
@@ -108,21 +115,22 @@ def _child(args: argparse.Namespace) -> None:
         method.execute([torch.zeros(tuple(method.metadata.input_tensor_meta(0).sizes()))])
         out = {"open_ms": 0.0, "fill_ms": 0.0, "load_ms": (time.perf_counter() - t0) * 1e3}
     out["total_ms"] = out["open_ms"] + out["fill_ms"] + out["load_ms"]
-    out["peak_extra_mib"] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    out["peak_extra_mib"] = (_status_kib("VmHWM") - before) / 1024
     print(json.dumps(out))
 
 
 def _startup(paths: dict[str, Path], runtime: str, bucket: int, runs: int) -> dict[str, dict[str, float]]:
-    """Per kind ("bundle", "plain"): the median over ``runs`` fresh processes of one load's timings and
-    peak RSS, the kinds alternating so that both see the same machine."""
-    rows: dict[str, list[dict[str, float]]] = {kind: [] for kind in paths}
+    """Per key of ``paths`` ("plain", or a bundle's node dtype): the median over ``runs`` fresh processes of
+    one load's timings and peak RSS, the files taking turns so that all see the same machine."""
+    rows: dict[str, list[dict[str, float]]] = {key: [] for key in paths}
     for _ in range(runs):
-        for kind, path in paths.items():
+        for key, path in paths.items():
+            kind = "plain" if key == "plain" else "bundle"
             res = subprocess.run([sys.executable, __file__, "--child", kind, str(path), runtime, str(bucket)],
                                  capture_output=True, text=True, check=True,
                                  env={**os.environ, "OMP_NUM_THREADS": "1"})
-            rows[kind].append(json.loads(res.stdout.strip().splitlines()[-1]))
-    return {kind: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for kind, rs in rows.items()}
+            rows[key].append(json.loads(res.stdout.strip().splitlines()[-1]))
+    return {key: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for key, rs in rows.items()}
 
 
 # ------------------------------------------------------------------------------------------- models
@@ -266,8 +274,9 @@ def _bench(name: str, args: argparse.Namespace, out: Path) -> None:
                 pack_s[(bk.name, "+".join(group))] = time.perf_counter() - t
                 print(f"  packed {bk.name} {'+'.join(group)}: {pack_s[(bk.name, '+'.join(group))]:.1f} s", flush=True)
     b = bundle.Bundle(im, buckets, graphs=graphs)
-    path = out / f"{name}.innb"
-    size = bundle.save(b, path)
+    paths = {dt: out / f"{name}{'' if dt == 'f32' else '_' + dt}.innb" for dt in args.node_dtypes}
+    sizes = {dt: bundle.save(b, path, node_dtype=dt) for dt, path in paths.items()}
+    size = sizes[args.node_dtypes[0]]
     full = len(buckets) - 1
     groups = list(dict.fromkeys(g for _, g in pack_s))
     print(f"\n| {name} pack s | " + " | ".join(groups) + " |")
@@ -296,39 +305,45 @@ def _bench(name: str, args: argparse.Namespace, out: Path) -> None:
     with torch.no_grad():
         ref = original(photos)
     top5 = ref.topk(5, 1).indices
-    print(f"\n| {name} full width | photos | fp32 top-5 = original | int8 top-1 = original | "
+    print(f"\n| {name} full width | nodes | photos | fp32 top-5 = original | int8 top-1 = original | "
           "plain file's int8 top-1 = original | max abs err | plain file's max abs err |")
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for rt in args.runtimes:
-        got = open_model(path, rt, full)(photos)
         base = _run_plain(plain[rt], photos)
-        err, base_err = (got - ref).abs().max().item(), (base - ref).abs().max().item()
-        if rt.endswith("-i8"):
-            same, base_same = ((y.argmax(1) == top5[:, 0]).sum().item() for y in (got, base))
-            print(f"| {rt} | {len(photos)} | | {same}/{len(photos)} | {base_same}/{len(photos)} | {err:.3g} | "
-                  f"{base_err:.3g} |")
-        else:
-            same = (got.topk(5, 1).indices == top5).all(1).sum().item()
-            print(f"| {rt} | {len(photos)} | {same}/{len(photos)} | | | {err:.3g} | {base_err:.3g} |")
+        base_err = (base - ref).abs().max().item()
+        for dt, path in paths.items():
+            got = open_model(path, rt, full)(photos)
+            err = (got - ref).abs().max().item()
+            if rt.endswith("-i8"):
+                same, base_same = ((y.argmax(1) == top5[:, 0]).sum().item() for y in (got, base))
+                print(f"| {rt} | {dt} | {len(photos)} | | {same}/{len(photos)} | {base_same}/{len(photos)} | "
+                      f"{err:.3g} | {base_err:.3g} |")
+            else:
+                same = (got.topk(5, 1).indices == top5).all(1).sum().item()
+                print(f"| {rt} | {dt} | {len(photos)} | {same}/{len(photos)} | | | {err:.3g} | {base_err:.3g} |")
 
     # startup, full width: bundle vs the plain file of the same width
-    print(f"\n| {name} startup (full width) | open ms | fill ms | load ms | total ms | plain ms | ratio | "
-          "peak RSS MiB | plain RSS MiB | largest layer MiB | scratch MiB | startup <= 1.5x | RSS target |")
-    print("|---|" + "---|" * 12)
+    print(f"\n| {name} startup (full width) | nodes | bundle MiB | open ms | fill ms | load ms | total ms | "
+          "plain ms | ratio | peak RSS MiB | plain RSS MiB | largest layer MiB | scratch MiB | startup <= 1.5x | "
+          "RSS target |")
+    print("|---|" + "---|" * 14)
     from inn_mobile import native
 
-    nb = native.NativeBundle.from_file(path)
+    nb = native.NativeBundle.from_file(paths[args.node_dtypes[0]])
     largest = max(nb.layer_info(full, i).weight_count * 4 for i in range(nb.layer_count)) / 2**20
     scratch = nb.scratch_size(full) / 2**20
     for rt in args.runtimes:
-        timed = _startup({"bundle": path, "plain": plain[rt]}, rt, full, args.startups)
-        bs, ps = timed["bundle"], timed["plain"]
-        ratio = bs["total_ms"] / ps["load_ms"]
-        rss_ok = bs["peak_extra_mib"] <= ps["peak_extra_mib"] + largest + scratch
-        print(f"| {rt} | {bs['open_ms']:.1f} | {bs['fill_ms']:.1f} | {bs['load_ms']:.1f} | {bs['total_ms']:.1f} | "
-              f"{ps['load_ms']:.1f} | {ratio:.2f}x | {bs['peak_extra_mib']:.1f} | {ps['peak_extra_mib']:.1f} | "
-              f"{largest:.1f} | {scratch:.1f} | {'met' if ratio <= 1.5 else 'NOT met'} | "
-              f"{'met' if rss_ok else 'NOT met'} |", flush=True)
+        timed = _startup({**paths, "plain": plain[rt]}, rt, full,
+                         args.startups)
+        ps = timed["plain"]
+        for dt in paths:
+            bs = timed[dt]
+            ratio = bs["total_ms"] / ps["load_ms"]
+            rss_ok = bs["peak_extra_mib"] <= ps["peak_extra_mib"] + largest + scratch
+            print(f"| {rt} | {dt} | {sizes[dt] / 2**20:.1f} | {bs['open_ms']:.1f} | {bs['fill_ms']:.1f} | "
+                  f"{bs['load_ms']:.1f} | {bs['total_ms']:.1f} | {ps['load_ms']:.1f} | {ratio:.2f}x | "
+                  f"{bs['peak_extra_mib']:.1f} | {ps['peak_extra_mib']:.1f} | {largest:.1f} | {scratch:.1f} | "
+                  f"{'met' if ratio <= 1.5 else 'NOT met'} | {'met' if rss_ok else 'NOT met'} |", flush=True)
 
 
 def main() -> None:
@@ -338,6 +353,8 @@ def main() -> None:
     p.add_argument("--runtimes", nargs="+", default=list(RUNTIMES), choices=RUNTIMES)
     p.add_argument("--calibration", type=int, default=32, help="calibration crops for int8")
     p.add_argument("--startups", type=int, default=5, help="fresh processes per startup measurement")
+    p.add_argument("--node-dtypes", nargs="+", default=["f32", "f16"], choices=["f32", "f16", "i8"],
+                   help="node storage of the bundles measured (the same graphs; the first is the reference row)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=None, help="where bundles and plain files go (default: a temp dir)")
     p.add_argument("--child", nargs=4, help=argparse.SUPPRESS)

@@ -103,9 +103,11 @@ class BundleReader:
         if self.reference:
             return reference.fill(self._py, k, runtime)
         try:
-            return self._core.fill(k, runtime)
+            files = self._core.fill(k, runtime)
         except native.NativeError as e:
             raise bundle.BundleError(f"the core rejected the {runtime!r} graph of {self.names[k]!r}: {e}") from e
+        self._core.release_pages()  # the runtime is about to copy the weights: do not hold the nodes too
+        return files
 
 
 def run_batched(invoke: Callable[[np.ndarray], np.ndarray], x: torch.Tensor | np.ndarray,

@@ -13,12 +13,15 @@
  *  - Alignment: the core reads float/double arrays in place, so the bundle bytes must be 8-byte
  *    aligned; memory that is not (a misaligned direct buffer, a Java byte[]) is copied once.
  */
+#define _DEFAULT_SOURCE /* madvise, sysconf */
 #include <jni.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "inn.h"
 
@@ -154,6 +157,20 @@ JNIEXPORT jboolean JNICALL Java_dev_innmobile_InnBundle_nInPlace(JNIEnv *env, jc
     (void)cls;
     jni_bundle *h = handle_of(env, handle);
     return h && !h->owned ? JNI_TRUE : JNI_FALSE;
+}
+
+/* Drops the process's resident pages of the bundle's memory (whole pages inside it). Only for memory that
+ * is a read-only file mapping, which InnBundle checks before calling: those pages fault back in from the
+ * file, unchanged, while anonymous memory would read back as zeros. */
+JNIEXPORT void JNICALL Java_dev_innmobile_InnBundle_nReleasePages(JNIEnv *env, jclass cls, jlong handle) {
+    (void)cls;
+    jni_bundle *h = handle_of(env, handle);
+    if (!h || !h->mapping) return;
+    long page_size = sysconf(_SC_PAGESIZE);
+    uintptr_t page = page_size > 0 ? (uintptr_t)page_size : 4096u;
+    uintptr_t first = ((uintptr_t)h->bundle.data + page - 1) & ~(page - 1);
+    uintptr_t end = ((uintptr_t)h->bundle.data + h->bundle.size) & ~(page - 1);
+    if (end > first) madvise((void *)first, end - first, MADV_DONTNEED); /* advice: a failure changes nothing */
 }
 
 /* {bucket_count, layer_count, group_count} */

@@ -5,6 +5,7 @@ import java.io.IOException;
 import java.io.RandomAccessFile;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
+import java.nio.MappedByteBuffer;
 import java.nio.channels.FileChannel;
 import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
@@ -143,13 +144,16 @@ public final class InnBundle implements AutoCloseable {
     }
 
     private long handle;
+    /** Read in place from a read-only memory-mapped file: its pages can be dropped and read back (releasePages). */
+    private final boolean fileMapped;
 
     public final int bucketCount;
     public final int layerCount;
     public final int groupCount;
 
-    private InnBundle(long handle) {
+    private InnBundle(long handle, boolean fileMapped) {
         this.handle = handle;
+        this.fileMapped = fileMapped;
         int[] c = nCounts(handle);
         bucketCount = c[0];
         layerCount = c[1];
@@ -165,10 +169,11 @@ public final class InnBundle implements AutoCloseable {
     public static InnBundle open(ByteBuffer data) {
         Objects.requireNonNull(data, "data");
         if (data.isDirect()) {
-            return new InnBundle(nOpenDirect(data.slice()));
+            return new InnBundle(nOpenDirect(data.slice()), data instanceof MappedByteBuffer && data.isReadOnly());
         }
         if (data.hasArray()) {
-            return new InnBundle(nOpenArray(data.array(), data.arrayOffset() + data.position(), data.remaining()));
+            return new InnBundle(nOpenArray(data.array(), data.arrayOffset() + data.position(), data.remaining()),
+                                 false);
         }
         byte[] copy = new byte[data.remaining()];
         data.duplicate().get(copy);
@@ -178,7 +183,7 @@ public final class InnBundle implements AutoCloseable {
     /** Opens a copy of {@code data}. */
     public static InnBundle open(byte[] data) {
         Objects.requireNonNull(data, "data");
-        return new InnBundle(nOpenArray(data, 0, data.length));
+        return new InnBundle(nOpenArray(data, 0, data.length), false);
     }
 
     /**
@@ -194,6 +199,20 @@ public final class InnBundle implements AutoCloseable {
     /** Whether the bundle is read in place from the caller's memory (a mapped file: true), not from a copy. */
     public boolean inPlace() {
         return nInPlace(live());
+    }
+
+    /**
+     * Drops this process's resident pages of a bundle read in place from a read-only memory-mapped file
+     * ({@link #open(File)}, or a read-only {@link MappedByteBuffer}); the page cache keeps the file and the
+     * core's next read faults the pages back in, unchanged. A no-op for any other bundle. Call it after
+     * {@link #fillGraph(int, String)} and before the runtime loads the files: the runtime then makes its own
+     * copy of the weights, and peak memory need not also hold the nodes.
+     */
+    public void releasePages() {
+        long h = live();
+        if (fileMapped) {
+            nReleasePages(h);
+        }
     }
 
     private long live() {
@@ -455,6 +474,8 @@ public final class InnBundle implements AutoCloseable {
     private static native void nClose(long handle);
 
     private static native boolean nInPlace(long handle);
+
+    private static native void nReleasePages(long handle);
 
     private static native int[] nCounts(long handle);
 

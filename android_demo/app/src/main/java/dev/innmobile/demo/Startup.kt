@@ -64,6 +64,7 @@ class Startup(private val context: Context) {
             val images = bundle.graphImages(bucket, runtime)
             val files = bundle.fillGraph(bucket, runtime)
             val model = files[images.indexOfFirst { it.name.endsWith(".tflite") }]
+            bundle.releasePages() // LiteRT copies the weights next: peak memory need not hold the nodes too
             val t2 = SystemClock.elapsedRealtimeNanos()
 
             // 4. The runtime: LiteRT reads the model from the direct buffer (no file written).
