@@ -21,7 +21,8 @@
 #include "bundle_edit.h"
 #include "inn.h"
 
-/* Every graph record that validates is rebuilt (images capped at 16 MiB to keep rounds fast). */
+/* Every graph record that validates is rebuilt, whole and in parts, which must then succeed too (images
+ * capped at 16 MiB to keep rounds fast). */
 static void exercise_graphs(const inn_bundle *b) {
     uint32_t bucket;
     char runtime[INN_RUNTIME_NAME + 1];
@@ -40,7 +41,12 @@ static void exercise_graphs(const inn_bundle *b) {
             outs[k] = malloc(sizes[k] + 4);
         }
         void *scratch = malloc(scratch_size + 8);
-        if (ok) inn_graph_fill(b, &g, outs, sizes, scratch, scratch_size);
+        if (ok && inn_graph_fill(b, &g, outs, sizes, scratch, scratch_size) == INN_OK) {
+            /* the same graph in 3 parts (one after another here; test_core runs parts on threads) */
+            if (inn_graph_fill_spans(b, &g, outs, sizes) != INN_OK) abort();
+            for (uint32_t p = 0; p < 3; p++)
+                if (inn_graph_fill_part(b, &g, outs, sizes, p, 3, scratch, scratch_size) != INN_OK) abort();
+        }
         for (uint32_t k = 0; k < g.image_count; k++) free(outs[k]);
         free(scratch);
     }
