@@ -24,8 +24,10 @@ One run prints, per model:
     + allocate_tensors; ExecuTorch: program + method up to its first answer, one inference, because
     a module loaded from memory sets its method up on the first call), against the plain file of
     the same width loaded from its path (median of --startups runs, bundle and plain processes taking
-    turns); then the same loads in one warm process (taking turns after one untimed load each: what
-    switching widths costs, and how the issue first measured startup; the memory was touched before);
+    turns; a third row loads the plain file read into memory, from that buffer, as the bundle's files
+    are loaded: the runtime's own cost of a buffer over a path); then the same loads in one warm
+    process (taking turns after one untimed load each: what switching widths costs, and how the issue
+    first measured startup; the memory was touched before);
     and each fresh process's peak RSS above its RSS before loading. Both sides load their libraries
     before the clock starts (the runtime's; for the bundle also the core's), as an app does when it
     starts. The core fills on ``native.fill_threads()`` threads (the CPUs, at most 4). One row per
@@ -89,6 +91,19 @@ def _load_once(kind: str, path: Path, runtime: str, bucket: int) -> dict[str, fl
             t1 = time.perf_counter()
             net(torch.zeros(net.input_shape))
             out["load_ms"] += (time.perf_counter() - t1) * 1e3
+    elif kind == "memory":  # the plain file read into memory, then loaded from that buffer as the bundle's are
+        data = path.read_bytes()
+        if runtime.startswith("litert"):
+            from inn_mobile.runtime.litert import LiteRTModel
+
+            LiteRTModel(data, threads=1)
+        else:
+            from executorch.extension.pybindings.portable_lib import _load_for_executorch_from_buffer
+
+            module = _load_for_executorch_from_buffer(data)
+            module.run_method("forward", (torch.zeros(tuple(module.method_meta("forward").input_tensor_meta(0)
+                                                                .sizes())),))
+        out = {"open_ms": 0.0, "fill_ms": 0.0, "load_ms": (time.perf_counter() - t0) * 1e3}
     elif runtime.startswith("litert"):
         from ai_edge_litert.interpreter import Interpreter
 
@@ -147,7 +162,7 @@ def _startup(paths: dict[str, Path], runtime: str, bucket: int, runs: int) -> di
     rows: dict[str, list[dict[str, float]]] = {key: [] for key in paths}
     for _ in range(runs):
         for key, path in paths.items():
-            kind = "plain" if key == "plain" else "bundle"
+            kind = key if key in ("plain", "memory") else "bundle"
             res = subprocess.run([sys.executable, __file__, "--child", kind, str(path), runtime, str(bucket)],
                                  capture_output=True, text=True, check=True,
                                  env={**os.environ, "OMP_NUM_THREADS": "1"})
@@ -358,7 +373,11 @@ def _bench(name: str, args: argparse.Namespace, out: Path) -> None:
         timed = _startup({**paths, "plain": plain[rt]}, rt, full,
                          args.startups)
         warm = _startup_warm({**paths, "plain": plain[rt]}, rt, full, args.startups)
-        ps = timed["plain"]
+        ps, ms = timed["plain"], timed["memory"]
+        print(f"| {rt} | plain file read into memory, loaded from there | {plain[rt].stat().st_size / 2**20:.1f} "
+              f"| | | {ms['load_ms']:.1f} | {ms['total_ms']:.1f} | {ps['load_ms']:.1f} | "
+              f"{ms['total_ms'] / ps['load_ms']:.2f}x | | | | | | {ms['peak_extra_mib']:.1f} | "
+              f"{ps['peak_extra_mib']:.1f} | | | |", flush=True)
         for dt in paths:
             bs = timed[dt]
             ratio, warm_ratio = bs["total_ms"] / ps["load_ms"], warm[dt] / warm["plain"]
