@@ -312,8 +312,7 @@ def _bench(name: str, args: argparse.Namespace, out: Path) -> None:
                 print(f"  packed {bk.name} {'+'.join(group)}: {pack_s[(bk.name, '+'.join(group))]:.1f} s", flush=True)
     b = bundle.Bundle(im, buckets, graphs=graphs)
     paths = {dt: out / f"{name}{'' if dt == 'f32' else '_' + dt}.innb" for dt in args.node_dtypes}
-    sizes = {dt: bundle.save(b, path, node_dtype=dt) for dt, path in paths.items()}
-    size = sizes[args.node_dtypes[0]]
+    size = [bundle.save(b, path, node_dtype=dt) for dt, path in paths.items()][0]
     full = len(buckets) - 1
     groups = list(dict.fromkeys(g for _, g in pack_s))
     print(f"\n| {name} pack s | " + " | ".join(groups) + " |")
@@ -359,20 +358,25 @@ def _bench(name: str, args: argparse.Namespace, out: Path) -> None:
                 same = (got.topk(5, 1).indices == top5).all(1).sum().item()
                 print(f"| {rt} | {dt} | {len(photos)} | {same}/{len(photos)} | | | {err:.3g} | {base_err:.3g} |")
 
-    # startup, full width: bundle vs the plain file of the same width
+    _startup_table(name, paths, plain, full, args.runtimes, args.startups)
+
+
+def _startup_table(name: str, paths: dict[str, Path], plain: dict[str, Path], full: int, runtimes: list[str],
+                   runs: int) -> None:
+    """The startup table at bucket ``full``: each bundle of ``paths`` (per node dtype) against the plain
+    file of each runtime, fresh processes and warm, with peak RSS and the targets."""
     print(f"\n| {name} startup (full width) | nodes | bundle MiB | open ms | fill ms | load ms | total ms | "
           "plain ms | ratio | <= 1.5x | warm total ms | warm plain ms | warm ratio | <= 1.5x | peak RSS MiB | "
           "plain RSS MiB | largest layer MiB | scratch MiB | RSS target |")
     print("|---|" + "---|" * 18)
     from inn_mobile import native
 
-    nb = native.NativeBundle.from_file(paths[args.node_dtypes[0]])
+    nb = native.NativeBundle.from_file(next(iter(paths.values())))
     largest = max(nb.layer_info(full, i).weight_count * 4 for i in range(nb.layer_count)) / 2**20
     scratch = nb.scratch_size(full) / 2**20
-    for rt in args.runtimes:
-        timed = _startup({**paths, "plain": plain[rt]}, rt, full,
-                         args.startups)
-        warm = _startup_warm({**paths, "plain": plain[rt]}, rt, full, args.startups)
+    for rt in runtimes:
+        timed = _startup({**paths, "plain": plain[rt], "memory": plain[rt]}, rt, full, runs)
+        warm = _startup_warm({**paths, "plain": plain[rt]}, rt, full, runs)
         ps, ms = timed["plain"], timed["memory"]
         print(f"| {rt} | plain file read into memory, loaded from there | {plain[rt].stat().st_size / 2**20:.1f} "
               f"| | | {ms['load_ms']:.1f} | {ms['total_ms']:.1f} | {ps['load_ms']:.1f} | "
@@ -382,8 +386,9 @@ def _bench(name: str, args: argparse.Namespace, out: Path) -> None:
             bs = timed[dt]
             ratio, warm_ratio = bs["total_ms"] / ps["load_ms"], warm[dt] / warm["plain"]
             rss_ok = bs["peak_extra_mib"] <= ps["peak_extra_mib"] + largest + scratch
-            print(f"| {rt} | {dt} | {sizes[dt] / 2**20:.1f} | {bs['open_ms']:.1f} | {bs['fill_ms']:.1f} | "
-                  f"{bs['load_ms']:.1f} | {bs['total_ms']:.1f} | {ps['load_ms']:.1f} | {ratio:.2f}x | "
+            print(f"| {rt} | {dt} | {paths[dt].stat().st_size / 2**20:.1f} | {bs['open_ms']:.1f} | "
+                  f"{bs['fill_ms']:.1f} | {bs['load_ms']:.1f} | {bs['total_ms']:.1f} | {ps['load_ms']:.1f} | "
+                  f"{ratio:.2f}x | "
                   f"{'met' if ratio <= 1.5 else 'NOT met'} | {warm[dt]:.1f} | {warm['plain']:.1f} | "
                   f"{warm_ratio:.2f}x | {'met' if warm_ratio <= 1.5 else 'NOT met'} | "
                   f"{bs['peak_extra_mib']:.1f} | {ps['peak_extra_mib']:.1f} | {largest:.1f} | {scratch:.1f} | "
