@@ -77,18 +77,12 @@ def _plot(path: Path, widths, rows, base) -> None:
     plt = plotting.pyplot()
     if plt is None:
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, accs in rows.items():
         ax.plot([w * 100 for w in widths], accs, marker="o", label=name)
     ax.axhline(base, color="grey", ls="--", lw=1, label="original")
-    ax.set_xlabel("width (% of channels)")
-    ax.set_ylabel("Fashion-MNIST test accuracy (%)")
-    ax.set_title("Resizing without fine-tuning")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    plotting.save(fig, path)
+    plotting.finish(fig, ax, path, xlabel="width (% of channels)", ylabel="Fashion-MNIST test accuracy (%)",
+                    title="Resizing without fine-tuning")
 
 
 if __name__ == "__main__":

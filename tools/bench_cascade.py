@@ -168,13 +168,8 @@ def plot(path: Path, rows, rt: str) -> None:
         ax.scatter([m / 1e6 for m, _, _ in pts], [a for _, a, _ in pts], marker=marker, label=f"cascade ({which})")
         for m, a, name in pts:
             ax.annotate(name, (m / 1e6, a), fontsize=7)
-    ax.set_xlabel("average MMACs per input")
-    ax.set_ylabel("Fashion-MNIST test accuracy (%)")
-    ax.set_title(f"Confidence cascades vs single widths ({rt})")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    plotting.save(fig, path)
+    plotting.finish(fig, ax, path, xlabel="average MMACs per input", ylabel="Fashion-MNIST test accuracy (%)",
+                    title=f"Confidence cascades vs single widths ({rt})", legend_size=8)
 
 
 if __name__ == "__main__":

@@ -196,18 +196,12 @@ def plot_rows(path: Path, widths, rows, title: str = "Integral fine-tuning and p
     plt = plotting.pyplot()
     if plt is None:
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for name, accs in rows.items():
         pts = [(w * 100, a) for w, a in zip(widths, accs) if a is not None]
         ax.plot(*zip(*pts), marker="o", label=name, ls="--" if name.startswith("scratch") else "-")
-    ax.set_xlabel("width (% of channels)")
-    ax.set_ylabel("Fashion-MNIST test accuracy (%)")
-    ax.set_title(title)
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    plotting.save(fig, path)
+    plotting.finish(fig, ax, path, xlabel="width (% of channels)", ylabel="Fashion-MNIST test accuracy (%)",
+                    title=title, legend_size=8)
 
 
 if __name__ == "__main__":

@@ -28,3 +28,16 @@ def save(fig, path: str | os.PathLike) -> None:
     with atomic.replace(path) as f:
         fig.savefig(f, format=path.suffix.lstrip(".").lower() or "png", dpi=120)
     print(f"plot: {path}")
+
+
+def finish(fig, ax, path: str | os.PathLike, *, xlabel: str, ylabel: str, title: str,
+           legend_size: float | None = None) -> None:
+    """The house style of a one-axes plot, then :func:`save`: labels, title, legend, a light grid, a
+    tight layout."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=legend_size)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    save(fig, path)
