@@ -400,7 +400,8 @@ class NativeBundle:
         _check(lib().inn_graph_scratch_size(C.byref(self._b), C.byref(g), C.byref(need)), "graph scratch size")
         _check(lib().inn_graph_fill_spans(C.byref(self._b), C.byref(g), ptrs, sizes),
                f"filling the {runtime!r} graph of bucket {bucket}")
-        parts = max(1, min(fill_threads() if threads is None else threads, MAX_FILL_THREADS))
+        # a part per thread, at most one per layer (more would be empty parts: threads with nothing to do)
+        parts = max(1, min(fill_threads() if threads is None else threads, self.layer_count))
         status = [0] * parts
 
         def part(p: int) -> None:
@@ -417,9 +418,6 @@ class NativeBundle:
         for p, st in enumerate(status):
             _check(st, f"filling the {runtime!r} graph of bucket {bucket} (part {p} of {parts})")
         return dict(zip(names, (o for o, _ in outs)))
-
-
-MAX_FILL_THREADS = 16
 
 
 def fill_threads() -> int:
