@@ -256,10 +256,10 @@ def _run_plain(path: Path, x: torch.Tensor) -> torch.Tensor:
 
 
 def _warm_up(runtimes: list[str], calibration: torch.Tensor) -> float:
-    """Seconds to lower a one-convolution network once for each runtime: what a process pays once, before
-    its first real lowering (the exporters' imports; XNNPACK builds its pattern graphs on first use), so
-    that the pack seconds per (width, runtime) that follow are each lowering's own work. Runs once per
-    process (later models find everything set up)."""
+    """Seconds to lower a one-convolution network once for each runtime, before a model's lowerings. The
+    first call in a process pays what a process pays once (the exporters' imports; XNNPACK builds its
+    pattern graphs on first use), so that the pack seconds per (width, runtime) that follow are each
+    lowering's own work; later calls (the next models) pay only the small network's lowering."""
     import torch
 
     from inn_mobile.core.convert import convert
@@ -296,8 +296,8 @@ def _bench(name: str, args: argparse.Namespace, out: Path) -> None:
     print(f"\n## {name}: {sum(p.numel() for p in original.parameters()) / 1e6:.2f}M parameters, converted in "
           f"{time.time() - t:.0f} s; {len(photos)} photos, {len(calib)} calibration crops", flush=True)
     buckets = bundle.make_buckets(im, args.ratios)
-    print(f"  one-off process setup (imports, converters' own setup), first lowering of a one-convolution "
-          f"network per runtime: {_warm_up(args.runtimes, calib):.1f} s", flush=True)
+    print(f"  setup before packing, a one-convolution network lowered per runtime (the first model of a process "
+          f"also pays the imports and converters' one-off setup): {_warm_up(args.runtimes, calib):.1f} s", flush=True)
     graphs, pack_s = {}, {}
     for k, bk in enumerate(buckets):
         for family in dict.fromkeys(r.split("-")[0] for r in args.runtimes):
