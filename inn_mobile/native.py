@@ -142,6 +142,8 @@ def lib() -> C.CDLL:
         "inn_graph_fill_spans": (C.c_int, [P(_Bundle), P(_Graph), P(C.c_void_p), P(C.c_size_t)]),
         "inn_graph_fill_part": (C.c_int, [P(_Bundle), P(_Graph), P(C.c_void_p), P(C.c_size_t), C.c_uint32, C.c_uint32,
                                           C.c_void_p, C.c_size_t]),
+        "inn_graph_part_nodes": (C.c_int, [P(_Bundle), P(_Graph), C.c_uint32, C.c_uint32, P(C.c_size_t),
+                                           P(C.c_size_t)]),
     }
     for name, (res, args) in sig.items():
         fn = getattr(L, name)
@@ -243,6 +245,17 @@ class NativeBundle:
         weights at once. A bundle opened from bytes keeps them (they are the caller's)."""
         if self._map is not None and hasattr(mmap, "MADV_DONTNEED"):
             self._map.madvise(mmap.MADV_DONTNEED)
+
+    def _release_part(self, g: _Graph, part: int, parts: int) -> None:
+        """Drop the mapped pages that only part ``part``'s nodes occupy (pages shared with a neighbour stay until
+        :meth:`release_pages`); a page dropped early is read back from the page cache, unchanged."""
+        first, end = C.c_size_t(), C.c_size_t()
+        if lib().inn_graph_part_nodes(C.byref(self._b), C.byref(g), part, parts, C.byref(first), C.byref(end)):
+            return  # nothing to release: the fill itself reports any error
+        start = -(-first.value // mmap.PAGESIZE) * mmap.PAGESIZE
+        stop = end.value // mmap.PAGESIZE * mmap.PAGESIZE
+        if stop > start and hasattr(mmap, "MADV_DONTNEED"):
+            self._map.madvise(mmap.MADV_DONTNEED, start, stop - start)
 
     @property
     def layer_count(self) -> int:
@@ -400,24 +413,35 @@ class NativeBundle:
         _check(lib().inn_graph_scratch_size(C.byref(self._b), C.byref(g), C.byref(need)), "graph scratch size")
         _check(lib().inn_graph_fill_spans(C.byref(self._b), C.byref(g), ptrs, sizes),
                f"filling the {runtime!r} graph of bucket {bucket}")
-        # a part per thread, at most one per layer (more would be empty parts: threads with nothing to do)
-        parts = max(1, min(fill_threads() if threads is None else threads, self.layer_count))
+        # a run of parts per thread, at most one part per layer (more would be empty parts). A mapped bundle is
+        # filled in finer parts, each one's node pages dropped once it is written (release_pages, part by part):
+        # memory then never holds every node and every filled weight at once
+        threads = max(1, min(fill_threads() if threads is None else threads, self.layer_count))
+        parts = min(self.layer_count, threads * _PARTS_PER_THREAD) if self._map is not None else threads
         status = [0] * parts
 
-        def part(p: int) -> None:
+        def run(t: int) -> None:
             scratch = np.zeros(max(1, need.value), np.uint8)
-            status[p] = lib().inn_graph_fill_part(C.byref(self._b), C.byref(g), ptrs, sizes, p, parts,
-                                                  scratch.ctypes.data, scratch.nbytes)
+            for p in range(t * parts // threads, (t + 1) * parts // threads):
+                status[p] = lib().inn_graph_fill_part(C.byref(self._b), C.byref(g), ptrs, sizes, p, parts,
+                                                      scratch.ctypes.data, scratch.nbytes)
+                if status[p]:
+                    return
+                if self._map is not None:
+                    self._release_part(g, p, parts)
 
-        workers = [threading.Thread(target=part, args=(p,), name=f"inn-fill-{p}") for p in range(1, parts)]
+        workers = [threading.Thread(target=run, args=(t,), name=f"inn-fill-{t}") for t in range(1, threads)]
         for w in workers:
             w.start()
-        part(0)
+        run(0)
         for w in workers:
             w.join()
         for p, st in enumerate(status):
             _check(st, f"filling the {runtime!r} graph of bucket {bucket} (part {p} of {parts})")
         return dict(zip(names, (o for o, _ in outs)))
+
+
+_PARTS_PER_THREAD = 8  # a mapped bundle's fill parts per thread: the nodes resident at once are ~1/8 of a thread's
 
 
 def fill_threads() -> int:

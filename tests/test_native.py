@@ -1,7 +1,9 @@
 """The C core against the Python reference: bit-exact weights, layouts, int8, shared vectors."""
 
 import json
+import re
 import struct
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -23,8 +25,6 @@ VECTORS = Path(__file__).parent / "vectors"
 @pytest.mark.parametrize("suffix", ["", "_i8"], ids=["f32-nodes", "i8-nodes"])
 def test_shared_vectors_match_the_python_reference(suffix):
     """expected.bin was written by the Python reference; it must still produce it exactly."""
-    import sys
-
     sys.path.insert(0, str(Path(__file__).parents[1] / "tools"))
     from make_test_vectors import expected_graphs, expected_records
 
@@ -386,6 +386,46 @@ def test_writer_refuses_what_the_readers_reject():
 def _vm_rss_kib() -> int:
     with open("/proc/self/status") as f:
         return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+
+
+def _mapping_rss_kib(path: Path) -> int:
+    """Resident KiB of this process's mappings of ``path`` (``/proc/self/smaps``)."""
+    rss, inside = 0, False
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            if re.match(r"[0-9a-f]+-[0-9a-f]+ ", line):
+                inside = line.rstrip().endswith(str(path))
+            elif inside and line.startswith("Rss:"):
+                rss += int(line.split()[1])
+    return rss
+
+
+def test_fill_of_a_mapped_bundle_drops_each_parts_nodes_once_written(tmp_path):
+    """A mapped bundle is filled in finer parts, each part's node pages dropped once it is written
+    (``inn_graph_part_nodes``), so memory never holds all the nodes and all the filled weights at once:
+    after the fill, before ``release_pages``, little more than the pages at the threads' part boundaries
+    is still resident (2 MiB each where the page cache maps the file in huge pages: dropping part of one
+    unmaps it all, and the next read maps it again). The bytes are those of the reference, with 1 or 2
+    threads; a bundle in memory is left alone."""
+    sys.path.insert(0, str(Path(__file__).parents[1] / "tools"))
+    from make_test_vectors import graph_images
+
+    torch.manual_seed(0)
+    im = convert(torch.nn.Sequential(*[torch.nn.Linear(512, 512) for _ in range(16)]), torch.randn(2, 512))
+    b = bundle.Bundle(im, bundle.make_buckets(im, [1.0]))
+    b.graphs[(0, "vectors")] = runtime_file.encode_record(graph_images(b, 0, torch.Generator().manual_seed(1)))
+    path = tmp_path / "big.innb"
+    bundle.save(b, path)
+    want = reference.fill(b, 0, "vectors")
+    node_kib = sum(t.numel() for t in im.nodes.values()) * 4 / 1024
+    for threads in (1, 2):
+        nb = native.NativeBundle.from_file(path)  # open reads every byte (checksums): the nodes are resident
+        assert _mapping_rss_kib(path) > node_kib
+        assert nb.fill(0, "vectors", threads=threads) == want
+        others = (path.stat().st_size / 1024 - node_kib) + 2 * 2048 * threads  # < half the nodes
+        assert _mapping_rss_kib(path) < others, (threads, _mapping_rss_kib(path), node_kib)
+    in_memory = native.NativeBundle(path.read_bytes())
+    assert in_memory.fill(0, "vectors") == want
 
 
 def test_released_pages_of_a_mapped_bundle_leave_memory_and_read_back_unchanged(tmp_path):

@@ -717,6 +717,26 @@ inn_status inn_layer_info_get(const inn_bundle *b, uint32_t bucket, uint32_t lay
     return INN_OK;
 }
 
+/* The bytes of b->data holding a layer's nodes (weight and bias, which the writer stores together): [*first,
+ * *end). Opening checked that every range lies inside NODE, so nothing here can overflow. `bucket` is any bucket
+ * whose layer info is valid (the counts read here are the same at every bucket). */
+inn_status inn_layer_node_bytes(const inn_bundle *b, uint32_t bucket, uint32_t layer, size_t *first, size_t *end) {
+    inn_layer_info li;
+    inn_status st = inn_layer_info_get(b, bucket, layer, &li);
+    if (st) return st;
+    layer_rec r = layer_at(b, layer);
+    size_t elem = node_elem_size(b), base = (size_t)(b->nodes - b->data);
+    size_t count = (size_t)li.m_out * li.taps * (li.kind == INN_KIND_DENSE ? li.m_in : 1u);
+    size_t lo = (size_t)r.weight_off, hi = lo + count;
+    if ((r.flags & 1u) || li.kind == INN_KIND_AFFINE) {
+        if ((size_t)r.bias_off < lo) lo = (size_t)r.bias_off;
+        if ((size_t)r.bias_off + li.m_out > hi) hi = (size_t)r.bias_off + li.m_out;
+    }
+    *first = base + lo * elem;
+    *end = base + hi * elem;
+    return INN_OK;
+}
+
 /* Scratch (from an 8-aligned start): out taps and in taps (idx), their weights (w, 8-aligned), the in
  * quadrature (q), then the resampler's rows; 64 bytes of slack (8 of them to align an unaligned
  * scratch). Every sum checked: with a 32-bit size_t a large layer would otherwise wrap to a small size. */

@@ -493,6 +493,22 @@ inn_status inn_graph_fill_part(const inn_bundle *b, const inn_graph *g, void *co
     return INN_OK;
 }
 
+inn_status inn_graph_part_nodes(const inn_bundle *b, const inn_graph *g, uint32_t part, uint32_t parts, size_t *first,
+                                size_t *end) {
+    if (!b || !b->data || !g || !g->record || !first || !end || parts == 0 || part >= parts) return INN_ERR_ARG;
+    uint32_t lo, hi;
+    inn_status st = part_layers(b, g->bucket, part, parts, &lo, &hi);
+    if (st) return st;
+    *first = *end = 0;
+    for (uint32_t l = lo; l < hi; l++) {
+        size_t a, z;
+        if ((st = inn_layer_node_bytes(b, g->bucket, l, &a, &z))) return st;
+        if (*end == 0 || a < *first) *first = a;
+        if (z > *end) *end = z;
+    }
+    return INN_OK;
+}
+
 inn_status inn_graph_fill(const inn_bundle *b, const inn_graph *g, void *const *outs, const size_t *out_sizes,
                           void *scratch, size_t scratch_bytes) {
     if (!b || !b->data || !g || !g->record || !outs || !out_sizes || !scratch) return INN_ERR_ARG;

@@ -137,6 +137,9 @@ inn_status inn_dense_to_sink(const inn_nodes *nd, uint32_t m_out, uint32_t m_in,
 inn_status inn_rows_to_sink(const inn_nodes *nd, uint32_t m, uint32_t taps, const inn_axis *out, const inn_sink *sink,
                             float *rowf, int8_t *qrow);
 
+/* The bytes of the bundle's data that hold layer `layer`'s nodes: [*first, *end) (inn_graph_part_nodes). */
+inn_status inn_layer_node_bytes(const inn_bundle *b, uint32_t bucket, uint32_t layer, size_t *first, size_t *end);
+
 /* CRC-32C by tables alone: what inn_crc32c computes on CPUs without CRC instructions (tests compare them). */
 uint32_t inn_crc32c_portable(const uint8_t *data, size_t size);
 

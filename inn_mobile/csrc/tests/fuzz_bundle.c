@@ -44,8 +44,11 @@ static void exercise_graphs(const inn_bundle *b) {
         if (ok && inn_graph_fill(b, &g, outs, sizes, scratch, scratch_size) == INN_OK) {
             /* the same graph in 3 parts (one after another here; test_core runs parts on threads) */
             if (inn_graph_fill_spans(b, &g, outs, sizes) != INN_OK) abort();
-            for (uint32_t p = 0; p < 3; p++)
+            for (uint32_t p = 0; p < 3; p++) {
+                size_t first, end; /* the part's node bytes: inside the bundle, whatever the layers' offsets */
                 if (inn_graph_fill_part(b, &g, outs, sizes, p, 3, scratch, scratch_size) != INN_OK) abort();
+                if (inn_graph_part_nodes(b, &g, p, 3, &first, &end) != INN_OK || first > end || end > b->size) abort();
+            }
         }
         for (uint32_t k = 0; k < g.image_count; k++) free(outs[k]);
         free(scratch);

@@ -104,6 +104,57 @@ static void parts_match(const inn_bundle *b, const inn_graph *g, void *const *wa
     }
 }
 
+/* inn_graph_part_nodes: the parts' ranges tile the NODE section in order, and each part reads no node outside
+ * its own range: filled from a copy of the bundle whose every other node byte is scrambled (after opening, so
+ * validation cannot object), each part writes exactly what it writes from the real bundle. */
+static void part_nodes_suffice(const inn_bundle *b, const inn_graph *g, const size_t *sizes, uint32_t parts,
+                               size_t scratch_size) {
+    CHECK(inn_graph_part_nodes(b, g, parts, parts, &(size_t){0}, &(size_t){0}) == INN_ERR_ARG, "part past the parts");
+    CHECK(inn_graph_part_nodes(b, g, 0, 0, &(size_t){0}, &(size_t){0}) == INN_ERR_ARG, "zero parts");
+    size_t node_start = (size_t)(b->nodes - b->data), next = node_start;
+    uint8_t *copy = malloc(b->size);
+    void *real[8], *scrambled[8], *scratch = malloc(scratch_size);
+    for (uint32_t k = 0; k < g->image_count; k++) {
+        real[k] = malloc(sizes[k] + 1);
+        scrambled[k] = malloc(sizes[k] + 1);
+    }
+    for (uint32_t p = 0; p < parts; p++) {
+        size_t first = 1, end = 1;
+        inn_status st = inn_graph_part_nodes(b, g, p, parts, &first, &end);
+        CHECK(st == INN_OK, "part %u of %u nodes: %s", p, parts, inn_status_str(st));
+        if (first == end) continue; /* a part without layers */
+        CHECK(first == next && end > first && end <= node_start + b->nodes_size,
+              "part %u of %u reads nodes [%zu, %zu), expected from %zu", p, parts, first, end, next);
+        next = end;
+        inn_bundle c;
+        memcpy(copy, b->data, b->size);
+        CHECK(inn_bundle_open(&c, copy, b->size) == INN_OK, "copy opens");
+        for (size_t i = node_start; i < node_start + b->nodes_size; i++)
+            if (i < first || i >= end) copy[i] ^= 0x5A;
+        inn_graph gc;
+        CHECK(inn_graph_find(&c, g->bucket, "vectors", &gc) == INN_OK, "graph of the copy");
+        for (uint32_t k = 0; k < g->image_count; k++) { /* other parts' holes: written by neither fill */
+            memset(real[k], 0, sizes[k]);
+            memset(scrambled[k], 0, sizes[k]);
+        }
+        inn_graph_fill_spans(b, g, real, sizes);
+        inn_graph_fill_spans(&c, &gc, scrambled, sizes);
+        st = inn_graph_fill_part(b, g, real, sizes, p, parts, scratch, scratch_size);
+        inn_status sc = inn_graph_fill_part(&c, &gc, scrambled, sizes, p, parts, scratch, scratch_size);
+        CHECK(st == INN_OK && sc == INN_OK, "part %u of %u: %s / %s", p, parts, inn_status_str(st), inn_status_str(sc));
+        for (uint32_t k = 0; k < g->image_count; k++)
+            CHECK(memcmp(real[k], scrambled[k], sizes[k]) == 0, "part %u of %u read a node outside its range", p, parts);
+    }
+    CHECK(next == node_start + b->nodes_size, "the %u parts read nodes up to %zu of %zu", parts, next,
+          node_start + b->nodes_size);
+    for (uint32_t k = 0; k < g->image_count; k++) {
+        free(real[k]);
+        free(scrambled[k]);
+    }
+    free(scratch);
+    free(copy);
+}
+
 /* Fill one bucket's "vectors" graph and compare image `index` with the Python reference's bytes. */
 static int graph_matches(const inn_bundle *b, uint32_t bucket, uint32_t index, const unsigned char *want, size_t n) {
     inn_graph g;
@@ -130,8 +181,10 @@ static int graph_matches(const inn_bundle *b, uint32_t bucket, uint32_t index, c
     CHECK(inn_graph_fill_part(b, &g, outs, sizes, 0, 0, scratch8, scratch_size) == INN_ERR_ARG, "zero parts");
     CHECK(inn_graph_fill_part(b, &g, outs, sizes, 0, 2, scratch8, scratch_size - 1) == INN_ERR_BUFFER, "small part scratch");
     free(scratch8);
-    for (uint32_t parts = 1; st == INN_OK && parts <= b->layer_count + 2 && parts <= 16; parts += 1 + parts / 2)
+    for (uint32_t parts = 1; st == INN_OK && parts <= b->layer_count + 2 && parts <= 16; parts += 1 + parts / 2) {
         parts_match(b, &g, outs, sizes, parts, scratch_size);
+        part_nodes_suffice(b, &g, sizes, parts, scratch_size);
+    }
     for (uint32_t k = 0; k < g.image_count; k++) free(outs[k]);
     free(scratch);
     return ok;

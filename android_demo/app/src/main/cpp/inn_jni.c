@@ -159,18 +159,23 @@ JNIEXPORT jboolean JNICALL Java_dev_innmobile_InnBundle_nInPlace(JNIEnv *env, jc
     return h && !h->owned ? JNI_TRUE : JNI_FALSE;
 }
 
+/* Drops the whole pages inside bytes [first, end) of a bundle read from a read-only file mapping (advice: a
+ * failure changes nothing, and a dropped page reads back unchanged from the page cache). */
+static void release_range(const jni_bundle *h, size_t first, size_t end) {
+    long page_size = sysconf(_SC_PAGESIZE);
+    uintptr_t page = page_size > 0 ? (uintptr_t)page_size : 4096u;
+    uintptr_t lo = ((uintptr_t)h->bundle.data + first + page - 1) & ~(page - 1);
+    uintptr_t hi = ((uintptr_t)h->bundle.data + end) & ~(page - 1);
+    if (hi > lo) madvise((void *)lo, hi - lo, MADV_DONTNEED);
+}
+
 /* Drops the process's resident pages of the bundle's memory (whole pages inside it). Only for memory that
  * is a read-only file mapping, which InnBundle checks before calling: those pages fault back in from the
  * file, unchanged, while anonymous memory would read back as zeros. */
 JNIEXPORT void JNICALL Java_dev_innmobile_InnBundle_nReleasePages(JNIEnv *env, jclass cls, jlong handle) {
     (void)cls;
     jni_bundle *h = handle_of(env, handle);
-    if (!h || !h->mapping) return;
-    long page_size = sysconf(_SC_PAGESIZE);
-    uintptr_t page = page_size > 0 ? (uintptr_t)page_size : 4096u;
-    uintptr_t first = ((uintptr_t)h->bundle.data + page - 1) & ~(page - 1);
-    uintptr_t end = ((uintptr_t)h->bundle.data + h->bundle.size) & ~(page - 1);
-    if (end > first) madvise((void *)first, end - first, MADV_DONTNEED); /* advice: a failure changes nothing */
+    if (h && h->mapping) release_range(h, 0, h->bundle.size);
 }
 
 /* {bucket_count, layer_count, group_count} */
@@ -424,10 +429,13 @@ JNIEXPORT jlong JNICALL Java_dev_innmobile_InnBundle_nGraphScratchSize(JNIEnv *e
 /* Rebuilds the images of graph (bucket, runtime) into `outs` (one direct, 4-byte aligned buffer per image, in
  * image order): part -1 copies the stored bytes of every image (inn_graph_fill_spans; scratch unused), part p
  * in [0, parts) writes its share of the holes (inn_graph_fill_part; InnBundle.fillGraph runs the parts on its
- * threads, each with its own scratch). The core validates everything before writing. */
+ * threads, each with its own scratch) and, with `release` (InnBundle passes it for a read-only file mapping
+ * only: anonymous memory would read back as zeros), then drops the pages of the part's nodes. The core
+ * validates everything before writing. */
 JNIEXPORT void JNICALL Java_dev_innmobile_InnBundle_nGraphFill(JNIEnv *env, jclass cls, jlong handle, jint bucket,
                                                                jbyteArray runtime, jobjectArray outs,
-                                                               jobject scratch, jint part, jint parts) {
+                                                               jobject scratch, jint part, jint parts,
+                                                               jboolean release) {
     (void)cls;
     jni_bundle *h = handle_of(env, handle);
     inn_graph g;
@@ -468,10 +476,14 @@ JNIEXPORT void JNICALL Java_dev_innmobile_InnBundle_nGraphFill(JNIEnv *env, jcla
                                 : parts <= 0 ? INN_ERR_ARG
                                              : inn_graph_fill_part(&h->bundle, &g, (void *const *)ptrs, sizes,
                                                                    (uint32_t)part, (uint32_t)parts, scr, scrn);
+        size_t first, end;
         if (s != INN_OK) {
             char what[96];
             snprintf(what, sizeof what, "filling graph of bucket %d (part %d of %d)", (int)bucket, (int)part, (int)parts);
             throw_status(env, s, what);
+        } else if (part >= 0 && release && h->mapping &&
+                   inn_graph_part_nodes(&h->bundle, &g, (uint32_t)part, (uint32_t)parts, &first, &end) == INN_OK) {
+            release_range(h, first, end); /* the part's nodes are not read again by this fill */
         }
     }
     free(ptrs);

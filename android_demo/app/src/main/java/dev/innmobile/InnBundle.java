@@ -370,9 +370,11 @@ public final class InnBundle implements AutoCloseable {
      * Rebuilds the files of graph (bucket, runtime) with the weights written from the nodes, into
      * {@code outs} (one direct, 4-byte aligned buffer per image, at least the image's size).
      *
-     * <p>One scratch buffer per thread: with {@code n} buffers the layers are written in {@code n}
-     * parts at once, on {@code n - 1} new threads and this one (the core deals the layers to the parts
-     * by weight size and starts no thread itself). Any number of parts writes the same bytes.
+     * <p>One scratch buffer per thread: with {@code n} buffers the layers are written by {@code n} threads
+     * at once, {@code n - 1} new ones and this one (the core deals the layers to the parts by weight size
+     * and starts no thread itself). Any number of parts writes the same bytes. A bundle read in place from a
+     * read-only mapped file is written in finer parts ({@link #PARTS_PER_THREAD} per thread), each part's node
+     * pages dropped once it is written: memory never holds every node and every filled weight at once.
      */
     public void fillGraph(int bucket, String runtime, ByteBuffer[] outs, ByteBuffer... scratch) {
         Objects.requireNonNull(outs, "outs");
@@ -382,28 +384,20 @@ public final class InnBundle implements AutoCloseable {
         }
         long h = live();
         byte[] rt = runtime.getBytes(StandardCharsets.US_ASCII);
-        nGraphFill(h, bucket, rt, outs, null, -1, scratch.length); // the stored bytes of every image
-        int parts = scratch.length;
-        RuntimeException[] failed = new RuntimeException[parts];
-        Thread[] workers = new Thread[parts];
-        for (int p = 1; p < parts; p++) {
-            final int part = p;
-            workers[p] = new Thread(() -> {
-                try {
-                    nGraphFill(h, bucket, rt, outs, scratch[part], part, parts);
-                } catch (RuntimeException e) {
-                    failed[part] = e;
-                }
-            }, "inn-fill-" + p);
-            workers[p].start();
+        nGraphFill(h, bucket, rt, outs, null, -1, scratch.length, false); // the stored bytes of every image
+        int threads = scratch.length;
+        int parts = fileMapped ? Math.max(threads, Math.min(layerCount, threads * PARTS_PER_THREAD)) : threads;
+        RuntimeException[] failed = new RuntimeException[threads];
+        Thread[] workers = new Thread[threads];
+        for (int t = 1; t < threads; t++) {
+            final int thread = t;
+            workers[t] = new Thread(() -> failed[thread] = fillParts(h, bucket, rt, outs, scratch[thread], thread,
+                                                                      threads, parts, fileMapped), "inn-fill-" + t);
+            workers[t].start();
         }
-        try {
-            nGraphFill(h, bucket, rt, outs, scratch[0], 0, parts);
-        } catch (RuntimeException e) {
-            failed[0] = e;
-        }
+        failed[0] = fillParts(h, bucket, rt, outs, scratch[0], 0, threads, parts, fileMapped);
         boolean interrupted = false;
-        for (int p = 1; p < parts; p++) {
+        for (int p = 1; p < threads; p++) {
             while (true) {
                 try {
                     workers[p].join();
@@ -420,6 +414,25 @@ public final class InnBundle implements AutoCloseable {
             if (e != null) {
                 throw e;
             }
+        }
+    }
+
+    /** Fill parts a thread writes on a mapped bundle, each part's node pages dropped once written. */
+    public static final int PARTS_PER_THREAD = 8;
+
+    /**
+     * Thread {@code t} of {@code threads}: parts [t * parts / threads, (t + 1) * parts / threads), in order,
+     * each one's node pages dropped once written when {@code release} (a read-only file mapping only).
+     */
+    private static RuntimeException fillParts(long h, int bucket, byte[] rt, ByteBuffer[] outs, ByteBuffer scratch,
+                                              int t, int threads, int parts, boolean release) {
+        try {
+            for (int p = t * parts / threads; p < (t + 1) * parts / threads; p++) {
+                nGraphFill(h, bucket, rt, outs, scratch, p, parts, release);
+            }
+            return null;
+        } catch (RuntimeException e) {
+            return e;
         }
     }
 
@@ -515,5 +528,5 @@ public final class InnBundle implements AutoCloseable {
 
     /** part -1: the stored bytes of every image (scratch unused); else part {@code part} of {@code parts}. */
     private static native void nGraphFill(long handle, int bucket, byte[] runtime, ByteBuffer[] outs,
-                                          ByteBuffer scratch, int part, int parts);
+                                          ByteBuffer scratch, int part, int parts, boolean release);
 }
