@@ -408,13 +408,17 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=None, help="where bundles and plain files go (default: a temp dir)")
     p.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = p.parse_args()
-    if args.child:
-        _child(args)
-        return
-    out = args.out or Path(tempfile.mkdtemp(prefix="bench_real_"))
-    out.mkdir(parents=True, exist_ok=True)
-    for name in args.models:
-        _bench(name, args, out)
+    from inn_mobile.app.cli import native_stderr_silenced, quiet_third_party
+
+    quiet_third_party()  # the converters' deprecation chatter and native log lines, as the command line hides them
+    with native_stderr_silenced():
+        if args.child:
+            _child(args)
+            return
+        out = args.out or Path(tempfile.mkdtemp(prefix="bench_real_"))
+        out.mkdir(parents=True, exist_ok=True)
+        for name in args.models:
+            _bench(name, args, out)
 
 
 if __name__ == "__main__":

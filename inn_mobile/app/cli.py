@@ -415,7 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def _quiet_third_party() -> None:
+def quiet_third_party() -> None:
     """The converters log deprecation chatter and optional-CUDA-kernel failures that say nothing about
     the user's model; the command line hides them (library users keep their own logging settings)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -462,7 +462,7 @@ class NativeNoticeFilter:
 
 
 @contextlib.contextmanager
-def _native_stderr_silenced():
+def native_stderr_silenced():
     """LiteRT's C++ code prints notices straight to file descriptor 2 ("Created TensorFlow Lite XNNPACK
     delegate") that say nothing about the user's model: while a command runs, that descriptor points at
     /dev/null and Python's own ``sys.stderr`` (our errors, progress bars) at a copy of the real one.
@@ -496,13 +496,13 @@ def main(argv: list[str] | None = None) -> int:
     from inn_mobile.errors import InnError
 
     args = build_parser().parse_args(argv)
-    _quiet_third_party()
+    quiet_third_party()
     for data, labels in (("validation", "validation_labels"), ("cascade_data", "cascade_labels")):
         if getattr(args, data, None) and not getattr(args, labels, None):
             print(f"error: --{data.replace('_', '-')} needs --{labels.replace('_', '-')}", file=sys.stderr)
             return 2
     try:
-        with _native_stderr_silenced():
+        with native_stderr_silenced():
             return args.fn(args)
     except UsageError as e:
         print(f"error: {_one_line(e)}", file=sys.stderr)
