@@ -395,9 +395,12 @@ class NativeBundle:
         (``{file name: bytes}``; the same result as :func:`inn_mobile.format.reference.fill`). The core
         writes straight into the ``bytes`` objects the runtimes' bindings take, so no file is copied.
 
-        The layers are written in ``threads`` parts at once (``inn_graph_fill_part``; ctypes releases the
+        The layers are written by ``threads`` threads at once (``inn_graph_fill_part``; ctypes releases the
         GIL during each call), by default :func:`fill_threads`: the fill is most of a bundle's startup
-        cost over a plain file, and it splits across cores. Any number of parts writes the same bytes."""
+        cost over a plain file, and it splits across cores. Any number of parts writes the same bytes. A
+        bundle mapped from a file (:meth:`from_file`) is written in finer parts, each part's node pages
+        dropped as soon as it is written (``inn_graph_part_nodes``), so that peak memory holds the filled
+        files and a few parts' nodes, not all the nodes besides."""
         g = _Graph()
         _check(lib().inn_graph_find(C.byref(self._b), bucket, runtime.encode(), C.byref(g)),
                f"{runtime!r} graph of bucket {bucket}")
