@@ -84,6 +84,10 @@ class _ImageInfo(C.Structure):
                 ("hole_count", C.c_uint32), ("size", C.c_uint64)]
 
 
+# inn_read_done: (ctx, first, end) of each stretch inn_bundle_open_ex has verified
+_READ_DONE = C.CFUNCTYPE(None, C.c_void_p, C.c_size_t, C.c_size_t)
+
+
 def library_path() -> Path:
     """Where the compiled core lives (``INN_NATIVE_LIB`` overrides, e.g. for a sanitizer build)."""
     env = os.environ.get("INN_NATIVE_LIB")
@@ -116,6 +120,7 @@ def lib() -> C.CDLL:
         "inn_quantize": (C.c_int, [P(C.c_float), C.c_uint32, C.c_uint32, C.c_int, P(C.c_int8), P(C.c_float)]),
         "inn_bundle_sizeof": (C.c_size_t, []),
         "inn_bundle_open": (C.c_int, [P(_Bundle), C.c_void_p, C.c_size_t]),
+        "inn_bundle_open_ex": (C.c_int, [P(_Bundle), C.c_void_p, C.c_size_t, _READ_DONE, C.c_void_p]),
         "inn_bucket_info_get": (C.c_int, [P(_Bundle), C.c_uint32, P(_BucketInfo)]),
         "inn_cost_count": (C.c_int, [P(_Bundle), P(C.c_uint32)]),
         "inn_cost_list": (C.c_int, [P(_Bundle), C.c_uint32, P(_Cost)]),
@@ -226,7 +231,11 @@ class NativeBundle:
         self._buf = buf
         self._map = data if isinstance(data, mmap.mmap) and buf.base is not None else None  # read in place
         self._b = _Bundle()
-        _check(lib().inn_bundle_open(C.byref(self._b), C.c_void_p(buf.ctypes.data), buf.nbytes), "opening bundle")
+        # a mapped file: each stretch the open has verified is dropped from memory at once (the fill reads the
+        # nodes back from the page cache), so that checking the whole file never holds it all
+        done = _READ_DONE(lambda _ctx, first, end: self._release(first, end)) if self._map is not None else _READ_DONE()
+        _check(lib().inn_bundle_open_ex(C.byref(self._b), C.c_void_p(buf.ctypes.data), buf.nbytes, done, None),
+               "opening bundle")
 
     @classmethod
     def from_file(cls, path: str | os.PathLike) -> NativeBundle:
@@ -247,13 +256,16 @@ class NativeBundle:
             self._map.madvise(mmap.MADV_DONTNEED)
 
     def _release_part(self, g: _Graph, part: int, parts: int) -> None:
-        """Drop the mapped pages that only part ``part``'s nodes occupy (pages shared with a neighbour stay until
-        :meth:`release_pages`); a page dropped early is read back from the page cache, unchanged."""
+        """Drop the mapped pages of part ``part``'s nodes, once the part is written."""
         first, end = C.c_size_t(), C.c_size_t()
-        if lib().inn_graph_part_nodes(C.byref(self._b), C.byref(g), part, parts, C.byref(first), C.byref(end)):
-            return  # nothing to release: the fill itself reports any error
-        start = -(-first.value // mmap.PAGESIZE) * mmap.PAGESIZE
-        stop = end.value // mmap.PAGESIZE * mmap.PAGESIZE
+        if not lib().inn_graph_part_nodes(C.byref(self._b), C.byref(g), part, parts, C.byref(first), C.byref(end)):
+            self._release(first.value, end.value)  # on an error nothing is dropped: the fill reports it
+
+    def _release(self, first: int, end: int) -> None:
+        """Drop the mapped pages wholly inside bytes ``[first, end)`` (pages shared with a neighbour stay until
+        :meth:`release_pages`); a page dropped early is read back from the page cache, unchanged."""
+        start = -(-first // mmap.PAGESIZE) * mmap.PAGESIZE
+        stop = end // mmap.PAGESIZE * mmap.PAGESIZE
         if stop > start and hasattr(mmap, "MADV_DONTNEED"):
             self._map.madvise(mmap.MADV_DONTNEED, start, stop - start)
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from corpus import reseal, section
 
 from inn_mobile import native
 from inn_mobile.app import models
@@ -400,13 +401,14 @@ def _mapping_rss_kib(path: Path) -> int:
     return rss
 
 
-def test_fill_of_a_mapped_bundle_drops_each_parts_nodes_once_written(tmp_path):
-    """A mapped bundle is filled in finer parts, each part's node pages dropped once it is written
-    (``inn_graph_part_nodes``), so memory never holds all the nodes and all the filled weights at once:
-    after the fill, before ``release_pages``, little more than the pages at the threads' part boundaries
-    is still resident (2 MiB each where the page cache maps the file in huge pages: dropping part of one
+def test_open_and_fill_of_a_mapped_bundle_drop_each_stretch_once_read(tmp_path):
+    """A mapped bundle leaves memory as the core is done with it, so memory never holds the whole file, nor all
+    the nodes and all the filled weights at once: the open drops each stretch it has verified
+    (``inn_bundle_open_ex``), and the fill runs in finer parts, each part's node pages dropped once it is
+    written (``inn_graph_part_nodes``). After either, little more than the pages at stretch and part
+    boundaries is resident (2 MiB each where the page cache maps the file in huge pages: dropping part of one
     unmaps it all, and the next read maps it again). The bytes are those of the reference, with 1 or 2
-    threads; a bundle in memory is left alone."""
+    threads; a bundle in memory is left alone. A NaN node far past the first stretch is still found."""
     sys.path.insert(0, str(Path(__file__).parents[1] / "tools"))
     from make_test_vectors import graph_images
 
@@ -419,13 +421,18 @@ def test_fill_of_a_mapped_bundle_drops_each_parts_nodes_once_written(tmp_path):
     want = reference.fill(b, 0, "vectors")
     node_kib = sum(t.numel() for t in im.nodes.values()) * 4 / 1024
     for threads in (1, 2):
-        nb = native.NativeBundle.from_file(path)  # open reads every byte (checksums): the nodes are resident
-        assert _mapping_rss_kib(path) > node_kib
-        assert nb.fill(0, "vectors", threads=threads) == want
+        nb = native.NativeBundle.from_file(path)  # open reads every byte (checksums), dropping each stretch
         others = (path.stat().st_size / 1024 - node_kib) + 2 * 2048 * threads  # < half the nodes
+        assert _mapping_rss_kib(path) < others, (_mapping_rss_kib(path), node_kib)
+        assert nb.fill(0, "vectors", threads=threads) == want
         assert _mapping_rss_kib(path) < others, (threads, _mapping_rss_kib(path), node_kib)
     in_memory = native.NativeBundle(path.read_bytes())
     assert in_memory.fill(0, "vectors") == want
+    data = bytearray(path.read_bytes())
+    struct.pack_into("<f", data, section(bytes(data), b"NODE") + int(node_kib - 1) * 1024, float("nan"))
+    path.write_bytes(reseal(data))
+    with pytest.raises(native.NativeError, match="FORMAT"):
+        native.NativeBundle.from_file(path)
 
 
 def test_released_pages_of_a_mapped_bundle_leave_memory_and_read_back_unchanged(tmp_path):

@@ -186,6 +186,13 @@ size_t inn_bundle_sizeof(void);
  * normalisation values (INN_ERR_FORMAT). */
 #define INN_DATA_ALIGN 8
 inn_status inn_bundle_open(inn_bundle *b, const void *data, size_t size);
+/* inn_bundle_open, telling the caller as it verifies: done(ctx, first, end) once each stretch [first, end) of
+ * data (a section, or about a MiB of one) has been checked and will not be read again by the open. A caller
+ * that mapped the bundle from a file may drop those pages (madvise MADV_DONTNEED), so that verifying the whole
+ * file never holds it all in memory; a dropped page that is read later (the fill) comes back unchanged from
+ * the page cache. The same checks and the same result as inn_bundle_open, which is this with done NULL. */
+typedef void (*inn_read_done)(void *ctx, size_t first, size_t end);
+inn_status inn_bundle_open_ex(inn_bundle *b, const void *data, size_t size, inn_read_done done, void *ctx);
 inn_status inn_bundle_section(const inn_bundle *b, const char tag[4], const uint8_t **data, size_t *size);
 inn_status inn_bundle_group_size(const inn_bundle *b, uint32_t bucket, uint32_t group, uint32_t *n);
 inn_status inn_layer_info_get(const inn_bundle *b, uint32_t bucket, uint32_t layer, inn_layer_info *info);

@@ -556,7 +556,33 @@ inn_status inn_layer_norm(const inn_bundle *b, uint32_t bucket, uint32_t layer, 
     return INN_OK;
 }
 
+/* Bytes the open checks between two done() calls: small enough that a caller dropping pages behind it never
+ * holds much of a large section, large enough that the calls cost nothing (a multiple of every node size). */
+#define OPEN_STRETCH ((size_t)1 << 20)
+
+/* Section [off, off + len)'s CRC state (CRC-32C when `castagnoli`), read in stretches, each reported to `done`
+ * once read; `finite` (or NULL) is cleared when the section holds an inf or NaN of `elem` (float32 / float16
+ * nodes: the same pass, so no second read of the nodes). */
+static uint32_t check_section(const uint8_t *d, size_t off, size_t len, int castagnoli, uint32_t elem, int *finite,
+                              inn_read_done done, void *ctx) {
+    uint32_t state = 0xFFFFFFFFu;
+    size_t esize = elem == INN_NODES_F16 ? 2 : 4;
+    size_t at = 0;
+    do { /* an empty section too: its CRC is that of nothing */
+        size_t n = len - at < OPEN_STRETCH ? len - at : OPEN_STRETCH;
+        state = inn_crc_update(castagnoli, state, d + off + at, n);
+        if (finite && *finite) *finite = all_finite(d + off + at, n / esize, elem == INN_NODES_F16);
+        if (done) done(ctx, off + at, off + at + n);
+        at += n;
+    } while (at < len);
+    return ~state;
+}
+
 inn_status inn_bundle_open(inn_bundle *b, const void *data, size_t size) {
+    return inn_bundle_open_ex(b, data, size, NULL, NULL);
+}
+
+inn_status inn_bundle_open_ex(inn_bundle *b, const void *data, size_t size, inn_read_done done, void *ctx) {
     if (!b) return INN_ERR_ARG;
     memset(b, 0, sizeof *b);
     if (!data || (uintptr_t)data % INN_DATA_ALIGN) return INN_ERR_ARG; /* float32 values are read in place */
@@ -571,17 +597,23 @@ inn_status inn_bundle_open(inn_bundle *b, const void *data, size_t size) {
     if (flags & ~(INN_FLAG_NORM | INN_FLAG_CRC32C)) return INN_ERR_VERSION; /* a feature this reader does not know */
     /* the header (checked above) is always CRC-32, so that a reader that does not know CRC-32C reads the flag
      * and reports VERSION; the table and the sections are CRC-32C from 1.4 on */
-    uint32_t (*crc)(const uint8_t *, size_t) = (flags & INN_FLAG_CRC32C) ? inn_crc32c : inn_crc32;
+    int castagnoli = (flags & INN_FLAG_CRC32C) != 0;
     if (file_size > size) return INN_ERR_TRUNCATED;
     if (count == 0 || count > MAX_SECTIONS || table_off % 64 || table_off < HEADER_SIZE) return INN_ERR_FORMAT;
     if (table_off > file_size || (uint64_t)count * ENTRY_SIZE > file_size - table_off) return INN_ERR_TRUNCATED;
-    if (crc(d + table_off, (size_t)count * ENTRY_SIZE) != rd32(d + 36)) return INN_ERR_CHECKSUM;
+    if (~inn_crc_update(castagnoli, 0xFFFFFFFFu, d + table_off, (size_t)count * ENTRY_SIZE) != rd32(d + 36))
+        return INN_ERR_CHECKSUM;
+    int nodes_finite = 1; /* float nodes: no inf or NaN (reported below, after the structure's own checks) */
     for (uint32_t i = 0; i < count; i++) {
         const uint8_t *e = d + table_off + (size_t)i * ENTRY_SIZE;
         uint64_t off = rd64(e + 8), len = rd64(e + 16);
+        uint32_t elem = rd32(e + 24);
         if (off % 64 || off < HEADER_SIZE) return INN_ERR_FORMAT;
         if (off > file_size || len > file_size - off) return INN_ERR_TRUNCATED;
-        if (crc(d + off, (size_t)len) != rd32(e + 4)) return INN_ERR_CHECKSUM;
+        int float_nodes = memcmp(e, "NODE", 4) == 0 && (elem == INN_NODES_F32 || elem == INN_NODES_F16);
+        if (check_section(d, (size_t)off, (size_t)len, castagnoli, elem, float_nodes ? &nodes_finite : NULL, done,
+                          ctx) != rd32(e + 4))
+            return INN_ERR_CHECKSUM;
         for (uint32_t j = 0; j < i; j++)
             if (memcmp(e, d + table_off + (size_t)j * ENTRY_SIZE, 4) == 0) return INN_ERR_FORMAT;
     }
@@ -613,9 +645,7 @@ inn_status inn_bundle_open(inn_bundle *b, const void *data, size_t size) {
         }
     }
     /* finite nodes only: an inf or NaN would reach the int8 conversion */
-    if (!st && node.elem != INN_NODES_I8 && !all_finite(node.p, node.size / (node.elem == INN_NODES_F16 ? 2 : 4),
-                                                        node.elem == INN_NODES_F16))
-        st = INN_ERR_FORMAT;
+    if (!st && !nodes_finite) st = INN_ERR_FORMAT;
     if (!st) {
         b->node_dtype = node.elem;
         b->nodes = node.p;

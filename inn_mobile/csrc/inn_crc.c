@@ -139,9 +139,12 @@ CRC_HW static uint32_t crc32c_hw(uint32_t c, const uint8_t *p, size_t size) {
 }
 #endif
 
-uint32_t inn_crc32c(const uint8_t *data, size_t size) {
+uint32_t inn_crc_update(int castagnoli, uint32_t state, const uint8_t *data, size_t size) {
+    if (!castagnoli) return crc_tables(POLY_CRC32, state, data, size);
 #ifdef INN_CRC_HW
-    if (crc_hw_present()) return ~crc32c_hw(0xFFFFFFFFu, data, size);
+    if (crc_hw_present()) return crc32c_hw(state, data, size);
 #endif
-    return inn_crc32c_portable(data, size);
+    return crc_tables(POLY_CRC32C, state, data, size);
 }
+
+uint32_t inn_crc32c(const uint8_t *data, size_t size) { return ~inn_crc_update(1, 0xFFFFFFFFu, data, size); }

@@ -140,6 +140,10 @@ inn_status inn_rows_to_sink(const inn_nodes *nd, uint32_t m, uint32_t taps, cons
 /* The bytes of the bundle's data that hold layer `layer`'s nodes: [*first, *end) (inn_graph_part_nodes). */
 inn_status inn_layer_node_bytes(const inn_bundle *b, uint32_t bucket, uint32_t layer, size_t *first, size_t *end);
 
+/* A CRC state (not inverted: start from 0xFFFFFFFF, invert the end) advanced over `size` bytes: CRC-32C when
+ * `castagnoli`, else CRC-32. inn_crc32 / inn_crc32c over pieces, for the open's stretches. */
+uint32_t inn_crc_update(int castagnoli, uint32_t state, const uint8_t *data, size_t size);
+
 /* CRC-32C by tables alone: what inn_crc32c computes on CPUs without CRC instructions (tests compare them). */
 uint32_t inn_crc32c_portable(const uint8_t *data, size_t size);
 

@@ -367,6 +367,41 @@ static void bad_input(const unsigned char *good, size_t size) {
     free(d);
 }
 
+typedef struct {
+    size_t calls, covered, end; /* stretches reported, their bytes, the end of the last */
+    int within;                 /* every stretch inside the bundle and after the one before */
+    size_t size;
+} done_log;
+
+static void log_done(void *ctx, size_t first, size_t end) {
+    done_log *log = (done_log *)ctx;
+    log->within = log->within && first <= end && end <= log->size && first >= log->end;
+    log->calls++;
+    log->covered += end - first;
+    log->end = end;
+}
+
+/* inn_bundle_open_ex opens the same bundle as inn_bundle_open, reporting every section's bytes once, in order,
+ * and fails like it: a flipped node byte is CHECKSUM for both. */
+static void open_with_done(const unsigned char *good, size_t size) {
+    inn_bundle a, b;
+    done_log log = {0, 0, 0, 1, size};
+    CHECK(inn_bundle_open(&a, good, size) == INN_OK, "open");
+    CHECK(inn_bundle_open_ex(&b, good, size, log_done, &log) == INN_OK, "open_ex");
+    CHECK(memcmp(&a, &b, sizeof a) == 0, "open_ex opens the same bundle as open");
+    size_t sections = 0, count = get32(good + 12), table = (size_t)get64(good + 16);
+    for (size_t i = 0; i < count; i++) sections += (size_t)get64(good + table + i * 32 + 16);
+    CHECK(log.within && log.covered == sections && log.calls >= count, "done() told of %zu bytes in %zu calls, "
+          "the sections hold %zu", log.covered, log.calls, sections);
+    unsigned char *d = malloc(size);
+    memcpy(d, good, size);
+    d[(size_t)(a.nodes - a.data)] ^= 1;
+    log = (done_log){0, 0, 0, 1, size};
+    CHECK(inn_bundle_open(&a, d, size) == INN_ERR_CHECKSUM && inn_bundle_open_ex(&b, d, size, log_done, &log) ==
+          INN_ERR_CHECKSUM, "a flipped node byte");
+    free(d);
+}
+
 /* CRC-32C: known answers (the check value of "123456789" and RFC 3720's iSCSI vectors), the CPU's CRC
  * instructions (where this CPU has them) equal to the tables at every length and alignment around the
  * three-lane blocks, and a bundle of 1.4 or later checked by CRC-32C (the writer always sets the flag), which
@@ -389,6 +424,10 @@ static void checksums(const unsigned char *good, size_t size) {
         for (size_t off = 0; off < 8; off++)
             CHECK(inn_crc32c(r + off, lens[l]) == inn_crc32c_portable(r + off, lens[l]), "CRC-32C length %zu at +%zu",
                   lens[l], off);
+    for (size_t cut = 0; cut < n; cut += 9000) /* in two pieces: the open's stretches */
+        CHECK(~inn_crc_update(1, inn_crc_update(1, 0xFFFFFFFFu, r, cut), r + cut, n - cut) == inn_crc32c(r, n) &&
+                  ~inn_crc_update(0, inn_crc_update(0, 0xFFFFFFFFu, r, cut), r + cut, n - cut) == inn_crc32(r, n),
+              "CRC in pieces cut at %zu", cut);
     free(r);
     if (size < 64 || (good[6] | good[7] << 8) < 4) return; /* a bundle written before 1.4: CRC-32 throughout */
     CHECK(get32(good + 32) & INN_FLAG_CRC32C, "a 1.4 bundle without the CRC-32C flag");
@@ -498,6 +537,7 @@ int main(int argc, char **argv) {
     bucket_tables(bundle, bsize);
     bad_input(bundle, bsize);
     checksums(bundle, bsize);
+    open_with_done(bundle, bsize);
     bad_graphs(bundle, bsize);
     free(gexp);
     free(bundle);

@@ -70,9 +70,23 @@ static jni_bundle *handle_of(JNIEnv *env, jlong handle) {
     return (jni_bundle *)(intptr_t)handle;
 }
 
-/* Opens `size` bytes at `data`; copies them first when `copy` is set. Returns the handle or 0 with
- * an exception pending. */
-static jlong open_bytes(JNIEnv *env, const void *data, size_t size, int copy) {
+/* Drops the whole pages inside bytes [first, end) of `data`, a read-only file mapping (advice: a failure
+ * changes nothing, and a dropped page reads back unchanged from the page cache). */
+static void drop_pages(const uint8_t *data, size_t first, size_t end) {
+    long page_size = sysconf(_SC_PAGESIZE);
+    uintptr_t page = page_size > 0 ? (uintptr_t)page_size : 4096u;
+    uintptr_t lo = ((uintptr_t)data + first + page - 1) & ~(page - 1);
+    uintptr_t hi = ((uintptr_t)data + end) & ~(page - 1);
+    if (hi > lo) madvise((void *)lo, hi - lo, MADV_DONTNEED);
+}
+
+/* inn_read_done for a mapped bundle being opened: each verified stretch leaves memory at once. */
+static void open_done(void *data, size_t first, size_t end) { drop_pages((const uint8_t *)data, first, end); }
+
+/* Opens `size` bytes at `data`; copies them first when `copy` is set. With `release` (a read-only file mapping
+ * read in place), each stretch the core has verified is dropped from memory as it goes. Returns the handle or
+ * 0 with an exception pending. */
+static jlong open_bytes(JNIEnv *env, const void *data, size_t size, int copy, int release) {
     jni_bundle *h = (jni_bundle *)calloc(1, sizeof *h);
     if (!h) {
         throw_class(env, "java/lang/OutOfMemoryError", "InnBundle handle");
@@ -88,7 +102,7 @@ static jlong open_bytes(JNIEnv *env, const void *data, size_t size, int copy) {
         if (size) memcpy(h->owned, data, size);
         data = h->owned;
     }
-    inn_status s = inn_bundle_open(&h->bundle, data, size);
+    inn_status s = inn_bundle_open_ex(&h->bundle, data, size, release && !copy ? open_done : NULL, (void *)data);
     if (s != INN_OK) {
         free(h->owned);
         free(h);
@@ -98,7 +112,8 @@ static jlong open_bytes(JNIEnv *env, const void *data, size_t size, int copy) {
     return (jlong)(intptr_t)h;
 }
 
-JNIEXPORT jlong JNICALL Java_dev_innmobile_InnBundle_nOpenDirect(JNIEnv *env, jclass cls, jobject buf) {
+JNIEXPORT jlong JNICALL Java_dev_innmobile_InnBundle_nOpenDirect(JNIEnv *env, jclass cls, jobject buf,
+                                                                 jboolean release) {
     (void)cls;
     void *addr = (*env)->GetDirectBufferAddress(env, buf);
     jlong cap = (*env)->GetDirectBufferCapacity(env, buf);
@@ -114,7 +129,7 @@ JNIEXPORT jlong JNICALL Java_dev_innmobile_InnBundle_nOpenDirect(JNIEnv *env, jc
         throw_class(env, "java/lang/OutOfMemoryError", "global reference to the bundle buffer");
         return 0;
     }
-    jlong h = open_bytes(env, addr, (size_t)cap, copy);
+    jlong h = open_bytes(env, addr, (size_t)cap, copy, release);
     if (h) ((jni_bundle *)(intptr_t)h)->mapping = ref;
     else if (ref) (*env)->DeleteGlobalRef(env, ref);
     return h;
@@ -135,7 +150,7 @@ JNIEXPORT jlong JNICALL Java_dev_innmobile_InnBundle_nOpenArray(JNIEnv *env, jcl
         return 0;
     }
     (*env)->GetByteArrayRegion(env, arr, off, len, (jbyte *)copy);
-    jlong h = open_bytes(env, copy, (size_t)len, 0);
+    jlong h = open_bytes(env, copy, (size_t)len, 0, 0);
     if (h)
         ((jni_bundle *)(intptr_t)h)->owned = copy;
     else
@@ -159,23 +174,13 @@ JNIEXPORT jboolean JNICALL Java_dev_innmobile_InnBundle_nInPlace(JNIEnv *env, jc
     return h && !h->owned ? JNI_TRUE : JNI_FALSE;
 }
 
-/* Drops the whole pages inside bytes [first, end) of a bundle read from a read-only file mapping (advice: a
- * failure changes nothing, and a dropped page reads back unchanged from the page cache). */
-static void release_range(const jni_bundle *h, size_t first, size_t end) {
-    long page_size = sysconf(_SC_PAGESIZE);
-    uintptr_t page = page_size > 0 ? (uintptr_t)page_size : 4096u;
-    uintptr_t lo = ((uintptr_t)h->bundle.data + first + page - 1) & ~(page - 1);
-    uintptr_t hi = ((uintptr_t)h->bundle.data + end) & ~(page - 1);
-    if (hi > lo) madvise((void *)lo, hi - lo, MADV_DONTNEED);
-}
-
 /* Drops the process's resident pages of the bundle's memory (whole pages inside it). Only for memory that
  * is a read-only file mapping, which InnBundle checks before calling: those pages fault back in from the
  * file, unchanged, while anonymous memory would read back as zeros. */
 JNIEXPORT void JNICALL Java_dev_innmobile_InnBundle_nReleasePages(JNIEnv *env, jclass cls, jlong handle) {
     (void)cls;
     jni_bundle *h = handle_of(env, handle);
-    if (h && h->mapping) release_range(h, 0, h->bundle.size);
+    if (h && h->mapping) drop_pages(h->bundle.data, 0, h->bundle.size);
 }
 
 /* {bucket_count, layer_count, group_count} */
@@ -483,7 +488,7 @@ JNIEXPORT void JNICALL Java_dev_innmobile_InnBundle_nGraphFill(JNIEnv *env, jcla
             throw_status(env, s, what);
         } else if (part >= 0 && release && h->mapping &&
                    inn_graph_part_nodes(&h->bundle, &g, (uint32_t)part, (uint32_t)parts, &first, &end) == INN_OK) {
-            release_range(h, first, end); /* the part's nodes are not read again by this fill */
+            drop_pages(h->bundle.data, first, end); /* the part's nodes are not read again by this fill */
         }
     }
     free(ptrs);

@@ -169,7 +169,8 @@ public final class InnBundle implements AutoCloseable {
     public static InnBundle open(ByteBuffer data) {
         Objects.requireNonNull(data, "data");
         if (data.isDirect()) {
-            return new InnBundle(nOpenDirect(data.slice()), data instanceof MappedByteBuffer && data.isReadOnly());
+            boolean fileMapped = data instanceof MappedByteBuffer && data.isReadOnly();
+            return new InnBundle(nOpenDirect(data.slice(), fileMapped), fileMapped);
         }
         if (data.hasArray()) {
             return new InnBundle(nOpenArray(data.array(), data.arrayOffset() + data.position(), data.remaining()),
@@ -188,7 +189,8 @@ public final class InnBundle implements AutoCloseable {
 
     /**
      * Memory-maps {@code file} read-only and opens it in place: the core validates and reads the mapped pages
-     * (shared with the page cache), so the process never holds a second copy of the file, in Java or native.
+     * (shared with the page cache), so the process never holds a second copy of the file, in Java or native;
+     * each stretch it has verified is dropped from memory at once, so the open never holds the whole file.
      */
     public static InnBundle open(File file) throws IOException {
         try (RandomAccessFile raf = new RandomAccessFile(file, "r"); FileChannel ch = raf.getChannel()) {
@@ -480,7 +482,8 @@ public final class InnBundle implements AutoCloseable {
     }
 
     // ------------------------------------------------------------------ native (inn_jni.c)
-    private static native long nOpenDirect(ByteBuffer data);
+    /** With {@code release} (a read-only file mapping only), each verified stretch of the file leaves memory. */
+    private static native long nOpenDirect(ByteBuffer data, boolean release);
 
     private static native long nOpenArray(byte[] data, int offset, int length);
 
