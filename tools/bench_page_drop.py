@@ -25,15 +25,15 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 VARIANTS = ("dropping", "kept")
 RUNTIMES = ("litert", "litert-i8", "executorch", "executorch-i8")
+_LIBRARY: dict[str, tuple] = {}
 
 
 def use(variant: str) -> None:
     """Make this process load bundles as ``variant`` says: the drops as they are, or disabled."""
     from inn_mobile import native
 
-    if not hasattr(native, "_dropping"):  # the library's own behaviour, kept to switch back to
-        native._dropping = (native._PARTS_PER_THREAD, native.NativeBundle._release)
-    parts, release = native._dropping
+    # the library's own behaviour, read once (before any switch) to switch back to
+    parts, release = _LIBRARY.setdefault("dropping", (native._PARTS_PER_THREAD, native.NativeBundle._release))
     native._PARTS_PER_THREAD = parts if variant == "dropping" else 1
     native.NativeBundle._release = release if variant == "dropping" else (lambda self, first, end: None)
 
