@@ -156,6 +156,26 @@ def test_random_widths_between_the_shipped_ones_are_trained(digits_model, digits
     assert all(0.5 <= r <= 1.0 for r in ratios) and len({sizes_key(s) for s in extra}) >= 10, ratios
     assert [len(step) for step in draws(dataclasses.replace(cfg, between=0))] == [2] * 20
 
+    # log-drawn: the same RNG draw u gives lo * (hi / lo) ** u instead of lo + u * (hi - lo), so the run's
+    # sequence (and its resumption) is the uniform one's, mapped
+    def drawn_ratios(c: finetune.FinetuneConfig) -> list[float]:
+        asked: list[float] = []
+
+        class Recording:
+            def sizes_at(self, r: float, multiple_of: int = 1) -> dict[int, int]:
+                asked.append(r)
+                return im.sizes_at(r, multiple_of=multiple_of)
+
+        state = finetune._State(c)
+        for _ in range(20):
+            finetune._step_widths(c, Recording(), state, 20, shipped)
+        return asked
+
+    uniform, logged = drawn_ratios(cfg), drawn_ratios(dataclasses.replace(cfg, between_draw="log"))
+    assert len(logged) == 40 and logged == pytest.approx([0.5 * 2 ** ((r - 0.5) / 0.5) for r in uniform], rel=1e-12)
+    with pytest.raises(ValueError, match="between_draw must be one of uniform, log"):
+        finetune.fit(convert(digits_model, x[:2]), (x, y), dataclasses.replace(cfg, between_draw="normal"))
+
     norm = SwitchableNorm(WidthForward(im), shipped)
     norm.attach(x)
     F.cross_entropy(norm(x, im.sizes_at(0.75)), y).backward()

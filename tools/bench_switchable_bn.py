@@ -80,6 +80,8 @@ def main() -> None:
     ap.add_argument("--n-random", type=int, default=1, help="widths between the widest and narrowest per step")
     ap.add_argument("--between", type=int, default=1,
                     help="random (not shipped) widths per step, normalised as calibrate derives them (0: none)")
+    ap.add_argument("--between-draw", choices=finetune.BETWEEN_DRAWS, default="uniform",
+                    help="random widths uniform in width or in log-width (as many below 50%% as above)")
     ap.add_argument("--train-partitions", action="store_true",
                     help="also train each narrow width's partitions (stored in the bundle, used by the core)")
     ap.add_argument("--calibration", type=int, default=4096, help="train images to recalibrate statistics")
@@ -103,12 +105,12 @@ def main() -> None:
     cfg = finetune.FinetuneConfig(epochs=args.epochs, lr=args.lr, balance=False, switchable=True,
                                   widths=tuple(args.widths), norm_init=args.init, n_random=args.n_random,
                                   calibration=args.calibration, train_partitions=args.train_partitions,
-                                  between=args.between)
+                                  between=args.between, between_draw=args.between_draw)
     parts = ", trained partitions" if args.train_partitions else ""
     name = (f"switchable-BN FT ({args.epochs:g} ep, step {args.lr:g}, init {args.init}, {args.n_random} random, "
-            f"{args.between} between{parts})")
+            f"{args.between} between{'' if args.between_draw == 'uniform' else ' log-drawn'}{parts})")
     tag = (f"switchable_e{args.epochs:g}_lr{args.lr:g}_{args.init}_r{args.n_random}_b{args.between}"
-           + ("_tp" if parts else ""))
+           + ("" if args.between_draw == "uniform" else f"_{args.between_draw}") + ("_tp" if parts else ""))
     args.cache.mkdir(parents=True, exist_ok=True)
     t = time.time()
     finetune.fit(im, (x, y), cfg, checkpoint=args.cache / f"{tag}.pt", checkpoint_every=100, desc="switchable-BN FT")

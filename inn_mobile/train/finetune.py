@@ -146,6 +146,9 @@ def node_optimizer(
     return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
 
 
+BETWEEN_DRAWS = ("uniform", "log")
+
+
 @dataclass
 class FinetuneConfig:
     """Hyper-parameters of :func:`fit` (stored in checkpoints; resuming checks they match)."""
@@ -178,6 +181,10 @@ class FinetuneConfig:
     # interpolated from the trained neighbours', batch statistics) and distilled from the widest, so the widths in
     # between that calibrate() ships later are trained too (universally slimmable networks' random widths)
     between: int = 1
+    # how the random widths are drawn between the narrowest and widest: "uniform" in width, or "log" (uniform in
+    # log-width: as many draws between 25% and 50% as between 50% and 100%, where narrow widths train slowest
+    # and each of their passes costs least)
+    between_draw: str = "uniform"
 
 
 def _min_ratio(cfg: FinetuneConfig, step: int, total: int) -> float:
@@ -322,8 +329,12 @@ def _step_widths(cfg: FinetuneConfig, im: IntegralModel, state: _State, total: i
     inner = discrete[1:-1]
     widths = discrete[:1] + discrete[-1:] + [state.rng.choice(inner) for _ in range(cfg.n_random if inner else 0)]
     lo, hi = min(cfg.widths), max(cfg.widths)
-    return widths + [im.sizes_at(state.rng.uniform(lo, hi), multiple_of=cfg.multiple_of)
-                     for _ in range(cfg.between if len(discrete) > 1 else 0)]
+    count = cfg.between if len(discrete) > 1 else 0
+    if cfg.between_draw == "log":  # one RNG draw per width either way, as checkpoints resume the sequence
+        ratios = [math.exp(state.rng.uniform(math.log(lo), math.log(hi))) for _ in range(count)]
+    else:
+        ratios = [state.rng.uniform(lo, hi) for _ in range(count)]
+    return widths + [im.sizes_at(r, multiple_of=cfg.multiple_of) for r in ratios]
 
 
 class _Source:
@@ -489,6 +500,8 @@ def fit(
                          "invalidate: fine-tune a fresh conversion (switchable=True makes new norms at the end)")
     if cfg.between < 0:
         raise ValueError(f"between must be >= 0, got {cfg.between}")
+    if cfg.between_draw not in BETWEEN_DRAWS:
+        raise ValueError(f"between_draw must be one of {', '.join(BETWEEN_DRAWS)}, got {cfg.between_draw!r}")
     if cfg.train_partitions and not cfg.switchable:
         raise ValueError("train_partitions needs switchable=True (partitions belong to the discrete shipped widths)")
     source = _Source(train_data, cfg, world)
