@@ -124,3 +124,27 @@ def test_outputs_match_torch(packed, digits_data):
                 assert agree >= 0.97, (bk.name, rt, agree)
             else:
                 assert (out - ref).abs().max() <= 1e-4 * ref.abs().max(), (bk.name, rt)
+
+
+def test_pack_in_worker_processes_writes_the_same_graphs(packed, digits_data):
+    """``pack(..., jobs=2)`` lowers in spawned workers, which receive the model pickled (its graph rebuilt
+    node by node, names kept): every graph record equals the one lowered in this process."""
+    im, b, lowered = packed
+    x = digits_data[0]
+    parallel = pack.pack(im, x[:BATCH], RUNTIMES, buckets=b.buckets, calibration=x[:256], jobs=2)
+    assert sorted(parallel.graphs) == sorted(lowered)
+    for key, images in lowered.items():
+        assert parallel.graphs[key] == runtime_file.encode_record(images), key
+    with pytest.raises(ValueError, match="jobs must be a whole number >= 1"):
+        pack.pack(im, x[:BATCH], RUNTIMES, buckets=b.buckets, calibration=x[:256], jobs=0)
+
+
+def test_a_worker_that_cannot_load_the_model_says_so(packed, monkeypatch):
+    """A model class a worker cannot import (pickled by reference) fails the lowering with one line."""
+    from inn_mobile.errors import LoweringError
+    from inn_mobile.export import workers
+
+    _, b, _ = packed
+    monkeypatch.setattr(workers, "_WORKER", {"inputs": b"cno_such_module_of_the_user\nNet\n."})  # pickle GLOBAL
+    with pytest.raises(LoweringError, match="cannot load the model .*no_such_module_of_the_user.*jobs=1"):
+        workers._lower(b.buckets[0], ["litert"])

@@ -90,7 +90,7 @@ def test_pack_profile_run_bench_round_trip(model_file, digits_data, capsys, tmp_
                           model_file / "weights.pt", "--input-shape", "1,1,8,8", "--calibration", tmp_path / "calib.pt",
                           "--ratios", "0.5", "1.0", "--runtime", "litert", "--validation", tmp_path / "val.pt",
                           "--validation-labels", tmp_path / "val_labels.pt", "--out", out,
-                          "--cascade", "acc:1", "macs:60%", "--cascade-score", "margin")
+                          "--cascade", "acc:1", "macs:60%", "--cascade-score", "margin", "--jobs", "2")
     assert code == 0, err
     assert "cascade acc1: " in text and "cascade macs60pct: " in text, text
     code, text, _ = run(capsys, "inspect", out)

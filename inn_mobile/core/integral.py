@@ -38,6 +38,7 @@ from torch import fx, nn
 
 from inn_mobile.core import kernel
 from inn_mobile.core.channels import Group, Rewrite
+from inn_mobile.core.graph_state import GraphState
 
 
 class AxisSampler(NamedTuple):
@@ -112,6 +113,24 @@ class IntegralModel(nn.Module):
         self.partitions: dict[tuple[int, int], torch.Tensor] = {}
         # per-width normalisation, keyed by the complete sizes: {layer name: (a, c)} (module doc)
         self.norms: dict[SizesKey, dict[str, Norm]] = {}
+
+    def __getstate__(self) -> dict:
+        """Pickled with the template as its nodes (:class:`GraphState`: fx's own pickling renames them),
+        without ``convert``'s ``channel_graph`` (the tracer's analysis, which holds the traced graph's
+        nodes themselves; ``None`` once unpickled)."""
+        state = dict(self.__dict__)
+        if "channel_graph" in state:
+            state["channel_graph"] = None
+        state["_modules"] = dict(state["_modules"])
+        if state["_modules"].get("template") is not None:
+            state["_modules"]["template"] = GraphState.of(state["_modules"]["template"])
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        template = state["_modules"].get("template")
+        if isinstance(template, GraphState):
+            state["_modules"]["template"] = template.rebuild()
+        super().__setstate__(state)
 
     # ------------------------------------------------------------------ sizes
     def full_sizes(self) -> dict[int, int]:

@@ -6,7 +6,9 @@ runtimes. Besides the graphs, packing measures what the width policy needs, on t
 (bucket, runtime): the weight bytes the core will write, the runtime files' size, the activation
 arena (LiteRT; a device profile measures every runtime's peak memory), and (given validation data)
 the accuracy of the real runtime running the real filled files, so an int8 graph is judged as int8.
-The bundle is encoded and validated once for all of those measurements. Every bucket's MACs per input
+The bundle is encoded and validated once for all of those measurements. ``jobs=N`` lowers N (bucket,
+runtime family) pairs at once in worker processes (:mod:`inn_mobile.export.workers`); the bundle is
+the same byte for byte as with one. Every bucket's MACs per input
 are counted from the graph (:mod:`inn_mobile.export.macs`), and confidence cascades are calibrated
 to the targets asked for (:mod:`inn_mobile.export.cascade`) on the first runtime's outputs.
 
@@ -30,6 +32,7 @@ from inn_mobile.export import cascade as cascades_
 from inn_mobile.export import exporter, macs
 from inn_mobile.export.sentinel import error
 from inn_mobile.format import bundle, runtime_file
+from inn_mobile.format.vocab import Runtime
 from inn_mobile.metrics import accuracy
 from inn_mobile.progress import progress
 from inn_mobile.runtime.reader import BundleReader
@@ -45,11 +48,9 @@ def lower_runtimes(model: IntegralModel, bucket: bundle.Bucket, example_input: t
                    runtime_names: Sequence[str], *, calibration: torch.Tensor | None = None,
                    ) -> dict[str, list[runtime_file.Image]]:
     """One bucket's files for each of ``runtime_names``, sharing one lowering per family where possible."""
-    rts = [runtime.check_runtime(name) for name in dict.fromkeys(runtime_names)]
     out: dict[str, list[runtime_file.Image]] = {}
-    for family in dict.fromkeys(rt.family for rt in rts):
-        members = [rt for rt in rts if rt.family == family]
-        mod = exporter(family)
+    for members in families(runtime_names):
+        mod = exporter(members[0].family)
         with _one_line(", ".join(rt.name for rt in members), bucket.name):
             if hasattr(mod, "lower_variants"):
                 by_int8 = mod.lower_variants(model, bucket, example_input, [rt.int8 for rt in members],
@@ -59,6 +60,12 @@ def lower_runtimes(model: IntegralModel, bucket: bundle.Bucket, example_input: t
                 for rt in members:
                     out[rt.name] = mod.lower(model, bucket, example_input, int8=rt.int8, calibration=calibration)
     return out
+
+
+def families(runtime_names: Sequence[str]) -> list[list[Runtime]]:
+    """The runtimes (each once, checked) grouped by family, in the order first named: one lowering each."""
+    rts = [runtime.check_runtime(name) for name in dict.fromkeys(runtime_names)]
+    return [[rt for rt in rts if rt.family == family] for family in dict.fromkeys(rt.family for rt in rts)]
 
 
 @contextlib.contextmanager
@@ -88,6 +95,7 @@ def pack(
     cascades: Sequence[str | cascades_.Target] = (),
     cascade_data: tuple[torch.Tensor, torch.Tensor] | None = None,
     cascade_score: str = "max_prob",
+    jobs: int = 1,
 ) -> bundle.Bundle:
     """Lower every bucket for every runtime into one bundle (written atomically to ``path`` if given).
 
@@ -102,7 +110,12 @@ def pack(
     ``cascades``: targets (``"acc:0.3"``, ``"macs:50%"``, :class:`~inn_mobile.export.cascade.Target`) of
     confidence cascades to calibrate on ``cascade_data`` ``(x, y)`` (default ``validation``; keep it apart
     from the data you report on) through ``runtimes[0]``, with ``cascade_score`` (``max_prob`` or ``margin``).
+
+    ``jobs``: (bucket, runtime family) lowerings run at once, each in a worker process holding a copy of
+    the model and its converter's memory (:mod:`inn_mobile.export.workers`); the bundle is the same.
     """
+    if not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs must be a whole number >= 1, got {jobs!r}")
     for rt in runtimes:
         if runtime.check_runtime(rt).int8 and calibration is None:
             raise ValueError(f"runtime {rt!r} is int8: pass calibration= inputs to set activation ranges")
@@ -113,8 +126,15 @@ def pack(
     b = bundle.Bundle(model, buckets or bundle.make_buckets(model), dict(meta or {}))
     b.meta["input_shape"] = list(example_input.shape)
     macs.count(b, example_input)
-    for k, bk in progress(list(enumerate(b.buckets)), desc="lowering", total=len(b.buckets)):
-        for rt, images in lower_runtimes(model, bk, example_input, runtimes, calibration=calibration).items():
+    if jobs == 1:
+        lowered = (lower_runtimes(model, bk, example_input, runtimes, calibration=calibration)
+                   for bk in progress(b.buckets, desc="lowering", total=len(b.buckets)))
+    else:
+        from inn_mobile.export import workers
+
+        lowered = workers.lower_all(model, b.buckets, example_input, runtimes, calibration=calibration, jobs=jobs)
+    for k, (bk, files) in enumerate(zip(b.buckets, lowered)):
+        for rt, images in files.items():
             b.graphs[(k, rt)] = runtime_file.encode_record(images)
             bk.info.setdefault("runtimes", {})[rt] = {
                 "weights_bytes": sum(h.size for im in images for h in im.holes),
