@@ -6,9 +6,10 @@ node name), the tracer class is instantiated without arguments (``ConcreteTracer
 inputs), and a postponed annotation (``x: "torch.Tensor"`` under ``from __future__ import
 annotations``, as timm writes) cannot even be written. This keeps the graph as its nodes instead:
 op, name, target, arguments (other nodes by name), annotation and metadata (the tracer's
-``nn_module_stack``, which exporters name things by), with the graph module's children and
-attributes, which pickle as they are. What it is for: sending a converted model to worker processes
-(``pack(..., jobs=N)``) and ``torch.save`` / ``pickle`` of an ``IntegralModel``.
+``nn_module_stack``, which exporters name things by, its module types by name), with the graph
+module's children and attributes, which pickle as they are. What it is for: sending a converted
+model to worker processes (``pack(..., jobs=N)``) and ``torch.save`` / ``pickle`` of an
+``IntegralModel``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,19 @@ class _Ref:
     """Another node of the graph, by name, inside a node's arguments."""
 
     name: str
+
+
+def _portable(meta: dict) -> dict:
+    """A node's metadata with the module types of ``nn_module_stack`` as their qualified names (what
+    ``torch.export`` itself records): unpickling it then imports no model library (timm, ...) beyond the
+    modules the graph calls. The exporters lower the same bytes either way (checked for LiteRT and
+    ExecuTorch on timm's ResNet-18)."""
+    stack = meta.get("nn_module_stack")
+    if not stack:
+        return dict(meta)
+    names = {key: (path, t if isinstance(t, str) else f"{t.__module__}.{t.__qualname__}")
+             for key, (path, t) in stack.items()}
+    return {**meta, "nn_module_stack": type(stack)(names)}
 
 
 @dataclass
@@ -50,7 +64,7 @@ class GraphState:
                 setattr(root, head, getattr(gm, head))
             args = fx.map_arg(n.args, lambda a: _Ref(a.name))
             kwargs = fx.map_arg(n.kwargs, lambda a: _Ref(a.name))
-            nodes.append((n.op, n.name, n.target, args, kwargs, n.type, dict(n.meta)))
+            nodes.append((n.op, n.name, n.target, args, kwargs, n.type, _portable(n.meta)))
         return cls(type(gm).__name__, root, nodes, gm.graph._codegen)
 
     def rebuild(self) -> fx.GraphModule:

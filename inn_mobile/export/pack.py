@@ -113,6 +113,7 @@ def pack(
 
     ``jobs``: (bucket, runtime family) lowerings run at once, each in a worker process holding a copy of
     the model and its converter's memory (:mod:`inn_mobile.export.workers`); the bundle is the same.
+    Workers are spawned, so a script that packs with ``jobs > 1`` runs under ``if __name__ == "__main__":``.
     """
     if not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"jobs must be a whole number >= 1, got {jobs!r}")
