@@ -24,6 +24,8 @@ from concurrent.futures.process import BrokenProcessPool
 import torch
 
 from inn_mobile.core.integral import IntegralModel
+from inn_mobile.errors import LoweringError
+from inn_mobile.export.lowering import families, lower_runtimes
 from inn_mobile.format import bundle, runtime_file
 from inn_mobile.progress import progress
 
@@ -49,9 +51,6 @@ def _start(inputs: bytes, threads: int, levels: dict[str, int], filters: list) -
 
 
 def _lower(b: bundle.Bucket, runtime_names: list[str]) -> dict[str, list[runtime_file.Image]]:
-    from inn_mobile.errors import LoweringError
-    from inn_mobile.export.pack import lower_runtimes
-
     if "model" not in _WORKER:
         try:
             _WORKER["model"], _WORKER["example_input"], _WORKER["calibration"] = pickle.loads(_WORKER["inputs"])
@@ -69,9 +68,6 @@ def lower_all(model: IntegralModel, buckets: Sequence[bundle.Bucket], example_in
 
     The first lowering error stops the rest and is raised as the worker raised it (one line, naming the
     runtime and width); a worker that dies (out of memory, a converter's crash) is a ``LoweringError``."""
-    from inn_mobile.errors import LoweringError
-    from inn_mobile.export.pack import families
-
     tasks = [(k, [rt.name for rt in group]) for k in range(len(buckets)) for group in families(runtime_names)]
     workers = min(jobs, len(tasks))
     context = multiprocessing.get_context("spawn")
