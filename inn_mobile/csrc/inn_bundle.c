@@ -173,11 +173,22 @@ static inn_status check_name(const inn_bundle *b, uint32_t off, uint32_t len) {
     return len == 0 || utf8_valid(b->names + off, len) ? INN_OK : INN_ERR_FORMAT;
 }
 
+/* A layer's weight nodes: m_out x (m_in per block) x taps for a dense layer, m_out x taps for the others. 0 if the
+ * count overflows size_t (the callers keep m_out and m_in within INN_MAX_DIM, so the casts are exact). */
+static int weight_node_count(uint32_t kind, uint64_t m_out, uint64_t m_in_per_block, uint32_t taps, size_t *count) {
+    size_t rows;
+    return inn_mul((size_t)m_out, kind == INN_KIND_DENSE ? (size_t)m_in_per_block : 1u, &rows) &&
+           inn_mul(rows, taps, count);
+}
+
+/* Whether a layer stores bias nodes (an affine layer always does: its shift). */
+static int has_bias_nodes(layer_rec r) { return (r.flags & 1u) || r.kind == INN_KIND_AFFINE; }
+
 static inn_status check_layers(const inn_bundle *b) {
     size_t node_count = b->nodes_size / node_elem_size(b);
     for (uint32_t l = 0; l < b->layer_count; l++) {
         layer_rec r = layer_at(b, l);
-        uint32_t kind = r.kind, blocks = r.blocks, taps = r.taps, flags = r.flags;
+        uint32_t kind = r.kind, blocks = r.blocks, taps = r.taps;
         uint32_t of = r.out_first, oc = r.out_count, inf = r.in_first, ic = r.in_count;
         uint64_t woff = r.weight_off, boff = r.bias_off;
         inn_status st;
@@ -195,16 +206,15 @@ static inn_status check_layers(const inn_bundle *b) {
             m_in += group_nodes(b, piece(b, inf + k));
         }
         if (m_out > INN_MAX_DIM || m_in > INN_MAX_DIM) return INN_ERR_RANGE;
-        size_t wcount, tmp;
+        size_t wcount;
         if (kind == INN_KIND_DENSE) {
             if (ic == 0 || m_out % blocks || m_in % blocks) return INN_ERR_FORMAT;
-            if (!inn_mul((size_t)m_out, (size_t)(m_in / blocks), &tmp) || !inn_mul(tmp, taps, &wcount)) return INN_ERR_OVERFLOW;
-        } else {
-            if (ic != 0 || blocks != 1 || (kind == INN_KIND_AFFINE && taps != 1)) return INN_ERR_FORMAT;
-            if (!inn_mul((size_t)m_out, taps, &wcount)) return INN_ERR_OVERFLOW;
+        } else if (ic != 0 || blocks != 1 || (kind == INN_KIND_AFFINE && taps != 1)) {
+            return INN_ERR_FORMAT;
         }
+        if (!weight_node_count(kind, m_out, m_in / blocks, taps, &wcount)) return INN_ERR_OVERFLOW;
         if (woff > node_count || wcount > node_count - woff || !scales_fit(b, r.weight_scale, m_out)) return INN_ERR_RANGE;
-        if ((flags & 1u) || kind == INN_KIND_AFFINE) {
+        if (has_bias_nodes(r)) {
             if (boff > node_count || m_out > node_count - boff || !scales_fit(b, r.bias_scale, m_out))
                 return INN_ERR_RANGE;
         }
@@ -755,10 +765,10 @@ inn_status inn_layer_node_bytes(const inn_bundle *b, uint32_t bucket, uint32_t l
     inn_status st = inn_layer_info_get(b, bucket, layer, &li);
     if (st) return st;
     layer_rec r = layer_at(b, layer);
-    size_t elem = node_elem_size(b), base = (size_t)(b->nodes - b->data);
-    size_t count = (size_t)li.m_out * li.taps * (li.kind == INN_KIND_DENSE ? li.m_in : 1u);
+    size_t elem = node_elem_size(b), base = (size_t)(b->nodes - b->data), count;
+    if (!weight_node_count(li.kind, li.m_out, li.m_in, li.taps, &count)) return INN_ERR_OVERFLOW;
     size_t lo = (size_t)r.weight_off, hi = lo + count;
-    if ((r.flags & 1u) || li.kind == INN_KIND_AFFINE) {
+    if (has_bias_nodes(r)) {
         if ((size_t)r.bias_off < lo) lo = (size_t)r.bias_off;
         if ((size_t)r.bias_off + li.m_out > hi) hi = (size_t)r.bias_off + li.m_out;
     }
