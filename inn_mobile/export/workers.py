@@ -79,7 +79,9 @@ def lower_all(model: IntegralModel, buckets: Sequence[bundle.Bucket], example_in
     start = (inputs, max(1, torch.get_num_threads() // workers), *_logging_setup())
     done: dict[tuple[int, str], dict[str, list[runtime_file.Image]]] = {}
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_start, initargs=start) as pool:
-        futures = {pool.submit(_lower, buckets[k], names): (k, names[0]) for k, names in tasks}
+        # the widest first (most MACs: the longest lowerings), so that no long one starts last, alone
+        widest_first = sorted(tasks, key=lambda t: -(buckets[t[0]].macs or sum(buckets[t[0]].sizes.values())))
+        futures = {pool.submit(_lower, buckets[k], names): (k, names[0]) for k, names in widest_first}
         try:
             for f in progress(as_completed(futures), desc="lowering", total=len(futures)):
                 done[futures[f]] = f.result()
