@@ -11,6 +11,7 @@ validated once for all of those measurements. Every bucket's MACs per input are 
 graph (:mod:`inn_mobile.export.macs`), and confidence cascades are calibrated to the targets asked for
 (:mod:`inn_mobile.export.cascade`) on the first runtime's outputs.
 """
+
 from __future__ import annotations
 
 import os
