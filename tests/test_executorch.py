@@ -150,6 +150,32 @@ def test_int8_activation_ranges_are_the_calibration_min_max_after_a_fused_relu6(
     assert hidden_q.args[1] == pytest.approx(hidden.max().item() / 255, rel=1e-6)
 
 
+def test_int8_calibration_runs_on_one_thread_whatever_the_callers_setting(monkeypatch):
+    """The observed ranges must not depend on torch's thread count (a reduction split over threads rounds
+    differently: on EfficientNet-Lite0 at 224x224 the int8 .pte differed between 1 and 2 threads), or pack's
+    worker processes, each with its share of the threads, would write other bytes than one process."""
+    import torchao.quantization.pt2e.quantize_pt2e as pt2e
+
+    seen: list[int] = []
+    prepare = pt2e.prepare_pt2e
+
+    def recording(model, quantizer):
+        prepared = prepare(model, quantizer)
+        prepared.register_forward_pre_hook(lambda *_: seen.append(torch.get_num_threads()))
+        return prepared
+
+    monkeypatch.setattr(pt2e, "prepare_pt2e", recording)
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Conv2d(4, 2, 1)).eval()
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        ex._calibrated(net, torch.rand(1, 1, 8, 8), torch.rand(6, 1, 8, 8))
+        assert seen == [1] * 6 and torch.get_num_threads() == 2  # the caller's setting is restored
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_provenance_is_shared_only_while_lowering():
     """Inside the block a node's history is shared, not deep-copied; after it torch behaves as before."""
     import copy

@@ -208,11 +208,24 @@ def _calibrated(module: torch.nn.Module, example_input: torch.Tensor,
     with _shared_provenance():
         prepared = prepare_pt2e(torch.export.export(module, (example_input,)).module(), quantizer)
         batch = example_input.shape[0]
-        with torch.no_grad():
+        with torch.no_grad(), _one_thread():
             for chunk in calibration.split(batch):
                 if chunk.shape[0] == batch:  # the exported graph has a fixed batch size
                     prepared(chunk)
         return convert_pt2e(prepared)
+
+
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """Torch on one thread for the calibration's forward passes: a reduction split over threads rounds
+    differently, so the observed ranges (and every int8 scale) would depend on the thread count, and
+    ``pack(..., jobs=N)``'s workers, with their share of the threads, would write other bytes."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _annotate_clamped(gm: fx.GraphModule, config) -> None:
