@@ -49,19 +49,21 @@ def main() -> None:
         setup = bench_real._warm_up(list(RUNTIMES), calib)
         print(f"{args.model}, {len(args.ratios)} widths x {len(RUNTIMES)} runtimes, {torch.get_num_threads()} torch "
               f"threads; this process's one-off setup {setup:.1f} s", flush=True)
-        seconds, blobs = {}, {}
+        seconds, blobs, graphs = {}, {}, {}
         for jobs in (1, args.jobs):
             t = time.perf_counter()
             b = pack.pack(im, photos[:1], RUNTIMES, buckets=bundle.make_buckets(im, args.ratios), calibration=calib,
                           jobs=jobs)
             seconds[jobs] = time.perf_counter() - t
-            blobs[jobs] = bundle.encode(b)
+            blobs[jobs], graphs[jobs] = bundle.encode(b), b.graphs
             print(f"  jobs={jobs}: {seconds[jobs]:.1f} s", flush=True)
     pairs = len(args.ratios) * len(RUNTIMES)
     print(f"\n| {args.model} pack | s | s per (width, runtime) | speed-up |\n|---|---|---|---|")
     for jobs, s in seconds.items():
         print(f"| jobs={jobs} | {s:.1f} | {s / pairs:.1f} | {seconds[1] / s:.2f}x |")
-    print(f"bundles the same byte for byte: {'yes' if blobs[1] == blobs[args.jobs] else 'NO'}")
+    differ = [f"{k}:{rt}" for (k, rt), g in graphs[1].items() if graphs[args.jobs].get((k, rt)) != g]
+    print(f"bundles the same byte for byte: {'yes' if blobs[1] == blobs[args.jobs] else 'NO'}"
+          + (f" (graphs that differ, bucket:runtime: {', '.join(differ)})" if differ else ""))
 
 
 if __name__ == "__main__":
