@@ -382,7 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cascade-labels", help="labels for --cascade-data")
     p.add_argument("--cascade-score", choices=("max_prob", "margin"), default="max_prob",
                    help="a step's confidence: the top softmax probability, or top minus second (default: %(default)s)")
-    p.add_argument("--jobs", type=int, default=1,
+    p.add_argument("--jobs", type=int, default=1, metavar="N",
                    help="lowerings at once, each a (width, runtime family) in its own worker process with a copy of "
                         "the model: about N times faster with N free cores, N times the converters' memory; the "
                         "bundle is the same (default: %(default)s)")
