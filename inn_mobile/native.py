@@ -252,8 +252,8 @@ class NativeBundle:
         nodes are not read again until the next fill, while the runtime now allocates its own copy of
         the weights: without this, peak memory would hold the nodes, the filled files and the runtime's
         weights at once. A bundle opened from bytes keeps them (they are the caller's)."""
-        if self._map is not None:  # the file's last page too: it is ours alone to the end of the mapping
-            self._release(0, -(-len(self._map) // mmap.PAGESIZE) * mmap.PAGESIZE)
+        if self._map is not None and hasattr(mmap, "MADV_DONTNEED"):
+            self._map.madvise(mmap.MADV_DONTNEED)
 
     def _release_part(self, g: _Graph, part: int, parts: int) -> None:
         """Drop the mapped pages of part ``part``'s nodes, once the part is written."""
@@ -266,8 +266,8 @@ class NativeBundle:
         :meth:`release_pages`); a page dropped early is read back from the page cache, unchanged."""
         start = -(-first // mmap.PAGESIZE) * mmap.PAGESIZE
         stop = end // mmap.PAGESIZE * mmap.PAGESIZE
-        if stop > start and hasattr(mmap, "MADV_DONTNEED"):  # past the file's end, mmap stops at its length
-            self._map.madvise(mmap.MADV_DONTNEED, start, min(stop, len(self._map)) - start)
+        if stop > start and hasattr(mmap, "MADV_DONTNEED"):
+            self._map.madvise(mmap.MADV_DONTNEED, start, stop - start)
 
     @property
     def layer_count(self) -> int:
