@@ -22,6 +22,8 @@ def main() -> None:
     args = ap.parse_args()
     from ai_edge_litert import schema_py_generated as schema
 
+    from inn_mobile.export.litert import _buffer_range  # a constant's bytes, inline or stored past 2 GB
+
     for path in args.files:
         with open(path, "rb") as f:
             flat = f.read()
@@ -31,9 +33,9 @@ def main() -> None:
         for s in range(model.SubgraphsLength()):
             g = model.Subgraphs(s)
             for i in range(g.OperatorsLength()):
-                for t in g.Operators(i).InputsAsNumpy().tolist() if g.Operators(i).InputsLength() else []:
-                    buf = model.Buffers(g.Tensors(t).Buffer()) if t >= 0 else None
-                    nbytes = (buf.DataLength() or buf.Size()) if buf is not None else 0
+                op = g.Operators(i)
+                for t in (op.Inputs(j) for j in range(op.InputsLength())):
+                    nbytes = _buffer_range(model, g.Tensors(t))[1] if t >= 0 else 0  # -1: an omitted input
                     if nbytes:
                         readers[(s, t)] += 1
                         size[(s, t)], shape[(s, t)] = nbytes, g.Tensors(t).ShapeAsNumpy().tolist()
