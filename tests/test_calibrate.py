@@ -16,6 +16,7 @@ from inn_mobile.metrics import accuracy
 from inn_mobile.runtime.core_network import core_network
 from inn_mobile.train import finetune
 from inn_mobile.train.calibrate import calibrate
+from inn_mobile.train.finetune import distillation_loss
 
 TRAINED = (1.0, 0.5, 0.25)
 UNTRAINED = (0.75, 0.375)
@@ -82,6 +83,25 @@ def test_a_trained_width_rederived_post_hoc_keeps_its_accuracy(switchable_im, di
     assert calibrate(im, x[:1024], widths=[0.5]) == [half]
     derived = core_accuracy(im, bundle.encode(bundle.Bundle(im, buckets)), buckets, xt, yt)[0.5]
     assert abs(derived - trained) <= 3.0, (trained, derived)
+
+
+def test_norms_tuned_by_distillation_match_the_widest_width_better_and_ship(switchable_im, digits_data):
+    """``distill_steps``: an untrained width's norms, tuned against the widest trained width's logits on the
+    calibration images, fit them better than the derived ones (the tuning is kept only then: equal norms
+    would mean it was dropped or never ran); the trained widths' norms stay as they were; the C core writes
+    the tuned width exactly as torch computes it."""
+    x = digits_data[0][:1024]
+    plain, tuned = copy.deepcopy(switchable_im), copy.deepcopy(switchable_im)
+    assert calibrate(plain, x, widths=[0.375]) == calibrate(tuned, x, widths=[0.375], distill_steps=40)
+    with torch.no_grad():
+        teacher = tuned.resize(1.0)(x)
+        loss = {name: float(distillation_loss(im.resize(0.375)(x), teacher)) for name, im in
+                (("plain", plain), ("tuned", tuned))}
+    assert loss["tuned"] < loss["plain"], loss
+    for key, layers in switchable_im.norms.items():
+        assert all(torch.equal(a, tuned.norms[key][n][0]) and torch.equal(c, tuned.norms[key][n][1])
+                   for n, (a, c) in layers.items())
+    assert_core_weights_equal_torch(tuned, bundle.make_buckets(tuned, (1.0, 0.375, 0.25), multiple_of=1))
 
 
 def test_calibrate_needs_per_width_norms(digits_model, digits_data):

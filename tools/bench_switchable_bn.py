@@ -28,7 +28,9 @@ norms after the fact (``train.calibrate.calibrate``: affine from the trained nei
 re-estimated on the ``--calibration`` images, no labels), ships all of them in one bundle
 (``make_buckets(im, ratios, multiple_of=1)``), measures each through the C core, prints how far each
 untrained width lies from the straight line between its trained neighbours, and plots accuracy vs
-width (``--posthoc-png``). ``--train-eval 0`` skips the train-images row.
+width (``--posthoc-png``). ``--distill-steps N`` also tunes each of those widths' norms for N steps by
+distillation from the widest width on the same unlabelled images (``calibrate(..., distill_steps=N)``).
+``--train-eval 0`` skips the train-images row.
 """
 
 from __future__ import annotations
@@ -91,6 +93,9 @@ def main() -> None:
     ap.add_argument("--post-hoc", type=int, default=0, metavar="N",
                     help="calibrate and measure every width at 1/N steps from 25%% to 100%% after training")
     ap.add_argument("--posthoc-png", type=Path, default=Path("out/posthoc_widths.png"))
+    ap.add_argument("--distill-steps", type=int, default=0,
+                    help="post hoc: tune each untrained width's norms for this many distillation steps")
+    ap.add_argument("--distill-lr", type=float, default=3e-3, help="Adam step of --distill-steps")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--cache", type=Path, default=Path("out/bench_finetune"),
                     help="checkpoints and bundles; bench_finetune's cache of scratch models")
@@ -144,7 +149,8 @@ def main() -> None:
                                  "scratch (6 ep)": [rows[r][2] for r in ratios]},
               title="Per-width normalisation vs training from scratch")
     posthoc = post_hoc(im, x[-args.calibration:], xt, yt, args, tag) if args.post_hoc else None
-    out = args.cache / f"{tag}.json"
+    distilled = f"_distill{args.distill_steps}" if args.post_hoc and args.distill_steps else ""
+    out = args.cache / f"{tag}{distilled}.json"
     out.write_text(json.dumps({"args": vars(args), "seconds": secs, "accuracy": {str(r): v for r, v in rows.items()},
                                "post_hoc": posthoc}, default=str))
 
@@ -155,16 +161,18 @@ def post_hoc(im: IntegralModel, xc: torch.Tensor, xt: torch.Tensor, yt: torch.Te
     n = args.post_hoc
     ratios = [k / n for k in range(round(0.25 * n), n + 1)]
     t = time.time()
-    added = calibrate(im, xc, ratios, images=len(xc))
+    added = calibrate(im, xc, ratios, images=len(xc), distill_steps=args.distill_steps, distill_lr=args.distill_lr)
     secs = time.time() - t
     buckets = bundle.make_buckets(im, ratios, multiple_of=1)
     raw = bundle.encode(bundle.Bundle(im, buckets), node_dtype=args.node_dtype)
-    (args.cache / f"{tag}_posthoc{n}.innb").write_bytes(raw)
+    distilled = f"_distill{args.distill_steps}" if args.distill_steps else ""
+    (args.cache / f"{tag}_posthoc{n}{distilled}.innb").write_bytes(raw)
     nb = native.NativeBundle(raw)
     core = {bk.ratio: accuracy(core_network(im, nb, k, bk.sizes), xt, yt) for k, bk in enumerate(buckets)}
     trained = sorted(args.widths)
     new = {sizes_key(s) for s in added}
-    print(f"\npost-hoc calibration: {len(added)} untrained widths in {secs:.0f} s on {len(xc)} unlabelled images; "
+    how = f", norms tuned by {args.distill_steps} distillation steps" if args.distill_steps else ""
+    print(f"\npost-hoc calibration{how}: {len(added)} untrained widths in {secs:.0f} s on {len(xc)} unlabelled images; "
           f"one bundle of {len(buckets)} buckets, {len(raw) / 1024:.1f} KiB\n")
     print("| width | trained | C core test acc | line between trained neighbours | difference |")
     print("|---|---|---|---|---|")

@@ -14,6 +14,12 @@ is per width. Two things make up a BatchNorm, and a new width gets each from whe
 - the statistics ``(mean, var)`` of each convolution's output at the new width are re-estimated on
   the calibration images (no labels), every layer seeing the already-normalised layers before it.
 
+Optionally (``distill_steps``) each new width's folded ``(a, c)`` is then tuned by distillation from the
+widest trained width on the same unlabelled images, nodes frozen: the derived affine is a guess from the
+neighbours, and the per-channel affine is the one thing a width owns, so a few hundred steps on it alone
+recover part of what the shared nodes cannot give that width (docs/benchmarks.md, "Any width after
+fine-tuning").
+
 The result is folded like a trained width's (``SwitchableNorm.fold``) and added to ``im.norms``, so
 ``bundle.make_buckets(im, ratios=...)`` ships it and the C core applies it like any other NORM record.
 The derivation of the affine is :func:`inn_mobile.train.switchable.derived_affine`, the one a switchable
@@ -28,9 +34,10 @@ from collections.abc import Iterable, Sequence
 
 import torch
 
-from inn_mobile.core.integral import IntegralModel, SizesKey, sizes_key
+from inn_mobile.core.integral import IntegralModel, Norm, SizesKey, sizes_key
+from inn_mobile.progress import progress
 from inn_mobile.train.data import take_images
-from inn_mobile.train.finetune import DeviceForward
+from inn_mobile.train.finetune import DeviceForward, distillation_loss
 from inn_mobile.train.switchable import EPS, SwitchableNorm, derived_affine, neighbours, norm_layers, width_ratio
 
 Affine = dict[str, tuple[torch.Tensor, torch.Tensor]]  # layer -> (gamma, beta)
@@ -45,6 +52,10 @@ def calibrate(
     multiple_of: int = 1,
     batch: int = 256,
     device: torch.device | str | None = None,
+    distill_steps: int = 0,
+    distill_lr: float = 3e-3,
+    distill_batch: int = 128,
+    seed: int = 0,
 ) -> list[dict[int, int]]:
     """Give ``im`` per-width norms at every width of ``widths`` that has none; returns those sizes.
 
@@ -53,6 +64,10 @@ def calibrate(
     ``multiple_of`` given to ``bundle.make_buckets`` later) or complete per-group sizes. Widths that
     already have norms (trained ones) are left as they are. The model must have per-width norms
     (``finetune.fit`` with ``switchable=True``): without them every width already works as it is.
+
+    ``distill_steps`` > 0: then tune each new width's folded norms for that many Adam steps (``distill_lr``,
+    batches of ``distill_batch`` of the same images, drawn with ``seed``) to match the widest trained
+    width's logits; kept only if the distillation loss over all the images fell.
     """
     if not im.norms:
         raise ValueError("this model has no per-width normalisation: every width already works (resize); "
@@ -86,7 +101,17 @@ def calibrate(
             norm.calibrate(x.to(device), batch=batch)
         finally:
             norm.detach()
-        for key, layers in norm.fold().items():
+        folded = norm.fold()
+        if distill_steps > 0:
+            x_dev = x.to(device)
+            widest = max(trained, key=lambda t: t[0])[1]
+            teacher = _logits(forward, widest, im.norms, x_dev, batch, device)
+            for i, sizes in enumerate(targets):
+                key = sizes_key(sizes)
+                folded[key] = _distill(forward, sizes, folded[key], x_dev, teacher, steps=distill_steps,
+                                       lr=distill_lr, batch=distill_batch, seed=seed + i,
+                                       desc=f"tuning the norms of width {i + 1}/{len(targets)}")
+        for key, layers in folded.items():
             im.norms[key] = {n: (a.cpu(), c.cpu()) for n, (a, c) in layers.items()}
     finally:
         im.nodes.to("cpu")
@@ -133,3 +158,47 @@ def _trained_affine(forward: DeviceForward, im: IntegralModel, sizes: dict[int, 
         a = folded[name][0].to(device).double()
         out[name] = (torch.sign(a) * torch.sqrt(var + a * a * EPS), mean)
     return out
+
+
+def _normed(forward: DeviceForward, sizes: dict[int, int], norms: dict[str, Norm], x: torch.Tensor) -> torch.Tensor:
+    """The bare layers of ``sizes`` (nodes frozen: the built graph's weights) with ``norms`` applied to each
+    normalised layer's output, ``a·z + c``: the deployed network, differentiable in ``norms``."""
+    gm = forward.graph(sizes)
+    hooks = [gm.get_submodule(name).register_forward_hook(
+        lambda _m, _i, z, a=a, c=c: z * a.reshape(1, -1, 1, 1) + c.reshape(1, -1, 1, 1))
+        for name, (a, c) in norms.items()]
+    try:
+        return gm(x)
+    finally:
+        for h in hooks:
+            h.remove()
+
+
+@torch.no_grad()
+def _logits(forward: DeviceForward, sizes: dict[int, int], norms: dict[SizesKey, dict[str, Norm]], x: torch.Tensor,
+            batch: int, device: torch.device) -> torch.Tensor:
+    layers = {n: (a.to(device), c.to(device)) for n, (a, c) in norms[sizes_key(sizes)].items()}
+    return torch.cat([_normed(forward, sizes, layers, x[i:i + batch]) for i in range(0, len(x), batch)])
+
+
+def _distill(forward: DeviceForward, sizes: dict[int, int], norms: dict[str, Norm], x: torch.Tensor,
+             teacher: torch.Tensor, *, steps: int, lr: float, batch: int, seed: int, desc: str) -> dict[str, Norm]:
+    """``norms`` of ``sizes`` tuned to make its logits on ``x`` match ``teacher``'s (Adam, nodes frozen); the
+    tuned ones if the loss over all of ``x`` fell, else ``norms`` as given."""
+
+    def loss_on_all(layers: dict[str, Norm]) -> float:
+        with torch.no_grad():
+            return sum(float(distillation_loss(_normed(forward, sizes, layers, x[i:i + 256]), teacher[i:i + 256]))
+                       * len(x[i:i + 256]) for i in range(0, len(x), 256)) / len(x)
+
+    tuned = {n: (torch.nn.Parameter(a.clone()), torch.nn.Parameter(c.clone())) for n, (a, c) in norms.items()}
+    opt = torch.optim.Adam([t for pair in tuned.values() for t in pair], lr=lr)
+    gen = torch.Generator().manual_seed(seed)
+    for _ in progress(range(steps), desc=desc):
+        idx = torch.randint(0, len(x), (min(batch, len(x)),), generator=gen).to(x.device)
+        loss = distillation_loss(_normed(forward, sizes, tuned, x[idx]), teacher[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    out = {n: (a.detach(), c.detach()) for n, (a, c) in tuned.items()}
+    return out if loss_on_all(out) < loss_on_all(norms) else norms
