@@ -485,42 +485,7 @@ def _new_bytes(size: int) -> tuple[bytes, int]:
     address = contents(out)
     if address % 4:  # CPython's bytes contents follow a 32-byte (64-bit) / 16-byte header: never
         raise NativeError(vocab.STATUS["ARG"], "a bytes object whose contents are not 4-byte aligned")
-    _prefer_huge_pages(address, size)
     return out, address
-
-
-def _prefer_huge_pages(address: int, size: int) -> None:
-    """Ask the kernel to back the huge-page-aligned interior of a new output buffer with transparent huge pages.
-
-    A fill writes every byte of memory the process never touched: with 4 KiB pages that is one page fault
-    per 4 KiB, and at a real model's size the faults cost more than the writing (``tools/bench_fill_pages.py``).
-    A huge page takes one fault per 2 MiB. Linux only (``MADV_HUGEPAGE``), where the kernel enables them
-    ("always" or "madvise" in ``/sys/kernel/mm/transparent_hugepage/enabled``; most Android kernels do not,
-    and then nothing changes); only the aligned interior is advised, so no page outside the buffer is made
-    resident. Advice only: a kernel that refuses it leaves the buffer as it was, and the bytes are the same."""
-    advise, huge = _madvise_huge()
-    if advise is None:
-        return
-    start, stop = -(-address // huge) * huge, (address + size) // huge * huge
-    if stop > start:
-        advise(start, stop - start)
-
-
-@lru_cache(maxsize=1)
-def _madvise_huge() -> tuple:
-    """``(advise(address, length), huge page bytes)`` where the system has transparent huge pages, else
-    ``(None, 0)``."""
-    advice = getattr(mmap, "MADV_HUGEPAGE", None)  # defined on Linux only
-    size = Path("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size")
-    if advice is None or not size.is_file():
-        return None, 0
-    try:
-        huge = int(size.read_text())
-        madvise = C.CDLL(None, use_errno=True).madvise
-    except (OSError, ValueError, AttributeError):
-        return None, 0
-    madvise.restype, madvise.argtypes = C.c_int, [C.c_void_p, C.c_size_t, C.c_int]
-    return (lambda address, length: madvise(address, length, advice)), huge
 
 
 def _cost(row: _Cost) -> Cost:

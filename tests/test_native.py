@@ -457,26 +457,3 @@ def test_released_pages_of_a_mapped_bundle_leave_memory_and_read_back_unchanged(
     in_memory.release_pages()
     np.testing.assert_array_equal(in_memory.materialize(1, 0)[0], want[0])
 
-
-def test_fill_buffers_ask_for_huge_pages_on_their_aligned_interior(monkeypatch):
-    """Each output buffer of a fill is advised for transparent huge pages (``native._prefer_huge_pages``) on
-    exactly its whole huge pages: every advised range lies inside one buffer, starts and ends on a huge-page
-    boundary, and each buffer's range is the largest such one; the bytes are the reference's either way."""
-    sys.path.insert(0, str(Path(__file__).parents[1] / "tools"))
-    from make_test_vectors import graph_images
-
-    torch.manual_seed(0)
-    im = convert(torch.nn.Sequential(*[torch.nn.Linear(256, 256) for _ in range(4)]), torch.randn(2, 256))
-    b = bundle.Bundle(im, bundle.make_buckets(im, [1.0]))
-    b.graphs[(0, "vectors")] = runtime_file.encode_record(graph_images(b, 0, torch.Generator().manual_seed(1)))
-    nb = native.NativeBundle(bundle.encode(b))
-    huge, advised, made = 64 * 1024, [], []
-    monkeypatch.setattr(native, "_madvise_huge", lambda: (lambda address, n: advised.append((address, n)), huge))
-    new_bytes = native._new_bytes
-    monkeypatch.setattr(native, "_new_bytes", lambda size: made.append(new_bytes(size)) or made[-1])
-    assert nb.fill(0, "vectors") == reference.fill(b, 0, "vectors")
-    spans = {address: address + len(out) for out, address in made}
-    whole = [(-(-a // huge) * huge, e // huge * huge) for a, e in spans.items()]
-    expected = [(a, e) for a, e in whole if e > a]
-    assert expected, "the test's buffers must hold at least one whole huge page"
-    assert sorted((a, a + n) for a, n in advised) == sorted(expected)

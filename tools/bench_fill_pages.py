@@ -1,21 +1,26 @@
-"""What the first touch of fresh memory costs a fill, and what transparent huge pages save of it.
+"""Would transparent huge pages make a fill faster? The fill with and without ``MADV_HUGEPAGE`` on its outputs.
 
-    python tools/bench_fill_pages.py BUNDLE [--runtimes litert litert-i8 ...] [--bucket -1] [--runs 7]
+    python tools/bench_fill_pages.py BUNDLE [--runtimes litert litert-i8 ...] [--bucket -1] [--runs 11]
 
 A fill writes every byte of its runtime files into memory the process has never used; on a real model
-that is tens of MiB, and with 4 KiB pages each 4 KiB costs a page fault. ``NativeBundle.fill`` asks Linux
-for transparent huge pages on its output buffers (``native._prefer_huge_pages``); this tool measures the
-fill with and without that advice, each in a fresh process (a warm process reuses freed memory and hides
-the faults), the variants taking turns, and prints the medians and their ratio. The bundle is mapped from
-its file, as ``open_model`` maps it; the timed part is ``NativeBundle.fill`` alone. Both variants' files
-are compared byte for byte (the advice must not change them).
+that is tens of MiB, one page fault per 4 KiB. Transparent huge pages (Linux, ``MADV_HUGEPAGE`` where
+``/sys/kernel/mm/transparent_hugepage/enabled`` says "madvise" or "always") take one fault per 2 MiB. This
+tool measures ``NativeBundle.fill`` as it is ("4 KiB pages") against the same fill with each output buffer's
+huge-page-aligned interior advised for huge pages before the core writes it ("huge pages"), each in a fresh
+process (a warm process reuses freed memory and hides the faults), the variants taking turns; it prints the
+medians and their ratio. Each child first loads the runtime's libraries (torch included), as an app and
+``tools/bench_real.py``'s startup children do (``--bare``: the core alone), which changes the answer
+(docs/benchmarks.md). The bundle is
+mapped from its file, as ``open_model`` maps it. Both variants' files are compared byte for byte.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import hashlib
 import json
+import mmap
 import os
 import statistics
 import subprocess
@@ -23,12 +28,35 @@ import sys
 import time
 from pathlib import Path
 
+HUGE_PAGE_SIZE = Path("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size")
 
-def _child(path: str, runtime: str, bucket: int, advice: str) -> None:
+
+def _advise_outputs(native) -> None:
+    """Make ``native``'s output buffers ask for huge pages on their aligned interior (this process only)."""
+    madvise = ctypes.CDLL(None, use_errno=True).madvise
+    madvise.restype, madvise.argtypes = ctypes.c_int, [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    huge, new_bytes = int(HUGE_PAGE_SIZE.read_text()), native._new_bytes  # noqa: SLF001
+
+    def advised(size: int):
+        out, address = new_bytes(size)
+        start, stop = -(-address // huge) * huge, (address + size) // huge * huge
+        if stop > start and madvise(start, stop - start, mmap.MADV_HUGEPAGE) != 0:
+            raise OSError(ctypes.get_errno(), "madvise(MADV_HUGEPAGE) failed")
+        return out, address
+
+    native._new_bytes = advised  # noqa: SLF001
+
+
+def _child(path: str, runtime: str, bucket: int, huge: bool, bare: bool) -> None:
+    # the runtime's libraries loaded first, as in an app (and in tools/bench_real.py's startup children)
+    if not bare and runtime.startswith("litert"):
+        from inn_mobile.runtime import litert  # noqa: F401
+    elif not bare:
+        from inn_mobile.runtime import executorch  # noqa: F401
     from inn_mobile import native
 
-    if advice == "off":
-        native._prefer_huge_pages = lambda _address, _size: None  # noqa: SLF001 - the variant without the advice
+    if huge:
+        _advise_outputs(native)
     nb = native.NativeBundle.from_file(path)
     t = time.perf_counter()
     files = nb.fill(bucket % nb.bucket_count, runtime)
@@ -42,34 +70,41 @@ def main() -> None:
     p.add_argument("bundle", type=Path)
     p.add_argument("--runtimes", nargs="+", default=None, help="graphs to fill (default: every one at the bucket)")
     p.add_argument("--bucket", type=int, default=-1, help="bucket index (negative counts from the widest)")
-    p.add_argument("--runs", type=int, default=7, help="fresh processes per variant")
+    p.add_argument("--runs", type=int, default=11, help="fresh processes per variant")
+    p.add_argument("--bare", action="store_true", help="children load the core alone, no runtime library")
     p.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
-        runtime, bucket, advice = args.child
-        _child(str(args.bundle), runtime, int(bucket), advice)
+        runtime, bucket, variant = args.child
+        _child(str(args.bundle), runtime, int(bucket), variant == "huge", args.bare)
         return
+    if not hasattr(mmap, "MADV_HUGEPAGE") or not HUGE_PAGE_SIZE.is_file():
+        sys.exit("this system has no transparent huge pages (Linux only)")
     from inn_mobile import native
 
     nb = native.NativeBundle.from_file(args.bundle)
     bucket = args.bucket % nb.bucket_count
     runtimes = args.runtimes or sorted(rt for k, rt in nb.graphs() if k == bucket)
     del nb
-    print(f"{args.bundle}, bucket {bucket}: fill ms, median of {args.runs} fresh processes per variant\n")
+    mode = Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text().strip()
+    libs = "the core alone" if args.bare else "the runtime's libraries loaded first"
+    print(f"{args.bundle}, bucket {bucket}: fill ms, median of {args.runs} fresh processes per variant, {libs} "
+          f"(transparent huge pages: {mode})\n")
     print("| runtime | files MiB | 4 KiB pages ms | huge pages ms | ratio |")
     print("|---|---|---|---|---|")
     for rt in runtimes:
-        rows: dict[str, list[dict]] = {"off": [], "on": []}
+        rows: dict[str, list[dict]] = {"small": [], "huge": []}
         for _ in range(args.runs):
-            for advice in rows:
-                cmd = [sys.executable, __file__, str(args.bundle), "--child", rt, str(bucket), advice]
+            for variant in rows:
+                cmd = [sys.executable, __file__, str(args.bundle), "--child", rt, str(bucket), variant]
+                cmd += ["--bare"] if args.bare else []
                 res = subprocess.run(cmd, capture_output=True, text=True, check=True,
                                      env={**os.environ, "OMP_NUM_THREADS": "1"})
-                rows[advice].append(json.loads(res.stdout.strip().splitlines()[-1]))
+                rows[variant].append(json.loads(res.stdout.strip().splitlines()[-1]))
         if len({r["sha256"] for v in rows.values() for r in v}) != 1:
             sys.exit(f"{rt}: the files differ between runs or variants")
-        off, on = (statistics.median(r["fill_ms"] for r in rows[k]) for k in ("off", "on"))
-        print(f"| {rt} | {rows['on'][0]['mib']:.1f} | {off:.1f} | {on:.1f} | {on / off:.2f}x |", flush=True)
+        small, huge = (statistics.median(r["fill_ms"] for r in rows[k]) for k in ("small", "huge"))
+        print(f"| {rt} | {rows['huge'][0]['mib']:.1f} | {small:.1f} | {huge:.1f} | {huge / small:.2f}x |", flush=True)
 
 
 if __name__ == "__main__":
