@@ -456,4 +456,3 @@ def test_released_pages_of_a_mapped_bundle_leave_memory_and_read_back_unchanged(
     in_memory = native.NativeBundle(data)
     in_memory.release_pages()
     np.testing.assert_array_equal(in_memory.materialize(1, 0)[0], want[0])
-
