@@ -149,10 +149,14 @@ def main() -> None:
                                  "scratch (6 ep)": [rows[r][2] for r in ratios]},
               title="Per-width normalisation vs training from scratch")
     posthoc = post_hoc(im, x[-args.calibration:], xt, yt, args, tag) if args.post_hoc else None
-    distilled = f"_distill{args.distill_steps}" if args.post_hoc and args.distill_steps else ""
-    out = args.cache / f"{tag}{distilled}.json"
+    out = args.cache / f"{tag}{distill_suffix(args)}.json"
     out.write_text(json.dumps({"args": vars(args), "seconds": secs, "accuracy": {str(r): v for r, v in rows.items()},
                                "post_hoc": posthoc}, default=str))
+
+
+def distill_suffix(args) -> str:
+    """What output names add for a post-hoc run whose norms were tuned by distillation (empty otherwise)."""
+    return f"_distill{args.distill_steps}" if args.post_hoc and args.distill_steps else ""
 
 
 def post_hoc(im: IntegralModel, xc: torch.Tensor, xt: torch.Tensor, yt: torch.Tensor, args, tag: str) -> dict:
@@ -165,8 +169,7 @@ def post_hoc(im: IntegralModel, xc: torch.Tensor, xt: torch.Tensor, yt: torch.Te
     secs = time.time() - t
     buckets = bundle.make_buckets(im, ratios, multiple_of=1)
     raw = bundle.encode(bundle.Bundle(im, buckets), node_dtype=args.node_dtype)
-    distilled = f"_distill{args.distill_steps}" if args.distill_steps else ""
-    (args.cache / f"{tag}_posthoc{n}{distilled}.innb").write_bytes(raw)
+    (args.cache / f"{tag}_posthoc{n}{distill_suffix(args)}.innb").write_bytes(raw)
     nb = native.NativeBundle(raw)
     core = {bk.ratio: accuracy(core_network(im, nb, k, bk.sizes), xt, yt) for k, bk in enumerate(buckets)}
     trained = sorted(args.widths)

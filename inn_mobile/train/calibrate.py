@@ -80,7 +80,7 @@ def calibrate(
             targets.append(sizes)
     if not targets:
         return []
-    x = take_images(data, images)
+    x = take_images(data, images).to(device)
     trained = [(width_ratio(im, s), s) for s in im.calibrated_sizes()]
     im.nodes.to(device)
     forward = DeviceForward(im, device)
@@ -98,18 +98,18 @@ def calibrate(
         norm = SwitchableNorm(forward, targets)
         norm.attach_affine(affine)
         try:
-            norm.calibrate(x.to(device), batch=batch)
+            norm.calibrate(x, batch=batch)
         finally:
             norm.detach()
         folded = norm.fold()
         if distill_steps > 0:
-            x_dev = x.to(device)
             widest = max(trained, key=lambda t: t[0])[1]
-            teacher = _logits(forward, widest, im.norms, x_dev, batch, device)
+            teacher = _logits(forward, widest, {n: (a.to(device), c.to(device))
+                                                for n, (a, c) in im.norms[sizes_key(widest)].items()}, x, batch)
             for i, sizes in enumerate(targets):
                 key = sizes_key(sizes)
-                folded[key] = _distill(forward, sizes, folded[key], x_dev, teacher, steps=distill_steps,
-                                       lr=distill_lr, batch=distill_batch, seed=seed + i,
+                folded[key] = _distill(forward, sizes, folded[key], x, teacher, steps=distill_steps, lr=distill_lr,
+                                       batch=distill_batch, eval_batch=batch, seed=seed + i,
                                        desc=f"tuning the norms of width {i + 1}/{len(targets)}")
         for key, layers in folded.items():
             im.norms[key] = {n: (a.cpu(), c.cpu()) for n, (a, c) in layers.items()}
@@ -175,21 +175,20 @@ def _normed(forward: DeviceForward, sizes: dict[int, int], norms: dict[str, Norm
 
 
 @torch.no_grad()
-def _logits(forward: DeviceForward, sizes: dict[int, int], norms: dict[SizesKey, dict[str, Norm]], x: torch.Tensor,
-            batch: int, device: torch.device) -> torch.Tensor:
-    layers = {n: (a.to(device), c.to(device)) for n, (a, c) in norms[sizes_key(sizes)].items()}
-    return torch.cat([_normed(forward, sizes, layers, x[i:i + batch]) for i in range(0, len(x), batch)])
+def _logits(forward: DeviceForward, sizes: dict[int, int], norms: dict[str, Norm], x: torch.Tensor,
+            batch: int) -> torch.Tensor:
+    """:func:`_normed` over all of ``x``, ``batch`` images at a time."""
+    return torch.cat([_normed(forward, sizes, norms, x[i:i + batch]) for i in range(0, len(x), batch)])
 
 
 def _distill(forward: DeviceForward, sizes: dict[int, int], norms: dict[str, Norm], x: torch.Tensor,
-             teacher: torch.Tensor, *, steps: int, lr: float, batch: int, seed: int, desc: str) -> dict[str, Norm]:
+             teacher: torch.Tensor, *, steps: int, lr: float, batch: int, eval_batch: int, seed: int,
+             desc: str) -> dict[str, Norm]:
     """``norms`` of ``sizes`` tuned to make its logits on ``x`` match ``teacher``'s (Adam, nodes frozen); the
     tuned ones if the loss over all of ``x`` fell, else ``norms`` as given."""
 
     def loss_on_all(layers: dict[str, Norm]) -> float:
-        with torch.no_grad():
-            return sum(float(distillation_loss(_normed(forward, sizes, layers, x[i:i + 256]), teacher[i:i + 256]))
-                       * len(x[i:i + 256]) for i in range(0, len(x), 256)) / len(x)
+        return float(distillation_loss(_logits(forward, sizes, layers, x, eval_batch), teacher))
 
     tuned = {n: (torch.nn.Parameter(a.clone()), torch.nn.Parameter(c.clone())) for n, (a, c) in norms.items()}
     opt = torch.optim.Adam([t for pair in tuned.values() for t in pair], lr=lr)
