@@ -30,7 +30,8 @@ fine-tuning").
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import contextlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import torch
 
@@ -127,51 +128,57 @@ def _trained_affine(forward: DeviceForward, im: IntegralModel, sizes: dict[int, 
     data whose statistics are the calibrated ones its output has mean ``beta`` and variance
     ``gamma² - a²·eps``: measured here on ``x``, sign of ``gamma`` that of ``a``.
     """
-    folded = im.norms[sizes_key(sizes)]
-    gm = forward.graph(sizes)
+    folded = {n: (a.to(device), c.to(device)) for n, (a, c) in im.norms[sizes_key(sizes)].items()}
     sums: dict[str, list[torch.Tensor]] = {}
 
-    def hook(name: str):
-        a, c = (t.to(device) for t in folded[name])
+    def observe(name: str, out: torch.Tensor) -> None:
+        o = out.double()
+        s = sums.setdefault(name, [torch.zeros(o.shape[1], dtype=torch.float64, device=o.device) for _ in range(2)]
+                            + [0])
+        s[0] += o.sum((0, 2, 3))
+        s[1] += (o * o).sum((0, 2, 3))
+        s[2] += o.numel() // o.shape[1]
 
-        def apply(_module, _inputs, z):
-            out = z * a.reshape(1, -1, 1, 1) + c.reshape(1, -1, 1, 1)
-            o = out.double()
-            s = sums.setdefault(name, [torch.zeros_like(a, dtype=torch.float64) for _ in range(2)] + [0])
-            s[0] += o.sum((0, 2, 3))
-            s[1] += (o * o).sum((0, 2, 3))
-            s[2] += o.numel() // o.shape[1]
-            return out
-        return apply
-
-    hooks = [gm.get_submodule(n).register_forward_hook(hook(n)) for n in folded]
-    try:
+    with _applied(forward.graph(sizes), folded, observe):
         for i in range(0, len(x), batch):
             forward(x[i:i + batch].to(device), sizes)
-    finally:
-        for h in hooks:
-            h.remove()
     out: Affine = {}
     for name, (s1, s2, n) in sums.items():
         mean = s1 / n
         var = (s2 / n - mean * mean).clamp_min(0.0)
-        a = folded[name][0].to(device).double()
+        a = folded[name][0].double()
         out[name] = (torch.sign(a) * torch.sqrt(var + a * a * EPS), mean)
     return out
 
 
-def _normed(forward: DeviceForward, sizes: dict[int, int], norms: dict[str, Norm], x: torch.Tensor) -> torch.Tensor:
-    """The bare layers of ``sizes`` (nodes frozen: the built graph's weights) with ``norms`` applied to each
-    normalised layer's output, ``a·z + c``: the deployed network, differentiable in ``norms``."""
-    gm = forward.graph(sizes)
-    hooks = [gm.get_submodule(name).register_forward_hook(
-        lambda _m, _i, z, a=a, c=c: z * a.reshape(1, -1, 1, 1) + c.reshape(1, -1, 1, 1))
-        for name, (a, c) in norms.items()]
+@contextlib.contextmanager
+def _applied(gm: torch.fx.GraphModule, norms: dict[str, Norm],
+             observe: Callable[[str, torch.Tensor], None] | None = None) -> Iterator[None]:
+    """While the block runs, each normalised layer of ``gm`` outputs ``a·z + c`` with its ``norms`` (the
+    deployed network), and ``observe(name, output)`` sees each such output."""
+
+    def hook(name: str, a: torch.Tensor, c: torch.Tensor):
+        def apply(_module, _inputs, z):
+            out = z * a.reshape(1, -1, 1, 1) + c.reshape(1, -1, 1, 1)
+            if observe is not None:
+                observe(name, out)
+            return out
+        return apply
+
+    hooks = [gm.get_submodule(name).register_forward_hook(hook(name, a, c)) for name, (a, c) in norms.items()]
     try:
-        return gm(x)
+        yield
     finally:
         for h in hooks:
             h.remove()
+
+
+def _normed(forward: DeviceForward, sizes: dict[int, int], norms: dict[str, Norm], x: torch.Tensor) -> torch.Tensor:
+    """The bare layers of ``sizes`` (nodes frozen: the built graph's weights) with ``norms`` applied to each
+    normalised layer's output: the deployed network, differentiable in ``norms``."""
+    gm = forward.graph(sizes)
+    with _applied(gm, norms):
+        return gm(x)
 
 
 @torch.no_grad()
