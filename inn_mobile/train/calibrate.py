@@ -105,8 +105,7 @@ def calibrate(
         folded = norm.fold()
         if distill_steps > 0:
             widest = max(trained, key=lambda t: t[0])[1]
-            teacher = _logits(forward, widest, {n: (a.to(device), c.to(device))
-                                                for n, (a, c) in im.norms[sizes_key(widest)].items()}, x, batch)
+            teacher = _logits(forward, widest, _trained_norms(im, widest, device), x, batch)
             for i, sizes in enumerate(targets):
                 key = sizes_key(sizes)
                 folded[key] = _distill(forward, sizes, folded[key], x, teacher, steps=distill_steps, lr=distill_lr,
@@ -128,7 +127,7 @@ def _trained_affine(forward: DeviceForward, im: IntegralModel, sizes: dict[int, 
     data whose statistics are the calibrated ones its output has mean ``beta`` and variance
     ``gamma² - a²·eps``: measured here on ``x``, sign of ``gamma`` that of ``a``.
     """
-    folded = {n: (a.to(device), c.to(device)) for n, (a, c) in im.norms[sizes_key(sizes)].items()}
+    folded = _trained_norms(im, sizes, device)
     sums: dict[str, list[torch.Tensor]] = {}
 
     def observe(name: str, out: torch.Tensor) -> None:
@@ -141,7 +140,7 @@ def _trained_affine(forward: DeviceForward, im: IntegralModel, sizes: dict[int, 
 
     with _applied(forward.graph(sizes), folded, observe):
         for i in range(0, len(x), batch):
-            forward(x[i:i + batch].to(device), sizes)
+            forward(x[i:i + batch], sizes)
     out: Affine = {}
     for name, (s1, s2, n) in sums.items():
         mean = s1 / n
@@ -149,6 +148,11 @@ def _trained_affine(forward: DeviceForward, im: IntegralModel, sizes: dict[int, 
         a = folded[name][0].double()
         out[name] = (torch.sign(a) * torch.sqrt(var + a * a * EPS), mean)
     return out
+
+
+def _trained_norms(im: IntegralModel, sizes: dict[int, int], device: torch.device) -> dict[str, Norm]:
+    """The folded norms ``im`` holds for the trained width ``sizes``, on ``device``."""
+    return {n: (a.to(device), c.to(device)) for n, (a, c) in im.norms[sizes_key(sizes)].items()}
 
 
 @contextlib.contextmanager
