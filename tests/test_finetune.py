@@ -173,7 +173,10 @@ def test_random_widths_between_the_shipped_ones_are_trained(digits_model, digits
 
     uniform, logged = drawn_ratios(cfg), drawn_ratios(dataclasses.replace(cfg, between_draw="log"))
     assert len(logged) == 40 and logged == pytest.approx([0.5 * 2 ** ((r - 0.5) / 0.5) for r in uniform], rel=1e-12)
-    with pytest.raises(ValueError, match="between_draw must be one of uniform, log"):
+    # inverse: uniform in 1/width, 1/hi + u * (1/lo - 1/hi) from the same u
+    inverse = drawn_ratios(dataclasses.replace(cfg, between_draw="inverse"))
+    assert inverse == pytest.approx([1 / (1 + (r - 0.5) / 0.5) for r in uniform], rel=1e-12)
+    with pytest.raises(ValueError, match="between_draw must be one of uniform, log, inverse"):
         finetune.fit(convert(digits_model, x[:2]), (x, y), dataclasses.replace(cfg, between_draw="normal"))
 
     norm = SwitchableNorm(WidthForward(im), shipped)

@@ -59,6 +59,8 @@ from inn_mobile.metrics import accuracy
 from inn_mobile.runtime.core_network import core_network
 from inn_mobile.train import finetune
 from inn_mobile.train.calibrate import calibrate
+from inn_mobile.train.finetune import DeviceForward
+from inn_mobile.train.switchable import SwitchableNorm
 
 
 def scratch_accuracy(ratio: float, cache: Path, xt: torch.Tensor, yt: torch.Tensor) -> float | None:
@@ -148,7 +150,8 @@ def main() -> None:
                                  f"{name}, C core": [rows[r][1] for r in ratios],
                                  "scratch (6 ep)": [rows[r][2] for r in ratios]},
               title="Per-width normalisation vs training from scratch")
-    posthoc = post_hoc(im, x[-args.calibration:], xt, yt, args, tag) if args.post_hoc else None
+    posthoc = (post_hoc(im, x[-args.calibration:], xt, yt, args, tag, args.cache / f"{tag}.pt", x[:256])
+               if args.post_hoc else None)
     out = args.cache / f"{tag}{distill_suffix(args)}.json"
     out.write_text(json.dumps({"args": vars(args), "seconds": secs, "accuracy": {str(r): v for r, v in rows.items()},
                                "post_hoc": posthoc}, default=str))
@@ -159,11 +162,35 @@ def distill_suffix(args) -> str:
     return f"_distill{args.distill_steps}" if args.post_hoc and args.distill_steps else ""
 
 
-def post_hoc(im: IntegralModel, xc: torch.Tensor, xt: torch.Tensor, yt: torch.Tensor, args, tag: str) -> dict:
+def as_trained(im: IntegralModel, checkpoint: Path, x_attach: torch.Tensor, ratios: list[float], xt: torch.Tensor,
+               yt: torch.Tensor, batch: int) -> dict[float, float]:
+    """Test accuracy at each of ``ratios`` as the training ran that width: BatchNorms in training mode
+    (statistics of each batch of ``batch`` test images), the width's own affine where it was trained,
+    else the one derived from its trained neighbours. The network the nodes were trained to serve, before
+    any post-hoc calibration: whether what a width lacks is in its norms or in the nodes. Call it before
+    ``calibrate``: the run's BatchNorms are per trained width, widest first, as ``im.calibrated_sizes()``
+    lists them until then."""
+    norm = SwitchableNorm(DeviceForward(im), im.calibrated_sizes())
+    norm.attach(x_attach)
+    norm.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True)["norms"])
+    out = {}
+    with torch.no_grad():
+        for r in ratios:
+            sizes = im.sizes_at(r, multiple_of=1)
+            hits = sum(int((norm(xt[i:i + batch], sizes).argmax(1) == yt[i:i + batch]).sum())
+                       for i in range(0, len(yt), batch))
+            out[r] = 100.0 * hits / len(yt)
+    return out
+
+
+def post_hoc(im: IntegralModel, xc: torch.Tensor, xt: torch.Tensor, yt: torch.Tensor, args, tag: str,
+             checkpoint: Path, x_attach: torch.Tensor) -> dict:
     """Norms for every untrained width at 1/N steps, one bundle with all of them, C-core accuracy per width
-    and, for each untrained width, its distance to the line between its trained neighbours."""
+    and, for each untrained width, its distance to the line between its trained neighbours; beside them,
+    every width's accuracy as the training ran it (:func:`as_trained`)."""
     n = args.post_hoc
     ratios = [k / n for k in range(round(0.25 * n), n + 1)]
+    trained_mode = as_trained(im, checkpoint, x_attach, ratios, xt, yt, batch=128)
     t = time.time()
     added = calibrate(im, xc, ratios, images=len(xc), distill_steps=args.distill_steps, distill_lr=args.distill_lr)
     secs = time.time() - t
@@ -177,24 +204,29 @@ def post_hoc(im: IntegralModel, xc: torch.Tensor, xt: torch.Tensor, yt: torch.Te
     how = f", norms tuned by {args.distill_steps} distillation steps" if args.distill_steps else ""
     print(f"\npost-hoc calibration{how}: {len(added)} untrained widths in {secs:.0f} s on {len(xc)} unlabelled images; "
           f"one bundle of {len(buckets)} buckets, {len(raw) / 1024:.1f} KiB\n")
-    print("| width | trained | C core test acc | line between trained neighbours | difference |")
-    print("|---|---|---|---|---|")
+    print("| width | trained | C core test acc | line between trained neighbours | difference | as trained (batch "
+          "statistics of 128 test images) | its line | difference |")
+    print("|---|---|---|---|---|---|---|---|")
     lines = {}
-    for bk in buckets:
-        r, acc = bk.ratio, core[bk.ratio]
-        if sizes_key(im.check_sizes(bk.sizes)) not in new:
-            print(f"| {r * 100:g}% | yes | {acc:.2f} | | |")
-            continue
+
+    def line(acc: dict[float, float], r: float) -> float:
         lo, hi = max(w for w in trained if w <= r), min(w for w in trained if w >= r)
-        line = core[lo] + (r - lo) / (hi - lo) * (core[hi] - core[lo])
-        lines[r] = line
-        print(f"| {r * 100:g}% | no | {acc:.2f} | {line:.2f} | {acc - line:+.2f} |")
+        return acc[lo] + (r - lo) / (hi - lo) * (acc[hi] - acc[lo])
+
+    for bk in buckets:
+        r, acc, mode = bk.ratio, core[bk.ratio], trained_mode[bk.ratio]
+        if sizes_key(im.check_sizes(bk.sizes)) not in new:
+            print(f"| {r * 100:g}% | yes | {acc:.2f} | | | {mode:.2f} | | |")
+            continue
+        lines[r] = line(core, r)
+        print(f"| {r * 100:g}% | no | {acc:.2f} | {lines[r]:.2f} | {acc - lines[r]:+.2f} | {mode:.2f} | "
+              f"{line(trained_mode, r):.2f} | {mode - line(trained_mode, r):+.2f} |")
     widths = sorted(core)
     plot_rows(args.posthoc_png, widths, {
         "every width, C core (untrained ones calibrated post hoc)": [core[r] for r in widths],
         "trained widths": [core[r] if r not in lines else None for r in widths]},
         title=f"Accuracy vs width: {len(trained)} trained widths, the others calibrated post hoc")
-    return {"seconds": secs, "core": core, "line": lines}
+    return {"seconds": secs, "core": core, "line": lines, "as_trained": trained_mode}
 
 
 if __name__ == "__main__":

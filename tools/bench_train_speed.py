@@ -3,13 +3,14 @@
 widths trained separately (same batch, same device).
 
     python tools/bench_train_speed.py [--batch 128] [--rounds 12] [--threads 1] [--device cpu] [--between 1]
+                                      [--between-draw uniform]
 
 The integral step is what ``finetune.fit(..., FinetuneConfig(switchable=True))`` runs: the weights of
 each width sampled from the nodes (``DeviceForward``), a BatchNorm per width after every convolution
 (``SwitchableNorm``), forward and backward at all 4 widths and at ``--between`` random widths drawn per
-round between 25% and 100% (normalised with the affine derived from the trained neighbours and batch
-statistics; their graph is rebuilt per draw, as in ``fit``), the narrow ones distilled from the widest,
-then one AdamW step over nodes and norms. The plain baseline is one ordinary ResNet of the same shapes
+round between 25% and 100% as ``--between-draw`` says (normalised with the affine derived from the trained
+neighbours and batch statistics; their graph is rebuilt per draw, as in ``fit``), the narrow ones distilled
+from the widest, then one AdamW step over nodes and norms. The plain baseline is one ordinary ResNet of the same shapes
 per width (``models.resnet`` with BatchNorm, stage widths as ``sizes_at`` rounds them; for a random width,
 built at the same drawn width before the round, outside the timing), each doing a forward, backward and
 SGD-momentum step on the same batch: a random width counts as one more plain step. Rounds interleave
@@ -53,6 +54,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--between", type=int, default=1, help="random widths per step besides the 4 shipped ones")
+    ap.add_argument("--between-draw", choices=finetune.BETWEEN_DRAWS, default="uniform",
+                    help="how the random widths are drawn (FinetuneConfig.between_draw)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -98,7 +101,7 @@ def main() -> None:
 
     t_int, t_plain, t_extra = [], [[] for _ in WIDTHS], []
     for k in range(args.rounds + 2):
-        extra = [rng.uniform(min(WIDTHS), max(WIDTHS)) for _ in range(args.between)]
+        extra = [finetune.between_ratio(rng, min(WIDTHS), max(WIDTHS), args.between_draw) for _ in range(args.between)]
         extra_nets = [plain_net(r) for r in extra]
         ti = timed(integral_step, extra)
         tp = [timed(plain_step, m, o) for m, o in plain]
@@ -113,7 +116,8 @@ def main() -> None:
     shipped = sum(med_plain)
     total = shipped + (statistics.median(t_extra) if args.between else 0.0)
     n = len(WIDTHS) + args.between
-    print(f"device {device}, {args.threads} thread(s), batch {args.batch}, {args.rounds} rounds (medians)")
+    print(f"device {device}, {args.threads} thread(s), batch {args.batch}, {args.rounds} rounds (medians), random "
+          f"widths drawn {args.between_draw}")
     for r, t in zip(WIDTHS, med_plain):
         print(f"  plain ResNet {round(r * 100)}% step: {t * 1000:.1f} ms")
     if args.between:

@@ -146,7 +146,20 @@ def node_optimizer(
     return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
 
 
-BETWEEN_DRAWS = ("uniform", "log")
+BETWEEN_DRAWS = ("uniform", "log", "inverse")
+
+
+def between_ratio(rng: random.Random, lo: float, hi: float, draw: str) -> float:
+    """One random width in ``[lo, hi]`` drawn by the rule ``draw`` (``BETWEEN_DRAWS``), from one RNG draw
+    whatever the rule, so that a resumed run continues the same sequence: "uniform" in width; "log" uniform
+    in log-width (as many draws between 25% and 50% as between 50% and 100%); "inverse" uniform in
+    1/width (density in proportion to 1/width², and a pass costs about width²: every stretch of width gets
+    the same compute, and narrow widths, which train slowest, the most draws)."""
+    if draw == "log":
+        return math.exp(rng.uniform(math.log(lo), math.log(hi)))
+    if draw == "inverse":
+        return 1.0 / rng.uniform(1.0 / hi, 1.0 / lo)
+    return rng.uniform(lo, hi)
 
 
 @dataclass
@@ -181,9 +194,10 @@ class FinetuneConfig:
     # interpolated from the trained neighbours', batch statistics) and distilled from the widest, so the widths in
     # between that calibrate() ships later are trained too (universally slimmable networks' random widths)
     between: int = 1
-    # how the random widths are drawn between the narrowest and widest: "uniform" in width, or "log" (uniform in
-    # log-width: as many draws between 25% and 50% as between 50% and 100%, where narrow widths train slowest
-    # and each of their passes costs least)
+    # how the random widths are drawn between the narrowest and widest (between_ratio): "uniform" in width, "log"
+    # (uniform in log-width: as many draws between 25% and 50% as between 50% and 100%, where narrow widths train
+    # slowest and each of their passes costs least) or "inverse" (uniform in 1/width: the same compute per
+    # stretch of width)
     between_draw: str = "uniform"
 
 
@@ -330,10 +344,7 @@ def _step_widths(cfg: FinetuneConfig, im: IntegralModel, state: _State, total: i
     widths = discrete[:1] + discrete[-1:] + [state.rng.choice(inner) for _ in range(cfg.n_random if inner else 0)]
     lo, hi = min(cfg.widths), max(cfg.widths)
     count = cfg.between if len(discrete) > 1 else 0
-    if cfg.between_draw == "log":  # one RNG draw per width either way, as checkpoints resume the sequence
-        ratios = [math.exp(state.rng.uniform(math.log(lo), math.log(hi))) for _ in range(count)]
-    else:
-        ratios = [state.rng.uniform(lo, hi) for _ in range(count)]
+    ratios = [between_ratio(state.rng, lo, hi, cfg.between_draw) for _ in range(count)]
     return widths + [im.sizes_at(r, multiple_of=cfg.multiple_of) for r in ratios]
 
 
