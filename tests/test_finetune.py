@@ -42,6 +42,35 @@ def test_width_forward_matches_resize_and_reaches_nodes(digits_im, digits_data):
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in digits_im.nodes.values())
 
 
+def test_released_widths_keep_their_graphs_within_the_budget(digits_im, digits_data):
+    """A released width's graph comes back on a redraw (no rebuild) while the released graphs fit the byte
+    budget; past it the least recently released is dropped and rebuilt when drawn again, computing the same."""
+    x = digits_data[0][:8]
+    half, quarter = digits_im.sizes_at(0.5), digits_im.sizes_at(0.25)
+    fw = WidthForward(digits_im)
+    first = fw.graph(half)
+    fw.release(half)
+    assert fw.graph(half) is first  # kept
+    fw.release(half)
+    fw.release(half)  # releasing a width not in use: nothing happens
+    one = sum(t.numel() * t.element_size() for t in [*first.parameters(), *first.buffers()])
+    tight = WidthForward(digits_im, keep_released=one)  # room for the half width's graph alone
+    a = tight.graph(half)
+    tight.release(half)
+    assert tight.graph(half) is a  # within the budget
+    tight.release(half)
+    q = tight.graph(quarter)
+    tight.release(quarter)  # over the budget: the older release (half) is dropped, the quarter one fits
+    assert tight.graph(quarter) is q
+    assert tight.graph(half) is not a
+    with torch.no_grad():
+        assert torch.equal(tight(x, half), digits_im.resize(sizes=half)(x))
+    none = WidthForward(digits_im, keep_released=0)
+    b = none.graph(quarter)
+    none.release(quarter)
+    assert none.graph(quarter) is not b
+
+
 def test_partitions_stay_valid_under_training(digits_im, digits_data):
     """A large step size still leaves every partition sorted, in [0, 1], with fixed ends; and they move."""
     x, y = digits_data[0][:256], digits_data[1][:256]

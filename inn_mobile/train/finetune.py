@@ -46,7 +46,7 @@ from torch.utils.data import DataLoader
 
 from inn_mobile import atomic
 from inn_mobile.core import kernel
-from inn_mobile.core.integral import AxisSampler, IntegralModel, sizes_key
+from inn_mobile.core.integral import AxisSampler, IntegralModel, SizesKey, sizes_key
 from inn_mobile.core.width_forward import WidthForward
 from inn_mobile.progress import progress
 from inn_mobile.train import distributed
@@ -233,19 +233,9 @@ class DeviceForward(WidthForward):
     def __init__(self, im: IntegralModel, device: torch.device | str = "cpu") -> None:
         super().__init__(_OnDevice(im, torch.device(device)))  # WidthForward reads its weights from weights_at
         self.device = torch.device(device)
-        self._moved: set = set()  # sizes keys of the graphs on the device
 
-    def graph(self, sizes: dict[int, int]):
-        gm = super().graph(sizes)
-        key = sizes_key(self.im.check_sizes(sizes))
-        if key not in self._moved:
-            gm.to(self.device)
-            self._moved.add(key)
-        return gm
-
-    def release(self, sizes: dict[int, int]) -> None:
-        super().release(sizes)
-        self._moved.discard(sizes_key(self.im.check_sizes(sizes)))
+    def _build(self, key: SizesKey) -> torch.fx.GraphModule:
+        return super()._build(key).to(self.device)
 
 
 class _OnDevice:
