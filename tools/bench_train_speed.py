@@ -5,16 +5,18 @@ widths trained separately (same batch, same device).
     python tools/bench_train_speed.py [--batch 128] [--rounds 12] [--threads 1] [--device cpu] [--between 1]
                                       [--between-draw uniform]
 
-The integral step is what ``finetune.fit(..., FinetuneConfig(switchable=True))`` runs: the weights of
-each width sampled from the nodes (``DeviceForward``), a BatchNorm per width after every convolution
-(``SwitchableNorm``), forward and backward at all 4 widths and at ``--between`` random widths drawn per
-round between 25% and 100% as ``--between-draw`` says (normalised with the affine derived from the trained
-neighbours and batch statistics; their graph is rebuilt per draw, as in ``fit``), the narrow ones distilled
-from the widest, then one AdamW step over nodes and norms. The plain baseline is one ordinary ResNet of the same shapes
-per width (``models.resnet`` with BatchNorm, stage widths as ``sizes_at`` rounds them; for a random width,
-built at the same drawn width before the round, outside the timing), each doing a forward, backward and
-SGD-momentum step on the same batch: a random width counts as one more plain step. Rounds interleave
-the two (the machine is shared: interleaving puts both under the same load) and medians are reported.
+The integral step is what ``finetune.fit(..., FinetuneConfig(switchable=True))`` runs: the weights of each
+width sampled from the nodes (``DeviceForward``), a BatchNorm per width after every convolution
+(``SwitchableNorm``), forward and backward at all 4 widths and at ``--between`` random widths drawn per round
+between 25% and 100% as ``--between-draw`` says (normalised with the affine derived from the trained
+neighbours and batch statistics; their graphs kept for a redraw within ``WidthForward``'s byte budget, as in
+``fit``), the narrow ones distilled from the widest, then one AdamW step over nodes and norms. The plain
+baseline is one ordinary ResNet of the same shapes per width (``models.resnet`` with BatchNorm, stage widths
+as ``sizes_at`` rounds them; for a random width, built at the same drawn width before the round, outside the
+timing), each doing a forward, backward and SGD-momentum step on the same batch: a random width counts as one
+more plain step. Before the rounds every width the draws can give is built once and released, as a run has
+done after a few hundred steps. Rounds interleave the two (the machine is shared: interleaving puts both under
+the same load) and medians are reported.
 Target: integral <= 1.25x the sum. ``--between 0`` is the step before random widths (4 against 4).
 """
 
@@ -81,6 +83,13 @@ def main() -> None:
 
     plain = [plain_net(r) for r in WIDTHS]
     rng = random.Random(0)
+    # as in a run past its first few hundred steps: every width the draws can give built once and released
+    # (what fit keeps of them, within WidthForward's byte budget, comes back on a redraw)
+    for r in torch.linspace(min(WIDTHS), max(WIDTHS), 1001).tolist():
+        drawn = im.check_sizes(im.sizes_at(r))
+        if drawn not in sizes:
+            forward.graph(drawn)
+            forward.release(drawn)
 
     def integral_step(extra: list[float]) -> None:
         opt.zero_grad(set_to_none=True)
