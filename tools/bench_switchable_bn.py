@@ -115,7 +115,7 @@ def main() -> None:
                                   between=args.between, between_draw=args.between_draw)
     parts = ", trained partitions" if args.train_partitions else ""
     name = (f"switchable-BN FT ({args.epochs:g} ep, step {args.lr:g}, init {args.init}, {args.n_random} random, "
-            f"{args.between} between{'' if args.between_draw == 'uniform' else ' log-drawn'}{parts})")
+            f"{args.between} between{'' if args.between_draw == 'uniform' else f' {args.between_draw}-drawn'}{parts})")
     tag = (f"switchable_e{args.epochs:g}_lr{args.lr:g}_{args.init}_r{args.n_random}_b{args.between}"
            + ("" if args.between_draw == "uniform" else f"_{args.between_draw}") + ("_tp" if parts else ""))
     args.cache.mkdir(parents=True, exist_ok=True)
