@@ -216,7 +216,7 @@ class SwitchableNorm:
         finally:
             for h in hooks:
                 h.remove()
-            self.forward.release(sizes)  # a random width: its graph kept only while few bytes are
+            self.forward.release(sizes)  # a random width: its graph is kept for a redraw within a byte budget
 
     def between_affine(self, sizes: dict[int, int]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """Per layer, the ``(gamma, beta)`` of an untrained width, from the trained affines (differentiable)."""
