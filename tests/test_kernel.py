@@ -72,3 +72,25 @@ def test_trainable_partition_stays_valid_under_gradient_steps():
 def test_check_partition_rejects_invalid(bad, match):
     with pytest.raises(ValueError, match=match):
         kernel.check_partition(bad)
+
+
+def test_resample_without_signed_zeros_gives_the_same_values_and_gradients():
+    """``signed_zeros=False`` (training) skips the masks: every non-zero output is bit-identical, zeros stay
+    zeros (only their sign may differ), and the gradients reaching the nodes are the same values."""
+    gen = torch.Generator().manual_seed(0)
+    nodes = torch.randn(9, 5, 3, generator=gen)
+    nodes[2] = 0.0
+    nodes[4, 1] = -0.0
+    idx, w = kernel.taps(kernel.uniform_partition(6), 9)
+    idx, w = torch.cat([idx, idx[:1]]), torch.cat([w.float(), torch.zeros(1, w.shape[1])])  # a row of zero taps
+    for dim, x in ((0, nodes), (1, nodes.transpose(0, 1).contiguous())):
+        exact_in, fast_in = x.clone().requires_grad_(), x.clone().requires_grad_()
+        exact = kernel.resample(exact_in, dim, idx, w)
+        fast = kernel.resample(fast_in, dim, idx, w, signed_zeros=False)
+        nonzero = exact != 0
+        assert bool(((fast != 0) == nonzero).all())
+        assert torch.equal(exact[nonzero].view(torch.int32), fast[nonzero].view(torch.int32))
+        upstream = torch.randn(exact.shape, generator=gen)
+        exact.backward(upstream)
+        fast.backward(upstream)
+        assert torch.equal(exact_in.grad, fast_in.grad)

@@ -194,21 +194,25 @@ class IntegralModel(nn.Module):
         sizes = self.check_sizes(sizes or {})
         return {gid: self.sampler(gid, n) for gid, n in sizes.items()}
 
-    def discretize(self, samplers: dict[int, AxisSampler]) -> dict[str, dict[str, torch.Tensor]]:
+    def discretize(self, samplers: dict[int, AxisSampler], *,
+                   signed_zeros: bool = True) -> dict[str, dict[str, torch.Tensor]]:
         """Float32 weights of every layer for the given per-group samplers (differentiable).
 
         Returns ``{layer name: {"weight": W, "bias": b}}`` (affine layers: ``scale`` and ``shift``).
+        ``signed_zeros=False``: the same values, a zero's sign aside (``kernel.resample``), in fewer
+        operations, for training; what is shipped or compared with the core keeps the default.
         """
         out: dict[str, dict[str, torch.Tensor]] = {}
         for spec in self.layers:
-            out[spec.name] = self._layer(spec, samplers)
+            out[spec.name] = self._layer(spec, samplers, signed_zeros)
         return out
 
-    def weights_at(self, sizes: dict[int, int] | None = None) -> dict[str, dict[str, torch.Tensor]]:
+    def weights_at(self, sizes: dict[int, int] | None = None, *,
+                   signed_zeros: bool = True) -> dict[str, dict[str, torch.Tensor]]:
         """The weights deployed at ``sizes`` (differentiable): :meth:`discretize`, then the width's
         normalisation if the model has per-width normalisation (only calibrated widths have one)."""
         sizes = self.check_sizes(sizes or {})
-        weights = self.discretize(self.samplers(sizes))
+        weights = self.discretize(self.samplers(sizes), signed_zeros=signed_zeros)
         if not self.norms:
             return weights
         norm = self.norms.get(sizes_key(sizes))
@@ -239,22 +243,25 @@ class IntegralModel(nn.Module):
             offset += self.groups[gid].size
         return AxisSampler(torch.cat(idx), torch.cat(w), torch.cat(q))
 
-    def _layer(self, spec: LayerSpec, samplers: dict[int, AxisSampler]) -> dict[str, torch.Tensor]:
+    def _layer(self, spec: LayerSpec, samplers: dict[int, AxisSampler], signed_zeros: bool) -> dict[str, torch.Tensor]:
         out_axis = self.axis(spec.out_groups, samplers)
         result: dict[str, torch.Tensor] = {}
+
+        def along_out(v: torch.Tensor) -> torch.Tensor:
+            return kernel.resample(v, 0, out_axis.idx, out_axis.w.float(), signed_zeros=signed_zeros)
+
         if spec.kind == "affine":
             for what in ("scale", "shift"):
-                v = self.nodes[node_key(spec.name, what)]
-                result[what] = kernel.resample(v, 0, out_axis.idx, out_axis.w.float())
+                result[what] = along_out(self.nodes[node_key(spec.name, what)])
             return result
         lam = self.nodes[node_key(spec.name, "weight")]
         if spec.kind == "depthwise":
-            result["weight"] = kernel.resample(lam, 0, out_axis.idx, out_axis.w.float())
+            result["weight"] = along_out(lam)
         else:
-            result["weight"] = discretize_dense(lam, out_axis, self.axis(spec.in_groups, samplers), spec.blocks)
+            result["weight"] = discretize_dense(lam, out_axis, self.axis(spec.in_groups, samplers), spec.blocks,
+                                                signed_zeros=signed_zeros)
         if spec.has_bias:
-            bias = self.nodes[node_key(spec.name, "bias")]
-            result["bias"] = kernel.resample(bias, 0, out_axis.idx, out_axis.w.float())
+            result["bias"] = along_out(self.nodes[node_key(spec.name, "bias")])
         return result
 
     # ---------------------------------------------------------------- rebuild
@@ -323,16 +330,19 @@ class IntegralModel(nn.Module):
         return ", ".join(f"g{g.id}:{sizes[g.id]}/{g.size}" for g in self.groups if g.resizable)
 
 
-def discretize_dense(lam: torch.Tensor, out_axis: AxisSampler, in_axis: AxisSampler, blocks: int) -> torch.Tensor:
-    """Sample a dense layer's nodes ``Λ[M_out, M_in/blocks, taps]`` on both axes (see module doc)."""
+def discretize_dense(lam: torch.Tensor, out_axis: AxisSampler, in_axis: AxisSampler, blocks: int, *,
+                     signed_zeros: bool = True) -> torch.Tensor:
+    """Sample a dense layer's nodes ``Λ[M_out, M_in/blocks, taps]`` on both axes (see module doc;
+    ``signed_zeros``: :func:`kernel.resample`)."""
     m_in = lam.shape[1]
     n_out, n_in = out_axis.idx.shape[0] // blocks, in_axis.idx.shape[0] // blocks
     parts = []
     for j in range(blocks):
         rows = slice(j * n_out, (j + 1) * n_out)
         cols = slice(j * n_in, (j + 1) * n_in)
-        outer = kernel.resample(lam, 0, out_axis.idx[rows], out_axis.w[rows].float())
-        inner = kernel.resample(outer, 1, in_axis.idx[cols] - j * m_in, in_axis.w[cols].float())
+        outer = kernel.resample(lam, 0, out_axis.idx[rows], out_axis.w[rows].float(), signed_zeros=signed_zeros)
+        inner = kernel.resample(outer, 1, in_axis.idx[cols] - j * m_in, in_axis.w[cols].float(),
+                                signed_zeros=signed_zeros)
         parts.append(inner * in_axis.q[cols].float().reshape(1, -1, 1))
     return torch.cat(parts, 0) if blocks > 1 else parts[0]
 

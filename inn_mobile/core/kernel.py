@@ -145,16 +145,26 @@ def _simpson(n: int) -> torch.Tensor:
     return q
 
 
-def resample(nodes: torch.Tensor, dim: int, idx: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+def resample(nodes: torch.Tensor, dim: int, idx: torch.Tensor, w: torch.Tensor, *,
+             signed_zeros: bool = True) -> torch.Tensor:
     """Sample ``nodes`` along ``dim`` with a tap table: ``out[k] = sum_b w[k, b] nodes[idx[k, b]]``.
 
     The sum runs over the non-zero taps only, b = 0, 1, 2, 3 left to right, starting from the first
     term (a row without one is +0.0), in the dtype of ``w`` (float32 for weights): exactly the C
     core's sums, down to the sign of a zero (``-0.0`` weights stay ``-0.0``, FORMAT.md "Semantics").
+
+    ``signed_zeros=False`` (training) sums all four taps left to right, zero weights included, without
+    the masks that skip them: a skipped term is ``0 * node``, a zero, and adding a zero changes no
+    non-zero sum, so the values are the same for finite nodes except that a zero may carry the other sign.
     """
     x = nodes.to(w.dtype)
     shape = [1] * x.ndim
     shape[dim] = idx.shape[0]
+    if not signed_zeros:
+        out = x.index_select(dim, idx[:, 0]) * w[:, 0].reshape(shape)
+        for b in range(1, idx.shape[1]):
+            out = out + x.index_select(dim, idx[:, b]) * w[:, b].reshape(shape)
+        return out
     acc = torch.zeros((), dtype=w.dtype)
     started = torch.zeros(shape, dtype=torch.bool)
     for b in range(idx.shape[1]):

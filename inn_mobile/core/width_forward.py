@@ -70,7 +70,7 @@ class WidthForward:
     def __call__(self, x: torch.Tensor, sizes: dict[int, int] | None = None) -> torch.Tensor:
         sizes = self.im.check_sizes(sizes or {})
         gm = self.graph(sizes)
-        weights = self.im.weights_at(sizes)
+        weights = self.im.weights_at(sizes, signed_zeros=False)  # training: values only
         params = {}
         bare = {s.name for s in self.im.layers if s.module == "param"}
         for layer, tensors in weights.items():

@@ -247,11 +247,12 @@ class _OnDevice:
     def __getattr__(self, name: str):
         return getattr(self._im, name)
 
-    def weights_at(self, sizes: dict[int, int] | None = None) -> dict[str, dict[str, torch.Tensor]]:
+    def weights_at(self, sizes: dict[int, int] | None = None, *,
+                   signed_zeros: bool = True) -> dict[str, dict[str, torch.Tensor]]:
         d = self._device
         samplers = {gid: AxisSampler(s.idx.to(d), s.w.float().to(d), s.q.float().to(d))
                     for gid, s in self._im.samplers(sizes).items()}
-        return self._im.discretize(samplers)
+        return self._im.discretize(samplers, signed_zeros=signed_zeros)
 
 
 def _precision(device: torch.device, precision: str) -> tuple[Callable[[], contextlib.AbstractContextManager],
