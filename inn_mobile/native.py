@@ -51,7 +51,7 @@ class _Bundle(C.Structure):
         ("norm_count", C.c_uint32), ("norm_values", C.c_void_p), ("norm_values_count", C.c_size_t),
         ("bucket_infos", C.c_void_p), ("costs", C.c_void_p), ("cost_count", C.c_uint32),
         ("macs", C.c_void_p), ("cascades", C.c_void_p), ("cascade_count", C.c_uint32),
-        ("cascade_step_count", C.c_uint32)]
+        ("cascade_step_count", C.c_uint32), ("nodes_crc", C.c_uint32), ("nodes_pending", C.c_uint32)]
 
 
 class _BucketInfo(C.Structure):
@@ -121,6 +121,9 @@ def lib() -> C.CDLL:
         "inn_bundle_sizeof": (C.c_size_t, []),
         "inn_bundle_open": (C.c_int, [P(_Bundle), C.c_void_p, C.c_size_t]),
         "inn_bundle_open_ex": (C.c_int, [P(_Bundle), C.c_void_p, C.c_size_t, _READ_DONE, C.c_void_p]),
+        "inn_bundle_open_deferred": (C.c_int, [P(_Bundle), C.c_void_p, C.c_size_t, _READ_DONE, C.c_void_p]),
+        "inn_bundle_check_nodes": (C.c_int, [P(_Bundle), C.c_uint32, C.c_uint32, P(C.c_uint32)]),
+        "inn_bundle_nodes_verified": (C.c_int, [P(_Bundle), P(C.c_uint32), C.c_uint32]),
         "inn_bucket_info_get": (C.c_int, [P(_Bundle), C.c_uint32, P(_BucketInfo)]),
         "inn_cost_count": (C.c_int, [P(_Bundle), P(C.c_uint32)]),
         "inn_cost_list": (C.c_int, [P(_Bundle), C.c_uint32, P(_Cost)]),
@@ -147,6 +150,8 @@ def lib() -> C.CDLL:
         "inn_graph_fill_spans": (C.c_int, [P(_Bundle), P(_Graph), P(C.c_void_p), P(C.c_size_t)]),
         "inn_graph_fill_part": (C.c_int, [P(_Bundle), P(_Graph), P(C.c_void_p), P(C.c_size_t), C.c_uint32, C.c_uint32,
                                           C.c_void_p, C.c_size_t]),
+        "inn_graph_fill_part_verify": (C.c_int, [P(_Bundle), P(_Graph), P(C.c_void_p), P(C.c_size_t), C.c_uint32,
+                                                 C.c_uint32, C.c_void_p, C.c_size_t, P(C.c_uint32)]),
         "inn_graph_part_nodes": (C.c_int, [P(_Bundle), P(_Graph), C.c_uint32, C.c_uint32, P(C.c_size_t),
                                            P(C.c_size_t)]),
     }
@@ -222,9 +227,14 @@ class BucketInfo:
 class NativeBundle:
     """A bundle opened by the C core (validated once; weights materialised on demand)."""
 
-    def __init__(self, data: bytes | bytearray | memoryview | mmap.mmap) -> None:
+    def __init__(self, data: bytes | bytearray | memoryview | mmap.mmap, *, defer_nodes: bool = False) -> None:
         """Open ``data`` in place: the core reads the caller's buffer (kept alive here), no copy is made
-        unless the buffer is not 8-byte aligned. ``data`` must not change while the bundle is open."""
+        unless the buffer is not 8-byte aligned. ``data`` must not change while the bundle is open.
+
+        ``defer_nodes`` (what :meth:`from_file` does) leaves the node section's checksum and finite-values
+        check to the first fill, which reads the nodes anyway, on its threads (``inn_bundle_open_deferred``):
+        a corrupt node then fails that fill, with the same error the open would have raised, and nothing
+        made from it is returned. Anything else that reads nodes verifies them first."""
         buf = np.frombuffer(data, np.uint8)
         if buf.ctypes.data % 8:
             buf = buf.copy()  # numpy allocations are aligned
@@ -234,8 +244,8 @@ class NativeBundle:
         # a mapped file: each stretch the open has verified is dropped from memory at once (the fill reads the
         # nodes back from the page cache), so that checking the whole file never holds it all
         done = _READ_DONE(lambda _ctx, first, end: self._release(first, end)) if self._map is not None else _READ_DONE()
-        _check(lib().inn_bundle_open_ex(C.byref(self._b), C.c_void_p(buf.ctypes.data), buf.nbytes, done, None),
-               "opening bundle")
+        opener = lib().inn_bundle_open_deferred if defer_nodes else lib().inn_bundle_open_ex
+        _check(opener(C.byref(self._b), C.c_void_p(buf.ctypes.data), buf.nbytes, done, None), "opening bundle")
 
     @classmethod
     def from_file(cls, path: str | os.PathLike) -> NativeBundle:
@@ -244,7 +254,16 @@ class NativeBundle:
         with open(path, "rb") as f:
             if os.fstat(f.fileno()).st_size == 0:
                 return cls(b"")  # mmap cannot map an empty file; the core reports it as truncated
-            return cls(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
+            return cls(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ), defer_nodes=True)
+
+    def verify_nodes(self) -> None:
+        """Check the nodes now if the open left them to the first fill (``defer_nodes``); a no-op after."""
+        if not self._b.nodes_pending:
+            return
+        state = C.c_uint32()
+        _check(lib().inn_bundle_check_nodes(C.byref(self._b), 0, 1, C.byref(state)), "checking the nodes")
+        _check(lib().inn_bundle_nodes_verified(C.byref(self._b), C.byref(state), 1), "checking the nodes")
+        self.release_pages()
 
     def release_pages(self) -> None:
         """Drop this process's resident pages of a memory-mapped bundle (``from_file``); the page cache
@@ -294,6 +313,7 @@ class NativeBundle:
                     scratch: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
         """``(weight flat array, int8 scales or None, bias/shift or None)`` for one layer of one bucket."""
         info = self.layer_info(bucket, layer)
+        self.verify_nodes()
         w = np.zeros(info.weight_count, np.int8 if dtype == "i8" else np.float32)
         scales = np.zeros(info.n_out, np.float32) if dtype == "i8" else None
         has_vec = info.has_bias or info.kind == "affine"
@@ -318,6 +338,8 @@ class NativeBundle:
 
     def section(self, tag: bytes) -> bytes | None:
         """The payload of section ``tag`` (a copy), or None when the bundle has none."""
+        if tag == b"NODE":
+            self.verify_nodes()
         data, size = C.c_void_p(), C.c_size_t()
         status = lib().inn_bundle_section(C.byref(self._b), tag, C.byref(data), C.byref(size))
         if status == _MISSING:
@@ -412,7 +434,9 @@ class NativeBundle:
         cost over a plain file, and it splits across cores. Any number of parts writes the same bytes. A
         bundle mapped from a file (:meth:`from_file`) is written in finer parts, each part's node pages
         dropped as soon as it is written (``inn_graph_part_nodes``), so that peak memory holds the filled
-        files and a few parts' nodes, not all the nodes besides."""
+        files and a few parts' nodes, not all the nodes besides. Nodes the open left unchecked
+        (``defer_nodes``) are checked here, each part its share first (``inn_graph_fill_part_verify``), and
+        the parts' checksums joined before anything is returned."""
         g = _Graph()
         _check(lib().inn_graph_find(C.byref(self._b), bucket, runtime.encode(), C.byref(g)),
                f"{runtime!r} graph of bucket {bucket}")
@@ -433,13 +457,20 @@ class NativeBundle:
         # memory then never holds every node and every filled weight at once
         threads = max(1, min(fill_threads() if threads is None else threads, self.layer_count))
         parts = min(self.layer_count, threads * _PARTS_PER_THREAD) if self._map is not None else threads
-        status = [0] * parts
+        status: list[int | None] = [None] * parts  # None: the part never ran (its thread stopped before it)
+        verify = bool(self._b.nodes_pending)
+        states = [C.c_uint32() for _ in range(parts)]
 
         def run(t: int) -> None:
             scratch = np.zeros(max(1, need.value), np.uint8)
             for p in range(t * parts // threads, (t + 1) * parts // threads):
-                status[p] = lib().inn_graph_fill_part(C.byref(self._b), C.byref(g), ptrs, sizes, p, parts,
-                                                      scratch.ctypes.data, scratch.nbytes)
+                if verify:
+                    status[p] = lib().inn_graph_fill_part_verify(
+                        C.byref(self._b), C.byref(g), ptrs, sizes, p, parts, scratch.ctypes.data, scratch.nbytes,
+                        C.byref(states[p]))
+                else:
+                    status[p] = lib().inn_graph_fill_part(C.byref(self._b), C.byref(g), ptrs, sizes, p, parts,
+                                                          scratch.ctypes.data, scratch.nbytes)
                 if status[p]:
                     return
                 if self._map is not None:
@@ -452,7 +483,14 @@ class NativeBundle:
         for w in workers:
             w.join()
         for p, st in enumerate(status):
+            if st is None:
+                raise NativeError(vocab.STATUS["ARG"], f"filling the {runtime!r} graph of bucket {bucket}: part {p} "
+                                  f"of {parts} did not run")
             _check(st, f"filling the {runtime!r} graph of bucket {bucket} (part {p} of {parts})")
+        if verify:
+            joined = (C.c_uint32 * parts)(*(v.value for v in states))
+            _check(lib().inn_bundle_nodes_verified(C.byref(self._b), joined, parts),
+                   f"filling the {runtime!r} graph of bucket {bucket}")
         return dict(zip(names, (o for o, _ in outs)))
 
 

@@ -403,12 +403,13 @@ def _mapping_rss_kib(path: Path) -> int:
 
 def test_open_and_fill_of_a_mapped_bundle_drop_each_stretch_once_read(tmp_path):
     """A mapped bundle leaves memory as the core is done with it, so memory never holds the whole file, nor all
-    the nodes and all the filled weights at once: the open drops each stretch it has verified
-    (``inn_bundle_open_ex``), and the fill runs in finer parts, each part's node pages dropped once it is
-    written (``inn_graph_part_nodes``). After either, little more than the pages at stretch and part
-    boundaries is resident (2 MiB each where the page cache maps the file in huge pages: dropping part of one
-    unmaps it all, and the next read maps it again). The bytes are those of the reference, with 1 or 2
-    threads; a bundle in memory is left alone. A NaN node far past the first stretch is still found."""
+    the nodes and all the filled weights at once: the open drops each stretch it has verified and leaves the
+    nodes to the fill (``inn_bundle_open_deferred``), which checks and writes them in finer parts, each part's
+    node pages dropped once it is written (``inn_graph_part_nodes``). After either, little more than the pages
+    at stretch and part boundaries is resident (2 MiB each where the page cache maps the file in huge pages:
+    dropping part of one unmaps it all, and the next read maps it again). The bytes are those of the
+    reference, with 1 or 2 threads; a bundle in memory is left alone. A NaN node far past the first stretch is
+    still found: by the fill of a mapped bundle (whose open does not read the nodes), by the open of bytes."""
     sys.path.insert(0, str(Path(__file__).parents[1] / "tools"))
     from make_test_vectors import graph_images
 
@@ -421,7 +422,7 @@ def test_open_and_fill_of_a_mapped_bundle_drop_each_stretch_once_read(tmp_path):
     want = reference.fill(b, 0, "vectors")
     node_kib = sum(t.numel() for t in im.nodes.values()) * 4 / 1024
     for threads in (1, 2):
-        nb = native.NativeBundle.from_file(path)  # open reads every byte (checksums), dropping each stretch
+        nb = native.NativeBundle.from_file(path)  # open checks all but the nodes, dropping each stretch
         others = (path.stat().st_size / 1024 - node_kib) + 2 * 2048 * threads  # < half the nodes
         assert _mapping_rss_kib(path) < others, (_mapping_rss_kib(path), node_kib)
         assert nb.fill(0, "vectors", threads=threads) == want
@@ -432,7 +433,47 @@ def test_open_and_fill_of_a_mapped_bundle_drop_each_stretch_once_read(tmp_path):
     struct.pack_into("<f", data, section(bytes(data), b"NODE") + int(node_kib - 1) * 1024, float("nan"))
     path.write_bytes(reseal(data))
     with pytest.raises(native.NativeError, match="FORMAT"):
-        native.NativeBundle.from_file(path)
+        native.NativeBundle.from_file(path).fill(0, "vectors", threads=2)
+    with pytest.raises(native.NativeError, match="FORMAT"):
+        native.NativeBundle(path.read_bytes())
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_mapped_bundle_checks_its_nodes_in_the_fill_and_returns_nothing_made_from_bad_ones(tmp_path, threads):
+    """``from_file`` leaves the node section's checksum to the first fill (``inn_bundle_open_deferred``), which
+    checks it on its threads as it reads the nodes: the same bytes as the eager open's fill, a flipped node
+    byte anywhere fails the fill with the open's CHECKSUM (and every later read of the nodes: materialise, the
+    NODE section), and once a fill has verified the nodes, everything reads them as from an eager open."""
+    sys.path.insert(0, str(Path(__file__).parents[1] / "tools"))
+    from make_test_vectors import graph_images
+
+    torch.manual_seed(0)
+    im = convert(torch.nn.Sequential(torch.nn.Linear(64, 96), torch.nn.ReLU(), torch.nn.Linear(96, 32)),
+                 torch.randn(2, 64))
+    b = bundle.Bundle(im, bundle.make_buckets(im, [0.5, 1.0]))
+    b.graphs[(1, "vectors")] = runtime_file.encode_record(graph_images(b, 1, torch.Generator().manual_seed(1)))
+    path = tmp_path / "b.innb"
+    bundle.save(b, path)
+    eager = native.NativeBundle(path.read_bytes())
+    nb = native.NativeBundle.from_file(path)
+    assert nb.fill(1, "vectors", threads=threads) == eager.fill(1, "vectors")
+    assert nb.section(b"NODE") == eager.section(b"NODE")
+    assert np.array_equal(nb.materialize(0, 1)[0], eager.materialize(0, 1)[0])
+    data = bytearray(path.read_bytes())
+    nodes = section(bytes(data), b"NODE")
+    for at in (nodes, nodes + 1000, nodes + len(eager.section(b"NODE")) - 1):
+        bad = bytearray(data)
+        bad[at] ^= 0x04
+        path.write_bytes(bad)
+        with pytest.raises(native.NativeError, match="CHECKSUM"):
+            native.NativeBundle(bytes(bad))
+        nb = native.NativeBundle.from_file(path)  # opens: the nodes are not read yet
+        with pytest.raises(native.NativeError, match="CHECKSUM"):
+            nb.fill(1, "vectors", threads=threads)
+        with pytest.raises(native.NativeError, match="CHECKSUM"):
+            nb.materialize(0, 0)
+        with pytest.raises(native.NativeError, match="CHECKSUM"):
+            nb.section(b"NODE")
 
 
 def test_released_pages_of_a_mapped_bundle_leave_memory_and_read_back_unchanged(tmp_path):

@@ -28,7 +28,11 @@ One run prints, per model:
     are loaded: the runtime's own cost of a buffer over a path); then the same loads in one warm
     process (taking turns after one untimed load each: what switching widths costs, and how the issue
     first measured startup; the memory was touched before);
-    and each fresh process's peak RSS above its RSS before loading. Both sides load their libraries
+    and each fresh process's peak RSS above its RSS before loading; beside them, the floor of this design
+    on this machine: a fresh process touching as many new bytes as the fill writes (no computing, no
+    reading: what allocating the runtime files' memory alone costs here) plus the runtime's load of the
+    filled files, over the plain load ("ratio floor": what the bundle would reach if open and fill cost
+    nothing but that memory). Both sides load their libraries
     before the clock starts (the runtime's; for the bundle also the core's), as an app does when it
     starts. The core fills on ``native.fill_threads()`` threads (the CPUs, at most 4). One row per
     --node-dtypes bundle (the same graphs; f16 nodes: half the bytes to check and read, weights rounded
@@ -137,6 +141,11 @@ def _child(args: argparse.Namespace) -> None:
 
     if kind == "bundle":
         native.lib()
+    if kind == "fresh":  # path is a byte count: new memory written once, in 4 KiB pages as the fill's are
+        t0 = time.perf_counter()
+        bytearray(int(path))  # malloc + memset (numpy would ask for huge pages, which the fill's bytes do not)
+        print(json.dumps({"total_ms": (time.perf_counter() - t0) * 1e3}))
+        return
     before = _status_kib("VmRSS")
     out = _load_once(kind, Path(path), runtime, int(bucket))
     out["peak_extra_mib"] = (_status_kib("VmHWM") - before) / 1024
@@ -157,12 +166,13 @@ def _startup_warm(paths: dict[str, Path], runtime: str, bucket: int, runs: int) 
 
 
 def _startup(paths: dict[str, Path], runtime: str, bucket: int, runs: int) -> dict[str, dict[str, float]]:
-    """Per key of ``paths`` ("plain", or a bundle's node dtype): the median over ``runs`` fresh processes of
-    one load's timings and peak RSS, the files taking turns so that all see the same machine."""
+    """Per key of ``paths`` ("plain", "memory", "fresh" with a byte count for a path, or a bundle's node
+    dtype): the median over ``runs`` fresh processes of one load's timings and peak RSS (or of touching that
+    many new bytes), the files taking turns so that all see the same machine."""
     rows: dict[str, list[dict[str, float]]] = {key: [] for key in paths}
     for _ in range(runs):
         for key, path in paths.items():
-            kind = key if key in ("plain", "memory") else "bundle"
+            kind = key if key in ("plain", "memory", "fresh") else "bundle"
             res = subprocess.run([sys.executable, __file__, "--child", kind, str(path), runtime, str(bucket)],
                                  capture_output=True, text=True, check=True,
                                  env={**os.environ, "OMP_NUM_THREADS": "1"})
@@ -367,21 +377,25 @@ def _startup_table(name: str, paths: dict[str, Path], plain: dict[str, Path], fu
     file of each runtime, fresh processes and warm, with peak RSS and the targets."""
     print(f"\n| {name} startup (full width) | nodes | bundle MiB | open ms | fill ms | load ms | total ms | "
           "plain ms | ratio | <= 1.5x | warm total ms | warm plain ms | warm ratio | <= 1.5x | peak RSS MiB | "
-          "plain RSS MiB | largest layer MiB | scratch MiB | RSS target |")
-    print("|---|" + "---|" * 18)
+          "plain RSS MiB | largest layer MiB | scratch MiB | RSS target | files MiB | fresh memory ms | "
+          "ratio floor |")
+    print("|---|" + "---|" * 21)
     from inn_mobile import native
 
     nb = native.NativeBundle.from_file(next(iter(paths.values())))
     largest = max(nb.layer_info(full, i).weight_count * 4 for i in range(nb.layer_count)) / 2**20
     scratch = nb.scratch_size(full) / 2**20
     for rt in runtimes:
-        timed = _startup({**paths, "plain": plain[rt], "memory": plain[rt]}, rt, full, runs)
+        files = sum(len(v) for v in nb.fill(full, rt).values())  # the bytes every fill of this width writes
+        timed = _startup({**paths, "plain": plain[rt], "memory": plain[rt], "fresh": Path(str(files))}, rt, full,
+                         runs)
+        fresh = timed.pop("fresh")["total_ms"]
         warm = _startup_warm({**paths, "plain": plain[rt]}, rt, full, runs)
         ps, ms = timed["plain"], timed["memory"]
         print(f"| {rt} | plain file read into memory, loaded from there | {plain[rt].stat().st_size / 2**20:.1f} "
               f"| | | {ms['load_ms']:.1f} | {ms['total_ms']:.1f} | {ps['load_ms']:.1f} | "
               f"{ms['total_ms'] / ps['load_ms']:.2f}x | | | | | | {ms['peak_extra_mib']:.1f} | "
-              f"{ps['peak_extra_mib']:.1f} | | | |", flush=True)
+              f"{ps['peak_extra_mib']:.1f} | | | | | | |", flush=True)
         for dt in paths:
             bs = timed[dt]
             ratio, warm_ratio = bs["total_ms"] / ps["load_ms"], warm[dt] / warm["plain"]
@@ -392,7 +406,8 @@ def _startup_table(name: str, paths: dict[str, Path], plain: dict[str, Path], fu
                   f"{'met' if ratio <= 1.5 else 'NOT met'} | {warm[dt]:.1f} | {warm['plain']:.1f} | "
                   f"{warm_ratio:.2f}x | {'met' if warm_ratio <= 1.5 else 'NOT met'} | "
                   f"{bs['peak_extra_mib']:.1f} | {ps['peak_extra_mib']:.1f} | {largest:.1f} | {scratch:.1f} | "
-                  f"{'met' if rss_ok else 'NOT met'} |", flush=True)
+                  f"{'met' if rss_ok else 'NOT met'} | {files / 2**20:.1f} | {fresh:.1f} | "
+                  f"{(fresh + bs['load_ms']) / ps['load_ms']:.2f}x |", flush=True)
 
 
 def main() -> None:

@@ -52,7 +52,8 @@ typedef enum {
     INN_ERR_OVERFLOW = 8,   /* size arithmetic would overflow */
     INN_ERR_BUFFER = 9,     /* caller buffer too small */
     INN_ERR_MISSING = 10,   /* required section, bucket or layer absent */
-    INN_ERR_PARTITION = 11  /* partition not sorted / not within [0, 1] / ends not 0 and 1 */
+    INN_ERR_PARTITION = 11, /* partition not sorted / not within [0, 1] / ends not 0 and 1 */
+    INN_ERR_UNVERIFIED = 12 /* nodes of a bundle opened by inn_bundle_open_deferred, not verified yet */
 } inn_status;
 
 typedef enum { INN_QUAD_TRAPEZOID = 0, INN_QUAD_SIMPSON = 1, INN_QUAD_RECTANGLE = 2 } inn_quadrature;
@@ -130,6 +131,8 @@ typedef struct {
     const uint8_t *macs;         /* MACS (1.4): u64 per bucket, or NULL */
     const uint8_t *cascades;     /* CSCD records (1.4), 56 bytes each, then the steps; or NULL */
     uint32_t cascade_count, cascade_step_count;
+    uint32_t nodes_crc;     /* NODE's stored checksum (inn_bundle_nodes_verified compares with it) */
+    uint32_t nodes_pending; /* 1 from inn_bundle_open_deferred until inn_bundle_nodes_verified succeeds */
 } inn_bundle;
 
 typedef struct {
@@ -193,6 +196,22 @@ inn_status inn_bundle_open(inn_bundle *b, const void *data, size_t size);
  * the page cache. The same checks and the same result as inn_bundle_open, which is this with done NULL. */
 typedef void (*inn_read_done)(void *ctx, size_t first, size_t end);
 inn_status inn_bundle_open_ex(inn_bundle *b, const void *data, size_t size, inn_read_done done, void *ctx);
+/* inn_bundle_open_ex without reading the nodes: every check but the NODE section's checksum and its
+ * finite-values check, which move to the fill, where the nodes are read anyway (once, and on the fill's
+ * threads, instead of once to verify and again to fill). Until inn_bundle_nodes_verified succeeds,
+ * b->nodes_pending is 1 and everything that would hand out node-derived values refuses with
+ * INN_ERR_UNVERIFIED (inn_materialize, inn_graph_fill, inn_graph_fill_part, the NODE section), except
+ * inn_graph_fill_part_verify, whose output the caller must discard unless inn_bundle_nodes_verified then
+ * succeeds. The guarantee is the same as the eager open's: no weight from a corrupt or non-finite node is
+ * ever accepted; only the moment of the report moves, from the open to the end of the fill. */
+inn_status inn_bundle_open_deferred(inn_bundle *b, const void *data, size_t size, inn_read_done done, void *ctx);
+/* Chunk `part` of `parts` of the NODE section (equal shares, 64-byte aligned boundaries; parts may run at the
+ * same time): its CRC state in *state (chunk 0 from the initial state, the others from 0, for
+ * inn_bundle_nodes_verified to join), INN_ERR_FORMAT when it holds an inf or NaN (float nodes). */
+inn_status inn_bundle_check_nodes(const inn_bundle *b, uint32_t part, uint32_t parts, uint32_t *state);
+/* Joins the `parts` chunk states of inn_bundle_check_nodes (the same `parts`) into the section's checksum:
+ * INN_ERR_CHECKSUM when it is not the stored one; INN_OK clears b->nodes_pending. */
+inn_status inn_bundle_nodes_verified(inn_bundle *b, const uint32_t *states, uint32_t parts);
 inn_status inn_bundle_section(const inn_bundle *b, const char tag[4], const uint8_t **data, size_t *size);
 inn_status inn_bundle_group_size(const inn_bundle *b, uint32_t bucket, uint32_t group, uint32_t *n);
 inn_status inn_layer_info_get(const inn_bundle *b, uint32_t bucket, uint32_t layer, inn_layer_info *info);
@@ -288,6 +307,13 @@ inn_status inn_graph_fill_part(const inn_bundle *b, const inn_graph *g, void *co
  * in unchanged), so that memory never holds every node and every filled weight at once. Other parts' ranges
  * may share a page at either end, and dropping a page another part still reads costs a re-read, never a
  * wrong byte. */
+/* inn_graph_fill_part that also checks chunk `part` of the nodes first (inn_bundle_check_nodes, the same
+ * part and parts), *node_state its CRC state: the fill of a bundle opened by inn_bundle_open_deferred. After
+ * every part, inn_bundle_nodes_verified must succeed, or the images must be discarded. */
+inn_status inn_graph_fill_part_verify(const inn_bundle *b, const inn_graph *g, void *const *outs,
+                                      const size_t *out_sizes, uint32_t part, uint32_t parts, void *scratch,
+                                      size_t scratch_bytes, uint32_t *node_state);
+
 inn_status inn_graph_part_nodes(const inn_bundle *b, const inn_graph *g, uint32_t part, uint32_t parts, size_t *first,
                                 size_t *end);
 

@@ -24,6 +24,7 @@ const char *inn_status_str(inn_status s) {
         case INN_ERR_BUFFER: return "output or scratch buffer too small";
         case INN_ERR_MISSING: return "missing section, bucket or layer";
         case INN_ERR_PARTITION: return "invalid partition (must be sorted within [0, 1] from 0 to 1)";
+        case INN_ERR_UNVERIFIED: return "the bundle's nodes are not verified yet (inn_bundle_open_deferred)";
     }
     return "unknown status";
 }
@@ -42,6 +43,7 @@ const char *inn_status_name(inn_status s) {
         case INN_ERR_BUFFER: return "BUFFER";
         case INN_ERR_MISSING: return "MISSING";
         case INN_ERR_PARTITION: return "PARTITION";
+        case INN_ERR_UNVERIFIED: return "UNVERIFIED";
     }
     return "UNKNOWN";
 }
@@ -72,6 +74,7 @@ inn_status inn_bundle_section(const inn_bundle *b, const char tag[4], const uint
     section s;
     inn_status st = find(b, tag, &s);
     if (st != INN_OK) return st;
+    if (b->nodes_pending && memcmp(tag, "NODE", 4) == 0) return INN_ERR_UNVERIFIED;
     *data = s.p;
     *size = s.size;
     return INN_OK;
@@ -592,7 +595,60 @@ inn_status inn_bundle_open(inn_bundle *b, const void *data, size_t size) {
     return inn_bundle_open_ex(b, data, size, NULL, NULL);
 }
 
+static inn_status open_bundle(inn_bundle *b, const void *data, size_t size, inn_read_done done, void *ctx,
+                              int defer_nodes);
+
 inn_status inn_bundle_open_ex(inn_bundle *b, const void *data, size_t size, inn_read_done done, void *ctx) {
+    return open_bundle(b, data, size, done, ctx, 0);
+}
+
+inn_status inn_bundle_open_deferred(inn_bundle *b, const void *data, size_t size, inn_read_done done, void *ctx) {
+    return open_bundle(b, data, size, done, ctx, 1);
+}
+
+/* Whether the section checksums are CRC-32C (header flag bit 1), for a bundle that opened. */
+static int castagnoli_of(const inn_bundle *b) { return (rd32(b->data + 32) & INN_FLAG_CRC32C) != 0; }
+
+/* Chunk `part` of `parts` of NODE: [*lo, *hi) in section bytes, boundaries at multiples of 64 bytes (so of
+ * every node size) but the section's end. */
+static void node_chunk(const inn_bundle *b, uint32_t part, uint32_t parts, size_t *lo, size_t *hi) {
+    size_t n = b->nodes_size;
+    *lo = part == 0 ? 0 : (size_t)((uint64_t)n / parts * part + (uint64_t)n % parts * part / parts) & ~(size_t)63;
+    *hi = part + 1 == parts ? n
+                            : (size_t)((uint64_t)n / parts * (part + 1) + (uint64_t)n % parts * (part + 1) / parts) &
+                                  ~(size_t)63;
+    if (*hi < *lo) *hi = *lo;
+}
+
+inn_status inn_bundle_check_nodes(const inn_bundle *b, uint32_t part, uint32_t parts, uint32_t *state) {
+    if (!b || !b->data || !state || parts == 0 || part >= parts) return INN_ERR_ARG;
+    size_t lo, hi;
+    node_chunk(b, part, parts, &lo, &hi);
+    const uint8_t *p = b->nodes + lo;
+    *state = inn_crc_update(castagnoli_of(b), part == 0 ? 0xFFFFFFFFu : 0u, p, hi - lo);
+    if (b->node_dtype == INN_NODES_F32 || b->node_dtype == INN_NODES_F16) {
+        size_t esize = b->node_dtype == INN_NODES_F16 ? 2 : 4;
+        if (!all_finite(p, (hi - lo) / esize, b->node_dtype == INN_NODES_F16)) return INN_ERR_FORMAT;
+    }
+    return INN_OK;
+}
+
+inn_status inn_bundle_nodes_verified(inn_bundle *b, const uint32_t *states, uint32_t parts) {
+    if (!b || !b->data || !states || parts == 0) return INN_ERR_ARG;
+    int castagnoli = castagnoli_of(b);
+    uint32_t state = states[0];
+    for (uint32_t p = 1; p < parts; p++) {
+        size_t lo, hi;
+        node_chunk(b, p, parts, &lo, &hi);
+        state = inn_crc_shift(castagnoli, state, hi - lo) ^ states[p];
+    }
+    if (~state != b->nodes_crc) return INN_ERR_CHECKSUM;
+    b->nodes_pending = 0;
+    return INN_OK;
+}
+
+static inn_status open_bundle(inn_bundle *b, const void *data, size_t size, inn_read_done done, void *ctx,
+                              int defer_nodes) {
     if (!b) return INN_ERR_ARG;
     memset(b, 0, sizeof *b);
     if (!data || (uintptr_t)data % INN_DATA_ALIGN) return INN_ERR_ARG; /* float32 values are read in place */
@@ -614,21 +670,28 @@ inn_status inn_bundle_open_ex(inn_bundle *b, const void *data, size_t size, inn_
     if (~inn_crc_update(castagnoli, 0xFFFFFFFFu, d + table_off, (size_t)count * ENTRY_SIZE) != rd32(d + 36))
         return INN_ERR_CHECKSUM;
     int nodes_finite = 1; /* float nodes: no inf or NaN (reported below, after the structure's own checks) */
+    uint32_t nodes_crc = 0, pending = 0; /* a deferred NODE check: its stored checksum */
     for (uint32_t i = 0; i < count; i++) {
         const uint8_t *e = d + table_off + (size_t)i * ENTRY_SIZE;
         uint64_t off = rd64(e + 8), len = rd64(e + 16);
         uint32_t elem = rd32(e + 24);
         if (off % 64 || off < HEADER_SIZE) return INN_ERR_FORMAT;
         if (off > file_size || len > file_size - off) return INN_ERR_TRUNCATED;
-        int float_nodes = memcmp(e, "NODE", 4) == 0 && (elem == INN_NODES_F32 || elem == INN_NODES_F16);
-        if (check_section(d, (size_t)off, (size_t)len, castagnoli, elem, float_nodes ? &nodes_finite : NULL, done,
-                          ctx) != rd32(e + 4))
+        int is_node = memcmp(e, "NODE", 4) == 0;
+        int float_nodes = is_node && (elem == INN_NODES_F32 || elem == INN_NODES_F16);
+        if (is_node && defer_nodes) { /* inn_bundle_check_nodes and inn_bundle_nodes_verified check it */
+            nodes_crc = rd32(e + 4);
+            pending = 1;
+        } else if (check_section(d, (size_t)off, (size_t)len, castagnoli, elem, float_nodes ? &nodes_finite : NULL,
+                                 done, ctx) != rd32(e + 4))
             return INN_ERR_CHECKSUM;
         for (uint32_t j = 0; j < i; j++)
             if (memcmp(e, d + table_off + (size_t)j * ENTRY_SIZE, 4) == 0) return INN_ERR_FORMAT;
     }
     b->data = d;
     b->size = (size_t)file_size;
+    b->nodes_crc = nodes_crc;
+    b->nodes_pending = pending;
     section info, grps, layr, piec, node, buck, part, name;
     if (find(b, "INFO", &info) || find(b, "GRPS", &grps) || find(b, "LAYR", &layr) || find(b, "PIEC", &piec) ||
         find(b, "NODE", &node) || find(b, "BUCK", &buck)) {
@@ -861,6 +924,15 @@ static inn_nodes layer_nodes(const inn_bundle *b, uint64_t offset, uint32_t scal
 inn_status inn_materialize(const inn_bundle *b, uint32_t bucket, uint32_t layer, inn_layout layout, inn_dtype dtype,
                            void *weight_out, size_t weight_bytes, float *scales_out, size_t scales_bytes,
                            float *bias_out, size_t bias_bytes, void *scratch, size_t scratch_bytes) {
+    if (b && b->data && b->nodes_pending) return INN_ERR_UNVERIFIED;
+    return inn_materialize_any(b, bucket, layer, layout, dtype, weight_out, weight_bytes, scales_out, scales_bytes,
+                               bias_out, bias_bytes, scratch, scratch_bytes);
+}
+
+inn_status inn_materialize_any(const inn_bundle *b, uint32_t bucket, uint32_t layer, inn_layout layout,
+                               inn_dtype dtype, void *weight_out, size_t weight_bytes, float *scales_out,
+                               size_t scales_bytes, float *bias_out, size_t bias_bytes, void *scratch,
+                               size_t scratch_bytes) {
     if (!b || !b->data || !weight_out || !scratch || layout > INN_LAYOUT_ITO || dtype > INN_I8) return INN_ERR_ARG;
     inn_layer_info li;
     inn_status st = inn_layer_info_get(b, bucket, layer, &li);

@@ -147,4 +147,25 @@ uint32_t inn_crc_update(int castagnoli, uint32_t state, const uint8_t *data, siz
     return crc_tables(POLY_CRC32C, state, data, size);
 }
 
+/* a * b modulo the (reflected) polynomial: bit 31 is x^0, bit 0 is x^31. */
+static uint32_t mul_mod(uint32_t a, uint32_t b, uint32_t poly) {
+    uint32_t product = 0;
+    for (uint32_t bit = 1u << 31; bit; bit >>= 1) {
+        if (a & bit) product ^= b;
+        b = (b >> 1) ^ (poly & (0u - (b & 1u))); /* b * x */
+    }
+    return product;
+}
+
+uint32_t inn_crc_shift(int castagnoli, uint32_t state, uint64_t bytes) {
+    uint32_t poly = castagnoli ? POLY_CRC32C : POLY_CRC32;
+    /* x^(8 * bytes) by squaring: power holds x^(8 * 2^k) at step k */
+    uint32_t power = 1u << 23, factor = 1u << 31; /* x^8, x^0 */
+    for (; bytes; bytes >>= 1) {
+        if (bytes & 1) factor = mul_mod(factor, power, poly);
+        power = mul_mod(power, power, poly);
+    }
+    return mul_mod(factor, state, poly);
+}
+
 uint32_t inn_crc32c(const uint8_t *data, size_t size) { return ~inn_crc_update(1, 0xFFFFFFFFu, data, size); }

@@ -408,7 +408,7 @@ static inn_status fill_layer(const inn_bundle *b, const inn_graph *g, uint32_t l
                     continue;
                 }
                 memset(bias, 0, li.n_out * sizeof(float)); /* layers without a bias get zeros */
-                st = inn_materialize(b, g->bucket, layer, (inn_layout)h.layout, h.dtype == INN_HOLE_I8 ? INN_I8 : INN_F32,
+                st = inn_materialize_any(b, g->bucket, layer, (inn_layout)h.layout, h.dtype == INN_HOLE_I8 ? INN_I8 : INN_F32,
                                      out + h.offset, (size_t)h.size, scales, li.n_out * sizeof(float), bias,
                                      li.n_out * sizeof(float), mat, mat_bytes);
                 if (st) return st;
@@ -444,6 +444,9 @@ inn_status inn_graph_fill_spans(const inn_bundle *b, const inn_graph *g, void *c
     return INN_OK;
 }
 
+static inn_status fill_part(const inn_bundle *b, const inn_graph *g, void *const *outs, const size_t *out_sizes,
+                            uint32_t part, uint32_t parts, void *scratch, size_t scratch_bytes);
+
 /* Part p of `parts` takes the layers whose weights' midpoint, in the running total of weight elements over
  * the layers in order, falls in its p-th equal share: contiguous runs of about equal work, computed the
  * same way by every part without any shared state (a layer larger than a share leaves a part short). */
@@ -474,6 +477,19 @@ static inn_status part_layers(const inn_bundle *b, uint32_t bucket, uint32_t par
 
 inn_status inn_graph_fill_part(const inn_bundle *b, const inn_graph *g, void *const *outs, const size_t *out_sizes,
                                uint32_t part, uint32_t parts, void *scratch, size_t scratch_bytes) {
+    if (b && b->data && b->nodes_pending) return INN_ERR_UNVERIFIED;
+    return fill_part(b, g, outs, out_sizes, part, parts, scratch, scratch_bytes);
+}
+
+inn_status inn_graph_fill_part_verify(const inn_bundle *b, const inn_graph *g, void *const *outs,
+                                      const size_t *out_sizes, uint32_t part, uint32_t parts, void *scratch,
+                                      size_t scratch_bytes, uint32_t *node_state) {
+    inn_status st = inn_bundle_check_nodes(b, part, parts, node_state);
+    return st ? st : fill_part(b, g, outs, out_sizes, part, parts, scratch, scratch_bytes);
+}
+
+static inn_status fill_part(const inn_bundle *b, const inn_graph *g, void *const *outs, const size_t *out_sizes,
+                            uint32_t part, uint32_t parts, void *scratch, size_t scratch_bytes) {
     if (!b || !b->data || !g || !g->record || !outs || !out_sizes || !scratch || parts == 0 || part >= parts)
         return INN_ERR_ARG;
     if ((uintptr_t)scratch % 8) return INN_ERR_ARG;
@@ -513,10 +529,11 @@ inn_status inn_graph_fill(const inn_bundle *b, const inn_graph *g, void *const *
                           void *scratch, size_t scratch_bytes) {
     if (!b || !b->data || !g || !g->record || !outs || !out_sizes || !scratch) return INN_ERR_ARG;
     if ((uintptr_t)scratch % 8) return INN_ERR_ARG;
+    if (b->nodes_pending) return INN_ERR_UNVERIFIED;
     size_t vec, need;
     inn_status st = fill_scratch(b, g->bucket, &vec, &need);
     if (st) return st;
     if (scratch_bytes < need) return INN_ERR_BUFFER;
     if ((st = inn_graph_fill_spans(b, g, outs, out_sizes))) return st;
-    return inn_graph_fill_part(b, g, outs, out_sizes, 0, 1, scratch, scratch_bytes);
+    return inn_graph_fill_part(b, g, outs, out_sizes, 0, 1, scratch, scratch_bytes); /* refuses unverified nodes */
 }

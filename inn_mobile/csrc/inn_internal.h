@@ -144,6 +144,16 @@ inn_status inn_layer_node_bytes(const inn_bundle *b, uint32_t bucket, uint32_t l
  * `castagnoli`, else CRC-32. inn_crc32 / inn_crc32c over pieces, for the open's stretches. */
 uint32_t inn_crc_update(int castagnoli, uint32_t state, const uint8_t *data, size_t size);
 
+/* A CRC state (either polynomial) advanced over `bytes` zero bytes, in O(log bytes) steps: joins the states
+ * of consecutive pieces, state(A|B) = inn_crc_shift(state(A), |B|) ^ (B's state from 0). */
+uint32_t inn_crc_shift(int castagnoli, uint32_t state, uint64_t bytes);
+
+/* inn_materialize without the b->nodes_pending refusal: for the fill's parts (inn_graph_fill_part_verify). */
+inn_status inn_materialize_any(const inn_bundle *b, uint32_t bucket, uint32_t layer, inn_layout layout,
+                               inn_dtype dtype, void *weight_out, size_t weight_bytes, float *scales_out,
+                               size_t scales_bytes, float *bias_out, size_t bias_bytes, void *scratch,
+                               size_t scratch_bytes);
+
 /* CRC-32C by tables alone: what inn_crc32c computes on CPUs without CRC instructions (tests compare them). */
 uint32_t inn_crc32c_portable(const uint8_t *data, size_t size);
 

@@ -55,7 +55,60 @@ static void exercise_graphs(const inn_bundle *b) {
     }
 }
 
+/* The deferred open (inn_bundle_open_deferred): every graph filled in 3 verified parts, each part going on
+ * after another's failure (so parts fill from nodes only another part checks: corrupt and non-finite values
+ * go through the fill); then the parts' join, which must succeed exactly when the eager open does, and a
+ * verified fill must equal the eager fill byte for byte. */
+static void exercise_deferred(const unsigned char *data, size_t size) {
+    inn_bundle b, e;
+    if (inn_bundle_open_deferred(&b, data, size, NULL, NULL) != INN_OK) return;
+    int eager = inn_bundle_open(&e, data, size) == INN_OK;
+    uint32_t bucket, states[3];
+    char runtime[INN_RUNTIME_NAME + 1];
+    int joined = -1; /* whether the nodes verified (-1: no graph got that far) */
+    for (uint32_t i = 0; inn_graph_list(&b, i, &bucket, runtime) == INN_OK; i++) {
+        inn_graph g;
+        size_t scratch_size;
+        if (inn_graph_find(&b, bucket, runtime, &g) != INN_OK || g.image_count > 8) continue;
+        if (inn_graph_scratch_size(&b, &g, &scratch_size) != INN_OK || scratch_size > (64u << 20)) continue;
+        void *outs[8] = {0}, *want[8] = {0};
+        size_t sizes[8] = {0};
+        int ok = 1;
+        for (uint32_t k = 0; k < g.image_count; k++) {
+            inn_image_info info;
+            ok = ok && inn_graph_image(&g, k, &info) == INN_OK && info.size <= (16u << 20);
+            sizes[k] = ok ? (size_t)info.size : 0;
+            outs[k] = malloc(sizes[k] + 4);
+            want[k] = malloc(sizes[k] + 4);
+        }
+        void *scratch = malloc(scratch_size + 8);
+        if (ok && inn_graph_fill_spans(&b, &g, outs, sizes) == INN_OK) {
+            int parts_ok = 1;
+            for (uint32_t p = 0; p < 3; p++)
+                parts_ok &= inn_graph_fill_part_verify(&b, &g, outs, sizes, p, 3, scratch, scratch_size, &states[p]) ==
+                            INN_OK;
+            int pending = b.nodes_pending;
+            if (parts_ok && pending) joined = inn_bundle_nodes_verified(&b, states, 3) == INN_OK;
+            if (parts_ok && !b.nodes_pending && eager && inn_graph_fill(&e, &g, want, sizes, scratch, scratch_size) == INN_OK)
+                for (uint32_t k = 0; k < g.image_count; k++)
+                    if (memcmp(outs[k], want[k], sizes[k]) != 0) abort();
+        }
+        for (uint32_t k = 0; k < g.image_count; k++) {
+            free(outs[k]);
+            free(want[k]);
+        }
+        free(scratch);
+    }
+    if (b.nodes_pending && joined < 0) { /* no graph checked the nodes: check them alone */
+        int all = 1;
+        for (uint32_t p = 0; p < 3; p++) all &= inn_bundle_check_nodes(&b, p, 3, &states[p]) == INN_OK;
+        joined = all && inn_bundle_nodes_verified(&b, states, 3) == INN_OK;
+    }
+    if (joined >= 0 && joined != eager) abort(); /* deferred and eager checks disagree */
+}
+
 static void exercise(const unsigned char *data, size_t size) {
+    exercise_deferred(data, size);
     inn_bundle b;
     if (inn_bundle_open(&b, data, size) != INN_OK) return;
     uint32_t graph_count, cost_count = 0;

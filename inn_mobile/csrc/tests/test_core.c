@@ -3,6 +3,7 @@
  * Built plain and with -fsanitize=address,undefined by tests/test_csrc.py. */
 #include <math.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -402,6 +403,122 @@ static void open_with_done(const unsigned char *good, size_t size) {
     free(d);
 }
 
+/* inn_crc_shift(state, n) is the state advanced over n zero bytes, for both polynomials, at lengths around
+ * every power of two it composes from. */
+static void crc_shift(void) {
+    static const size_t lens[] = {0, 1, 3, 8, 63, 64, 1000, 8192, 70001};
+    unsigned char *zeros = calloc(70001, 1);
+    for (int castagnoli = 0; castagnoli < 2; castagnoli++)
+        for (size_t i = 0; i < sizeof lens / sizeof *lens; i++) {
+            uint32_t s = 0x12345678u ^ (uint32_t)lens[i];
+            CHECK(inn_crc_shift(castagnoli, s, lens[i]) == inn_crc_update(castagnoli, s, zeros, lens[i]),
+                  "crc shift over %zu zero bytes (castagnoli %d)", lens[i], castagnoli);
+        }
+    free(zeros);
+}
+
+/* The node chunks' states of a `parts`-way split, joined on a copy of b (b itself stays pending). */
+static inn_status join_split(const inn_bundle *b, uint32_t parts) {
+    uint32_t *states = calloc(parts, sizeof *states);
+    inn_status st = INN_OK;
+    for (uint32_t p = 0; p < parts && !st; p++) st = inn_bundle_check_nodes(b, p, parts, &states[p]);
+    inn_bundle c = *b;
+    if (!st) st = inn_bundle_nodes_verified(&c, states, parts);
+    CHECK(st != INN_OK || c.nodes_pending == 0, "a join that succeeds clears nodes_pending");
+    free(states);
+    return st;
+}
+
+/* One layer's float weights and bias, or the status that refused them. */
+static inn_status layer0(const inn_bundle *b, float *w, size_t wbytes, float *bias, size_t bbytes) {
+    size_t need = 0;
+    inn_bundle_scratch_size(b, 0, &need);
+    void *scratch = malloc(need + 8);
+    inn_status st = inn_materialize(b, 0, 0, INN_LAYOUT_OIT, INN_F32, w, wbytes, NULL, 0, bias, bbytes, scratch, need);
+    free(scratch);
+    return st;
+}
+
+/* inn_bundle_open_deferred opens the same bundle as inn_bundle_open but for the node check it leaves pending:
+ * until a split's checksums join to the stored one, node-derived output is refused (UNVERIFIED); every split
+ * joins (one part, parts past the 64-byte chunks); the verified fill in parts writes what the eager fill does;
+ * a flipped node byte opens, then fails every join (CHECKSUM); a NaN node (re-sealed) fails its chunk (FORMAT). */
+static void deferred_nodes(const unsigned char *good, size_t size) {
+    inn_bundle a, b;
+    CHECK(inn_bundle_open(&a, good, size) == INN_OK, "open");
+    CHECK(inn_bundle_open_deferred(&b, good, size, NULL, NULL) == INN_OK && b.nodes_pending == 1, "deferred open");
+    CHECK(memcmp(&a, &b, offsetof(inn_bundle, nodes_crc)) == 0, "the deferred open reads the same tables");
+    inn_layer_info li;
+    CHECK(inn_layer_info_get(&b, 0, 0, &li) == INN_OK, "layer info while pending");
+    size_t wbytes = (size_t)li.weight_count * 4, bbytes = (size_t)li.n_out * 4;
+    float *wa = malloc(wbytes), *wb = malloc(wbytes), *ba = calloc(li.n_out, 4), *bb = calloc(li.n_out, 4);
+    CHECK(layer0(&b, wb, wbytes, bb, bbytes) == INN_ERR_UNVERIFIED, "materialize while pending");
+    const uint8_t *p;
+    size_t n;
+    CHECK(inn_bundle_section(&b, "NODE", &p, &n) == INN_ERR_UNVERIFIED, "NODE while pending");
+    CHECK(inn_bundle_section(&b, "INFO", &p, &n) == INN_OK, "other sections while pending");
+    inn_graph g;
+    CHECK(inn_graph_find(&b, 0, "vectors", &g) == INN_OK && g.image_count <= 8, "graph while pending");
+    void *want[8], *got[8];
+    size_t sizes[8], need = 0;
+    for (uint32_t k = 0; k < g.image_count; k++) {
+        inn_image_info info;
+        inn_graph_image(&g, k, &info);
+        sizes[k] = (size_t)info.size;
+        want[k] = malloc(sizes[k] + 4);
+        got[k] = malloc(sizes[k] + 4);
+    }
+    inn_graph_scratch_size(&b, &g, &need);
+    void *scratch = malloc(need + 8);
+    CHECK(inn_graph_fill(&b, &g, got, sizes, scratch, need) == INN_ERR_UNVERIFIED, "fill while pending");
+    CHECK(inn_graph_fill_part(&b, &g, got, sizes, 0, 1, scratch, need) == INN_ERR_UNVERIFIED, "fill part while pending");
+    uint32_t splits[] = {1, 2, 3, 5, 8, (uint32_t)(b.nodes_size / 64 + 3)};
+    for (size_t i = 0; i < sizeof splits / sizeof *splits; i++)
+        CHECK(join_split(&b, splits[i]) == INN_OK, "%u parts join to the stored checksum", splits[i]);
+    CHECK(inn_bundle_check_nodes(&b, 3, 3, &(uint32_t){0}) == INN_ERR_ARG, "chunk past the parts");
+    CHECK(inn_bundle_nodes_verified(&b, &(uint32_t){0}, 0) == INN_ERR_ARG, "zero parts");
+    /* the fill in verified parts, then the join: what the eager bundle fills */
+    CHECK(inn_graph_fill(&a, &g, want, sizes, scratch, need) == INN_OK, "eager fill");
+    CHECK(inn_graph_fill_spans(&b, &g, got, sizes) == INN_OK, "spans while pending");
+    uint32_t states[3];
+    for (uint32_t q = 0; q < 3; q++)
+        CHECK(inn_graph_fill_part_verify(&b, &g, got, sizes, q, 3, scratch, need, &states[q]) == INN_OK, "part %u", q);
+    CHECK(b.nodes_pending == 1 && inn_bundle_nodes_verified(&b, states, 3) == INN_OK && b.nodes_pending == 0, "join");
+    for (uint32_t k = 0; k < g.image_count; k++)
+        CHECK(memcmp(want[k], got[k], sizes[k]) == 0, "image %u of the verified fill differs from the eager fill", k);
+    CHECK(layer0(&a, wa, wbytes, ba, bbytes) == layer0(&b, wb, wbytes, bb, bbytes) && memcmp(wa, wb, wbytes) == 0 &&
+          memcmp(ba, bb, bbytes) == 0, "materialize once verified");
+    /* a flipped node byte: the open does not see it, every join does */
+    unsigned char *d = malloc(size);
+    memcpy(d, good, size);
+    d[(size_t)(a.nodes - a.data) + a.nodes_size / 2] ^= 0x10;
+    CHECK(inn_bundle_open_deferred(&b, d, size, NULL, NULL) == INN_OK, "a flipped node byte opens deferred");
+    for (size_t i = 0; i < sizeof splits / sizeof *splits; i++)
+        CHECK(join_split(&b, splits[i]) == INN_ERR_CHECKSUM, "%u parts: a flipped node byte", splits[i]);
+    CHECK(b.nodes_pending == 1 && layer0(&b, wb, wbytes, bb, bbytes) == INN_ERR_UNVERIFIED, "still refused");
+    /* a NaN node, re-sealed: the eager open and the chunk holding it say FORMAT */
+    memcpy(d, good, size);
+    size_t at = (size_t)(a.nodes - a.data) + (a.nodes_size / 2 & ~(size_t)3);
+    if (a.node_dtype == INN_NODES_F32) {
+        float nan = NAN;
+        memcpy(d + at, &nan, 4);
+        reseal(d, size);
+        CHECK(inn_bundle_open(&a, d, size) == INN_ERR_FORMAT, "a NaN node, eager");
+        CHECK(inn_bundle_open_deferred(&b, d, size, NULL, NULL) == INN_OK, "a NaN node opens deferred");
+        CHECK(join_split(&b, 1) == INN_ERR_FORMAT && join_split(&b, 4) == INN_ERR_FORMAT, "a NaN node, deferred");
+    }
+    free(d);
+    for (uint32_t k = 0; k < g.image_count; k++) {
+        free(want[k]);
+        free(got[k]);
+    }
+    free(scratch);
+    free(wa);
+    free(wb);
+    free(ba);
+    free(bb);
+}
+
 /* CRC-32C: known answers (the check value of "123456789" and RFC 3720's iSCSI vectors), the CPU's CRC
  * instructions (where this CPU has them) equal to the tables at every length and alignment around the
  * three-lane blocks, and a bundle of 1.4 or later checked by CRC-32C (the writer always sets the flag), which
@@ -538,6 +655,8 @@ int main(int argc, char **argv) {
     bad_input(bundle, bsize);
     checksums(bundle, bsize);
     open_with_done(bundle, bsize);
+    crc_shift();
+    deferred_nodes(bundle, bsize);
     bad_graphs(bundle, bsize);
     free(gexp);
     free(bundle);

@@ -36,7 +36,8 @@ typedef struct {
 } jni_bundle;
 
 static const char *const STATUS_NAMES[] = {"OK",     "ARG",      "TRUNCATED", "MAGIC",  "VERSION",  "CHECKSUM",
-                                           "FORMAT", "RANGE",    "OVERFLOW",  "BUFFER", "MISSING",  "PARTITION"};
+                                           "FORMAT", "RANGE",    "OVERFLOW",  "BUFFER", "MISSING",  "PARTITION",
+                                           "UNVERIFIED"};
 
 static const char *status_name(inn_status s) {
     return (unsigned)s < sizeof STATUS_NAMES / sizeof STATUS_NAMES[0] ? STATUS_NAMES[s] : "UNKNOWN";
