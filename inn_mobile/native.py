@@ -244,6 +244,9 @@ class NativeBundle:
         # a mapped file: each stretch the open has verified is dropped from memory at once (the fill reads the
         # nodes back from the page cache), so that checking the whole file never holds it all
         done = _READ_DONE(lambda _ctx, first, end: self._release(first, end)) if self._map is not None else _READ_DONE()
+        # guards the one write of the struct after the open (nodes_pending, cleared by a join): threads that read
+        # node values take it first, so that they see the join's write and never race with it
+        self._nodes_lock = threading.Lock()
         opener = lib().inn_bundle_open_deferred if defer_nodes else lib().inn_bundle_open_ex
         _check(opener(C.byref(self._b), C.c_void_p(buf.ctypes.data), buf.nbytes, done, None), "opening bundle")
 
@@ -258,12 +261,17 @@ class NativeBundle:
 
     def verify_nodes(self) -> None:
         """Check the nodes now if the open left them to the first fill (``defer_nodes``); a no-op after."""
-        if not self._b.nodes_pending:
-            return
-        state = C.c_uint32()
-        _check(lib().inn_bundle_check_nodes(C.byref(self._b), 0, 1, C.byref(state)), "checking the nodes")
-        _check(lib().inn_bundle_nodes_verified(C.byref(self._b), C.byref(state), 1), "checking the nodes")
+        with self._nodes_lock:
+            if not self._b.nodes_pending:
+                return
+            state = C.c_uint32()
+            _check(lib().inn_bundle_check_nodes(C.byref(self._b), 0, 1, C.byref(state)), "checking the nodes")
+            _check(lib().inn_bundle_nodes_verified(C.byref(self._b), C.byref(state), 1), "checking the nodes")
         self.release_pages()
+
+    def _nodes_pending(self) -> bool:
+        with self._nodes_lock:
+            return bool(self._b.nodes_pending)
 
     def release_pages(self) -> None:
         """Drop this process's resident pages of a memory-mapped bundle (``from_file``); the page cache
@@ -458,7 +466,7 @@ class NativeBundle:
         threads = max(1, min(fill_threads() if threads is None else threads, self.layer_count))
         parts = min(self.layer_count, threads * _PARTS_PER_THREAD) if self._map is not None else threads
         status: list[int | None] = [None] * parts  # None: the part never ran (its thread stopped before it)
-        verify = bool(self._b.nodes_pending)
+        verify = self._nodes_pending()  # True: the parts check the nodes (fill_part_verify reads no flag)
         states = [C.c_uint32() for _ in range(parts)]
 
         def run(t: int) -> None:
@@ -489,8 +497,10 @@ class NativeBundle:
             _check(st, f"filling the {runtime!r} graph of bucket {bucket} (part {p} of {parts})")
         if verify:
             joined = (C.c_uint32 * parts)(*(v.value for v in states))
-            _check(lib().inn_bundle_nodes_verified(C.byref(self._b), joined, parts),
-                   f"filling the {runtime!r} graph of bucket {bucket}")
+            with self._nodes_lock:  # another fill may have verified the same bytes meanwhile: then nothing to do
+                if self._b.nodes_pending:
+                    _check(lib().inn_bundle_nodes_verified(C.byref(self._b), joined, parts),
+                           f"filling the {runtime!r} graph of bucket {bucket}")
         return dict(zip(names, (o for o, _ in outs)))
 
 

@@ -455,10 +455,16 @@ def test_a_mapped_bundle_checks_its_nodes_in_the_fill_and_returns_nothing_made_f
     path = tmp_path / "b.innb"
     bundle.save(b, path)
     eager = native.NativeBundle(path.read_bytes())
+    want = eager.fill(1, "vectors")
     nb = native.NativeBundle.from_file(path)
-    assert nb.fill(1, "vectors", threads=threads) == eager.fill(1, "vectors")
+    assert nb.fill(1, "vectors", threads=threads) == want
     assert nb.section(b"NODE") == eager.section(b"NODE")
     assert np.array_equal(nb.materialize(0, 1)[0], eager.materialize(0, 1)[0])
+    nb = native.NativeBundle.from_file(path)  # first reads from several threads at once: each verifies or waits
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda k: nb.fill(1, "vectors", threads=threads) if k % 2 else nb.materialize(0, 1)[0],
+                            range(8)))
+    assert all(g == want for g in got[1::2]) and all(np.array_equal(g, got[0]) for g in got[::2])
     data = bytearray(path.read_bytes())
     nodes = section(bytes(data), b"NODE")
     for at in (nodes, nodes + 1000, nodes + len(eager.section(b"NODE")) - 1):
