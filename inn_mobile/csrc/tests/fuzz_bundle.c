@@ -21,6 +21,19 @@
 #include "bundle_edit.h"
 #include "inn.h"
 
+/* Buffers for every image of g (at most 8; sizes[k] 0 past a failure): whether all images are readable and at
+ * most 16 MiB (to keep rounds fast). */
+static int image_buffers(const inn_graph *g, void **outs, size_t *sizes) {
+    int ok = 1;
+    for (uint32_t k = 0; k < g->image_count; k++) {
+        inn_image_info info;
+        ok = ok && inn_graph_image(g, k, &info) == INN_OK && info.size <= (16u << 20);
+        sizes[k] = ok ? (size_t)info.size : 0;
+        outs[k] = malloc(sizes[k] + 4);
+    }
+    return ok;
+}
+
 /* Every graph record that validates is rebuilt, whole and in parts, which must then succeed too (images
  * capped at 16 MiB to keep rounds fast). */
 static void exercise_graphs(const inn_bundle *b) {
@@ -33,13 +46,7 @@ static void exercise_graphs(const inn_bundle *b) {
         if (inn_graph_scratch_size(b, &g, &scratch_size) != INN_OK || scratch_size > (64u << 20)) continue;
         void *outs[8] = {0};
         size_t sizes[8] = {0};
-        int ok = 1;
-        for (uint32_t k = 0; k < g.image_count; k++) {
-            inn_image_info info;
-            ok = ok && inn_graph_image(&g, k, &info) == INN_OK && info.size <= (16u << 20);
-            sizes[k] = ok ? (size_t)info.size : 0;
-            outs[k] = malloc(sizes[k] + 4);
-        }
+        int ok = image_buffers(&g, outs, sizes);
         void *scratch = malloc(scratch_size + 8);
         if (ok && inn_graph_fill(b, &g, outs, sizes, scratch, scratch_size) == INN_OK) {
             /* the same graph in 3 parts (one after another here; test_core runs parts on threads) */
@@ -72,15 +79,8 @@ static void exercise_deferred(const unsigned char *data, size_t size) {
         if (inn_graph_find(&b, bucket, runtime, &g) != INN_OK || g.image_count > 8) continue;
         if (inn_graph_scratch_size(&b, &g, &scratch_size) != INN_OK || scratch_size > (64u << 20)) continue;
         void *outs[8] = {0}, *want[8] = {0};
-        size_t sizes[8] = {0};
-        int ok = 1;
-        for (uint32_t k = 0; k < g.image_count; k++) {
-            inn_image_info info;
-            ok = ok && inn_graph_image(&g, k, &info) == INN_OK && info.size <= (16u << 20);
-            sizes[k] = ok ? (size_t)info.size : 0;
-            outs[k] = malloc(sizes[k] + 4);
-            want[k] = malloc(sizes[k] + 4);
-        }
+        size_t sizes[8] = {0}, same[8] = {0};
+        int ok = image_buffers(&g, outs, sizes) && image_buffers(&g, want, same);
         void *scratch = malloc(scratch_size + 8);
         if (ok && inn_graph_fill_spans(&b, &g, outs, sizes) == INN_OK) {
             int parts_ok = 1;

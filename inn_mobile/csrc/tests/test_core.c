@@ -156,6 +156,16 @@ static void part_nodes_suffice(const inn_bundle *b, const inn_graph *g, const si
     free(copy);
 }
 
+/* Buffers of each image's size for graph g (at most 8 images), in `outs` and `sizes`. */
+static void image_buffers(const inn_graph *g, void **outs, size_t *sizes) {
+    for (uint32_t k = 0; k < g->image_count; k++) {
+        inn_image_info info;
+        inn_graph_image(g, k, &info);
+        sizes[k] = (size_t)info.size;
+        outs[k] = malloc(sizes[k] + 4);
+    }
+}
+
 /* Fill one bucket's "vectors" graph and compare image `index` with the Python reference's bytes. */
 static int graph_matches(const inn_bundle *b, uint32_t bucket, uint32_t index, const unsigned char *want, size_t n) {
     inn_graph g;
@@ -164,12 +174,7 @@ static int graph_matches(const inn_bundle *b, uint32_t bucket, uint32_t index, c
     if (st || index >= g.image_count || g.image_count > 8) return 0;
     void *outs[8];
     size_t sizes[8], scratch_size = 0;
-    for (uint32_t k = 0; k < g.image_count; k++) {
-        inn_image_info info;
-        inn_graph_image(&g, k, &info);
-        sizes[k] = (size_t)info.size;
-        outs[k] = malloc(sizes[k] + 1);
-    }
+    image_buffers(&g, outs, sizes);
     inn_graph_scratch_size(b, &g, &scratch_size);
     void *scratch = malloc(scratch_size);
     CHECK(inn_graph_fill(b, &g, outs, sizes, scratch, scratch_size - 1) == INN_ERR_BUFFER, "small graph scratch");
@@ -460,14 +465,9 @@ static void deferred_nodes(const unsigned char *good, size_t size) {
     inn_graph g;
     CHECK(inn_graph_find(&b, 0, "vectors", &g) == INN_OK && g.image_count <= 8, "graph while pending");
     void *want[8], *got[8];
-    size_t sizes[8], need = 0;
-    for (uint32_t k = 0; k < g.image_count; k++) {
-        inn_image_info info;
-        inn_graph_image(&g, k, &info);
-        sizes[k] = (size_t)info.size;
-        want[k] = malloc(sizes[k] + 4);
-        got[k] = malloc(sizes[k] + 4);
-    }
+    size_t sizes[8], same[8], need = 0;
+    image_buffers(&g, want, sizes);
+    image_buffers(&g, got, same);
     inn_graph_scratch_size(&b, &g, &need);
     void *scratch = malloc(need + 8);
     CHECK(inn_graph_fill(&b, &g, got, sizes, scratch, need) == INN_ERR_UNVERIFIED, "fill while pending");
