@@ -301,12 +301,6 @@ inn_status inn_graph_fill_spans(const inn_bundle *b, const inn_graph *g, void *c
 inn_status inn_graph_fill_part(const inn_bundle *b, const inn_graph *g, void *const *outs, const size_t *out_sizes,
                                uint32_t part, uint32_t parts, void *scratch, size_t scratch_bytes);
 
-/* The bytes of the bundle that part p of inn_graph_fill_part reads nodes from: [*first, *end), offsets into the
- * data given to inn_bundle_open (first == end == 0 for a part without layers). A caller that mapped the bundle
- * from a file may drop those pages once the part is done (madvise MADV_DONTNEED: a later read faults them back
- * in unchanged), so that memory never holds every node and every filled weight at once. Other parts' ranges
- * may share a page at either end, and dropping a page another part still reads costs a re-read, never a
- * wrong byte. */
 /* inn_graph_fill_part that also checks chunk `part` of the nodes first (inn_bundle_check_nodes, the same
  * part and parts), *node_state its CRC state: the fill of a bundle opened by inn_bundle_open_deferred. After
  * every part, inn_bundle_nodes_verified must succeed, or the images must be discarded. */
@@ -314,6 +308,12 @@ inn_status inn_graph_fill_part_verify(const inn_bundle *b, const inn_graph *g, v
                                       const size_t *out_sizes, uint32_t part, uint32_t parts, void *scratch,
                                       size_t scratch_bytes, uint32_t *node_state);
 
+/* The bytes of the bundle that part p of inn_graph_fill_part reads nodes from: [*first, *end), offsets into the
+ * data given to inn_bundle_open (first == end == 0 for a part without layers). A caller that mapped the bundle
+ * from a file may drop those pages once the part is done (madvise MADV_DONTNEED: a later read faults them back
+ * in unchanged), so that memory never holds every node and every filled weight at once. Other parts' ranges
+ * may share a page at either end, and dropping a page another part still reads costs a re-read, never a
+ * wrong byte. */
 inn_status inn_graph_part_nodes(const inn_bundle *b, const inn_graph *g, uint32_t part, uint32_t parts, size_t *first,
                                 size_t *end);
 

@@ -573,12 +573,12 @@ inn_status inn_layer_norm(const inn_bundle *b, uint32_t bucket, uint32_t layer, 
  * holds much of a large section, large enough that the calls cost nothing (a multiple of every node size). */
 #define OPEN_STRETCH ((size_t)1 << 20)
 
-/* Section [off, off + len)'s CRC state (CRC-32C when `castagnoli`), read in stretches, each reported to `done`
- * once read; `finite` (or NULL) is cleared when the section holds an inf or NaN of `elem` (float32 / float16
- * nodes: the same pass, so no second read of the nodes). */
-static uint32_t check_section(const uint8_t *d, size_t off, size_t len, int castagnoli, uint32_t elem, int *finite,
-                              inn_read_done done, void *ctx) {
-    uint32_t state = 0xFFFFFFFFu;
+/* CRC state (CRC-32C when `castagnoli`, not inverted) `state` advanced over bytes [off, off + len) of d, read in
+ * stretches, each reported to `done` once read; `finite` (or NULL) is cleared when the bytes hold an inf or NaN
+ * of `elem` (float32 / float16 nodes: the same pass, so no second read of the nodes). A whole section's
+ * checksum is ~section_state(..., 0xFFFFFFFF, ...); a share of NODE continues from its own start state. */
+static uint32_t section_state(const uint8_t *d, size_t off, size_t len, int castagnoli, uint32_t state, uint32_t elem,
+                              int *finite, inn_read_done done, void *ctx) {
     size_t esize = elem == INN_NODES_F16 ? 2 : 4;
     size_t at = 0;
     do { /* an empty section too: its CRC is that of nothing */
@@ -588,7 +588,7 @@ static uint32_t check_section(const uint8_t *d, size_t off, size_t len, int cast
         if (done) done(ctx, off + at, off + at + n);
         at += n;
     } while (at < len);
-    return ~state;
+    return state;
 }
 
 inn_status inn_bundle_open(inn_bundle *b, const void *data, size_t size) {
@@ -609,28 +609,27 @@ inn_status inn_bundle_open_deferred(inn_bundle *b, const void *data, size_t size
 /* Whether the section checksums are CRC-32C (header flag bit 1), for a bundle that opened. */
 static int castagnoli_of(const inn_bundle *b) { return (rd32(b->data + 32) & INN_FLAG_CRC32C) != 0; }
 
-/* Chunk `part` of `parts` of NODE: [*lo, *hi) in section bytes, boundaries at multiples of 64 bytes (so of
- * every node size) but the section's end. */
+/* Where chunk k of `parts` of NODE starts (k == parts: the section's end): floor(size * k / parts) without
+ * overflow, down to a multiple of 64 bytes (so of every node size). Non-decreasing in k. */
+static size_t chunk_start(const inn_bundle *b, uint32_t k, uint32_t parts) {
+    uint64_t n = b->nodes_size;
+    return k == parts ? (size_t)n : (size_t)(n / parts * k + n % parts * k / parts) & ~(size_t)63;
+}
+
+/* Chunk `part` of `parts` of NODE: [*lo, *hi) in section bytes. */
 static void node_chunk(const inn_bundle *b, uint32_t part, uint32_t parts, size_t *lo, size_t *hi) {
-    size_t n = b->nodes_size;
-    *lo = part == 0 ? 0 : (size_t)((uint64_t)n / parts * part + (uint64_t)n % parts * part / parts) & ~(size_t)63;
-    *hi = part + 1 == parts ? n
-                            : (size_t)((uint64_t)n / parts * (part + 1) + (uint64_t)n % parts * (part + 1) / parts) &
-                                  ~(size_t)63;
-    if (*hi < *lo) *hi = *lo;
+    *lo = chunk_start(b, part, parts);
+    *hi = chunk_start(b, part + 1, parts);
 }
 
 inn_status inn_bundle_check_nodes(const inn_bundle *b, uint32_t part, uint32_t parts, uint32_t *state) {
     if (!b || !b->data || !state || parts == 0 || part >= parts) return INN_ERR_ARG;
     size_t lo, hi;
     node_chunk(b, part, parts, &lo, &hi);
-    const uint8_t *p = b->nodes + lo;
-    *state = inn_crc_update(castagnoli_of(b), part == 0 ? 0xFFFFFFFFu : 0u, p, hi - lo);
-    if (b->node_dtype == INN_NODES_F32 || b->node_dtype == INN_NODES_F16) {
-        size_t esize = b->node_dtype == INN_NODES_F16 ? 2 : 4;
-        if (!all_finite(p, (hi - lo) / esize, b->node_dtype == INN_NODES_F16)) return INN_ERR_FORMAT;
-    }
-    return INN_OK;
+    int finite = 1, float_nodes = b->node_dtype == INN_NODES_F32 || b->node_dtype == INN_NODES_F16;
+    *state = section_state(b->data, (size_t)(b->nodes - b->data) + lo, hi - lo, castagnoli_of(b),
+                           part == 0 ? 0xFFFFFFFFu : 0u, b->node_dtype, float_nodes ? &finite : NULL, NULL, NULL);
+    return finite ? INN_OK : INN_ERR_FORMAT;
 }
 
 inn_status inn_bundle_nodes_verified(inn_bundle *b, const uint32_t *states, uint32_t parts) {
@@ -682,8 +681,8 @@ static inn_status open_bundle(inn_bundle *b, const void *data, size_t size, inn_
         if (is_node && defer_nodes) { /* inn_bundle_check_nodes and inn_bundle_nodes_verified check it */
             nodes_crc = rd32(e + 4);
             pending = 1;
-        } else if (check_section(d, (size_t)off, (size_t)len, castagnoli, elem, float_nodes ? &nodes_finite : NULL,
-                                 done, ctx) != rd32(e + 4))
+        } else if (~section_state(d, (size_t)off, (size_t)len, castagnoli, 0xFFFFFFFFu, elem,
+                                  float_nodes ? &nodes_finite : NULL, done, ctx) != rd32(e + 4))
             return INN_ERR_CHECKSUM;
         for (uint32_t j = 0; j < i; j++)
             if (memcmp(e, d + table_off + (size_t)j * ENTRY_SIZE, 4) == 0) return INN_ERR_FORMAT;

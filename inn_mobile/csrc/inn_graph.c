@@ -535,5 +535,5 @@ inn_status inn_graph_fill(const inn_bundle *b, const inn_graph *g, void *const *
     if (st) return st;
     if (scratch_bytes < need) return INN_ERR_BUFFER;
     if ((st = inn_graph_fill_spans(b, g, outs, out_sizes))) return st;
-    return inn_graph_fill_part(b, g, outs, out_sizes, 0, 1, scratch, scratch_bytes); /* refuses unverified nodes */
+    return fill_part(b, g, outs, out_sizes, 0, 1, scratch, scratch_bytes);
 }
