@@ -369,3 +369,39 @@ def test_cascades_and_macs_cross_jni_as_the_python_reader_reads_them(host, tmp_p
     assert len(steps_seen) >= 2, rest  # the logits reach different steps
     before = run_java(host[0], "cascades", VECTORS / "vectors.innb").splitlines()
     assert before == [f"macs {k} -1" for k in range(len(b.buckets))]  # before 1.4: nothing
+
+
+# ---------------------------------------------------------------------------------------- a mapped bundle's nodes
+@pytest.mark.parametrize("threads", [1, 3])
+def test_a_mapped_bundle_checks_its_nodes_at_the_first_read_and_hands_out_nothing_made_from_bad_ones(
+        host, tmp_path, threads):
+    """InnBundle.open(File) leaves the node section's checksum and finite check to the first read of the nodes
+    (inn_bundle_open_deferred): a fill checks them on its threads and joins the parts' checksums before it
+    returns; materialise and the NODE section check them first. A good file reads as the Python reference
+    (also from 8 threads at once, fills and materialisations mixed); a flipped node byte or a NaN node opens,
+    then every read throws the open's InnException."""
+    good = (VECTORS / "vectors.innb").read_bytes()
+    bucket, runtime = native.NativeBundle(good).graphs()[-1]
+    want = native.NativeBundle(good).fill(bucket, runtime)
+    path = tmp_path / "b.innb"
+    path.write_bytes(good)
+    lines = run_java(host[0], "mapped", path, bucket, runtime, threads, tmp_path / "good").splitlines()
+    reads = ("fill", "materialize", "section", "section", "materialize", "fill")  # two opens, both orders
+    assert lines == [f"{read} ok" for read in reads] + ["concurrent 8 of 8 reads good"], lines
+    assert [(tmp_path / "good" / str(i)).read_bytes() for i in range(len(want))] == list(want.values())
+
+    nodes, size = section(good, b"NODE"), len(native.NativeBundle(good).section(b"NODE"))
+    nan = bytearray(good)
+    struct.pack_into("<f", nan, nodes + (size // 2) // 4 * 4, float("nan"))
+    bad = {f"flip at {at}": bytearray(good) for at in (nodes, nodes + size // 2, nodes + size - 1)}
+    for name, data in bad.items():
+        data[int(name.split()[-1])] ^= 0x04
+    bad["nan"] = bytearray(reseal(nan))
+    for name, data in bad.items():
+        expected = _python_side(bytes(data))
+        assert expected is not None and str(expected).startswith("opening bundle"), name  # the eager open's verdict
+        path.write_bytes(data)
+        lines = run_java(host[0], "mapped", path, bucket, runtime, threads, tmp_path / "bad").splitlines()
+        assert [ln.split()[:3] for ln in lines] == [[read, "InnException", expected.name] for read in reads], \
+            (name, lines)
+        assert all(ln.endswith(f"(INN_ERR_{expected.name})") for ln in lines), (name, lines)

@@ -16,6 +16,7 @@
 #define _DEFAULT_SOURCE /* madvise, sysconf */
 #include <jni.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,6 +34,10 @@ typedef struct {
     void *owned;     /* our copy of the bundle bytes, or NULL when the caller's memory is read in place */
     jobject mapping; /* global ref to the direct buffer read in place (e.g. a MappedByteBuffer), or NULL:
                       * the memory cannot be unmapped or freed while the handle lives, whatever Java drops */
+    int file_mapped; /* read in place from a read-only file mapping: its pages may be dropped (drop_pages) */
+    /* Guards bundle.nodes_pending, the one field written after the open (by inn_bundle_nodes_verified, 1 -> 0):
+     * every call that reads node values reads the flag under it first, so it never races with that write. */
+    pthread_mutex_t nodes_lock;
 } jni_bundle;
 
 static const char *const STATUS_NAMES[] = {"OK",     "ARG",      "TRUNCATED", "MAGIC",  "VERSION",  "CHECKSUM",
@@ -85,8 +90,9 @@ static void drop_pages(const uint8_t *data, size_t first, size_t end) {
 static void open_done(void *data, size_t first, size_t end) { drop_pages((const uint8_t *)data, first, end); }
 
 /* Opens `size` bytes at `data`; copies them first when `copy` is set. With `release` (a read-only file mapping
- * read in place), each stretch the core has verified is dropped from memory as it goes. Returns the handle or
- * 0 with an exception pending. */
+ * read in place), each stretch the core has verified is dropped from memory as it goes, and the nodes are left
+ * to the first fill (inn_bundle_open_deferred: the fill reads them anyway, on its threads; nodes_ready checks
+ * them first for anything else that reads them). Returns the handle or 0 with an exception pending. */
 static jlong open_bytes(JNIEnv *env, const void *data, size_t size, int copy, int release) {
     jni_bundle *h = (jni_bundle *)calloc(1, sizeof *h);
     if (!h) {
@@ -103,7 +109,15 @@ static jlong open_bytes(JNIEnv *env, const void *data, size_t size, int copy, in
         if (size) memcpy(h->owned, data, size);
         data = h->owned;
     }
-    inn_status s = inn_bundle_open_ex(&h->bundle, data, size, release && !copy ? open_done : NULL, (void *)data);
+    h->file_mapped = release && !copy;
+    inn_status s = h->file_mapped ? inn_bundle_open_deferred(&h->bundle, data, size, open_done, (void *)data)
+                                  : inn_bundle_open_ex(&h->bundle, data, size, NULL, NULL);
+    if (s == INN_OK && pthread_mutex_init(&h->nodes_lock, NULL) != 0) {
+        free(h->owned);
+        free(h);
+        throw_class(env, "java/lang/OutOfMemoryError", "InnBundle lock");
+        return 0;
+    }
     if (s != INN_OK) {
         free(h->owned);
         free(h);
@@ -164,6 +178,7 @@ JNIEXPORT void JNICALL Java_dev_innmobile_InnBundle_nClose(JNIEnv *env, jclass c
     jni_bundle *h = (jni_bundle *)(intptr_t)handle;
     if (!h) return;
     if (h->mapping) (*env)->DeleteGlobalRef(env, h->mapping);
+    pthread_mutex_destroy(&h->nodes_lock);
     free(h->owned);
     free(h);
 }
@@ -182,6 +197,67 @@ JNIEXPORT void JNICALL Java_dev_innmobile_InnBundle_nReleasePages(JNIEnv *env, j
     (void)cls;
     jni_bundle *h = handle_of(env, handle);
     if (h && h->mapping) drop_pages(h->bundle.data, 0, h->bundle.size);
+}
+
+/* Whether the open left the nodes to the first fill and no fill or check has verified them yet. */
+static int nodes_pending(jni_bundle *h) {
+    pthread_mutex_lock(&h->nodes_lock);
+    int pending = h->bundle.nodes_pending != 0;
+    pthread_mutex_unlock(&h->nodes_lock);
+    return pending;
+}
+
+/* Checks the nodes now, in one part, if the open left them to the fill (a no-op after): what every call that
+ * reads node values outside a fill does first. 1 when they are good, else 0 with the core's status thrown. */
+static int nodes_ready(JNIEnv *env, jni_bundle *h, const char *what) {
+    pthread_mutex_lock(&h->nodes_lock);
+    uint32_t state = 0;
+    inn_status s = INN_OK;
+    if (h->bundle.nodes_pending) {
+        s = inn_bundle_check_nodes(&h->bundle, 0, 1, &state);
+        if (s == INN_OK) s = inn_bundle_nodes_verified(&h->bundle, &state, 1);
+        const uint8_t *nodes;
+        size_t size;
+        if (s == INN_OK && h->file_mapped && inn_bundle_section(&h->bundle, "NODE", &nodes, &size) == INN_OK)
+            drop_pages(h->bundle.data, (size_t)(nodes - h->bundle.data), (size_t)(nodes - h->bundle.data) + size);
+    }
+    pthread_mutex_unlock(&h->nodes_lock);
+    if (s != INN_OK) throw_status(env, s, what);
+    return s == INN_OK;
+}
+
+JNIEXPORT jboolean JNICALL Java_dev_innmobile_InnBundle_nNodesPending(JNIEnv *env, jclass cls, jlong handle) {
+    (void)cls;
+    jni_bundle *h = handle_of(env, handle);
+    return h && nodes_pending(h) ? JNI_TRUE : JNI_FALSE;
+}
+
+/* Joins the node checksum states the parts of a fill of graph (bucket, ...) returned (nGraphFill with `states`)
+ * and compares them with the stored checksum: the fill's files are only good if this returns without throwing.
+ * A no-op when another fill or check verified the nodes meanwhile. */
+JNIEXPORT void JNICALL Java_dev_innmobile_InnBundle_nNodesVerified(JNIEnv *env, jclass cls, jlong handle,
+                                                                   jint bucket, jintArray states) {
+    (void)cls;
+    jni_bundle *h = handle_of(env, handle);
+    if (!h) return;
+    jsize parts = (*env)->GetArrayLength(env, states);
+    uint32_t *v = (uint32_t *)malloc(parts > 0 ? (size_t)parts * sizeof *v : 1);
+    if (!v) {
+        throw_class(env, "java/lang/OutOfMemoryError", "node checksum states");
+        return;
+    }
+    (*env)->GetIntArrayRegion(env, states, 0, parts, (jint *)v);
+    pthread_mutex_lock(&h->nodes_lock);
+    inn_status s = !h->bundle.nodes_pending ? INN_OK
+                   : parts < 1           ? INN_ERR_ARG
+                                         : inn_bundle_nodes_verified(&h->bundle, v, (uint32_t)parts);
+    pthread_mutex_unlock(&h->nodes_lock);
+    free(v);
+    if (s != INN_OK) {
+        char what[64];
+        snprintf(what, sizeof what, "filling graph of bucket %d", (int)bucket);
+        throw_status(env, s, what);
+    }
 }
 
 /* {bucket_count, layer_count, group_count} */
@@ -241,6 +317,7 @@ JNIEXPORT jbyteArray JNICALL Java_dev_innmobile_InnBundle_nSection(JNIEnv *env, 
     (*env)->GetByteArrayRegion(env, tag, 0, 4, (jbyte *)t);
     const uint8_t *data = NULL;
     size_t size = 0;
+    if (memcmp(t, "NODE", 4) == 0 && !nodes_ready(env, h, "reading a section")) return NULL;
     inn_status s = inn_bundle_section(&h->bundle, t, &data, &size);
     if (s == INN_ERR_MISSING) return NULL;
     if (s != INN_OK) {
@@ -312,6 +389,7 @@ JNIEXPORT void JNICALL Java_dev_innmobile_InnBundle_nMaterialize(JNIEnv *env, jc
         throw_status(env, INN_ERR_RANGE, what);
         return;
     }
+    if (!nodes_ready(env, h, what)) return;
     inn_status s = inn_materialize(&h->bundle, (uint32_t)bucket, (uint32_t)layer, (inn_layout)layout,
                                    (inn_dtype)dtype, w, wn, (float *)sc, scn, (float *)bi, bin, scr, scrn);
     if (s != INN_OK) throw_status(env, s, what);
@@ -436,12 +514,14 @@ JNIEXPORT jlong JNICALL Java_dev_innmobile_InnBundle_nGraphScratchSize(JNIEnv *e
  * image order): part -1 copies the stored bytes of every image (inn_graph_fill_spans; scratch unused), part p
  * in [0, parts) writes its share of the holes (inn_graph_fill_part; InnBundle.fillGraph runs the parts on its
  * threads, each with its own scratch) and, with `release` (InnBundle passes it for a read-only file mapping
- * only: anonymous memory would read back as zeros), then drops the pages of the part's nodes. The core
+ * only: anonymous memory would read back as zeros), then drops the pages of the part's nodes. With `states`
+ * (non-null while nNodesPending), part p also checks its share of the nodes first (inn_graph_fill_part_verify)
+ * and leaves its checksum state in states[p], for nNodesVerified to join once every part has run. The core
  * validates everything before writing. */
 JNIEXPORT void JNICALL Java_dev_innmobile_InnBundle_nGraphFill(JNIEnv *env, jclass cls, jlong handle, jint bucket,
                                                                jbyteArray runtime, jobjectArray outs,
                                                                jobject scratch, jint part, jint parts,
-                                                               jboolean release) {
+                                                               jboolean release, jintArray states) {
     (void)cls;
     jni_bundle *h = handle_of(env, handle);
     inn_graph g;
@@ -477,17 +557,25 @@ JNIEXPORT void JNICALL Java_dev_innmobile_InnBundle_nGraphFill(JNIEnv *env, jcla
         if (!buf && !(*env)->ExceptionCheck(env)) throw_class(env, "java/lang/NullPointerException", "image buffer");
         if (buf) (*env)->DeleteLocalRef(env, buf);
     }
+    if (ok && states && (part < 0 || (*env)->GetArrayLength(env, states) != parts)) {
+        throw_class(env, "java/lang/IllegalArgumentException", "node states: one per part, and only for parts");
+        ok = 0;
+    }
     if (ok) {
-        inn_status s = part < 0 ? inn_graph_fill_spans(&h->bundle, &g, (void *const *)ptrs, sizes)
-                                : parts <= 0 ? INN_ERR_ARG
-                                             : inn_graph_fill_part(&h->bundle, &g, (void *const *)ptrs, sizes,
-                                                                   (uint32_t)part, (uint32_t)parts, scr, scrn);
+        uint32_t state = 0;
+        inn_status s = part < 0     ? inn_graph_fill_spans(&h->bundle, &g, (void *const *)ptrs, sizes)
+                       : parts <= 0 ? INN_ERR_ARG
+                       : states     ? inn_graph_fill_part_verify(&h->bundle, &g, (void *const *)ptrs, sizes,
+                                                                 (uint32_t)part, (uint32_t)parts, scr, scrn, &state)
+                                    : inn_graph_fill_part(&h->bundle, &g, (void *const *)ptrs, sizes, (uint32_t)part,
+                                                          (uint32_t)parts, scr, scrn);
+        if (s == INN_OK && states) (*env)->SetIntArrayRegion(env, states, part, 1, (const jint *)&state);
         size_t first, end;
         if (s != INN_OK) {
             char what[96];
             snprintf(what, sizeof what, "filling graph of bucket %d (part %d of %d)", (int)bucket, (int)part, (int)parts);
             throw_status(env, s, what);
-        } else if (part >= 0 && release && h->mapping &&
+        } else if (part >= 0 && release && h->file_mapped &&
                    inn_graph_part_nodes(&h->bundle, &g, (uint32_t)part, (uint32_t)parts, &first, &end) == INN_OK) {
             drop_pages(h->bundle.data, first, end); /* the part's nodes are not read again by this fill */
         }

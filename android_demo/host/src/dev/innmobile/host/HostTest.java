@@ -30,6 +30,8 @@ import java.util.TreeMap;
  *   open     FILE...             one line per file: "OK ..." or "InnException STATUS MESSAGE"
  *   dump     BUNDLE DIR                       every bucket/layout/dtype/layer's weight, scales, bias as raw files
  *   graph    BUNDLE BUCKET RUNTIME DIR        the filled runtime files of one graph
+ *   mapped   BUNDLE BUCKET RUNTIME THREADS DIR  a mapped bundle's nodes, checked by the first read: fill then
+ *                                         read, read then fill, and 4 threads at once; one line per read
  *   policy   BUNDLE RUNTIME BUDGET_BYTES [LATENCY_MS|- [PROFILE_RUNTIME [BUCKET=LATENCY_MS:PEAK_BYTES...]]]
  *                                         the bucket WidthPolicy picks (with a device profile of those rows)
  *   costs    BUNDLE                       every bucket's name and ratio, every cost row, one per line
@@ -74,6 +76,10 @@ public final class HostTest {
                 break;
             case "graph":
                 ok = graph(new File(args[1]), Integer.parseInt(args[2]), args[3], new File(args[4]));
+                break;
+            case "mapped":
+                ok = mapped(new File(args[1]), Integer.parseInt(args[2]), args[3], Integer.parseInt(args[4]),
+                            new File(args[5]));
                 break;
             case "policy":
                 ok = policy(new File(args[1]), args[2], Long.parseLong(args[3]),
@@ -329,6 +335,94 @@ public final class HostTest {
             }
         }
         return true;
+    }
+
+    /**
+     * A bundle opened from its file leaves the nodes to the first read of them. Three fresh opens: a fill (its
+     * files written to DIR/0, DIR/1, ...) then a materialisation and the NODE section; the same reads the other
+     * way round; and fills and materialisations from 4 threads at once. One line per read: "fill ok", "fill
+     * InnException STATUS MESSAGE", ...; the concurrent line says whether every fill gave the first one's bytes.
+     */
+    static boolean mapped(File bundleFile, int bucket, String runtime, int threads, File dir) throws IOException {
+        dir.mkdirs();
+        ByteBuffer[] first = null;
+        InnBundle.Weights weights = null;
+        try (InnBundle b = InnBundle.open(bundleFile)) {
+            first = read(() -> fill(b, bucket, runtime, threads), "fill");
+            if (first != null) {
+                for (int i = 0; i < first.length; i++) {
+                    Files.write(new File(dir, Integer.toString(i)).toPath(), bytes(first[i]));
+                }
+            }
+            weights = read(() -> b.materialize(0, 0, InnBundle.Layout.OIT, InnBundle.DType.F32, b.newScratch(0)),
+                           "materialize");
+            read(() -> b.section("NODE"), "section");
+        }
+        try (InnBundle b = InnBundle.open(bundleFile)) {
+            read(() -> b.section("NODE"), "section");
+            read(() -> b.materialize(0, 0, InnBundle.Layout.OIT, InnBundle.DType.F32, b.newScratch(0)), "materialize");
+            read(() -> fill(b, bucket, runtime, threads), "fill");
+        }
+        if (first == null || weights == null) {
+            return true;
+        }
+        final ByteBuffer[] want = first;
+        final byte[] wantWeight = bytes(weights.weight);
+        try (InnBundle b = InnBundle.open(bundleFile)) {
+            Object[] got = new Object[8];
+            Thread[] workers = new Thread[got.length];
+            for (int t = 0; t < got.length; t++) {
+                final int k = t;
+                workers[t] = new Thread(() -> {
+                    try {
+                        got[k] = k % 2 == 1 ? fill(b, bucket, runtime, threads)
+                                            : b.materialize(0, 0, InnBundle.Layout.OIT, InnBundle.DType.F32,
+                                                            b.newScratch(0));
+                    } catch (RuntimeException e) {
+                        got[k] = e;
+                    }
+                });
+                workers[t].start();
+            }
+            int same = 0;
+            for (int t = 0; t < got.length; t++) {
+                while (workers[t].isAlive()) {
+                    try {
+                        workers[t].join();
+                    } catch (InterruptedException e) {
+                        Thread.currentThread().interrupt();
+                        return false;
+                    }
+                }
+                if (got[t] instanceof ByteBuffer[] && Arrays.equals(bytes(want), bytes((ByteBuffer[]) got[t]))
+                        || got[t] instanceof InnBundle.Weights
+                           && Arrays.equals(wantWeight, bytes(((InnBundle.Weights) got[t]).weight))) {
+                    same++;
+                }
+            }
+            System.out.printf("concurrent %d of %d reads good%n", same, got.length);
+        }
+        return true;
+    }
+
+    /** Runs one read of a mapped bundle and prints "WHAT ok" or "WHAT InnException STATUS MESSAGE". */
+    private static <T> T read(java.util.function.Supplier<T> what, String name) {
+        try {
+            T out = what.get();
+            System.out.printf("%s ok%n", name);
+            return out;
+        } catch (InnException e) {
+            System.out.printf("%s InnException %s %s%n", name, e.statusName(), e.getMessage());
+            return null;
+        }
+    }
+
+    private static byte[] bytes(ByteBuffer[] files) {
+        java.io.ByteArrayOutputStream all = new java.io.ByteArrayOutputStream();
+        for (ByteBuffer f : files) {
+            all.writeBytes(bytes(f));
+        }
+        return all.toByteArray();
     }
 
     /** A profile from {@code RUNTIME BUCKET=LATENCY_MS:PEAK_BYTES...} (what an app parses from its own storage). */

@@ -191,6 +191,10 @@ public final class InnBundle implements AutoCloseable {
      * Memory-maps {@code file} read-only and opens it in place: the core validates and reads the mapped pages
      * (shared with the page cache), so the process never holds a second copy of the file, in Java or native;
      * each stretch it has verified is dropped from memory at once, so the open never holds the whole file.
+     * The nodes (most of the file) are not read by the open: the first {@link #fillGraph} checks them on its
+     * threads as it reads them anyway, and throws the open's {@link InnException} (CHECKSUM, FORMAT) before
+     * returning if one is bad; anything else that reads them ({@link #materialize}, the NODE section) checks
+     * them first. The same guarantee as a full check at open: nothing made from a bad node is returned.
      */
     public static InnBundle open(File file) throws IOException {
         try (RandomAccessFile raf = new RandomAccessFile(file, "r"); FileChannel ch = raf.getChannel()) {
@@ -377,6 +381,8 @@ public final class InnBundle implements AutoCloseable {
      * and starts no thread itself). Any number of parts writes the same bytes. A bundle read in place from a
      * read-only mapped file is written in finer parts ({@link #PARTS_PER_THREAD} per thread), each part's node
      * pages dropped once it is written: memory never holds every node and every filled weight at once.
+     * The first fill of a mapped bundle also checks the nodes (see {@link #open(File)}): when it throws,
+     * {@code outs} hold garbage.
      */
     public void fillGraph(int bucket, String runtime, ByteBuffer[] outs, ByteBuffer... scratch) {
         Objects.requireNonNull(outs, "outs");
@@ -386,18 +392,21 @@ public final class InnBundle implements AutoCloseable {
         }
         long h = live();
         byte[] rt = runtime.getBytes(StandardCharsets.US_ASCII);
-        nGraphFill(h, bucket, rt, outs, null, -1, scratch.length, false); // the stored bytes of every image
+        nGraphFill(h, bucket, rt, outs, null, -1, scratch.length, false, null); // the stored bytes of every image
         int threads = scratch.length;
         int parts = fileMapped ? Math.max(threads, Math.min(layerCount, threads * PARTS_PER_THREAD)) : threads;
+        // a mapped bundle's nodes are checked by its first fill: each part its share, joined below
+        int[] nodeStates = nNodesPending(h) ? new int[parts] : null;
         RuntimeException[] failed = new RuntimeException[threads];
         Thread[] workers = new Thread[threads];
         for (int t = 1; t < threads; t++) {
             final int thread = t;
             workers[t] = new Thread(() -> failed[thread] = fillParts(h, bucket, rt, outs, scratch[thread], thread,
-                                                                      threads, parts, fileMapped), "inn-fill-" + t);
+                                                                      threads, parts, fileMapped, nodeStates),
+                                    "inn-fill-" + t);
             workers[t].start();
         }
-        failed[0] = fillParts(h, bucket, rt, outs, scratch[0], 0, threads, parts, fileMapped);
+        failed[0] = fillParts(h, bucket, rt, outs, scratch[0], 0, threads, parts, fileMapped, nodeStates);
         boolean interrupted = false;
         for (int p = 1; p < threads; p++) {
             while (true) {
@@ -417,6 +426,9 @@ public final class InnBundle implements AutoCloseable {
                 throw e;
             }
         }
+        if (nodeStates != null) {
+            nNodesVerified(h, bucket, nodeStates); // throws (CHECKSUM, FORMAT) when a node was bad: outs are garbage
+        }
     }
 
     /** Fill parts a thread writes on a mapped bundle, each part's node pages dropped once written. */
@@ -424,13 +436,14 @@ public final class InnBundle implements AutoCloseable {
 
     /**
      * Thread {@code t} of {@code threads}: parts [t * parts / threads, (t + 1) * parts / threads), in order,
-     * each one's node pages dropped once written when {@code release} (a read-only file mapping only).
+     * each one's node pages dropped once written when {@code release} (a read-only file mapping only), and
+     * with {@code nodeStates} each one's share of the nodes checked first, its checksum state left there.
      */
     private static RuntimeException fillParts(long h, int bucket, byte[] rt, ByteBuffer[] outs, ByteBuffer scratch,
-                                              int t, int threads, int parts, boolean release) {
+                                              int t, int threads, int parts, boolean release, int[] nodeStates) {
         try {
             for (int p = t * parts / threads; p < (t + 1) * parts / threads; p++) {
-                nGraphFill(h, bucket, rt, outs, scratch, p, parts, release);
+                nGraphFill(h, bucket, rt, outs, scratch, p, parts, release, nodeStates);
             }
             return null;
         } catch (RuntimeException e) {
@@ -529,7 +542,16 @@ public final class InnBundle implements AutoCloseable {
 
     private static native long nGraphScratchSize(long handle, int bucket, byte[] runtime);
 
-    /** part -1: the stored bytes of every image (scratch unused); else part {@code part} of {@code parts}. */
+    /**
+     * part -1: the stored bytes of every image (scratch unused); else part {@code part} of {@code parts}, which
+     * with {@code nodeStates} (one per part) first checks its share of the nodes and leaves its state there.
+     */
     private static native void nGraphFill(long handle, int bucket, byte[] runtime, ByteBuffer[] outs,
-                                          ByteBuffer scratch, int part, int parts, boolean release);
+                                          ByteBuffer scratch, int part, int parts, boolean release, int[] nodeStates);
+
+    /** Whether the open left the nodes to the first fill (a mapped file) and none has verified them yet. */
+    private static native boolean nNodesPending(long handle);
+
+    /** Joins every part's node checksum state; throws when they do not give the stored checksum. */
+    private static native void nNodesVerified(long handle, int bucket, int[] nodeStates);
 }
