@@ -28,9 +28,11 @@ and int32 biases there.
 from __future__ import annotations
 
 import contextlib
+import functools
 import operator
+import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +54,33 @@ RUNTIME_INT8 = runtime_name("executorch", int8=True)
 PTE = PTE_FILE
 PTD = PTD_FILE
 _DATA_TAG = PTD.removesuffix(".ptd")
+# Unbounded caches of the lowering libraries whose keys are the graphs or modules of one lowering: each entry
+# keeps a whole graph alive, the quantizers' a whole network with its weights, for the life of the process
+_GRAPH_CACHES = (("torchao.utils", "_assert_and_get_unique_device"),
+                 ("torch.ao.quantization.fx.utils", "assert_and_get_unique_device"),
+                 ("executorch.exir.backend.utils", "is_same_node"))
+
+
+def _forgets_its_graphs(lower_fn: Callable) -> Callable:
+    """``lower_fn``, after which the caches of :data:`_GRAPH_CACHES` keep nothing of the graphs it made.
+
+    Without this, packing many widths in one process (``pack`` with ``jobs=1``, or a worker's run of
+    buckets) kept every lowering's networks, an int8 one with the width's float weights and more.
+    Their entries are never hit again (the next lowering makes new graphs), so dropping them costs nothing.
+    A cache that a library version renames or removes is skipped.
+    """
+
+    @functools.wraps(lower_fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return lower_fn(*args, **kwargs)
+        finally:
+            for module, name in _GRAPH_CACHES:
+                cached = getattr(sys.modules.get(module), name, None)
+                if hasattr(cached, "cache_clear"):
+                    cached.cache_clear()
+
+    return wrapper
 _LAYOUT_ORDER = ("oti", "ito", "oit")  # XNNPACK's usual choice first; identical byte strings are tried once
 _BIAS_SENTINEL = 1 << 20  # |int32 bias sentinel| below this: q * scale survives float32 exactly enough
 Weights = dict[str, dict[str, torch.Tensor]]
@@ -59,6 +88,7 @@ Weights = dict[str, dict[str, torch.Tensor]]
 Wanted = list[tuple[int, list[list[tuple[runtime_file.Hole, bytes]]]]]
 
 
+@_forgets_its_graphs
 def lower(
     model: IntegralModel,
     bucket: Bucket,
@@ -94,6 +124,7 @@ def lower(
     return images
 
 
+@_forgets_its_graphs
 def plain_pte(
     module: torch.nn.Module, example_input: torch.Tensor, *, int8: bool = False,
     calibration: torch.Tensor | None = None,
