@@ -71,7 +71,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", choices=["lite0", "resnet18"], default="resnet18")
     ap.add_argument("--ratio", type=float, default=1.0, help="the bucket's width")
-    ap.add_argument("--runtime", default="executorch-i8", help="the runtime lowered for")
+    ap.add_argument("--runtime", default="executorch-i8",
+                    choices=["litert", "litert-i8", "executorch", "executorch-i8"])
     ap.add_argument("--lowerings", type=int, default=4, help="lowerings in one process")
     ap.add_argument("--calibration", type=int, default=8, help="calibration crops for int8")
     ap.add_argument("--child", choices=sorted(VARIANTS.values()), help=argparse.SUPPRESS)
