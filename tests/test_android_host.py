@@ -381,8 +381,9 @@ def test_a_mapped_bundle_checks_its_nodes_at_the_first_read_and_hands_out_nothin
     (also from 8 threads at once, fills and materialisations mixed); a flipped node byte or a NaN node opens,
     then every read throws the open's InnException."""
     good = (VECTORS / "vectors.innb").read_bytes()
-    bucket, runtime = native.NativeBundle(good).graphs()[-1]
-    want = native.NativeBundle(good).fill(bucket, runtime)
+    reference_bundle = native.NativeBundle(good)
+    bucket, runtime = reference_bundle.graphs()[-1]
+    want = reference_bundle.fill(bucket, runtime)
     path = tmp_path / "b.innb"
     path.write_bytes(good)
     lines = run_java(host[0], "mapped", path, bucket, runtime, threads, tmp_path / "good").splitlines()
@@ -390,13 +391,14 @@ def test_a_mapped_bundle_checks_its_nodes_at_the_first_read_and_hands_out_nothin
     assert lines == [f"{read} ok" for read in reads] + ["concurrent 8 of 8 reads good"], lines
     assert [(tmp_path / "good" / str(i)).read_bytes() for i in range(len(want))] == list(want.values())
 
-    nodes, size = section(good, b"NODE"), len(native.NativeBundle(good).section(b"NODE"))
+    nodes, size = section(good, b"NODE"), len(reference_bundle.section(b"NODE"))
+    bad = {}
+    for at in (nodes, nodes + size // 2, nodes + size - 1):
+        bad[f"flip at {at}"] = bytearray(good)
+        bad[f"flip at {at}"][at] ^= 0x04
     nan = bytearray(good)
     struct.pack_into("<f", nan, nodes + (size // 2) // 4 * 4, float("nan"))
-    bad = {f"flip at {at}": bytearray(good) for at in (nodes, nodes + size // 2, nodes + size - 1)}
-    for name, data in bad.items():
-        data[int(name.split()[-1])] ^= 0x04
-    bad["nan"] = bytearray(reseal(nan))
+    bad["nan"] = reseal(nan)
     for name, data in bad.items():
         expected = _python_side(bytes(data))
         assert expected is not None and str(expected).startswith("opening bundle"), name  # the eager open's verdict

@@ -31,7 +31,7 @@ import java.util.TreeMap;
  *   dump     BUNDLE DIR                       every bucket/layout/dtype/layer's weight, scales, bias as raw files
  *   graph    BUNDLE BUCKET RUNTIME DIR        the filled runtime files of one graph
  *   mapped   BUNDLE BUCKET RUNTIME THREADS DIR  a mapped bundle's nodes, checked by the first read: fill then
- *                                         read, read then fill, and 4 threads at once; one line per read
+ *                                         read, read then fill, and 8 threads at once; one line per read
  *   policy   BUNDLE RUNTIME BUDGET_BYTES [LATENCY_MS|- [PROFILE_RUNTIME [BUCKET=LATENCY_MS:PEAK_BYTES...]]]
  *                                         the bucket WidthPolicy picks (with a device profile of those rows)
  *   costs    BUNDLE                       every bucket's name and ratio, every cost row, one per line
@@ -340,8 +340,8 @@ public final class HostTest {
     /**
      * A bundle opened from its file leaves the nodes to the first read of them. Three fresh opens: a fill (its
      * files written to DIR/0, DIR/1, ...) then a materialisation and the NODE section; the same reads the other
-     * way round; and fills and materialisations from 4 threads at once. One line per read: "fill ok", "fill
-     * InnException STATUS MESSAGE", ...; the concurrent line says whether every fill gave the first one's bytes.
+     * way round; and fills and materialisations from 8 threads at once. One line per read: "fill ok", "fill
+     * InnException STATUS MESSAGE", ...; the concurrent line counts the reads that gave the first open's bytes.
      */
     static boolean mapped(File bundleFile, int bucket, String runtime, int threads, File dir) throws IOException {
         dir.mkdirs();
@@ -354,20 +354,18 @@ public final class HostTest {
                     Files.write(new File(dir, Integer.toString(i)).toPath(), bytes(first[i]));
                 }
             }
-            weights = read(() -> b.materialize(0, 0, InnBundle.Layout.OIT, InnBundle.DType.F32, b.newScratch(0)),
-                           "materialize");
+            weights = read(() -> firstWeights(b), "materialize");
             read(() -> b.section("NODE"), "section");
         }
         try (InnBundle b = InnBundle.open(bundleFile)) {
             read(() -> b.section("NODE"), "section");
-            read(() -> b.materialize(0, 0, InnBundle.Layout.OIT, InnBundle.DType.F32, b.newScratch(0)), "materialize");
+            read(() -> firstWeights(b), "materialize");
             read(() -> fill(b, bucket, runtime, threads), "fill");
         }
         if (first == null || weights == null) {
             return true;
         }
-        final ByteBuffer[] want = first;
-        final byte[] wantWeight = bytes(weights.weight);
+        final byte[] want = bytes(first), wantWeight = bytes(weights.weight);
         try (InnBundle b = InnBundle.open(bundleFile)) {
             Object[] got = new Object[8];
             Thread[] workers = new Thread[got.length];
@@ -375,9 +373,7 @@ public final class HostTest {
                 final int k = t;
                 workers[t] = new Thread(() -> {
                     try {
-                        got[k] = k % 2 == 1 ? fill(b, bucket, runtime, threads)
-                                            : b.materialize(0, 0, InnBundle.Layout.OIT, InnBundle.DType.F32,
-                                                            b.newScratch(0));
+                        got[k] = k % 2 == 1 ? fill(b, bucket, runtime, threads) : firstWeights(b);
                     } catch (RuntimeException e) {
                         got[k] = e;
                     }
@@ -394,7 +390,7 @@ public final class HostTest {
                         return false;
                     }
                 }
-                if (got[t] instanceof ByteBuffer[] && Arrays.equals(bytes(want), bytes((ByteBuffer[]) got[t]))
+                if (got[t] instanceof ByteBuffer[] && Arrays.equals(want, bytes((ByteBuffer[]) got[t]))
                         || got[t] instanceof InnBundle.Weights
                            && Arrays.equals(wantWeight, bytes(((InnBundle.Weights) got[t]).weight))) {
                     same++;
@@ -403,6 +399,11 @@ public final class HostTest {
             System.out.printf("concurrent %d of %d reads good%n", same, got.length);
         }
         return true;
+    }
+
+    /** Layer 0 of bucket 0 as float32 [O][I][T]: a read of the nodes outside a fill. */
+    private static InnBundle.Weights firstWeights(InnBundle b) {
+        return b.materialize(0, 0, InnBundle.Layout.OIT, InnBundle.DType.F32, b.newScratch(0));
     }
 
     /** Runs one read of a mapped bundle and prints "WHAT ok" or "WHAT InnException STATUS MESSAGE". */
