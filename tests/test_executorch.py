@@ -189,23 +189,15 @@ def test_provenance_is_shared_only_while_lowering():
     assert "__deepcopy__" not in NodeSource.__dict__
 
 
-def _live_tensor_bytes() -> int:
-    """Bytes of the real (not fake) tensors this process still holds, after a full collection."""
-    import gc
-
-    from torch._subclasses.fake_tensor import FakeTensor
-
-    gc.collect()
-    return sum(o.untyped_storage().nbytes() for o in gc.get_objects()
-               if isinstance(o, torch.Tensor) and not isinstance(o, FakeTensor) and o.device.type == "cpu")
-
-
 @pytest.mark.parametrize("keep_caches", [False, True], ids=["as shipped", "caches kept"])
 def test_a_lowering_leaves_no_network_behind(monkeypatch, keep_caches):
     """Packing lowers many widths in one process: a finished int8 lowering must not leave its networks (the
     calibrated copy holds the float weights) in the lowering libraries' unbounded caches. Each later lowering
     adds well under half the float weights' bytes; with the caches left as they are (the control case) it
     adds more than all of them, which shows the measurement can tell the two apart."""
+    sys.path.insert(0, str(Path(__file__).parents[1] / "tools"))
+    from bench_lowering_memory import live_tensor_bytes
+
     if keep_caches:
         monkeypatch.setattr(ex, "_GRAPH_CACHES", ())
     torch.manual_seed(0)
@@ -217,10 +209,10 @@ def test_a_lowering_leaves_no_network_behind(monkeypatch, keep_caches):
     bucket = bundle.make_buckets(im, [1.0])[0]
     weights = sum(p.numel() * 4 for p in net.parameters())
     ex.lower(im, bucket, x[:1], int8=True, calibration=x)  # the first pays the libraries' one-off state
-    before = _live_tensor_bytes()
+    before = live_tensor_bytes()
     for _ in range(2):
         ex.lower(im, bucket, x[:1], int8=True, calibration=x)
-    grown = (_live_tensor_bytes() - before) / 2
+    grown = (live_tensor_bytes() - before) / 2
     if keep_caches:
         assert grown > weights, (grown, weights)
     else:
