@@ -32,8 +32,6 @@ import time
 from pathlib import Path
 
 HUGE_PAGE_SIZE = Path("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size")
-
-
 MADV_POPULATE_WRITE = 23  # <linux/mman.h>, Linux 5.14+
 ADVICE = {"huge": "huge pages", "populate": "populated"}  # --advice: column title
 

@@ -54,6 +54,11 @@ RUNTIME_INT8 = runtime_name("executorch", int8=True)
 PTE = PTE_FILE
 PTD = PTD_FILE
 _DATA_TAG = PTD.removesuffix(".ptd")
+_LAYOUT_ORDER = ("oti", "ito", "oit")  # XNNPACK's usual choice first; identical byte strings are tried once
+_BIAS_SENTINEL = 1 << 20  # |int32 bias sentinel| below this: q * scale survives float32 exactly enough
+Weights = dict[str, dict[str, torch.Tensor]]
+# per layer: (layer index, per tensor: the (probe hole, sentinel bytes) variants that may hold it)
+Wanted = list[tuple[int, list[list[tuple[runtime_file.Hole, bytes]]]]]
 # Unbounded caches of the lowering libraries whose keys are the graphs or modules of one lowering: each entry
 # keeps a whole graph alive, the quantizers' a whole network with its weights, for the life of the process
 _GRAPH_CACHES = (("torchao.utils", "_assert_and_get_unique_device"),
@@ -81,11 +86,6 @@ def _forgets_its_graphs(lower_fn: Callable) -> Callable:
                     cached.cache_clear()
 
     return wrapper
-_LAYOUT_ORDER = ("oti", "ito", "oit")  # XNNPACK's usual choice first; identical byte strings are tried once
-_BIAS_SENTINEL = 1 << 20  # |int32 bias sentinel| below this: q * scale survives float32 exactly enough
-Weights = dict[str, dict[str, torch.Tensor]]
-# per layer: (layer index, per tensor: the (probe hole, sentinel bytes) variants that may hold it)
-Wanted = list[tuple[int, list[list[tuple[runtime_file.Hole, bytes]]]]]
 
 
 @_forgets_its_graphs
