@@ -83,6 +83,36 @@ def test_the_weights_are_adversarial(packed):
     assert (dead <= 1e-9).sum() == 1
 
 
+def _weight_buffers(flat: bytes) -> tuple[int, int, int]:
+    """Of the conv / depthwise / fully-connected operators' weights: (tensors, distinct buffers, their bytes)."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    from inn_mobile.export import litert
+
+    root = schema.Model.GetRootAs(flat, 0)
+    weights = [op.weight for op in litert._weight_ops(root)]
+    buffers = {t.Buffer(): litert._buffer_range(root, t)[1] for t in weights}
+    return len(weights), len(buffers), sum(buffers.values())
+
+
+def test_litert_stores_equal_tensors_once_as_its_converter_does_in_a_plain_file(packed, digits_data):
+    """Equal tensors get equal sentinels, so the converter treats the bucket's graph as it treats the plain
+    file of the real weights (it stores equal constants once and merges the twin branches' equal convolutions):
+    the same weight tensors in the same number of buffers of the same size, and the all-zero biases of the
+    untrained BatchNorms in one buffer per length. (The converter also drops an all-zero fully-connected bias,
+    which a graph made for every set of weights of that width cannot.)"""
+    from inn_mobile.export import litert
+
+    im, b, lowered = packed
+    x = digits_data[0][:BATCH]
+    for k, bk in enumerate(b.buckets):
+        plain = litert.to_tflite(im.resize(sizes=bk.sizes), x)
+        (ours,) = lowered[(k, "litert")]
+        assert _weight_buffers(ours.data) == _weight_buffers(plain), bk.name
+        biases = [h for h in ours.holes if h.tensor == "bias"]
+        assert len(biases) < sum(s.has_bias for s in im.layers), bk.name  # the zero biases share
+
+
 def test_reference_rebuilds_every_file_exactly(packed):
     _, b, lowered = packed
     for (k, rt), images in lowered.items():

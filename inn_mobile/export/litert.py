@@ -7,7 +7,10 @@ flatbuffer with the real weights written in, and quantizes it. Holes are located
 flatbuffer's structure: every CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED operator -> its weight
 and bias tensors -> their buffers (and, int8, the ``QuantizationParameters`` scale vectors). Which
 layer an operator computes is read off its sentinel weight, so zeros, ``-0.0``, duplicated layers,
-dead channels and untrained BatchNorm (all-zero biases) are nothing special. For int8 graphs the
+dead channels and untrained BatchNorm (all-zero biases) are nothing special. Equal tensors (two
+identical layers, the all-zero convs of ``zero_init_last``, the zero biases of untrained BatchNorm) get
+equal sentinels, so the converter stores them once, as it does in a plain file of the real weights:
+the filled file, the fill and XNNPACK's packing are no larger than the plain file's. For int8 graphs the
 per-channel weight scales, the int32 bias and the bias scales become holes too, so the core writes
 everything that depends on the weights consistently after discretisation; the activation scales and
 zero points stay stored bytes (they are the per-bucket calibration). Tensor names (debug strings)
@@ -84,7 +87,11 @@ def lower_variants(
         raise ValueError("int8 lowering needs calibration inputs to set the activation scales")
     with torch.no_grad():
         weights = model.weights_at(bucket.sizes)
-    sentinels = float_sentinels(weights, np.random.default_rng(seed_of(weights)))
+    # equal tensors stored alike get one sentinel: the converter then stores them once, as in a plain file. A
+    # weight's layout depends on its layer's kind and taps; a bias is a plain vector in every layer
+    kinds = {spec.name: (spec.kind, spec.taps) for spec in model.layers}
+    sentinels = float_sentinels(weights, np.random.default_rng(seed_of(weights)),
+                                share=lambda layer, tensor: kinds[layer] if tensor == "weight" else tensor)
     flat = _convert(model.build(sentinels), example_input)
     ops = _locate_float(flat, model, sentinels)
     real = bytearray(flat)
@@ -98,7 +105,11 @@ def lower_variants(
         out[False] = [runtime_file.Image(FILE_NAME, _erase_tensor_names(bytes(real)), _unique(holes))]
     if True in int8s:
         quantized = _quantize(bytes(real), calibration, example_input.shape[0])
-        out[True] = [_int8_image(quantized, model, weights, {op.weight_name: op for op in ops})]
+        by_name: dict[bytes, list[_Located]] = {}
+        for op in ops:
+            if op not in by_name.setdefault(op.weight_name, []):
+                by_name[op.weight_name].append(op)
+        out[True] = [_int8_image(quantized, model, weights, by_name)]
     return out
 
 
@@ -235,6 +246,10 @@ def _locate_float(flat: bytes, model: IntegralModel, sentinels: dict) -> list[_L
 
     A weight buffer must be exactly one layer's sentinel in a layout the operator allows; a layer
     with a bias must have it, verbatim, as the operator's bias buffer. Every layer must be found.
+    Layers with equal weights share a sentinel (:func:`~inn_mobile.export.sentinel.float_sentinels`): an
+    operator is then the first of them whose bias is its bias, and finds all of those (their real
+    tensors are equal: any of them fills the holes with the same values; the converter may have
+    merged their operators or buffers).
     """
     from ai_edge_litert import schema_py_generated as schema
 
@@ -253,63 +268,60 @@ def _locate_float(flat: bytes, model: IntegralModel, sentinels: dict) -> list[_L
         if not hits:
             raise error(f"{op.what}: its weight is no layer's tensor in the layouts {_WEIGHT_OPS[op.code]}: "
                         "the converter transformed a weight (folded, scaled or re-laid it out)")
-        layer, layout = hits[0]
-        spec = model.layers[layer]
-        holes = [runtime_file.Hole(start, size, layer, "weight", layout, "f32")]
-        if spec.has_bias:
-            if op.bias is None:
+        bias = _buffer_range(root, op.bias) if op.bias is not None else None
+        same = [(i, lay) for i, lay in hits if not model.layers[i].has_bias or
+                (bias is not None and flat[bias[0]:bias[0] + bias[1]] == reference.hole_bytes(
+                    sentinels[model.layers[i].name], model.layers[i].kind, _probe("bias"), model.layers[i].taps))]
+        if not same:
+            spec = model.layers[hits[0][0]]
+            if bias is None:
                 raise error(f"layer {spec.name!r}: its {_OP_NAMES[op.code]} has no bias input (the converter "
                             "moved the bias into another operator)")
-            start, size = _buffer_range(root, op.bias)
-            if flat[start:start + size] != reference.hole_bytes(sentinels[spec.name], spec.kind, _probe("bias"),
-                                                                spec.taps):
-                raise error(f"layer {spec.name!r}: the bias of its {_OP_NAMES[op.code]} is not the layer's bias "
-                            f"({size} bytes): the converter transformed it")
-            holes.append(runtime_file.Hole(start, size, layer, "bias", "oit", "f32"))
-        found.add(layer)
+            raise error(f"layer {spec.name!r}: the bias of its {_OP_NAMES[op.code]} is not the layer's bias "
+                        f"({bias[1]} bytes): the converter transformed it")
+        layer, layout = same[0]
+        holes = [runtime_file.Hole(start, size, layer, "weight", layout, "f32")]
+        if model.layers[layer].has_bias:
+            holes.append(runtime_file.Hole(bias[0], bias[1], layer, "bias", "oit", "f32"))
+        found.update(i for i, _ in same)
         located.append(_Located(layer, layout, op.weight.Name(), holes))
     missing = [s.name for i, s in enumerate(model.layers) if i not in found]
     if missing:
         raise error(f"layers {missing} have no conv/depthwise/fully-connected operator in the graph "
                     "(the converter folded or split them)")
-    names = [op.weight_name for op in located]
-    if len(set(names)) != len(names):
-        raise error("two weight operators share a tensor name: int8 graphs could not be mapped to layers")
     return located
 
 
-def _int8_image(flat: bytes, model: IntegralModel, weights: dict, by_name: dict[bytes, _Located]) -> runtime_file.Image:
+def _int8_image(flat: bytes, model: IntegralModel, weights: dict,
+                by_name: dict[bytes, list[_Located]]) -> runtime_file.Image:
     """The quantized graph's holes (weight, scales, int32 bias, bias scales) found through its
-    operators' tensors, checked against the core's bytes and then overwritten with them."""
+    operators' tensors, checked against the core's bytes and then overwritten with them. A weight tensor
+    several float operators share (equal weights, different biases) is the layer whose bytes the
+    operator's quantized bias holds."""
     from ai_edge_litert import schema_py_generated as schema
 
     root = schema.Model.GetRootAs(flat, 0)
     out = bytearray(flat)
     holes: dict[int, tuple[runtime_file.Hole, bytes]] = {}
     for op in _weight_ops(root):
-        loc = by_name.get(op.weight.Name())
-        if loc is None:
+        candidates = by_name.get(op.weight.Name())
+        if not candidates:
             raise error(f"{op.what}: the quantizer's weight tensor {op.weight.Name()!r} is in no float operator")
-        spec = model.layers[loc.layer]
-        start, size = _buffer_range(root, op.weight)
         if op.weight.Type() != _TFL_INT8:
-            raise error(f"layer {spec.name!r}: the quantizer left its weight as type {op.weight.Type()}, not int8")
-        found = [runtime_file.Hole(start, size, loc.layer, "weight", loc.layout, "i8")]
-        if op.bias is not None:
-            if op.input_scale <= 0:
-                raise error(f"layer {spec.name!r}: its int8 operator has no per-tensor input scale")
-            w_scale = _vector(op.weight.Quantization(), _QUANT_SCALE, 4)
-            b_scale = _vector(op.bias.Quantization(), _QUANT_SCALE, 4)
-            b_start, b_size = _buffer_range(root, op.bias)
-            p = op.input_scale
-            found += [runtime_file.Hole(w_scale[0], w_scale[1], loc.layer, "scale", "oit", "f32"),
-                      runtime_file.Hole(b_start, b_size, loc.layer, "bias_i32", "oit", "i32", p),
-                      runtime_file.Hole(b_scale[0], b_scale[1], loc.layer, "bias_scale", "oit", "f32", p)]
-        for h in found:
-            expected = _expected(model, weights, h)
-            if len(expected) != h.size or not _close(flat[h.offset:h.offset + h.size], expected, h):
-                raise error(f"layer {spec.name!r}: the quantized graph's {h.tensor} ({h.size} bytes) differs from "
-                            "what the core writes (more than one quantisation step)")
+            raise error(f"layer {model.layers[candidates[0].layer].name!r}: the quantizer left its weight as type "
+                        f"{op.weight.Type()}, not int8")
+        found = None
+        for loc in candidates:
+            expected = [(h, _expected(model, weights, h)) for h in _int8_holes(root, op, loc, model)]
+            bad = next((h for h, e in expected if len(e) != h.size or
+                        not _close(flat[h.offset:h.offset + h.size], e, h)), None)
+            if bad is None:
+                found, spec = expected, model.layers[loc.layer]
+                break
+        if found is None:
+            raise error(f"layer {model.layers[candidates[0].layer].name!r}: the quantized graph's {bad.tensor} "
+                        f"({bad.size} bytes) differs from what the core writes (more than one quantisation step)")
+        for h, expected in found:
             prev = holes.get(h.offset)
             if prev is not None and (prev[0].size != h.size or prev[1] != expected):
                 raise error(f"layers {model.layers[prev[0].layer].name!r} and {spec.name!r} share a buffer at byte "
@@ -317,6 +329,24 @@ def _int8_image(flat: bytes, model: IntegralModel, weights: dict, by_name: dict[
             holes[h.offset] = (h, expected)
             out[h.offset:h.offset + h.size] = expected
     return runtime_file.Image(FILE_NAME, _erase_tensor_names(bytes(out)), [h for h, _ in holes.values()])
+
+
+def _int8_holes(root, op: _Op, loc: _Located, model: IntegralModel) -> list[runtime_file.Hole]:
+    """The holes of an int8 operator computing ``loc``'s layer: its weight and, with a bias, the weight
+    scales, the int32 bias and the bias scales (which depend on the operator's input scale)."""
+    start, size = _buffer_range(root, op.weight)
+    holes = [runtime_file.Hole(start, size, loc.layer, "weight", loc.layout, "i8")]
+    if op.bias is None:
+        return holes
+    if op.input_scale <= 0:
+        raise error(f"layer {model.layers[loc.layer].name!r}: its int8 operator has no per-tensor input scale")
+    w_scale = _vector(op.weight.Quantization(), _QUANT_SCALE, 4)
+    b_scale = _vector(op.bias.Quantization(), _QUANT_SCALE, 4)
+    b_start, b_size = _buffer_range(root, op.bias)
+    p = op.input_scale
+    return holes + [runtime_file.Hole(w_scale[0], w_scale[1], loc.layer, "scale", "oit", "f32"),
+                    runtime_file.Hole(b_start, b_size, loc.layer, "bias_i32", "oit", "i32", p),
+                    runtime_file.Hole(b_scale[0], b_scale[1], loc.layer, "bias_scale", "oit", "f32", p)]
 
 
 def _probe(tensor: str, layout: str = "oit") -> runtime_file.Hole:

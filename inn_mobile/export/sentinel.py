@@ -9,7 +9,9 @@ converter cannot merge, drop or fold them), locate each layer's bytes through th
 own tables, check that they are exactly the sentinel in one of the core's layouts (the converter
 stored the tensor verbatim, so the real one lands at the same place) and then write the real
 tensors there. The graph's structure does not depend on the weight values, so the result is the
-file the converter would write for the real weights, minus any sharing between equal constants.
+file the converter would write for the real weights, minus any sharing between equal constants;
+an exporter whose converter shares them (LiteRT) asks for equal tensors to get equal sentinels, and
+gets the sharing back.
 
 The generator is seeded from the real weights' bytes: lowering is reproducible, and two models (or
 two widths) get different sentinels, hence different content-derived keys (XNNPACK names its
@@ -18,7 +20,9 @@ external constants by a hash of their bytes).
 
 from __future__ import annotations
 
+import hashlib
 import zlib
+from collections.abc import Callable, Hashable
 
 import numpy as np
 import torch
@@ -39,15 +43,33 @@ def seed_of(weights: Weights) -> int:
     return crc
 
 
-def float_sentinels(weights: Weights, rng: np.random.Generator) -> Weights:
-    """Same names and shapes, every element ``±[0.5, 1)`` at random (never zero, never ``-0.0``)."""
+def float_sentinels(weights: Weights, rng: np.random.Generator, *,
+                    share: Callable[[str, str], Hashable] | None = None) -> Weights:
+    """Same names and shapes, every element ``±[0.5, 1)`` at random (never zero, never ``-0.0``).
+
+    With ``share`` (``(layer, tensor name) -> class``: tensors of one class are stored alike), a tensor equal
+    in value (``-0.0 == 0.0``) to an earlier tensor of the same class and shape gets that tensor's sentinel
+    instead of a new one: a converter that stores equal constants once (LiteRT does) then shares their buffer
+    in the bucket's file as it would in a plain file of the real weights, and the filled file is as small.
+    Whoever shares must then tell equal sentinels apart by what else differs.
+    """
     out: Weights = {}
+    first: dict[tuple, torch.Tensor] = {}  # (class, tensor name, shape, digest of the values) -> its sentinel
     for name, tensors in weights.items():
         out[name] = {}
         for key, t in tensors.items():
+            equal = None
+            if share is not None:
+                values = (t.detach().float().contiguous() + 0.0).numpy()  # + 0.0 turns -0.0 into 0.0
+                equal = (share(name, key), tuple(t.shape), hashlib.sha256(values.tobytes()).digest())
+                if equal in first:
+                    out[name][key] = first[equal]
+                    continue
             mag = rng.uniform(0.5, 1.0, t.numel()).astype(np.float32)
             sign = np.where(rng.integers(0, 2, t.numel()) == 1, 1.0, -1.0).astype(np.float32)
             out[name][key] = torch.from_numpy((mag * sign).reshape(tuple(t.shape)))
+            if equal is not None:
+                first[equal] = out[name][key]
     return out
 
 
