@@ -10,7 +10,9 @@ layer an operator computes is read off its sentinel weight, so zeros, ``-0.0``, 
 dead channels and untrained BatchNorm (all-zero biases) are nothing special. Equal tensors (two
 identical layers, the all-zero convs of ``zero_init_last``, the zero biases of untrained BatchNorm) get
 equal sentinels, so the converter stores them once, as it does in a plain file of the real weights:
-the filled file, the fill and XNNPACK's packing are no larger than the plain file's. For int8 graphs the
+its weights take the room they take in the plain file, in the filled file, the fill and XNNPACK's
+packing alike (the converter also drops an all-zero fully-connected bias, which a graph filled for every
+set of weights cannot). For int8 graphs the
 per-channel weight scales, the int32 bias and the bias scales become holes too, so the core writes
 everything that depends on the weights consistently after discretisation; the activation scales and
 zero points stay stored bytes (they are the per-bucket calibration). Tensor names (debug strings)
