@@ -21,6 +21,27 @@ def test_taps_partition_of_unity_and_node_reproduction():
     assert torch.allclose(kernel.resample(nodes, 0, idx, w), nodes, atol=1e-12)
 
 
+def test_sampling_at_the_nodes_reads_each_node_alone_with_weight_one():
+    """k / (n-1) * (n-1) is not always k in float64 (13 / 95 * 95 is 13.000000000000002): the snap makes
+    full width, and every width whose points fall on nodes (n - 1 dividing m - 1), one-hot taps, so a
+    full-width layer is exactly its nodes and the core's identity path runs."""
+    for n, m in [(k, m) for k in range(2, 400) for m in (k, 2 * k - 1)]:
+        idx, w = kernel.taps(kernel.uniform_partition(n), m)
+        step = (m - 1) // (n - 1)
+        on_node = w.eq(1.0).sum(1).eq(1) & w.eq(0.0).sum(1).eq(kernel.TAPS - 1)
+        assert bool(on_node.all()), f"n={n} m={m}: rows {torch.nonzero(~on_node).flatten().tolist()[:5]}"
+        assert torch.equal(idx[w == 1.0], torch.arange(n) * step)
+
+
+def test_the_snap_keeps_gradients_of_trained_points():
+    """A trained point that lands on a node still gets the kernel's gradient (the snap is a constant shift):
+    for f(k) = k^2, d/dp of the interpolant at node k is (m - 1) (f(k+1) - f(k-1)) / 2 = 8 k (m = 5)."""
+    p = kernel.uniform_partition(5).clone().requires_grad_()
+    idx, w = kernel.taps(p, 5)
+    kernel.resample(torch.arange(5, dtype=torch.float64) ** 2, 0, idx, w, signed_zeros=False).sum().backward()
+    assert p.grad[1:-1].tolist() == [8.0, 16.0, 24.0]
+
+
 def test_interpolation_reproduces_quadratics_in_the_interior():
     m = 21
     t = torch.linspace(0, 1, m, dtype=torch.float64)

@@ -120,10 +120,13 @@ def test_corrupt_packed_bytes_are_rejected_by_both_readers():
             reference.fill(bundle.decode(data), 0, "vectors")
 
 
-@pytest.mark.parametrize("points", [None, "trained"])
-def test_taps_and_quadrature_match(points):
-    n, m = 23, 40
-    p = None if points is None else kernel.partition_from_deltas(torch.rand(n - 1) + 0.2).float()
+@pytest.mark.parametrize("points, n, m", [(None, 23, 40), ("trained", 23, 40), (None, 96, 96), (None, 1153, 1153),
+                                           (None, 97, 193), ("nodes", 96, 96)])
+def test_taps_and_quadrature_match(points, n, m):
+    """Uniform and trained partitions, and points on the nodes (full width, n - 1 dividing m - 1; stored as
+    float32 points too), where both snap the positions' rounding error the same way."""
+    p = {None: None, "nodes": kernel.uniform_partition(n).float(),
+         "trained": kernel.partition_from_deltas(torch.rand(n - 1) + 0.2).float()}[points]
     idx, w = native.taps(None if p is None else p.numpy(), n, m)
     pts = kernel.uniform_partition(n) if p is None else p.double()
     ridx, rw = kernel.taps(pts, m)

@@ -27,6 +27,8 @@ import torch
 
 A = -0.5
 TAPS = 4
+# A sample position within SNAP of a node is the node (csrc/inn_kernel.c has the same constant and why).
+SNAP = 2.0 ** -20
 Quadrature = Literal["trapezoid", "simpson", "rectangle"]
 QUADRATURES: tuple[str, ...] = ("trapezoid", "simpson", "rectangle")
 
@@ -83,12 +85,17 @@ def check_partition(points: torch.Tensor) -> None:
 def taps(points: torch.Tensor, m: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Tap table sampling an ``m``-node function at ``points``: ``(idx[n, 4] int64, w[n, 4] f64)``.
 
-    Row ``k`` reads nodes ``j-1 .. j+2`` (clamped to ``[0, m-1]``) with ``j = floor(p_k (m-1))``.
-    Differentiable in ``points`` (the weights are polynomials of the fractional position).
+    Row ``k`` reads nodes ``j-1 .. j+2`` (clamped to ``[0, m-1]``) with ``j = floor(p_k (m-1))``; a
+    position within :data:`SNAP` of a node is moved onto it (rounding error, not an offset), so sampling
+    at the nodes reads each node with weight exactly 1. Differentiable in ``points`` (the weights are
+    polynomials of the fractional position; the snap is a constant shift, passing gradients through).
     """
     if m < 1:
         raise ValueError(f"an axis needs at least one node, got m={m}")
     s = points.to(torch.float64) * float(m - 1)
+    node = torch.round(s.detach())
+    off = s.detach() - node
+    s = s - torch.where(off.abs() <= SNAP, off, torch.zeros_like(off))
     base = torch.floor(s.detach()).to(torch.int64).clamp(0, max(m - 1, 0))
     offsets = torch.arange(-1, TAPS - 1, dtype=torch.int64)
     raw = base[:, None] + offsets[None, :]
