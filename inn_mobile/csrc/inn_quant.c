@@ -22,6 +22,44 @@ INN_VECTOR_COMPARES static inline int8_t quantize_one(float x, float scale) {
     return (int8_t)(r == r ? r : 0.0f);
 }
 
+#ifdef INN_HAS_CLONES
+#include <immintrin.h>
+
+/* quantize_one over a contiguous row, 32 values per step in AVX2 registers: the same quotient, NaN to +0,
+ * the same clamp, then vcvtps2dq, which rounds half to even in the default rounding mode as the loop's
+ * 1.5 * 2^23 trick does (the core never changes the mode), and two saturating packs that cannot saturate
+ * (|q| <= 127). The compiler's vectorisation of the scalar loop spends most of its time on the narrowing
+ * to int8; this is about three times faster on x86-64 (the int8 fill's largest cost). */
+__attribute__((target("avx2"))) static void quantize_avx2(const float *restrict x, size_t len, float scale,
+                                                          int8_t *restrict q) {
+    const __m256 s = _mm256_set1_ps(scale), hi = _mm256_set1_ps(127.0f), lo = _mm256_set1_ps(-127.0f);
+    /* after the packs, each 128-bit lane holds 4 values of each input vector: put them back in order */
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    float tail[32];
+    int8_t tail_q[32];
+    for (size_t k = 0; k < len; k += 32) {
+        const float *src = x + k;
+        int8_t *dst = q + k;
+        const size_t left = len - k;
+        if (left < 32) { /* the last values (a depthwise row: all of them), padded with zeros */
+            memcpy(tail, src, left * sizeof(float));
+            memset(tail + left, 0, (32 - left) * sizeof(float));
+            src = tail;
+            dst = tail_q;
+        }
+        __m256i v[4];
+        for (int j = 0; j < 4; j++) {
+            __m256 y = _mm256_div_ps(_mm256_loadu_ps(src + 8 * j), s);
+            y = _mm256_and_ps(y, _mm256_cmp_ps(y, y, _CMP_ORD_Q));
+            v[j] = _mm256_cvtps_epi32(_mm256_max_ps(_mm256_min_ps(y, hi), lo));
+        }
+        __m256i bytes = _mm256_packs_epi16(_mm256_packs_epi32(v[0], v[1]), _mm256_packs_epi32(v[2], v[3]));
+        _mm256_storeu_si256((__m256i *)dst, _mm256_permutevar8x32_epi32(bytes, order));
+        if (left < 32) memcpy(q + k, tail_q, left);
+    }
+}
+#endif
+
 /* Static, for clang's target_clones (which it applies to internal functions only). */
 INN_AVX2_CLONE INN_VECTOR_COMPARES static void quantize_row(const float *x, size_t len, size_t stride, int8_t *q,
                                                            float *scale_out) {
@@ -40,6 +78,12 @@ INN_AVX2_CLONE INN_VECTOR_COMPARES static void quantize_row(const float *x, size
     float scale = (amax > 1e-9f ? amax : 1e-9f) / 127.0f;
     *scale_out = scale;
     if (stride == 1) { /* rows of OIT/OTI layouts and of the resampler: contiguous */
+#ifdef INN_HAS_CLONES
+        if (__builtin_cpu_supports("avx2")) {
+            quantize_avx2(x, len, scale, q);
+            return;
+        }
+#endif
         for (size_t k = 0; k < len; k++) q[k] = quantize_one(x[k], scale);
         return;
     }

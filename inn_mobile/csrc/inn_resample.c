@@ -416,12 +416,18 @@ INN_AVX2_CLONE static void combine2(float *restrict d0, const float *const a[INN
     }
 }
 
-/* Element k of the tensor, which lies in node row `row`. */
-static inline float node_at(const inn_nodes *nd, size_t row, size_t k) {
+/* Elements at .. at + len - 1 of the tensor, which lie in node row `row`, in float32 (float16 exactly; int8 as
+ * (float)q * scale, the row's scale). */
+static void node_span(const inn_nodes *nd, size_t row, size_t at, size_t len, float *restrict out) {
     switch (nd->dtype) {
-        case INN_NODES_F16: return inn_half_to_float(((const uint16_t *)nd->data)[k]);
-        case INN_NODES_I8: return (float)((const int8_t *)nd->data)[k] * nd->scales[row];
-        default: return ((const float *)nd->data)[k];
+        case INN_NODES_F16: widen_f16((const uint16_t *)nd->data + at, len, out, nd->f16c); return;
+        case INN_NODES_I8: {
+            const int8_t *restrict q = (const int8_t *)nd->data + at;
+            const float scale = nd->scales[row];
+            for (size_t k = 0; k < len; k++) out[k] = (float)q[k] * scale;
+            return;
+        }
+        default: memcpy(out, (const float *)nd->data + at, len * sizeof(float));
     }
 }
 
@@ -516,19 +522,28 @@ inn_status inn_rows_to_sink(const inn_nodes *nd, uint32_t m, uint32_t taps, cons
     if (!inn_mul(out->n, taps, &total)) return INN_ERR_OVERFLOW;
     if (sink->count < total || (sink->dtype == INN_I8 && (!sink->scales || sink->scales_count < out->n || !qrow)))
         return INN_ERR_BUFFER;
+    enum { SPAN = 64 }; /* node values widened at a time */
+    float span[SPAN];
     for (uint32_t o = 0; o < out->n; o++) {
         const int32_t *oi = out->idx + (size_t)o * INN_TAPS;
         const double *ow = out->w + (size_t)o * INN_TAPS;
-        for (uint32_t t = 0; t < taps; t++) {
-            float v = 0.0f;
+        /* per element: the non-zero taps' terms summed in tap order from the first (none: +0.0) */
+        for (uint32_t t0 = 0; t0 < taps; t0 += SPAN) {
+            const uint32_t len = taps - t0 < SPAN ? taps - t0 : SPAN;
+            float *restrict v = rowf + t0;
             int started = 0;
             for (int a = 0; a < INN_TAPS; a++) {
                 if (ow[a] == 0.0) continue;
-                float term = node_at(nd, (size_t)oi[a], (size_t)oi[a] * taps + t) * (float)ow[a];
-                v = started ? v + term : term;
+                const float w = (float)ow[a];
+                node_span(nd, (size_t)oi[a], (size_t)oi[a] * taps + t0, len, span);
+                if (started)
+                    for (uint32_t t = 0; t < len; t++) v[t] = v[t] + span[t] * w;
+                else
+                    for (uint32_t t = 0; t < len; t++) v[t] = span[t] * w;
                 started = 1;
             }
-            rowf[t] = v;
+            if (!started)
+                for (uint32_t t = 0; t < len; t++) v[t] = 0.0f;
         }
         sink_row(sink, o, rowf, 1, taps, qrow);
     }

@@ -558,7 +558,8 @@ static void checksums(const unsigned char *good, size_t size) {
 
 /* int8 quantisation (inn_quantize_row) against its definition, written the plain way: scale = max(max|x|,
  * 1e-9) / 127, q = clamp(nearbyintf(x / scale), +-127), NaN to 0; rows with exact ties (x / scale = k + 0.5,
- * which round to even), values past the clamp, -0.0, tiny and non-finite values, contiguous and strided. */
+ * which round to even), values past the clamp, -0.0, tiny and non-finite values, contiguous (whole vectors,
+ * a tail, a short row) and strided. */
 static void quantiser(void) {
     enum { N = 64 };
     float x[3 * N], scale = 0.0f, want_scale;
@@ -574,8 +575,10 @@ static void quantiser(void) {
         x[1] = row == 3 ? NAN : -0.0f;
         x[2] = row == 4 ? INFINITY : 1e-30f;
         x[3] = row == 5 ? 0.0f : -126.5f;
-        for (size_t stride = 1; stride <= 3; stride += 2) {
-            size_t len = stride == 1 ? 3 * N : N;
+        /* contiguous rows in whole vectors of 32, with a tail, and shorter than one (a 3x3 depthwise row) */
+        static const size_t cases[4][2] = {{1, 3 * N}, {1, 3 * N - 5}, {1, 9}, {3, N}};
+        for (int c = 0; c < 4; c++) {
+            const size_t stride = cases[c][0], len = cases[c][1];
             float amax = 0.0f;
             for (size_t k = 0; k < len; k++)
                 if (fabsf(x[k * stride]) > amax) amax = fabsf(x[k * stride]);
