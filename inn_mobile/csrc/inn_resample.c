@@ -76,14 +76,15 @@ static void normalize_row(float *restrict row, size_t len, float a, const float 
     for (size_t k = 0; k < len; k++) row[k] = row[k] + shift;
 }
 
-/* Row o of a layer (len = n_in * taps elements of `src`, ordered [i][t]) into `dst` in the sink's layout:
- * OIT one copy; OTI the row's [i][t] transposed into [t][i] (a copy when taps is 1); ITO a column of stride
- * n_out, element k = i * taps + t at k * n_out + o. Element type T: float or int8_t. */
+/* Row o of a layer (len = n_in * taps elements of `src`, ordered [i][t], or [t][i] if `ordered`) into `dst` in
+ * the sink's layout: OIT one copy; OTI the row's [i][t] transposed into [t][i] (a copy when taps is 1 or the
+ * row is `ordered`); ITO a column of stride n_out, element k = i * taps + t at k * n_out + o. Element type T:
+ * float or int8_t. */
 #define PLACE_ROW(T, dst, src)                                                                        \
     do {                                                                                             \
         T *restrict d = (T *)(dst);                                                                  \
         const T *restrict r = (src);                                                                 \
-        if (s->layout == INN_LAYOUT_OIT || (s->layout == INN_LAYOUT_OTI && taps == 1)) {             \
+        if (s->layout == INN_LAYOUT_OIT || (s->layout == INN_LAYOUT_OTI && (taps == 1 || ordered))) { \
             memcpy(d + (size_t)o * len, r, len * sizeof(T));                                         \
         } else if (s->layout == INN_LAYOUT_OTI) {                                                    \
             for (uint32_t t = 0; t < taps; t++) {                                                    \
@@ -95,9 +96,11 @@ static void normalize_row(float *restrict row, size_t len, float a, const float 
         }                                                                                            \
     } while (0)
 
-/* Write one finished row (row_len floats = n_in * taps, ordered [i][t]) for output channel o, after
- * the per-width normalisation (in place) if the sink has one; int8 sinks quantise it once, into qrow. */
-static void sink_row(const inn_sink *s, uint32_t o, float *row, uint32_t n_in, uint32_t taps, int8_t *qrow) {
+/* Write one finished row (row_len floats = n_in * taps, ordered [i][t]; [t][i] if `ordered`, for an OTI sink)
+ * for output channel o, after the per-width normalisation (in place) if the sink has one; int8 sinks quantise
+ * it once, into qrow. Normalisation and quantisation are per element with one row scale: order-blind. */
+static void sink_row(const inn_sink *s, uint32_t o, float *row, uint32_t n_in, uint32_t taps, int8_t *qrow,
+                     int ordered) {
     const size_t len = (size_t)n_in * taps;
     if (s->norm_a) normalize_row(row, len, s->norm_a[o], s->norm_c ? &s->norm_c[o] : NULL);
     if (s->dtype == INN_I8) {
@@ -151,6 +154,20 @@ INN_AVX2_CLONE static void scale_rows(const float *const x[ROWS1], uint32_t rows
         }
         for (uint32_t i = 0; i < count; i++)
             for (uint32_t t = 0; t < taps; t++) d[(size_t)i * taps + t] = xr[(size_t)i * taps + t] * q[i];
+    }
+}
+
+/* scale_rows for an OTI sink: each row written in its [t][i] order (the same products), so that it needs no
+ * transposition after (int8: quantised straight into place; float32: written into the output itself). */
+INN_AVX2_CLONE static void scale_rows_oti(const float *const x[ROWS1], uint32_t rows, uint32_t taps,
+                                          const compact_taps *restrict c, uint32_t count, float *const out[ROWS1]) {
+    const float *restrict q = c->q;
+    for (uint32_t r = 0; r < rows; r++) {
+        const float *restrict xr = x[r];
+        for (uint32_t t = 0; t < taps; t++) {
+            float *restrict d = out[r] + (size_t)t * count;
+            for (uint32_t i = 0; i < count; i++) d[i] = xr[(size_t)i * taps + t] * q[i];
+        }
     }
 }
 
@@ -473,12 +490,13 @@ inn_status inn_dense_to_sink(const inn_nodes *nd, uint32_t m_out, uint32_t m_in,
     ct.w = (float *)(ct.off + (size_t)n_ib * INN_TAPS);
     ct.q = ct.w + (size_t)n_ib * INN_TAPS;
     ct.nnz = (uint8_t *)(ct.q + n_ib);
-    /* float32 OIT rows (OTI is the same for 1x1 layers) go straight to the output unless they are normalised
-     * first (in sink_row) */
-    const int direct = sink->dtype == INN_F32 && !sink->norm_a &&
-                       (sink->layout == INN_LAYOUT_OIT || (sink->layout == INN_LAYOUT_OTI && taps == 1));
     for (uint32_t j = 0; j < blocks; j++) {
         compact(in, j * n_ib, n_ib, j * m_in, stride, &ct);
+        /* the identity pass writes OTI rows in their own order (scale_rows_oti); float32 rows in the output's
+         * order go straight to it unless they are normalised first (in sink_row) */
+        const int ordered = ct.identity && sink->layout == INN_LAYOUT_OTI && taps > 1;
+        const int direct = sink->dtype == INN_F32 && !sink->norm_a &&
+                           (sink->layout == INN_LAYOUT_OIT || (sink->layout == INN_LAYOUT_OTI && (taps == 1 || ordered)));
         for (uint32_t o0 = j * n_ob; o0 < (j + 1) * n_ob; o0 += k) {
             uint32_t rows = (j + 1) * n_ob - o0 < k ? (j + 1) * n_ob - o0 : k;
             const float *x[ROWS1];
@@ -503,11 +521,12 @@ inn_status inn_dense_to_sink(const inn_nodes *nd, uint32_t m_out, uint32_t m_in,
             }
             for (uint32_t r = 0; r < rows; r++)
                 if (todo[r]) combine(comb + r * node_len, pr[r].src, pr[r].wt, pr[r].used, node_len);
-            if (ct.identity) scale_rows(x, rows, taps, &ct, n_ib, dst);
+            if (ordered) scale_rows_oti(x, rows, taps, &ct, n_ib, dst);
+            else if (ct.identity) scale_rows(x, rows, taps, &ct, n_ib, dst);
             else if (taps == 1) sample_rows1(x, rows, m_in, &ct, n_ib, xt, rt, dst);
             else sample_row(x[0], rows == 2 ? x[1] : NULL, taps, &ct, n_ib, dst[0], rows == 2 ? dst[1] : NULL);
             if (!direct)
-                for (uint32_t r = 0; r < rows; r++) sink_row(sink, o0 + r, dst[r], n_ib, taps, qrow);
+                for (uint32_t r = 0; r < rows; r++) sink_row(sink, o0 + r, dst[r], n_ib, taps, qrow, ordered);
         }
     }
     return INN_OK;
@@ -545,7 +564,7 @@ inn_status inn_rows_to_sink(const inn_nodes *nd, uint32_t m, uint32_t taps, cons
             if (!started)
                 for (uint32_t t = 0; t < len; t++) v[t] = 0.0f;
         }
-        sink_row(sink, o, rowf, 1, taps, qrow);
+        sink_row(sink, o, rowf, 1, taps, qrow, 0);
     }
     return INN_OK;
 }
