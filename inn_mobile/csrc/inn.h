@@ -87,7 +87,8 @@ typedef struct {
 } inn_axis;
 
 double inn_cubic(double s);
-/* Taps sampling an m-node axis at n points: points (float, length n) or NULL for uniform. */
+/* Taps sampling an m-node axis at n points: points (float, length n) or NULL for uniform; a position within
+ * 2^-20 of a node reads that node alone (FORMAT.md "Semantics"). */
 inn_status inn_taps(const float *points, uint32_t n, uint32_t m, int32_t *idx, double *w);
 inn_status inn_quadrature_weights(const float *points, uint32_t n, inn_quadrature rule, double *q);
 inn_status inn_check_partition(const float *points, uint32_t n);
