@@ -1,0 +1,157 @@
+/* What an app does to start a bundle's ExecuTorch graph in C++, for tools/bench_executorch_loader.py and
+ * tests/test_executorch_loader.py: prints the peak memory (VmHWM) and writes the outputs of one inference.
+ *
+ *   et_host bundle BUNDLE BUCKET RUNTIME release|buffer INPUT OUTPUT
+ *   et_host plain PTE INPUT OUTPUT
+ *
+ * bundle: the C core opens the mapped bundle, fills the graph's model.pte and weights.ptd into anonymous
+ * memory, and ExecuTorch loads them from there: the .ptd through inn::ReleasingDataLoader ("release") or a
+ * plain BufferDataLoader ("buffer", what the Python bindings do). plain: a plain .pte loaded from its path
+ * (mapped), the reference. INPUT: raw float32 of the method's input shape; OUTPUT: raw float32 of output 0.
+ * Prints one line: "hwm_kib=<peak> base_kib=<peak before loading> files=<bytes filled>". */
+#include <executorch/extension/data_loader/buffer_data_loader.h>
+#include <executorch/extension/module/module.h>
+#include <executorch/extension/tensor/tensor.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "../../inn_mobile/csrc/executorch/inn_releasing_loader.h"
+#include "../../inn_mobile/csrc/inn.h"
+
+using executorch::extension::BufferDataLoader;
+using executorch::extension::module::Module;
+using executorch::runtime::DataLoader;
+using executorch::runtime::Error;
+
+static long hwm_kib() {
+    std::ifstream f("/proc/self/status");
+    std::string line;
+    while (std::getline(f, line))
+        if (line.rfind("VmHWM:", 0) == 0) return std::stol(line.substr(6));
+    return -1;
+}
+
+[[noreturn]] static void fail(const std::string &what) {
+    std::fprintf(stderr, "et_host: %s\n", what.c_str());
+    std::exit(1);
+}
+
+static std::vector<float> read_floats(const char *path) {
+    std::ifstream f(path, std::ios::binary | std::ios::ate);
+    if (!f) fail(std::string("cannot read ") + path);
+    std::vector<float> v((size_t)f.tellg() / sizeof(float));
+    f.seekg(0);
+    f.read(reinterpret_cast<char *>(v.data()), (std::streamsize)(v.size() * sizeof(float)));
+    return v;
+}
+
+static void *anonymous(size_t size) {
+    void *p = mmap(nullptr, size ? size : 1, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) fail("out of memory");
+    return p;
+}
+
+/* Drop the mapped bundle's pages wholly inside [first, end): the page cache keeps the file. */
+static void drop(void *ctx, size_t first, size_t end) {
+    const size_t page = (size_t)sysconf(_SC_PAGESIZE), a = (first + page - 1) / page * page, b = end / page * page;
+    if (b > a) madvise((uint8_t *)ctx + a, b - a, MADV_DONTNEED);
+}
+
+/* The bundle's graph of (bucket, runtime) filled by the core: {model.pte, weights.ptd} in anonymous memory.
+ * As the Python loader does: each stretch the open verifies, and each part's nodes once the part is written,
+ * leave memory at once, so the mapped bundle never adds its whole size to the peak. */
+static size_t fill(const char *path, uint32_t bucket, const char *runtime, uint8_t **pte, size_t *pte_size,
+                   uint8_t **ptd, size_t *ptd_size) {
+    int fd = open(path, O_RDONLY);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0) fail(std::string("cannot open ") + path);
+    void *map = mmap(nullptr, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    if (map == MAP_FAILED) fail("cannot map the bundle");
+    inn_bundle b;
+    inn_graph g;
+    inn_status s = inn_bundle_open_ex(&b, map, (size_t)st.st_size, drop, map);
+    if (s == INN_OK) s = inn_graph_find(&b, bucket, runtime, &g);
+    if (s != INN_OK) fail(std::string("bundle: ") + inn_status_str(s));
+    std::vector<void *> outs(g.image_count);
+    std::vector<size_t> sizes(g.image_count);
+    size_t total = 0;
+    for (uint32_t i = 0; i < g.image_count; i++) {
+        inn_image_info info;
+        if ((s = inn_graph_image(&g, i, &info)) != INN_OK) fail(inn_status_str(s));
+        sizes[i] = (size_t)info.size;
+        outs[i] = anonymous(sizes[i]);
+        total += sizes[i];
+        std::string name(info.name, info.name_len);
+        if (name == "model.pte") *pte = (uint8_t *)outs[i], *pte_size = sizes[i];
+        if (name == "weights.ptd") *ptd = (uint8_t *)outs[i], *ptd_size = sizes[i];
+    }
+    if (!*pte || !*ptd) fail("the graph has no model.pte and weights.ptd");
+    size_t scratch_size;
+    if ((s = inn_graph_scratch_size(&b, &g, &scratch_size)) != INN_OK) fail(inn_status_str(s));
+    void *scratch = std::malloc(scratch_size ? scratch_size : 1);
+    const uint32_t parts = 16;
+    s = inn_graph_fill_spans(&b, &g, outs.data(), sizes.data());
+    for (uint32_t p = 0; p < parts && s == INN_OK; p++) {
+        size_t first, end;
+        s = inn_graph_fill_part(&b, &g, outs.data(), sizes.data(), p, parts, scratch, scratch_size);
+        if (s == INN_OK && inn_graph_part_nodes(&b, &g, p, parts, &first, &end) == INN_OK) drop(map, first, end);
+    }
+    if (s != INN_OK) fail(std::string("fill: ") + inn_status_str(s));
+    std::free(scratch);
+    munmap(map, (size_t)st.st_size); /* the page cache keeps the file; nothing reads the nodes again */
+    return total;
+}
+
+int main(int argc, char **argv) {
+    const std::string mode = argc > 1 ? argv[1] : "";
+    if (!((mode == "bundle" && argc == 8) || (mode == "plain" && argc == 5))) {
+        std::fprintf(stderr, "usage: et_host bundle BUNDLE BUCKET RUNTIME release|buffer INPUT OUTPUT\n"
+                             "       et_host plain PTE INPUT OUTPUT\n");
+        return 2;
+    }
+    std::vector<float> x = read_floats(argv[argc - 2]);
+    const long base = hwm_kib();
+    std::unique_ptr<Module> module;
+    size_t filled = 0;
+    if (mode == "plain") {
+        module = std::make_unique<Module>(argv[2], Module::LoadMode::Mmap);
+    } else {
+        uint8_t *pte = nullptr, *ptd = nullptr;
+        size_t pte_size = 0, ptd_size = 0;
+        filled = fill(argv[2], (uint32_t)std::strtoul(argv[3], nullptr, 10), argv[4], &pte, &pte_size, &ptd, &ptd_size);
+        std::unique_ptr<DataLoader> data;
+        if (std::string(argv[5]) == "release") data = std::make_unique<inn::ReleasingDataLoader>(ptd, ptd_size);
+        else data = std::make_unique<BufferDataLoader>(ptd, ptd_size);
+        module = std::make_unique<Module>(std::make_unique<BufferDataLoader>(pte, pte_size), nullptr, nullptr, nullptr,
+                                          std::move(data));
+    }
+    if (module->load_method("forward") != Error::Ok) fail("the program does not load");
+    auto meta = module->method_meta("forward");
+    if (!meta.ok()) fail("no forward method");
+    auto in_meta = meta->input_tensor_meta(0);
+    std::vector<executorch::aten::SizesType> shape(in_meta->sizes().begin(), in_meta->sizes().end());
+    size_t count = 1;
+    for (auto d : shape) count *= (size_t)d;
+    if (x.size() != count) fail("the input has " + std::to_string(x.size()) + " floats, the method takes " +
+                                std::to_string(count));
+    auto out = module->forward(executorch::extension::from_blob(x.data(), shape));
+    if (!out.ok()) fail("the program does not run");
+    const auto &y = out.get()[0].toTensor();
+    std::FILE *f = std::fopen(argv[argc - 1], "wb");
+    if (!f || std::fwrite(y.const_data_ptr<float>(), sizeof(float), (size_t)y.numel(), f) != (size_t)y.numel())
+        fail("cannot write the output");
+    std::fclose(f);
+    std::printf("hwm_kib=%ld base_kib=%ld files=%zu\n", hwm_kib(), base, filled);
+    return 0;
+}
