@@ -3,12 +3,15 @@
  *
  *   et_host bundle BUNDLE BUCKET RUNTIME release|buffer INPUT OUTPUT
  *   et_host plain PTE INPUT OUTPUT
+ *   et_host selftest
  *
  * bundle: the C core opens the mapped bundle, fills the graph's model.pte and weights.ptd into anonymous
  * memory, and ExecuTorch loads them from there: the .ptd through inn::ReleasingDataLoader ("release") or a
  * plain BufferDataLoader ("buffer", what the Python bindings do). plain: a plain .pte loaded from its path
  * (mapped), the reference. INPUT: raw float32 of the method's input shape; OUTPUT: raw float32 of output 0.
- * Prints one line: "hwm_kib=<peak> base_kib=<peak before loading> files=<bytes filled>". */
+ * Prints one line: "hwm_kib=<peak> base_kib=<peak before loading> files=<bytes filled>". selftest: which pages
+ * inn::ReleasingDataLoader gives back (overlapping and repeated ranges, the loader gone first); prints
+ * "selftest ok", or each wrong page. */
 #include <executorch/extension/data_loader/buffer_data_loader.h>
 #include <executorch/extension/module/module.h>
 #include <executorch/extension/tensor/tensor.h>
@@ -113,11 +116,51 @@ static size_t fill(const char *path, uint32_t bucket, const char *runtime, uint8
     return total;
 }
 
+/* Buffers of the loader over 8 pages of 0x5A: freeing one zeroes exactly the pages no live buffer touches. */
+static int selftest() {
+    const size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    uint8_t *buf = (uint8_t *)anonymous(8 * page);
+    std::memset(buf, 0x5A, 8 * page);
+    const DataLoader::SegmentInfo info(DataLoader::SegmentInfo::Type::External);
+    auto loader = std::make_unique<inn::ReleasingDataLoader>(buf, 8 * page);
+    auto a = loader->load(0, 3 * page, info), b = loader->load(2 * page + 10, 2 * page, info);
+    auto c = loader->load(6 * page, page, info), c2 = loader->load(6 * page, page, info);
+    auto d = loader->load(7 * page, page, info);
+    if (!a.ok() || !b.ok() || !c.ok() || !c2.ok() || !d.ok() || loader->load(8 * page, 1, info).ok()) fail("loads");
+    int bad = 0;
+    auto expect = [&](const char *step, std::initializer_list<int> zero_pages) {
+        for (size_t p = 0; p < 8; p++) {
+            bool zero = false;
+            for (int z : zero_pages) zero |= (size_t)z == p;
+            if ((buf[p * page] == 0) != zero || (buf[p * page + page - 1] == 0) != zero) {
+                std::fprintf(stderr, "after %s: page %zu is %s\n", step, p, zero ? "kept" : "zeroed");
+                bad++;
+            }
+        }
+    };
+    a->Free(); /* pages 0-1 go; page 2 is b's too */
+    expect("a", {0, 1});
+    c->Free(); /* c2 is the same range, still alive */
+    expect("c", {0, 1});
+    c2->Free();
+    expect("c2", {0, 1, 6});
+    b->Free(); /* [2p + 10, 4p + 10): only page 3 is wholly inside */
+    expect("b", {0, 1, 3, 6});
+    loader.reset(); /* a buffer outliving its loader still gives its pages back */
+    d->Free();
+    expect("d", {0, 1, 3, 6, 7});
+    if (bad) return 1;
+    std::printf("selftest ok\n");
+    return 0;
+}
+
 int main(int argc, char **argv) {
     const std::string mode = argc > 1 ? argv[1] : "";
+    if (mode == "selftest" && argc == 2) return selftest();
     if (!((mode == "bundle" && argc == 8) || (mode == "plain" && argc == 5))) {
         std::fprintf(stderr, "usage: et_host bundle BUNDLE BUCKET RUNTIME release|buffer INPUT OUTPUT\n"
-                             "       et_host plain PTE INPUT OUTPUT\n");
+                             "       et_host plain PTE INPUT OUTPUT\n"
+                             "       et_host selftest\n");
         return 2;
     }
     std::vector<float> x = read_floats(argv[argc - 2]);
