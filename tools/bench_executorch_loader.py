@@ -25,6 +25,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from bench_real import rss_allowance
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = ROOT / "tools" / "executorch_host" / "et_host.cpp"
@@ -61,13 +62,19 @@ def _run(cmd: list[str]) -> None:
         raise RuntimeError(f"{Path(cmd[0]).name} failed: {tail[:300]}")
 
 
-def load_once(exe: Path, mode: str, bundle: Path, plain: Path, bucket: int, runtime: str, x: np.ndarray,
+def write_input(x: np.ndarray, work: Path) -> Path:
+    """``x`` as the raw float32 file every :func:`load_once` reads."""
+    path = work / "x.bin"
+    np.ascontiguousarray(x, np.float32).tofile(path)
+    return path
+
+
+def load_once(exe: Path, mode: str, bundle: Path, plain: Path, bucket: int, runtime: str, xin: Path,
               work: Path) -> tuple[int, np.ndarray]:
-    """One load + inference in a fresh process: (peak RSS in KiB, output 0)."""
-    xin, yout = work / "x.bin", work / f"y_{mode}.bin"
-    np.ascontiguousarray(x, np.float32).tofile(xin)
-    args = [str(plain)] if mode == "plain" else [str(bundle), str(bucket), runtime, mode]
-    done = subprocess.run([str(exe), "bundle" if mode != "plain" else "plain", *args, str(xin), str(yout)],
+    """One load + inference of input file ``xin`` in a fresh process: (peak RSS in KiB, output 0)."""
+    yout = work / f"y_{mode}.bin"
+    args = ["plain", str(plain)] if mode == "plain" else ["bundle", str(bundle), str(bucket), runtime, mode]
+    done = subprocess.run([str(exe), *args, str(xin), str(yout)],
                           capture_output=True, text=True, env={**os.environ, "ET_LOG_LEVEL": "Error"})
     if done.returncode != 0:
         raise RuntimeError(f"et_host {mode}: {done.stderr.strip().splitlines()[-1:] or done.returncode}")
@@ -93,18 +100,17 @@ def main() -> None:
             sys.exit(f"bench_executorch_loader: no such file: {p}")
     nb = native.NativeBundle.from_file(args.bundle)
     bucket = args.bucket % nb.bucket_count
-    largest = max(nb.layer_info(bucket, i).weight_count * 4 for i in range(nb.layer_count)) / 2**20
-    scratch = nb.scratch_size(bucket) / 2**20
+    largest, scratch = rss_allowance(nb, bucket)
     with tempfile.TemporaryDirectory() as d:
         work = Path(d)
         exe = build(work)
         shape = _input_shape(args.plain)
-        x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+        xin = write_input(np.random.default_rng(0).standard_normal(shape).astype(np.float32), work)
         peaks: dict[str, list[float]] = {m: [] for m in MODES}
         outs: dict[str, np.ndarray] = {}
         for _ in range(args.runs):
             for mode in MODES:
-                kib, outs[mode] = load_once(exe, mode, args.bundle, args.plain, bucket, args.runtime, x, work)
+                kib, outs[mode] = load_once(exe, mode, args.bundle, args.plain, bucket, args.runtime, xin, work)
                 peaks[mode].append(kib / 1024)
     plain = statistics.median(peaks["plain"])
     print(f"{args.bundle.name} ({args.runtime}, bucket {bucket}): largest layer {largest:.1f} MiB, "

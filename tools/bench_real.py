@@ -66,6 +66,13 @@ CROP_MIN = 0.35  # smallest calibration crop, as a fraction of the photo's short
 
 
 # ------------------------------------------------------------------------------------------- startup
+def rss_allowance(nb, bucket: int) -> tuple[float, float]:
+    """What the issue's peak-RSS target allows a bundle over the plain file, in MiB: the largest layer's
+    float32 weights and the fill's scratch (``nb``: a :class:`~inn_mobile.native.NativeBundle`)."""
+    largest = max(nb.layer_info(bucket, i).weight_count * 4 for i in range(nb.layer_count)) / 2**20
+    return largest, nb.scratch_size(bucket) / 2**20
+
+
 def _status_kib(field: str) -> int:
     """A memory figure of this process from /proc/self/status, in KiB: ``VmRSS`` (now) or ``VmHWM`` (its
     peak). Not ``getrusage``'s ``ru_maxrss``: Linux carries it across exec, so a child started by this
@@ -383,8 +390,7 @@ def _startup_table(name: str, paths: dict[str, Path], plain: dict[str, Path], fu
     from inn_mobile import native
 
     nb = native.NativeBundle.from_file(next(iter(paths.values())))
-    largest = max(nb.layer_info(full, i).weight_count * 4 for i in range(nb.layer_count)) / 2**20
-    scratch = nb.scratch_size(full) / 2**20
+    largest, scratch = rss_allowance(nb, full)
     for rt in runtimes:
         files = sum(len(v) for v in nb.fill(full, rt).values())  # the bytes every fill of this width writes
         timed = _startup({**paths, "plain": plain[rt], "memory": plain[rt], "fresh": Path(str(files))}, rt, full,

@@ -93,8 +93,7 @@ def taps(points: torch.Tensor, m: int) -> tuple[torch.Tensor, torch.Tensor]:
     if m < 1:
         raise ValueError(f"an axis needs at least one node, got m={m}")
     s = points.to(torch.float64) * float(m - 1)
-    node = torch.round(s.detach())
-    off = s.detach() - node
+    off = s.detach() - torch.round(s.detach())
     s = s - torch.where(off.abs() <= SNAP, off, torch.zeros_like(off))
     base = torch.floor(s.detach()).to(torch.int64).clamp(0, max(m - 1, 0))
     offsets = torch.arange(-1, TAPS - 1, dtype=torch.int64)

@@ -29,7 +29,7 @@ INN_VECTOR_COMPARES static inline int8_t quantize_one(float x, float scale) {
  * the same clamp, then vcvtps2dq, which rounds half to even in the default rounding mode as the loop's
  * 1.5 * 2^23 trick does (the core never changes the mode), and two saturating packs that cannot saturate
  * (|q| <= 127). The compiler's vectorisation of the scalar loop spends most of its time on the narrowing
- * to int8; this is about three times faster on x86-64 (the int8 fill's largest cost). */
+ * to int8, the int8 fill's largest cost before this. */
 __attribute__((target("avx2"))) static void quantize_avx2(const float *restrict x, size_t len, float scale,
                                                           int8_t *restrict q) {
     const __m256 s = _mm256_set1_ps(scale), hi = _mm256_set1_ps(127.0f), lo = _mm256_set1_ps(-127.0f);
