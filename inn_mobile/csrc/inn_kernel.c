@@ -18,6 +18,13 @@ double inn_cubic(double s) {
     return 0.0;
 }
 
+/* nearbyint(s) in the default rounding mode (half to even), inline: adding and subtracting 1.5 * 2^52 rounds
+ * any |s| < 2^51 to an integer; the rare larger s (far outside a partition) go to libm. */
+static double round_even(double s) {
+    if (!(fabs(s) < 2251799813685248.0)) return nearbyint(s);
+    return (s + 6755399441055744.0) - 6755399441055744.0;
+}
+
 static double point_at(const float *points, uint32_t n, uint32_t k) {
     if (points) return (double)points[k];
     if (n == 1) return 0.5;
@@ -39,16 +46,20 @@ inn_status inn_taps(const float *points, uint32_t n, uint32_t m, int32_t *idx, d
     for (uint32_t k = 0; k < n; k++) {
         double s = point_at(points, n, k) * (double)(m - 1);
         if (!isfinite(s)) return INN_ERR_PARTITION; /* a NaN or inf point (converting it is undefined) */
-        double off = s - nearbyint(s);
+        const double near = round_even(s);
+        double off = s - near;
         if (fabs(off) <= SNAP) s = s - off; /* exactly the node (Sterbenz), as kernel.taps computes it */
-        double fl = floor(s);
+        double fl = s == near ? near : floor(s);
         /* clamped in double first: a point far outside [0, 1] must not overflow the conversion */
         int64_t base = fl < 0.0 ? 0 : fl > (double)(m - 1) ? (int64_t)m - 1 : (int64_t)fl;
+        /* on a node (every position at full width), s - raw is an exact integer and the kernel there is 1 at 0
+         * and 0 elsewhere (inn_cubic(+-1) and inn_cubic(+-2) are exactly 0): the same weights, no evaluation */
+        const int on_node = s == fl;
         for (int b = 0; b < INN_TAPS; b++) {
             int64_t raw = base + b - 1;
             int64_t c = raw < 0 ? 0 : (raw > (int64_t)m - 1 ? (int64_t)m - 1 : raw);
             idx[(size_t)k * INN_TAPS + b] = (int32_t)c;
-            w[(size_t)k * INN_TAPS + b] = inn_cubic(s - (double)raw);
+            w[(size_t)k * INN_TAPS + b] = on_node ? (s == (double)raw ? 1.0 : 0.0) : inn_cubic(s - (double)raw);
         }
     }
     return INN_OK;

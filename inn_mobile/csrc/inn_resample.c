@@ -46,10 +46,10 @@ static uint32_t transposed_lanes(uint32_t taps) { return taps == 1 ? ROWS1 : 0; 
 size_t inn_dense_scratch(uint32_t n_in_per_block, uint32_t m_in, uint32_t taps) {
     size_t node, rows, out, tapsz, k = combined_rows(taps), t = transposed_lanes(taps);
     /* k combined + SLOTS widened node rows (m_in * taps floats each; 1x1: + the ROWS1 transposed);
-     * k output rows and one int8 row ((k + 1) * n_in * taps; 1x1: + the ROWS1 transposed); per input
-     * row 4 offsets + 4 weights + quadrature + 1 count (10 floats) */
+     * k output rows, one int8 row and the quadrature per element ((k + 2) * n_in * taps; 1x1: + the ROWS1
+     * transposed); per input row 4 offsets + 4 weights + quadrature + 1 count (10 floats) */
     if (!inn_mul(m_in, taps, &node) || !inn_mul(node, k + SLOTS + t, &rows)) return 0;
-    if (!inn_mul(n_in_per_block, taps, &out) || !inn_mul(out, k + 1 + t, &out)) return 0;
+    if (!inn_mul(n_in_per_block, taps, &out) || !inn_mul(out, k + 2 + t, &out)) return 0;
     if (!inn_mul(n_in_per_block, 2 * INN_TAPS + 2, &tapsz) || rows > SIZE_MAX - out || rows + out > SIZE_MAX - tapsz)
         return 0;
     return rows + out + tapsz;
@@ -57,13 +57,16 @@ size_t inn_dense_scratch(uint32_t n_in_per_block, uint32_t m_in, uint32_t taps) 
 
 inn_status inn_check_axis(const inn_axis *ax, uint32_t blocks, uint32_t nodes_per_block) {
     if (!ax || !ax->idx || !ax->w || ax->n == 0 || blocks == 0 || ax->n % blocks) return INN_ERR_ARG;
-    uint32_t per = ax->n / blocks;
-    for (uint32_t k = 0; k < ax->n; k++) {
-        int64_t lo = (int64_t)(k / per) * nodes_per_block, hi = lo + nodes_per_block;
-        for (int b = 0; b < INN_TAPS; b++) {
-            int32_t v = ax->idx[(size_t)k * INN_TAPS + b];
-            if (v < lo || v >= hi) return INN_ERR_RANGE;
-        }
+    if ((uint64_t)blocks * nodes_per_block > INT32_MAX) return INN_ERR_RANGE; /* not indexable by int32 taps */
+    const size_t per = (size_t)(ax->n / blocks) * INN_TAPS;
+    for (uint32_t j = 0; j < blocks; j++) {
+        /* lo <= idx < lo + count as one unsigned compare (lo + count <= 2^31: a negative idx wraps past it),
+         * or-ed over the block so that the loop vectorises */
+        const uint32_t lo = j * nodes_per_block;
+        const int32_t *restrict idx = ax->idx + j * per;
+        uint32_t bad = 0;
+        for (size_t k = 0; k < per; k++) bad |= (uint32_t)idx[k] - lo >= nodes_per_block;
+        if (bad) return INN_ERR_RANGE;
     }
     return INN_OK;
 }
@@ -76,6 +79,12 @@ static void normalize_row(float *restrict row, size_t len, float a, const float 
     for (size_t k = 0; k < len; k++) row[k] = row[k] + shift;
 }
 
+/* Does a finished row (ordered [i][t], or [t][i] if `ordered`) lie in the sink's layout as one run of memory
+ * (OIT; OTI when taps is 1 or the row is `ordered`)? Then it is written in place, not transposed. */
+static int contiguous(inn_layout layout, uint32_t taps, int ordered) {
+    return layout == INN_LAYOUT_OIT || (layout == INN_LAYOUT_OTI && (taps == 1 || ordered));
+}
+
 /* Row o of a layer (len = n_in * taps elements of `src`, ordered [i][t], or [t][i] if `ordered`) into `dst` in
  * the sink's layout: OIT one copy; OTI the row's [i][t] transposed into [t][i] (a copy when taps is 1 or the
  * row is `ordered`); ITO a column of stride n_out, element k = i * taps + t at k * n_out + o. Element type T:
@@ -84,7 +93,7 @@ static void normalize_row(float *restrict row, size_t len, float a, const float 
     do {                                                                                             \
         T *restrict d = (T *)(dst);                                                                  \
         const T *restrict r = (src);                                                                 \
-        if (s->layout == INN_LAYOUT_OIT || (s->layout == INN_LAYOUT_OTI && (taps == 1 || ordered))) { \
+        if (contiguous(s->layout, taps, ordered)) {                                                  \
             memcpy(d + (size_t)o * len, r, len * sizeof(T));                                         \
         } else if (s->layout == INN_LAYOUT_OTI) {                                                    \
             for (uint32_t t = 0; t < taps; t++) {                                                    \
@@ -103,7 +112,9 @@ static void sink_row(const inn_sink *s, uint32_t o, float *row, uint32_t n_in, u
                      int ordered) {
     const size_t len = (size_t)n_in * taps;
     if (s->norm_a) normalize_row(row, len, s->norm_a[o], s->norm_c ? &s->norm_c[o] : NULL);
-    if (s->dtype == INN_I8) {
+    if (s->dtype == INN_I8 && contiguous(s->layout, taps, ordered)) {
+        inn_quantize_row(row, len, 1, (int8_t *)s->dst + (size_t)o * len, &s->scales[o]);
+    } else if (s->dtype == INN_I8) {
         inn_quantize_row(row, len, 1, qrow, &s->scales[o]);
         PLACE_ROW(int8_t, s->dst, qrow);
     } else {
@@ -118,7 +129,7 @@ typedef struct {
     float *w;      /* [count * 4] */
     float *q;      /* [count] */
     uint8_t *nnz;  /* [count] */
-    int identity;  /* row i reads node i alone, with weight 1 (every axis at full width): see scale_rows */
+    int identity;  /* row i reads node i alone, with weight 1 (every axis at full width): see scale_identity */
 } compact_taps;
 
 static void compact(const inn_axis *in, uint32_t first, uint32_t count, uint32_t col0, uint32_t stride,
@@ -140,34 +151,77 @@ static void compact(const inn_axis *in, uint32_t first, uint32_t count, uint32_t
     }
 }
 
-/* The input-axis pass when it is the identity (compact_taps.identity): row[i, t] = (x[i, t] * 1) * q_i is
- * x[i, t] * q_i exactly, for `rows` rows at once, with no gather and (1x1 layers) no transposes. */
-INN_AVX2_CLONE static void scale_rows(const float *const x[ROWS1], uint32_t rows, uint32_t taps,
-                                      const compact_taps *restrict c, uint32_t count, float *const out[ROWS1]) {
-    const float *restrict q = c->q;
-    for (uint32_t r = 0; r < rows; r++) {
-        const float *restrict xr = x[r];
-        float *restrict d = out[r];
-        if (taps == 1) {
-            for (uint32_t i = 0; i < count; i++) d[i] = xr[i] * q[i];
-            continue;
-        }
-        for (uint32_t i = 0; i < count; i++)
-            for (uint32_t t = 0; t < taps; t++) d[(size_t)i * taps + t] = xr[(size_t)i * taps + t] * q[i];
+/* x * f, element by element (the identity pass of a row with its quadrature expanded per element). */
+INN_AVX2_CLONE static void scale_row(const float *restrict x, const float *restrict f, size_t len, float *restrict row) {
+    for (size_t k = 0; k < len; k++) row[k] = x[k] * f[k];
+}
+
+/* row[t * count + i] = x[i * taps + t] * q_i: a row scaled and written in its [t][i] order (OTI). Plain loops
+ * (stride-taps loads, which do not vectorise); x86 with AVX2 transposes 8 input rows x 8 taps at a time. */
+static void scale_transposed(const float *restrict x, uint32_t count, uint32_t taps, const float *restrict q,
+                             float *restrict row, uint32_t i0) {
+    for (uint32_t t = 0; t < taps; t++)
+        for (uint32_t i = i0; i < count; i++) row[(size_t)t * count + i] = x[(size_t)i * taps + t] * q[i];
+}
+
+#ifdef INN_HAS_CLONES
+/* r[t][c] = r[c][t] for 8 vectors of 8 floats: unpacks, shuffles and lane swaps, the products unchanged. */
+__attribute__((target("avx2"))) static inline void transpose8(__m256 r[8]) {
+    __m256 a[8], b[8];
+    for (int k = 0; k < 8; k += 2) {
+        a[k] = _mm256_unpacklo_ps(r[k], r[k + 1]);
+        a[k + 1] = _mm256_unpackhi_ps(r[k], r[k + 1]);
+    }
+    for (int k = 0; k < 8; k += 4) {
+        b[k] = _mm256_shuffle_ps(a[k], a[k + 2], 0x44);
+        b[k + 1] = _mm256_shuffle_ps(a[k], a[k + 2], 0xEE);
+        b[k + 2] = _mm256_shuffle_ps(a[k + 1], a[k + 3], 0x44);
+        b[k + 3] = _mm256_shuffle_ps(a[k + 1], a[k + 3], 0xEE);
+    }
+    for (int k = 0; k < 4; k++) {
+        r[k] = _mm256_permute2f128_ps(b[k], b[k + 4], 0x20);
+        r[k + 4] = _mm256_permute2f128_ps(b[k], b[k + 4], 0x31);
     }
 }
 
-/* scale_rows for an OTI sink: each row written in its [t][i] order (the same products), so that it needs no
- * transposition after (int8: quantised straight into place; float32: written into the output itself). */
-INN_AVX2_CLONE static void scale_rows_oti(const float *const x[ROWS1], uint32_t rows, uint32_t taps,
-                                          const compact_taps *restrict c, uint32_t count, float *const out[ROWS1]) {
-    const float *restrict q = c->q;
-    for (uint32_t r = 0; r < rows; r++) {
-        const float *restrict xr = x[r];
-        for (uint32_t t = 0; t < taps; t++) {
-            float *restrict d = out[r] + (size_t)t * count;
-            for (uint32_t i = 0; i < count; i++) d[i] = xr[(size_t)i * taps + t] * q[i];
+/* scale_transposed for whole blocks of 8 input rows and 8 taps; the last taps (taps % 8) and rows (count % 8)
+ * by the plain loops. Returns the rows done. */
+__attribute__((target("avx2"))) static uint32_t scale_transposed_avx2(const float *restrict x, uint32_t count,
+                                                                     uint32_t taps, const float *restrict q,
+                                                                     float *restrict row) {
+    uint32_t i0 = 0;
+    for (; i0 + 8 <= count; i0 += 8) {
+        const __m256 qv = _mm256_loadu_ps(q + i0);
+        uint32_t t0 = 0;
+        for (; t0 + 8 <= taps; t0 += 8) {
+            __m256 r[8];
+            for (int c = 0; c < 8; c++) r[c] = _mm256_loadu_ps(x + (size_t)(i0 + c) * taps + t0);
+            transpose8(r);
+            for (int t = 0; t < 8; t++) _mm256_storeu_ps(row + (size_t)(t0 + t) * count + i0, _mm256_mul_ps(r[t], qv));
         }
+        for (; t0 < taps; t0++)
+            for (uint32_t i = i0; i < i0 + 8; i++) row[(size_t)t0 * count + i] = x[(size_t)i * taps + t0] * q[i];
+    }
+    return i0;
+}
+#endif
+
+/* The input-axis pass when it is the identity (compact_taps.identity): row[i, t] = (x[i, t] * 1) * q_i is
+ * x[i, t] * q_i exactly, with no gather, written [i][t] (qx: q_i per element, for taps > 1), or [t][i] if
+ * `ordered` (an OTI sink's order, so that the row needs no transposition after: int8 quantised straight into
+ * place, float32 written into the output itself). */
+static void scale_identity(const float *x, uint32_t count, uint32_t taps, const float *q, const float *qx, int ordered,
+                           float *row) {
+    if (taps == 1) {
+        scale_row(x, q, count, row);
+    } else if (!ordered) {
+        scale_row(x, qx, (size_t)count * taps, row);
+    } else {
+        uint32_t done = 0;
+#ifdef INN_HAS_CLONES
+        if (__builtin_cpu_supports("avx2")) done = scale_transposed_avx2(x, count, taps, q, row);
+#endif
+        scale_transposed(x, count, taps, q, row, done);
     }
 }
 
@@ -347,6 +401,27 @@ INN_AVX2_CLONE static const float *node_row(const inn_nodes *nd, uint32_t node, 
     }
 }
 
+/* Node row `node` (m_in * taps values) as an output row at full width: widened by node_row (in place for
+ * float32 nodes) and scaled by scale_identity, the products of the passes below without the combined row. */
+static void identity_row(const inn_nodes *nd, uint32_t node, size_t node_len, uint32_t count, uint32_t taps,
+                         const float *q, const float *qx, int ordered, float *wide, float *row) {
+    scale_identity(node_row(nd, node, node_len, wide), count, taps, q, qx, ordered, row);
+}
+
+/* The node output row o reads alone with weight 1, or -1 if it reads several (or none): every row of a
+ * resizable axis at full width, and every row of a fixed one. The same test as out_row.in_place. */
+static int64_t single_node(const inn_axis *out, uint32_t o) {
+    const int32_t *oi = out->idx + (size_t)o * INN_TAPS;
+    const double *ow = out->w + (size_t)o * INN_TAPS;
+    int64_t node = -1;
+    for (int a = 0; a < INN_TAPS; a++) {
+        if (ow[a] == 0.0) continue;
+        if (node >= 0 || (float)ow[a] != 1.0f) return -1;
+        node = oi[a];
+    }
+    return node;
+}
+
 /* Widened node rows kept for the next output rows (which read overlapping node windows): room for the
  * (at most eight) node rows of a pair of output rows. */
 typedef struct {
@@ -435,7 +510,7 @@ INN_AVX2_CLONE static void combine2(float *restrict d0, const float *const a[INN
 
 /* Elements at .. at + len - 1 of the tensor, which lie in node row `row`, in float32 (float16 exactly; int8 as
  * (float)q * scale, the row's scale). */
-static void node_span(const inn_nodes *nd, size_t row, size_t at, size_t len, float *restrict out) {
+INN_AVX2_CLONE static void node_span(const inn_nodes *nd, size_t row, size_t at, size_t len, float *restrict out) {
     switch (nd->dtype) {
         case INN_NODES_F16: widen_f16((const uint16_t *)nd->data + at, len, out, nd->f16c); return;
         case INN_NODES_I8: {
@@ -485,19 +560,34 @@ inn_status inn_dense_to_sink(const inn_nodes *nd, uint32_t m_out, uint32_t m_in,
     int8_t *qrow = (int8_t *)(rowf + k * row_len);
     const size_t t1 = transposed_lanes(taps);
     float *xt = rowf + (k + 1) * row_len, *rt = xt + t1 * node_len; /* 1x1 only: sample_rows1 */
+    float *qx = rt + t1 * row_len;                                       /* q_i per element: scale_identity */
     compact_taps ct;
-    ct.off = (uint32_t *)(rt + t1 * row_len);
+    ct.off = (uint32_t *)(qx + row_len);
     ct.w = (float *)(ct.off + (size_t)n_ib * INN_TAPS);
     ct.q = ct.w + (size_t)n_ib * INN_TAPS;
     ct.nnz = (uint8_t *)(ct.q + n_ib);
     for (uint32_t j = 0; j < blocks; j++) {
         compact(in, j * n_ib, n_ib, j * m_in, stride, &ct);
-        /* the identity pass writes OTI rows in their own order (scale_rows_oti); float32 rows in the output's
+        if (ct.identity && taps > 1)
+            for (uint32_t i = 0; i < n_ib; i++)
+                for (uint32_t t = 0; t < taps; t++) qx[(size_t)i * taps + t] = ct.q[i];
+        /* the identity pass writes OTI rows in their own order (scale_identity); float32 rows in the output's
          * order go straight to it unless they are normalised first (in sink_row) */
         const int ordered = ct.identity && sink->layout == INN_LAYOUT_OTI && taps > 1;
-        const int direct = sink->dtype == INN_F32 && !sink->norm_a &&
-                           (sink->layout == INN_LAYOUT_OIT || (sink->layout == INN_LAYOUT_OTI && (taps == 1 || ordered)));
-        for (uint32_t o0 = j * n_ob; o0 < (j + 1) * n_ob; o0 += k) {
+        const int direct = sink->dtype == INN_F32 && !sink->norm_a && contiguous(sink->layout, taps, ordered);
+        uint32_t first = j * n_ob; /* the block's first row for the passes below */
+        if (ct.identity) {
+            /* full width: the output rows on a node (all of them, but for a fixed input axis beside a resized
+             * output axis) are their node rows, scaled, in one pass each; the rows after the first that is
+             * not go through the passes below (rows are independent: the same values either way) */
+            for (int64_t node; first < (j + 1) * n_ob && (node = single_node(out, first)) >= 0; first++) {
+                float *row = direct ? (float *)sink->dst + (size_t)first * row_len : rowf;
+                identity_row(nd, (uint32_t)node, node_len, n_ib, taps, ct.q, qx, ordered, rc.slot, row);
+                if (!direct) sink_row(sink, first, row, n_ib, taps, qrow, ordered);
+            }
+            for (int c = 0; c < SLOTS; c++) rc.key[c] = -1; /* float16 rows were widened into the first slot */
+        }
+        for (uint32_t o0 = first; o0 < (j + 1) * n_ob; o0 += k) {
             uint32_t rows = (j + 1) * n_ob - o0 < k ? (j + 1) * n_ob - o0 : k;
             const float *x[ROWS1];
             float *dst[ROWS1];
@@ -521,8 +611,8 @@ inn_status inn_dense_to_sink(const inn_nodes *nd, uint32_t m_out, uint32_t m_in,
             }
             for (uint32_t r = 0; r < rows; r++)
                 if (todo[r]) combine(comb + r * node_len, pr[r].src, pr[r].wt, pr[r].used, node_len);
-            if (ordered) scale_rows_oti(x, rows, taps, &ct, n_ib, dst);
-            else if (ct.identity) scale_rows(x, rows, taps, &ct, n_ib, dst);
+            if (ct.identity)
+                for (uint32_t r = 0; r < rows; r++) scale_identity(x[r], n_ib, taps, ct.q, qx, ordered, dst[r]);
             else if (taps == 1) sample_rows1(x, rows, m_in, &ct, n_ib, xt, rt, dst);
             else sample_row(x[0], rows == 2 ? x[1] : NULL, taps, &ct, n_ib, dst[0], rows == 2 ? dst[1] : NULL);
             if (!direct)
@@ -544,6 +634,12 @@ inn_status inn_rows_to_sink(const inn_nodes *nd, uint32_t m, uint32_t taps, cons
     enum { SPAN = 64 }; /* node values widened at a time */
     float span[SPAN];
     for (uint32_t o = 0; o < out->n; o++) {
+        const int64_t node = single_node(out, o);
+        if (node >= 0) { /* full width: the node row itself (x * 1.0f is x), widened in one pass */
+            node_span(nd, (size_t)node, (size_t)node * taps, taps, rowf);
+            sink_row(sink, o, rowf, 1, taps, qrow, 0);
+            continue;
+        }
         const int32_t *oi = out->idx + (size_t)o * INN_TAPS;
         const double *ow = out->w + (size_t)o * INN_TAPS;
         /* per element: the non-zero taps' terms summed in tap order from the first (none: +0.0) */
