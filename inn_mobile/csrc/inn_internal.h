@@ -128,8 +128,20 @@ typedef struct {
 } inn_sink;
 
 inn_status inn_check_axis(const inn_axis *ax, uint32_t blocks, uint32_t nodes_per_block);
+
+/* |v| as its bits, for the largest magnitude of a row: magnitudes order as their bit patterns without the
+ * sign, and NaN (bits past the infinity's) counts as 0, as a float comparison would skip it. */
+static inline int32_t inn_magnitude(float v) {
+    int32_t bits;
+    memcpy(&bits, &v, sizeof bits);
+    bits &= 0x7FFFFFFF;
+    return bits > 0x7F800000 ? 0 : bits;
+}
+
 /* Quantise len values x[k * stride] (one output channel) to q[k * stride] with one scale. */
 void inn_quantize_row(const float *x, size_t len, size_t stride, int8_t *q, float *scale_out);
+/* inn_quantize_row of a contiguous row whose largest inn_magnitude, `top`, the caller computed as it wrote it. */
+void inn_quantize_row_top(const float *x, size_t len, int32_t top, int8_t *q, float *scale_out);
 inn_status inn_dense_to_sink(const inn_nodes *nd, uint32_t m_out, uint32_t m_in, uint32_t taps, uint32_t blocks,
                              const inn_axis *out, const inn_axis *in, const inn_sink *sink, float *scratch,
                              size_t scratch_count);

@@ -60,19 +60,19 @@ __attribute__((target("avx2"))) static void quantize_avx2(const float *restrict 
 }
 #endif
 
-/* Static, for clang's target_clones (which it applies to internal functions only). */
-INN_AVX2_CLONE INN_VECTOR_COMPARES static void quantize_row(const float *x, size_t len, size_t stride, int8_t *q,
-                                                           float *scale_out) {
-    /* max |x| over the non-NaN values, on the bits: magnitudes order as their bit patterns without the sign,
-     * and NaN (bits past the infinity's) counts as 0, as a float comparison would skip it */
+/* The largest inn_magnitude of x[k * stride]. Static, for clang's target_clones (which it applies to internal
+ * functions only). */
+INN_AVX2_CLONE INN_VECTOR_COMPARES static int32_t row_top(const float *x, size_t len, size_t stride) {
     int32_t top = 0;
     for (size_t k = 0; k < len; k++) {
-        int32_t bits;
-        memcpy(&bits, &x[k * stride], sizeof bits);
-        bits &= 0x7FFFFFFF;
-        bits = bits > 0x7F800000 ? 0 : bits;
-        top = bits > top ? bits : top;
+        const int32_t m = inn_magnitude(x[k * stride]);
+        top = m > top ? m : top;
     }
+    return top;
+}
+
+INN_AVX2_CLONE INN_VECTOR_COMPARES static void quantize_top(const float *x, size_t len, size_t stride, int32_t top,
+                                                           int8_t *q, float *scale_out) {
     float amax;
     memcpy(&amax, &top, sizeof amax);
     float scale = (amax > 1e-9f ? amax : 1e-9f) / 127.0f;
@@ -91,7 +91,11 @@ INN_AVX2_CLONE INN_VECTOR_COMPARES static void quantize_row(const float *x, size
 }
 
 void inn_quantize_row(const float *x, size_t len, size_t stride, int8_t *q, float *scale_out) {
-    quantize_row(x, len, stride, q, scale_out);
+    quantize_top(x, len, stride, row_top(x, len, stride), q, scale_out);
+}
+
+void inn_quantize_row_top(const float *x, size_t len, int32_t top, int8_t *q, float *scale_out) {
+    quantize_top(x, len, 1, top, q, scale_out);
 }
 
 inn_status inn_quantize(const float *w, uint32_t n_out, uint32_t per_row, inn_layout layout, int8_t *q, float *scales) {

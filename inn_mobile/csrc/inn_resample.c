@@ -107,16 +107,22 @@ static int contiguous(inn_layout layout, uint32_t taps, int ordered) {
 
 /* Write one finished row (row_len floats = n_in * taps, ordered [i][t]; [t][i] if `ordered`, for an OTI sink)
  * for output channel o, after the per-width normalisation (in place) if the sink has one; int8 sinks quantise
- * it once, into qrow. Normalisation and quantisation are per element with one row scale: order-blind. */
+ * it once, in place when the row is contiguous in the output, else into qrow. `top`: the row's largest
+ * inn_magnitude if its writer computed it (before any normalisation), else -1. Normalisation and quantisation
+ * are per element with one row scale: order-blind. */
 static void sink_row(const inn_sink *s, uint32_t o, float *row, uint32_t n_in, uint32_t taps, int8_t *qrow,
-                     int ordered) {
+                     int ordered, int32_t top) {
     const size_t len = (size_t)n_in * taps;
-    if (s->norm_a) normalize_row(row, len, s->norm_a[o], s->norm_c ? &s->norm_c[o] : NULL);
-    if (s->dtype == INN_I8 && contiguous(s->layout, taps, ordered)) {
-        inn_quantize_row(row, len, 1, (int8_t *)s->dst + (size_t)o * len, &s->scales[o]);
-    } else if (s->dtype == INN_I8) {
-        inn_quantize_row(row, len, 1, qrow, &s->scales[o]);
-        PLACE_ROW(int8_t, s->dst, qrow);
+    if (s->norm_a) {
+        normalize_row(row, len, s->norm_a[o], s->norm_c ? &s->norm_c[o] : NULL);
+        top = -1;
+    }
+    if (s->dtype == INN_I8) {
+        const int in_place = contiguous(s->layout, taps, ordered);
+        int8_t *q = in_place ? (int8_t *)s->dst + (size_t)o * len : qrow;
+        if (top >= 0) inn_quantize_row_top(row, len, top, q, &s->scales[o]);
+        else inn_quantize_row(row, len, 1, q, &s->scales[o]);
+        if (!in_place) PLACE_ROW(int8_t, s->dst, qrow);
     } else {
         PLACE_ROW(float, s->dst, row);
     }
@@ -151,17 +157,47 @@ static void compact(const inn_axis *in, uint32_t first, uint32_t count, uint32_t
     }
 }
 
-/* x * f, element by element (the identity pass of a row with its quadrature expanded per element). */
-INN_AVX2_CLONE static void scale_row(const float *restrict x, const float *restrict f, size_t len, float *restrict row) {
-    for (size_t k = 0; k < len; k++) row[k] = x[k] * f[k];
+/* The identity pass's writers below return the largest inn_magnitude of what they wrote (sink_row's `top`). */
+static int32_t top_of(int32_t top, float v) {
+    const int32_t m = inn_magnitude(v);
+    return m > top ? m : top;
 }
 
-/* row[t * count + i] = x[i * taps + t] * q_i: a row scaled and written in its [t][i] order (OTI). Plain loops
- * (stride-taps loads, which do not vectorise); x86 with AVX2 transposes 8 input rows x 8 taps at a time. */
-static void scale_transposed(const float *restrict x, uint32_t count, uint32_t taps, const float *restrict q,
-                             float *restrict row, uint32_t i0) {
+/* x * f, element by element (the identity pass of a row with its quadrature expanded per element). */
+INN_AVX2_CLONE INN_VECTOR_COMPARES static int32_t scale_row(const float *restrict x, const float *restrict f, size_t len,
+                                                           float *restrict row) {
+    int32_t top = 0;
+    for (size_t k = 0; k < len; k++) {
+        row[k] = x[k] * f[k];
+        top = top_of(top, row[k]);
+    }
+    return top;
+}
+
+/* scale_row of int8 nodes, widened on the way: ((float)q * scale) * f, the products node_row and scale_row
+ * compute, in one pass. */
+INN_AVX2_CLONE INN_VECTOR_COMPARES static int32_t scale_row_i8(const int8_t *restrict x, float scale,
+                                                              const float *restrict f, size_t len,
+                                                              float *restrict row) {
+    int32_t top = 0;
+    for (size_t k = 0; k < len; k++) {
+        row[k] = ((float)x[k] * scale) * f[k];
+        top = top_of(top, row[k]);
+    }
+    return top;
+}
+
+/* row[t * count + i] = x[i * taps + t] * q_i for input rows i0.. : a row scaled and written in its [t][i] order
+ * (OTI). Plain loops (stride-taps loads, which do not vectorise); x86 with AVX2 transposes 8 input rows x 8
+ * taps at a time first. */
+static int32_t scale_transposed(const float *restrict x, uint32_t count, uint32_t taps, const float *restrict q,
+                                float *restrict row, uint32_t i0, int32_t top) {
     for (uint32_t t = 0; t < taps; t++)
-        for (uint32_t i = i0; i < count; i++) row[(size_t)t * count + i] = x[(size_t)i * taps + t] * q[i];
+        for (uint32_t i = i0; i < count; i++) {
+            row[(size_t)t * count + i] = x[(size_t)i * taps + t] * q[i];
+            top = top_of(top, row[(size_t)t * count + i]);
+        }
+    return top;
 }
 
 #ifdef INN_HAS_CLONES
@@ -184,11 +220,15 @@ __attribute__((target("avx2"))) static inline void transpose8(__m256 r[8]) {
     }
 }
 
-/* scale_transposed for whole blocks of 8 input rows and 8 taps; the last taps (taps % 8) and rows (count % 8)
- * by the plain loops. Returns the rows done. */
+/* scale_transposed for whole blocks of 8 input rows and 8 taps, the last taps (taps % 8) of each block by the
+ * plain loop; the rows past the last whole block are left to scale_transposed. Returns the rows done and their
+ * largest magnitude (inn_magnitude, 8 lanes at a time) in *top. */
 __attribute__((target("avx2"))) static uint32_t scale_transposed_avx2(const float *restrict x, uint32_t count,
                                                                      uint32_t taps, const float *restrict q,
-                                                                     float *restrict row) {
+                                                                     float *restrict row, int32_t *top) {
+    const __m256i sign_off = _mm256_set1_epi32(0x7FFFFFFF), inf = _mm256_set1_epi32(0x7F800000);
+    __m256i most = _mm256_setzero_si256();
+    int32_t rest = 0;
     uint32_t i0 = 0;
     for (; i0 + 8 <= count; i0 += 8) {
         const __m256 qv = _mm256_loadu_ps(q + i0);
@@ -197,11 +237,24 @@ __attribute__((target("avx2"))) static uint32_t scale_transposed_avx2(const floa
             __m256 r[8];
             for (int c = 0; c < 8; c++) r[c] = _mm256_loadu_ps(x + (size_t)(i0 + c) * taps + t0);
             transpose8(r);
-            for (int t = 0; t < 8; t++) _mm256_storeu_ps(row + (size_t)(t0 + t) * count + i0, _mm256_mul_ps(r[t], qv));
+            for (int t = 0; t < 8; t++) {
+                const __m256 v = _mm256_mul_ps(r[t], qv);
+                _mm256_storeu_ps(row + (size_t)(t0 + t) * count + i0, v);
+                __m256i m = _mm256_and_si256(_mm256_castps_si256(v), sign_off);
+                m = _mm256_andnot_si256(_mm256_cmpgt_epi32(m, inf), m); /* NaN: 0 */
+                most = _mm256_max_epi32(most, m);
+            }
         }
         for (; t0 < taps; t0++)
-            for (uint32_t i = i0; i < i0 + 8; i++) row[(size_t)t0 * count + i] = x[(size_t)i * taps + t0] * q[i];
+            for (uint32_t i = i0; i < i0 + 8; i++) {
+                row[(size_t)t0 * count + i] = x[(size_t)i * taps + t0] * q[i];
+                rest = top_of(rest, row[(size_t)t0 * count + i]);
+            }
     }
+    int32_t lanes[8];
+    _mm256_storeu_si256((__m256i *)lanes, most);
+    for (int k = 0; k < 8; k++) rest = lanes[k] > rest ? lanes[k] : rest;
+    *top = rest;
     return i0;
 }
 #endif
@@ -209,20 +262,16 @@ __attribute__((target("avx2"))) static uint32_t scale_transposed_avx2(const floa
 /* The input-axis pass when it is the identity (compact_taps.identity): row[i, t] = (x[i, t] * 1) * q_i is
  * x[i, t] * q_i exactly, with no gather, written [i][t] (qx: q_i per element, for taps > 1), or [t][i] if
  * `ordered` (an OTI sink's order, so that the row needs no transposition after: int8 quantised straight into
- * place, float32 written into the output itself). */
-static void scale_identity(const float *x, uint32_t count, uint32_t taps, const float *q, const float *qx, int ordered,
-                           float *row) {
-    if (taps == 1) {
-        scale_row(x, q, count, row);
-    } else if (!ordered) {
-        scale_row(x, qx, (size_t)count * taps, row);
-    } else {
-        uint32_t done = 0;
+ * place, float32 written into the output itself). Returns the row's largest magnitude (sink_row's `top`). */
+static int32_t scale_identity(const float *x, uint32_t count, uint32_t taps, const float *q, const float *qx,
+                              int ordered, float *row) {
+    if (taps == 1 || !ordered) return scale_row(x, taps == 1 ? q : qx, (size_t)count * taps, row);
+    uint32_t done = 0;
+    int32_t top = 0;
 #ifdef INN_HAS_CLONES
-        if (__builtin_cpu_supports("avx2")) done = scale_transposed_avx2(x, count, taps, q, row);
+    if (__builtin_cpu_supports("avx2")) done = scale_transposed_avx2(x, count, taps, q, row, &top);
 #endif
-        scale_transposed(x, count, taps, q, row, done);
-    }
+    return scale_transposed(x, count, taps, q, row, done, top);
 }
 
 /* Input row i of a combined row with two, three or no non-zero taps (partition ends): the same sums,
@@ -401,11 +450,15 @@ INN_AVX2_CLONE static const float *node_row(const inn_nodes *nd, uint32_t node, 
     }
 }
 
-/* Node row `node` (m_in * taps values) as an output row at full width: widened by node_row (in place for
- * float32 nodes) and scaled by scale_identity, the products of the passes below without the combined row. */
-static void identity_row(const inn_nodes *nd, uint32_t node, size_t node_len, uint32_t count, uint32_t taps,
-                         const float *q, const float *qx, int ordered, float *wide, float *row) {
-    scale_identity(node_row(nd, node, node_len, wide), count, taps, q, qx, ordered, row);
+/* Node row `node` (m_in * taps values) as an output row at full width: the products node_row's widening and
+ * scale_identity make (int8 nodes in rows written in their own order: both in one pass, scale_row_i8), without
+ * the combined row of the passes below. Returns the row's largest magnitude (sink_row's `top`). */
+static int32_t identity_row(const inn_nodes *nd, uint32_t node, size_t node_len, uint32_t count, uint32_t taps,
+                            const float *q, const float *qx, int ordered, float *wide, float *row) {
+    if (nd->dtype == INN_NODES_I8 && (taps == 1 || !ordered))
+        return scale_row_i8((const int8_t *)nd->data + (size_t)node * node_len, nd->scales[node], taps == 1 ? q : qx,
+                            (size_t)count * taps, row);
+    return scale_identity(node_row(nd, node, node_len, wide), count, taps, q, qx, ordered, row);
 }
 
 /* The node output row o reads alone with weight 1, or -1 if it reads several (or none): every row of a
@@ -582,8 +635,8 @@ inn_status inn_dense_to_sink(const inn_nodes *nd, uint32_t m_out, uint32_t m_in,
              * not go through the passes below (rows are independent: the same values either way) */
             for (int64_t node; first < (j + 1) * n_ob && (node = single_node(out, first)) >= 0; first++) {
                 float *row = direct ? (float *)sink->dst + (size_t)first * row_len : rowf;
-                identity_row(nd, (uint32_t)node, node_len, n_ib, taps, ct.q, qx, ordered, rc.slot, row);
-                if (!direct) sink_row(sink, first, row, n_ib, taps, qrow, ordered);
+                const int32_t top = identity_row(nd, (uint32_t)node, node_len, n_ib, taps, ct.q, qx, ordered, rc.slot, row);
+                if (!direct) sink_row(sink, first, row, n_ib, taps, qrow, ordered, top);
             }
             for (int c = 0; c < SLOTS; c++) rc.key[c] = -1; /* float16 rows were widened into the first slot */
         }
@@ -616,7 +669,7 @@ inn_status inn_dense_to_sink(const inn_nodes *nd, uint32_t m_out, uint32_t m_in,
             else if (taps == 1) sample_rows1(x, rows, m_in, &ct, n_ib, xt, rt, dst);
             else sample_row(x[0], rows == 2 ? x[1] : NULL, taps, &ct, n_ib, dst[0], rows == 2 ? dst[1] : NULL);
             if (!direct)
-                for (uint32_t r = 0; r < rows; r++) sink_row(sink, o0 + r, dst[r], n_ib, taps, qrow, ordered);
+                for (uint32_t r = 0; r < rows; r++) sink_row(sink, o0 + r, dst[r], n_ib, taps, qrow, ordered, -1);
         }
     }
     return INN_OK;
@@ -637,7 +690,7 @@ inn_status inn_rows_to_sink(const inn_nodes *nd, uint32_t m, uint32_t taps, cons
         const int64_t node = single_node(out, o);
         if (node >= 0) { /* full width: the node row itself (x * 1.0f is x), widened in one pass */
             node_span(nd, (size_t)node, (size_t)node * taps, taps, rowf);
-            sink_row(sink, o, rowf, 1, taps, qrow, 0);
+            sink_row(sink, o, rowf, 1, taps, qrow, 0, -1);
             continue;
         }
         const int32_t *oi = out->idx + (size_t)o * INN_TAPS;
@@ -660,7 +713,7 @@ inn_status inn_rows_to_sink(const inn_nodes *nd, uint32_t m, uint32_t taps, cons
             if (!started)
                 for (uint32_t t = 0; t < len; t++) v[t] = 0.0f;
         }
-        sink_row(sink, o, rowf, 1, taps, qrow, 0);
+        sink_row(sink, o, rowf, 1, taps, qrow, 0, -1);
     }
     return INN_OK;
 }
