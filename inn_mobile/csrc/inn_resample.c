@@ -157,7 +157,8 @@ static void compact(const inn_axis *in, uint32_t first, uint32_t count, uint32_t
     }
 }
 
-/* The identity pass's writers below return the largest inn_magnitude of what they wrote (sink_row's `top`). */
+/* The identity pass's writers below return the largest inn_magnitude of what they wrote (sink_row's `top`)
+ * when asked (`want`: an int8 sink without normalisation), else -1 without computing it. */
 static int32_t top_of(int32_t top, float v) {
     const int32_t m = inn_magnitude(v);
     return m > top ? m : top;
@@ -165,7 +166,11 @@ static int32_t top_of(int32_t top, float v) {
 
 /* x * f, element by element (the identity pass of a row with its quadrature expanded per element). */
 INN_AVX2_CLONE INN_VECTOR_COMPARES static int32_t scale_row(const float *restrict x, const float *restrict f, size_t len,
-                                                           float *restrict row) {
+                                                           float *restrict row, int want) {
+    if (!want) {
+        for (size_t k = 0; k < len; k++) row[k] = x[k] * f[k];
+        return -1;
+    }
     int32_t top = 0;
     for (size_t k = 0; k < len; k++) {
         row[k] = x[k] * f[k];
@@ -178,7 +183,11 @@ INN_AVX2_CLONE INN_VECTOR_COMPARES static int32_t scale_row(const float *restric
  * compute, in one pass. */
 INN_AVX2_CLONE INN_VECTOR_COMPARES static int32_t scale_row_i8(const int8_t *restrict x, float scale,
                                                               const float *restrict f, size_t len,
-                                                              float *restrict row) {
+                                                              float *restrict row, int want) {
+    if (!want) {
+        for (size_t k = 0; k < len; k++) row[k] = ((float)x[k] * scale) * f[k];
+        return -1;
+    }
     int32_t top = 0;
     for (size_t k = 0; k < len; k++) {
         row[k] = ((float)x[k] * scale) * f[k];
@@ -195,7 +204,7 @@ static int32_t scale_transposed(const float *restrict x, uint32_t count, uint32_
     for (uint32_t t = 0; t < taps; t++)
         for (uint32_t i = i0; i < count; i++) {
             row[(size_t)t * count + i] = x[(size_t)i * taps + t] * q[i];
-            top = top_of(top, row[(size_t)t * count + i]);
+            if (top >= 0) top = top_of(top, row[(size_t)t * count + i]);
         }
     return top;
 }
@@ -221,8 +230,8 @@ __attribute__((target("avx2"))) static inline void transpose8(__m256 r[8]) {
 }
 
 /* scale_transposed for whole blocks of 8 input rows and 8 taps, the last taps (taps % 8) of each block by the
- * plain loop; the rows past the last whole block are left to scale_transposed. Returns the rows done and their
- * largest magnitude (inn_magnitude, 8 lanes at a time) in *top. */
+ * plain loop; the rows past the last whole block are left to scale_transposed. Returns the rows done and, if
+ * `top` is not NULL, their largest magnitude (inn_magnitude, 8 lanes at a time) in *top. */
 __attribute__((target("avx2"))) static uint32_t scale_transposed_avx2(const float *restrict x, uint32_t count,
                                                                      uint32_t taps, const float *restrict q,
                                                                      float *restrict row, int32_t *top) {
@@ -240,6 +249,7 @@ __attribute__((target("avx2"))) static uint32_t scale_transposed_avx2(const floa
             for (int t = 0; t < 8; t++) {
                 const __m256 v = _mm256_mul_ps(r[t], qv);
                 _mm256_storeu_ps(row + (size_t)(t0 + t) * count + i0, v);
+                if (!top) continue;
                 __m256i m = _mm256_and_si256(_mm256_castps_si256(v), sign_off);
                 m = _mm256_andnot_si256(_mm256_cmpgt_epi32(m, inf), m); /* NaN: 0 */
                 most = _mm256_max_epi32(most, m);
@@ -251,6 +261,7 @@ __attribute__((target("avx2"))) static uint32_t scale_transposed_avx2(const floa
                 rest = top_of(rest, row[(size_t)t0 * count + i]);
             }
     }
+    if (!top) return i0;
     int32_t lanes[8];
     _mm256_storeu_si256((__m256i *)lanes, most);
     for (int k = 0; k < 8; k++) rest = lanes[k] > rest ? lanes[k] : rest;
@@ -262,14 +273,15 @@ __attribute__((target("avx2"))) static uint32_t scale_transposed_avx2(const floa
 /* The input-axis pass when it is the identity (compact_taps.identity): row[i, t] = (x[i, t] * 1) * q_i is
  * x[i, t] * q_i exactly, with no gather, written [i][t] (qx: q_i per element, for taps > 1), or [t][i] if
  * `ordered` (an OTI sink's order, so that the row needs no transposition after: int8 quantised straight into
- * place, float32 written into the output itself). Returns the row's largest magnitude (sink_row's `top`). */
+ * place, float32 written into the output itself). Returns the row's largest magnitude if `want` (sink_row's `top`),
+ * else -1. */
 static int32_t scale_identity(const float *x, uint32_t count, uint32_t taps, const float *q, const float *qx,
-                              int ordered, float *row) {
-    if (taps == 1 || !ordered) return scale_row(x, taps == 1 ? q : qx, (size_t)count * taps, row);
+                              int ordered, float *row, int want) {
+    if (taps == 1 || !ordered) return scale_row(x, taps == 1 ? q : qx, (size_t)count * taps, row, want);
     uint32_t done = 0;
-    int32_t top = 0;
+    int32_t top = want ? 0 : -1;
 #ifdef INN_HAS_CLONES
-    if (__builtin_cpu_supports("avx2")) done = scale_transposed_avx2(x, count, taps, q, row, &top);
+    if (__builtin_cpu_supports("avx2")) done = scale_transposed_avx2(x, count, taps, q, row, want ? &top : NULL);
 #endif
     return scale_transposed(x, count, taps, q, row, done, top);
 }
@@ -452,13 +464,13 @@ INN_AVX2_CLONE static const float *node_row(const inn_nodes *nd, uint32_t node, 
 
 /* Node row `node` (m_in * taps values) as an output row at full width: the products node_row's widening and
  * scale_identity make (int8 nodes in rows written in their own order: both in one pass, scale_row_i8), without
- * the combined row of the passes below. Returns the row's largest magnitude (sink_row's `top`). */
+ * the combined row of the passes below. Returns the row's largest magnitude if `want` (sink_row's `top`), else -1. */
 static int32_t identity_row(const inn_nodes *nd, uint32_t node, size_t node_len, uint32_t count, uint32_t taps,
-                            const float *q, const float *qx, int ordered, float *wide, float *row) {
+                            const float *q, const float *qx, int ordered, float *wide, float *row, int want) {
     if (nd->dtype == INN_NODES_I8 && (taps == 1 || !ordered))
         return scale_row_i8((const int8_t *)nd->data + (size_t)node * node_len, nd->scales[node], taps == 1 ? q : qx,
-                            (size_t)count * taps, row);
-    return scale_identity(node_row(nd, node, node_len, wide), count, taps, q, qx, ordered, row);
+                            (size_t)count * taps, row, want);
+    return scale_identity(node_row(nd, node, node_len, wide), count, taps, q, qx, ordered, row, want);
 }
 
 /* The node output row o reads alone with weight 1, or -1 if it reads several (or none): every row of a
@@ -628,6 +640,7 @@ inn_status inn_dense_to_sink(const inn_nodes *nd, uint32_t m_out, uint32_t m_in,
          * order go straight to it unless they are normalised first (in sink_row) */
         const int ordered = ct.identity && sink->layout == INN_LAYOUT_OTI && taps > 1;
         const int direct = sink->dtype == INN_F32 && !sink->norm_a && contiguous(sink->layout, taps, ordered);
+        const int want_top = sink->dtype == INN_I8 && !sink->norm_a; /* the identity rows' largest magnitudes */
         uint32_t first = j * n_ob; /* the block's first row for the passes below */
         if (ct.identity) {
             /* full width: the output rows on a node (all of them, but for a fixed input axis beside a resized
@@ -635,7 +648,8 @@ inn_status inn_dense_to_sink(const inn_nodes *nd, uint32_t m_out, uint32_t m_in,
              * not go through the passes below (rows are independent: the same values either way) */
             for (int64_t node; first < (j + 1) * n_ob && (node = single_node(out, first)) >= 0; first++) {
                 float *row = direct ? (float *)sink->dst + (size_t)first * row_len : rowf;
-                const int32_t top = identity_row(nd, (uint32_t)node, node_len, n_ib, taps, ct.q, qx, ordered, rc.slot, row);
+                const int32_t top = identity_row(nd, (uint32_t)node, node_len, n_ib, taps, ct.q, qx, ordered, rc.slot,
+                                                 row, want_top);
                 if (!direct) sink_row(sink, first, row, n_ib, taps, qrow, ordered, top);
             }
             for (int c = 0; c < SLOTS; c++) rc.key[c] = -1; /* float16 rows were widened into the first slot */
@@ -665,7 +679,7 @@ inn_status inn_dense_to_sink(const inn_nodes *nd, uint32_t m_out, uint32_t m_in,
             for (uint32_t r = 0; r < rows; r++)
                 if (todo[r]) combine(comb + r * node_len, pr[r].src, pr[r].wt, pr[r].used, node_len);
             if (ct.identity)
-                for (uint32_t r = 0; r < rows; r++) scale_identity(x[r], n_ib, taps, ct.q, qx, ordered, dst[r]);
+                for (uint32_t r = 0; r < rows; r++) scale_identity(x[r], n_ib, taps, ct.q, qx, ordered, dst[r], 0);
             else if (taps == 1) sample_rows1(x, rows, m_in, &ct, n_ib, xt, rt, dst);
             else sample_row(x[0], rows == 2 ? x[1] : NULL, taps, &ct, n_ib, dst[0], rows == 2 ? dst[1] : NULL);
             if (!direct)
