@@ -296,6 +296,16 @@ def _warm_up(runtimes: list[str], calibration: torch.Tensor) -> float:
     return time.perf_counter() - t
 
 
+def _bundle_paths(out: Path, name: str, node_dtypes: list[str]) -> dict[str, Path]:
+    """Where a run keeps the bundle of ``name`` per node dtype (``--startup-only`` reads them back)."""
+    return {dt: out / f"{name}{'' if dt == 'f32' else '_' + dt}.innb" for dt in node_dtypes}
+
+
+def _plain_paths(out: Path, name: str, runtimes: list[str]) -> dict[str, Path]:
+    """Where a run keeps the plain full-width file of ``name`` per runtime."""
+    return {rt: out / f"{name}_{rt}.{'tflite' if rt.startswith('litert') else 'pte'}" for rt in runtimes}
+
+
 def _bench(name: str, args: argparse.Namespace, out: Path) -> None:
     import torch
 
@@ -331,7 +341,7 @@ def _bench(name: str, args: argparse.Namespace, out: Path) -> None:
                 pack_s[(bk.name, "+".join(group))] = time.perf_counter() - t
                 print(f"  packed {bk.name} {'+'.join(group)}: {pack_s[(bk.name, '+'.join(group))]:.1f} s", flush=True)
     b = bundle.Bundle(im, buckets, graphs=graphs)
-    paths = {dt: out / f"{name}{'' if dt == 'f32' else '_' + dt}.innb" for dt in args.node_dtypes}
+    paths = _bundle_paths(out, name, args.node_dtypes)
     size = [bundle.save(b, path, node_dtype=dt) for dt, path in paths.items()][0]
     full = len(buckets) - 1
     groups = list(dict.fromkeys(g for _, g in pack_s))
@@ -347,15 +357,13 @@ def _bench(name: str, args: argparse.Namespace, out: Path) -> None:
     # the plain file of the full width per runtime (the runtime's own converter and quantizer, same
     # calibration): the startup baseline, and for int8 what the bundle's graph must agree with
     plain_model = im.resize(sizes=buckets[full].sizes)
-    plain = {}
-    for rt in args.runtimes:
+    plain = _plain_paths(out, name, args.runtimes)
+    for rt, path in plain.items():
         int8 = rt.endswith("-i8")
         if rt.startswith("litert"):
-            plain[rt] = out / f"{name}_{rt}.tflite"
-            plain[rt].write_bytes(litert.to_tflite(plain_model, example, int8=int8, calibration=calib))
+            path.write_bytes(litert.to_tflite(plain_model, example, int8=int8, calibration=calib))
         else:
-            plain[rt] = out / f"{name}_{rt}.pte"
-            plain[rt].write_bytes(ex.plain_pte(plain_model, example, int8=int8, calibration=calib))
+            path.write_bytes(ex.plain_pte(plain_model, example, int8=int8, calibration=calib))
 
     # agreement at full width
     with torch.no_grad():
@@ -386,8 +394,7 @@ def _startup_again(name: str, args: argparse.Namespace) -> None:
     ``args.out`` (it exits with one line naming the first file missing)."""
     from inn_mobile import native
 
-    paths = {dt: args.out / f"{name}{'' if dt == 'f32' else '_' + dt}.innb" for dt in args.node_dtypes}
-    plain = {rt: args.out / f"{name}_{rt}.{'tflite' if rt.startswith('litert') else 'pte'}" for rt in args.runtimes}
+    paths, plain = _bundle_paths(args.out, name, args.node_dtypes), _plain_paths(args.out, name, args.runtimes)
     missing = [str(p) for p in (*paths.values(), *plain.values()) if not p.is_file()]
     if missing:
         sys.exit(f"bench_real.py: {missing[0]} is missing: run without --startup-only first, with this --out")
