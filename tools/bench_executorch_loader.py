@@ -3,8 +3,8 @@
 
     python tools/bench_executorch_loader.py BUNDLE PLAIN_PTE [--bucket -1] [--runtime executorch] [--runs 5]
 
-Builds ``tools/executorch_host/et_host.cpp`` (the C core and ExecuTorch's C++ runtime from the installed
-``executorch`` wheel: its headers and shared libraries) and runs, each in a fresh process, taking turns:
+Builds ``tools/executorch_host/et_host.cpp`` (linked to the installed C core and ExecuTorch's C++ runtime from
+the installed ``executorch`` wheel: its headers and shared libraries) and runs, each in a fresh process, taking turns:
 the plain ``.pte`` loaded from its path; the bundle's graph filled by the core into memory and loaded from
 there with the ``.ptd`` as a plain buffer (what the Python bindings allow); and the same with the releasing
 loader. Each prints its peak RSS (VmHWM) after loading the method and one inference; the table has the
@@ -29,27 +29,26 @@ from bench_real import rss_allowance
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = ROOT / "tools" / "executorch_host" / "et_host.cpp"
-CORE = sorted((ROOT / "inn_mobile" / "csrc").glob("*.c"))
 MODES = ("plain", "buffer", "release")
 
 
 def build(out: Path) -> Path:
-    """Compile the host program into ``out``; returns its path. Raises ``RuntimeError`` with the compiler's
-    last lines when it does not build (no compiler, no ExecuTorch wheel)."""
+    """Compile the host program into ``out``, linked to the core this Python process loads
+    (:func:`inn_mobile.native.library_path`: the same build, the same flags); returns its path. Raises
+    ``RuntimeError`` with the compiler's last lines when it does not build (no compiler, no ExecuTorch wheel)."""
     import executorch
+
+    from inn_mobile import native
 
     et = Path(executorch.__path__[0])
     include, lib = et / "include", et / "lib"
-    objects = []
-    for src in CORE:  # the core as every build compiles it: C99, no FMA contraction
-        obj = out / f"{src.stem}.o"
-        _run(["gcc", "-std=c99", "-O2", "-ffp-contract=off", "-c", str(src), "-o", str(obj)])
-        objects.append(str(obj))
+    core = native.library_path().resolve()
     exe = out / "et_host"
     # ExecuTorch's headers carry their own c10 (with the macros its build generates); the XNNPACK backend
     # registers itself when its library loads, so it is linked even though no symbol of it is named
-    _run(["g++", "-std=c++17", "-O2", "-Wno-deprecated-declarations", "-DC10_USING_CUSTOM_GENERATED_MACROS",
-          f"-I{include}", f"-I{include / 'executorch/runtime/core/portable_type/c10'}", str(HOST), *objects,
+    _run(["g++", "-std=c++17", "-O2", "-pthread", "-Wno-deprecated-declarations",
+          "-DC10_USING_CUSTOM_GENERATED_MACROS", f"-I{include}",
+          f"-I{include / 'executorch/runtime/core/portable_type/c10'}", str(HOST), str(core),
           f"-L{lib}", "-Wl,--no-as-needed", "-lexecutorch_backend_xnnpack", "-lexecutorch",
           "-lexecutorch_kernels_optimized", "-Wl,--as-needed", f"-Wl,-rpath,{lib}", "-lm", "-o", str(exe)])
     return exe
@@ -70,16 +69,19 @@ def write_input(x: np.ndarray, work: Path) -> Path:
 
 
 def load_once(exe: Path, mode: str, bundle: Path, plain: Path, bucket: int, runtime: str, xin: Path,
-              work: Path) -> tuple[int, np.ndarray]:
-    """One load + inference of input file ``xin`` in a fresh process: (peak RSS in KiB, output 0)."""
+              work: Path, threads: int = 1) -> tuple[dict[str, float], np.ndarray]:
+    """One load + inference of input file ``xin`` in a fresh process: what et_host prints (``hwm_kib``,
+    ``base_kib``, ``files``, ``open_ms``, ``fill_ms``, ``load_ms``) and output 0. A bundle is filled on
+    ``threads`` threads."""
     yout = work / f"y_{mode}.bin"
-    args = ["plain", str(plain)] if mode == "plain" else ["bundle", str(bundle), str(bucket), runtime, mode]
+    args = (["plain", str(plain)] if mode == "plain"
+            else ["bundle", str(bundle), str(bucket), runtime, mode, str(threads)])
     done = subprocess.run([str(exe), *args, str(xin), str(yout)],
                           capture_output=True, text=True, env={**os.environ, "ET_LOG_LEVEL": "Error"})
     if done.returncode != 0:
         raise RuntimeError(f"et_host {mode}: {done.stderr.strip().splitlines()[-1:] or done.returncode}")
     line = next(ln for ln in done.stdout.splitlines() if ln.startswith("hwm_kib="))
-    return int(line.split()[0].split("=")[1]), np.fromfile(yout, np.float32)
+    return {k: float(v) for k, v in (f.split("=") for f in line.split())}, np.fromfile(yout, np.float32)
 
 
 def main() -> None:
@@ -110,8 +112,8 @@ def main() -> None:
         outs: dict[str, np.ndarray] = {}
         for _ in range(args.runs):
             for mode in MODES:
-                kib, outs[mode] = load_once(exe, mode, args.bundle, args.plain, bucket, args.runtime, xin, work)
-                peaks[mode].append(kib / 1024)
+                got, outs[mode] = load_once(exe, mode, args.bundle, args.plain, bucket, args.runtime, xin, work)
+                peaks[mode].append(got["hwm_kib"] / 1024)
     plain = statistics.median(peaks["plain"])
     print(f"{args.bundle.name} ({args.runtime}, bucket {bucket}): largest layer {largest:.1f} MiB, "
           f"scratch {scratch:.1f} MiB, bound = plain + both = {plain + largest + scratch:.1f} MiB")

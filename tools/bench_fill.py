@@ -3,8 +3,8 @@
     python tools/bench_fill.py BUNDLE [--runtimes litert-i8 executorch-i8] [--baseline HEAD~1] [--rounds 5]
                                [--fills 100] [--threads 1]
 
-Each round runs one process per build (the baseline's library built from ``git archive`` of --baseline with
-setup.py's flags, then this checkout's installed one), taking turns; each process opens BUNDLE from its file
+Each round runs one process per build (the baseline's library built by the setup.py of ``git archive`` of --baseline,
+then this checkout's installed one), taking turns; each process opens BUNDLE from its file
 and fills the full width --fills times on --threads threads, after one untimed fill, and reports the median.
 Printed per runtime: the median over rounds of those medians, per build, and the ratio. A warm process
 measures the fill's computing (the output memory was touched before): what a change to the core's loops
@@ -26,23 +26,23 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-FLAGS = ["-std=c99", "-O3", "-ffp-contract=off", "-fvisibility=default", "-fPIC", "-shared"]  # setup.py's
 
 
 def build(revision: str, out: Path) -> Path:
-    """The core's shared library at ``revision``, compiled as setup.py compiles it."""
+    """The core's shared library at ``revision``, built by that revision's own setup.py (its sources, its flags)."""
     src = out / "src"
     src.mkdir()
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", revision, "inn_mobile/csrc"], capture_output=True,
-                             check=False)
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", revision, "setup.py", "inn_mobile/csrc"],
+                             capture_output=True, check=False)
     if archive.returncode:
         sys.exit(f"bench_fill.py: git archive {revision}: {archive.stderr.decode().strip()}")
     subprocess.run(["tar", "-x", "-C", str(src)], input=archive.stdout, check=True)
-    csrc = src / "inn_mobile" / "csrc"
-    lib = out / "baseline.so"
-    subprocess.run(["gcc", *FLAGS, f"-I{csrc}", *map(str, sorted(csrc.glob("*.c"))), "-o", str(lib), "-lm"],
-                   check=True)
-    return lib
+    built = subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--build-lib", str(out / "lib"),
+                            "--build-temp", str(out / "tmp")], cwd=src, capture_output=True, text=True, check=False)
+    libs = sorted((out / "lib" / "inn_mobile").glob("_inn_core*.so"))
+    if built.returncode or not libs:
+        sys.exit(f"bench_fill.py: building the core of {revision} failed: {built.stderr.strip()[-300:]}")
+    return libs[0]
 
 
 def child(bundle: str, runtime: str, fills: int, threads: int) -> None:

@@ -37,7 +37,12 @@ One run prints, per model:
     starts. The core fills on ``native.fill_threads()`` threads (the CPUs, at most 4). One row per
     --node-dtypes bundle (the same graphs; f16 nodes: half the bytes to check and read, weights rounded
     to float16 before the runtime sees them; i8: a quarter, int8 per node row; the agreement table
-    has a row for each).
+    has a row for each);
+  - the ExecuTorch rows again as an app on a phone loads them, from C++ (``tools/executorch_host``, built
+    against the installed core and ExecuTorch wheel): the core's fill on the same threads, the ``.ptd`` read
+    through ``inn::ReleasingDataLoader`` (each weight's pages given back once XNNPACK has packed it, as the
+    plain file's path loader unmaps them, which the Python bindings cannot do), against the plain ``.pte``
+    loaded from its path in C++: startup and peak RSS, fresh processes.
 The targets the issue sets are checked and printed as met / NOT met; nothing is rounded up.
 
 ``--startup-only`` measures startup alone, on the bundles and plain files an earlier run left in --out
@@ -438,6 +443,53 @@ def _startup_table(name: str, paths: dict[str, Path], plain: dict[str, Path], fu
                   f"{bs['peak_extra_mib']:.1f} | {ps['peak_extra_mib']:.1f} | {largest:.1f} | {scratch:.1f} | "
                   f"{'met' if rss_ok else 'NOT met'} | {files / 2**20:.1f} | {fresh:.1f} | "
                   f"{(fresh + bs['load_ms']) / ps['load_ms']:.2f}x |", flush=True)
+    et = [rt for rt in runtimes if rt.startswith("executorch")]
+    if et:
+        _startup_table_cpp(name, paths, plain, full, et, runs, largest + scratch)
+
+
+def _startup_table_cpp(name: str, paths: dict[str, Path], plain: dict[str, Path], full: int, runtimes: list[str],
+                       runs: int, allowance: float) -> None:
+    """The ExecuTorch rows again, loaded from C++ as an app loads them (``tools/executorch_host/et_host.cpp``):
+    the core fills on :func:`~inn_mobile.native.fill_threads` threads and ExecuTorch reads the ``.ptd`` through
+    ``inn::ReleasingDataLoader``, against the plain ``.pte`` from its path; each load a fresh process (median of
+    ``runs``, taking turns), its load up to the method loaded (XNNPACK packs eagerly on both sides here, so no
+    inference is counted), its peak RSS above the process's before loading. ``allowance``: the issue's MiB over
+    the plain file's peak."""
+    import bench_executorch_loader as host
+
+    from inn_mobile import native
+
+    print(f"\n| {name} ExecuTorch from C++ (full width) | nodes | open ms | fill ms | load ms | total ms | plain ms | "
+          "ratio | <= 1.5x | peak RSS MiB | plain RSS MiB | RSS target |")
+    print("|---|" + "---|" * 11)
+    with tempfile.TemporaryDirectory() as d:
+        work = Path(d)
+        try:
+            exe = host.build(work)
+        except (RuntimeError, OSError) as e:
+            print(f"| the C++ host does not build here: {e} |", flush=True)
+            return
+        for rt in runtimes:
+            xin = host.write_input(np.zeros(host._input_shape(plain[rt]), np.float32), work)  # noqa: SLF001
+            rows: dict[str, list[dict[str, float]]] = {key: [] for key in (*paths, "plain")}
+            for _ in range(runs):
+                for key in rows:
+                    mode = "plain" if key == "plain" else "release"
+                    got, _ = host.load_once(exe, mode, paths.get(key, plain[rt]), plain[rt], full, rt, xin, work,
+                                            threads=native.fill_threads())
+                    got["peak_mib"] = (got["hwm_kib"] - got["base_kib"]) / 1024
+                    got["total_ms"] = got["open_ms"] + got["fill_ms"] + got["load_ms"]
+                    rows[key].append(got)
+            med = {key: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for key, rs in rows.items()}
+            ps = med.pop("plain")
+            for dt, bs in med.items():
+                ratio = bs["total_ms"] / ps["total_ms"]
+                rss_ok = bs["peak_mib"] <= ps["peak_mib"] + allowance
+                print(f"| {rt} | {dt} | {bs['open_ms']:.1f} | {bs['fill_ms']:.1f} | {bs['load_ms']:.1f} | "
+                      f"{bs['total_ms']:.1f} | {ps['total_ms']:.1f} | {ratio:.2f}x | "
+                      f"{'met' if ratio <= 1.5 else 'NOT met'} | {bs['peak_mib']:.1f} | {ps['peak_mib']:.1f} | "
+                      f"{'met' if rss_ok else 'NOT met'} |", flush=True)
 
 
 def main() -> None:

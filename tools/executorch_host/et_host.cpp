@@ -1,15 +1,18 @@
-/* What an app does to start a bundle's ExecuTorch graph in C++, for tools/bench_executorch_loader.py and
- * tests/test_executorch_loader.py: prints the peak memory (VmHWM) and writes the outputs of one inference.
+/* What an app does to start a bundle's ExecuTorch graph in C++, for tools/bench_executorch_loader.py,
+ * tools/bench_real.py and tests/test_executorch_loader.py: prints the startup's milliseconds and peak memory
+ * (VmHWM) and writes the outputs of one inference.
  *
- *   et_host bundle BUNDLE BUCKET RUNTIME release|buffer INPUT OUTPUT
+ *   et_host bundle BUNDLE BUCKET RUNTIME release|buffer THREADS INPUT OUTPUT
  *   et_host plain PTE INPUT OUTPUT
  *   et_host selftest
  *
  * bundle: the C core opens the mapped bundle, fills the graph's model.pte and weights.ptd into anonymous
- * memory, and ExecuTorch loads them from there: the .ptd through inn::ReleasingDataLoader ("release") or a
+ * memory on THREADS threads, and ExecuTorch loads them from there: the .ptd through inn::ReleasingDataLoader ("release") or a
  * plain BufferDataLoader ("buffer", what the Python bindings do). plain: a plain .pte loaded from its path
  * (mapped), the reference. INPUT: raw float32 of the method's input shape; OUTPUT: raw float32 of output 0.
- * Prints one line: "hwm_kib=<peak> base_kib=<peak before loading> files=<bytes filled>". selftest: which pages
+ * Prints one line: "hwm_kib=<peak> base_kib=<peak before loading> files=<bytes filled> open_ms=<map, open,
+ * find the graph> fill_ms=<write the files> load_ms=<ExecuTorch's program and method, weights packed>" (plain:
+ * open and fill 0). The libraries are loaded before the clock starts, as in an app. selftest: which pages
  * inn::ReleasingDataLoader gives back (overlapping and repeated ranges, the loader gone first); prints
  * "selftest ok", or each wrong page. */
 #include <executorch/extension/data_loader/buffer_data_loader.h>
@@ -20,12 +23,15 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <fstream>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "../../inn_mobile/csrc/executorch/inn_releasing_loader.h"
@@ -70,11 +76,27 @@ static void drop(void *ctx, size_t first, size_t end) {
     if (b > a) madvise((uint8_t *)ctx + a, b - a, MADV_DONTNEED);
 }
 
-/* The bundle's graph of (bucket, runtime) filled by the core: {model.pte, weights.ptd} in anonymous memory.
- * As the Python loader does: each stretch the open verifies, and each part's nodes once the part is written,
- * leave memory at once, so the mapped bundle never adds its whole size to the peak. */
-static size_t fill(const char *path, uint32_t bucket, const char *runtime, uint8_t **pte, size_t *pte_size,
-                   uint8_t **ptd, size_t *ptd_size) {
+static double now_ms() {
+    timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec * 1e3 + (double)t.tv_nsec / 1e6;
+}
+
+static const uint32_t PARTS_PER_THREAD = 8; /* as native.py's _PARTS_PER_THREAD and InnBundle.PARTS_PER_THREAD */
+
+static void check(inn_status s, const std::string &what) {
+    if (s != INN_OK) fail(what + ": " + inn_status_str(s));
+}
+
+/* The bundle's graph of (bucket, runtime) filled by the core: {model.pte, weights.ptd} in anonymous memory,
+ * written on `threads` threads as the Python and Java loaders write it (NativeBundle.fill, InnBundle.fillGraph):
+ * the open leaves the nodes' checks to the fill (inn_bundle_open_deferred), each stretch it verifies leaves
+ * memory at once, the layers are written in PARTS_PER_THREAD parts per thread, each part checking its share
+ * of the nodes first and dropping its nodes' pages once written, and the parts' checksums are joined before
+ * the files are used. Sets the open's and the fill's milliseconds. */
+static size_t fill(const char *path, uint32_t bucket, const char *runtime, uint32_t threads, uint8_t **pte,
+                   size_t *pte_size, uint8_t **ptd, size_t *ptd_size, double *open_ms, double *fill_ms) {
+    const double t0 = now_ms();
     int fd = open(path, O_RDONLY);
     struct stat st;
     if (fd < 0 || fstat(fd, &st) != 0) fail(std::string("cannot open ") + path);
@@ -83,15 +105,15 @@ static size_t fill(const char *path, uint32_t bucket, const char *runtime, uint8
     if (map == MAP_FAILED) fail("cannot map the bundle");
     inn_bundle b;
     inn_graph g;
-    inn_status s = inn_bundle_open_ex(&b, map, (size_t)st.st_size, drop, map);
-    if (s == INN_OK) s = inn_graph_find(&b, bucket, runtime, &g);
-    if (s != INN_OK) fail(std::string("bundle: ") + inn_status_str(s));
+    check(inn_bundle_open_deferred(&b, map, (size_t)st.st_size, drop, map), "bundle");
+    check(inn_graph_find(&b, bucket, runtime, &g), "bundle");
+    const double t1 = now_ms();
     std::vector<void *> outs(g.image_count);
     std::vector<size_t> sizes(g.image_count);
     size_t total = 0;
     for (uint32_t i = 0; i < g.image_count; i++) {
         inn_image_info info;
-        if ((s = inn_graph_image(&g, i, &info)) != INN_OK) fail(inn_status_str(s));
+        check(inn_graph_image(&g, i, &info), "graph");
         sizes[i] = (size_t)info.size;
         outs[i] = anonymous(sizes[i]);
         total += sizes[i];
@@ -101,18 +123,31 @@ static size_t fill(const char *path, uint32_t bucket, const char *runtime, uint8
     }
     if (!*pte || !*ptd) fail("the graph has no model.pte and weights.ptd");
     size_t scratch_size;
-    if ((s = inn_graph_scratch_size(&b, &g, &scratch_size)) != INN_OK) fail(inn_status_str(s));
-    void *scratch = std::malloc(scratch_size ? scratch_size : 1);
-    const uint32_t parts = 16;
-    s = inn_graph_fill_spans(&b, &g, outs.data(), sizes.data());
-    for (uint32_t p = 0; p < parts && s == INN_OK; p++) {
-        size_t first, end;
-        s = inn_graph_fill_part(&b, &g, outs.data(), sizes.data(), p, parts, scratch, scratch_size);
-        if (s == INN_OK && inn_graph_part_nodes(&b, &g, p, parts, &first, &end) == INN_OK) drop(map, first, end);
-    }
-    if (s != INN_OK) fail(std::string("fill: ") + inn_status_str(s));
-    std::free(scratch);
+    check(inn_graph_scratch_size(&b, &g, &scratch_size), "graph");
+    check(inn_graph_fill_spans(&b, &g, outs.data(), sizes.data()), "fill");
+    threads = std::max(1u, std::min(threads, b.layer_count));
+    const uint32_t parts = std::max(threads, std::min(b.layer_count, threads * PARTS_PER_THREAD));
+    std::vector<uint32_t> states(parts);
+    std::vector<inn_status> status(parts, INN_ERR_ARG); /* a part that never ran fails the fill */
+    auto run = [&](uint32_t t) {
+        std::vector<uint8_t> scratch(scratch_size ? scratch_size : 1);
+        for (uint32_t p = t * parts / threads; p < (t + 1) * parts / threads; p++) {
+            status[p] = inn_graph_fill_part_verify(&b, &g, outs.data(), sizes.data(), p, parts, scratch.data(),
+                                                   scratch.size(), &states[p]);
+            if (status[p] != INN_OK) return;
+            size_t first, end;
+            if (inn_graph_part_nodes(&b, &g, p, parts, &first, &end) == INN_OK) drop(map, first, end);
+        }
+    };
+    std::vector<std::thread> workers;
+    for (uint32_t t = 1; t < threads; t++) workers.emplace_back(run, t);
+    run(0);
+    for (auto &w : workers) w.join();
+    for (uint32_t p = 0; p < parts; p++) check(status[p], "fill part " + std::to_string(p));
+    check(inn_bundle_nodes_verified(&b, states.data(), parts), "fill");
     munmap(map, (size_t)st.st_size); /* the page cache keeps the file; nothing reads the nodes again */
+    *open_ms = t1 - t0;
+    *fill_ms = now_ms() - t1;
     return total;
 }
 
@@ -157,8 +192,8 @@ static int selftest() {
 int main(int argc, char **argv) {
     const std::string mode = argc > 1 ? argv[1] : "";
     if (mode == "selftest" && argc == 2) return selftest();
-    if (!((mode == "bundle" && argc == 8) || (mode == "plain" && argc == 5))) {
-        std::fprintf(stderr, "usage: et_host bundle BUNDLE BUCKET RUNTIME release|buffer INPUT OUTPUT\n"
+    if (!((mode == "bundle" && argc == 9) || (mode == "plain" && argc == 5))) {
+        std::fprintf(stderr, "usage: et_host bundle BUNDLE BUCKET RUNTIME release|buffer THREADS INPUT OUTPUT\n"
                              "       et_host plain PTE INPUT OUTPUT\n"
                              "       et_host selftest\n");
         return 2;
@@ -167,19 +202,27 @@ int main(int argc, char **argv) {
     const long base = hwm_kib();
     std::unique_ptr<Module> module;
     size_t filled = 0;
+    double open_ms = 0, fill_ms = 0, t0;
     if (mode == "plain") {
+        t0 = now_ms();
         module = std::make_unique<Module>(argv[2], Module::LoadMode::Mmap);
     } else {
         uint8_t *pte = nullptr, *ptd = nullptr;
         size_t pte_size = 0, ptd_size = 0;
-        filled = fill(argv[2], (uint32_t)std::strtoul(argv[3], nullptr, 10), argv[4], &pte, &pte_size, &ptd, &ptd_size);
+        const long threads = std::strtol(argv[6], nullptr, 10);
+        if (threads < 1 || threads > 64) fail(std::string("THREADS must be 1..64, got ") + argv[6]);
+        filled = fill(argv[2], (uint32_t)std::strtoul(argv[3], nullptr, 10), argv[4], (uint32_t)threads, &pte,
+                      &pte_size, &ptd, &ptd_size, &open_ms, &fill_ms);
+        t0 = now_ms();
         std::unique_ptr<DataLoader> data;
         if (std::string(argv[5]) == "release") data = std::make_unique<inn::ReleasingDataLoader>(ptd, ptd_size);
         else data = std::make_unique<BufferDataLoader>(ptd, ptd_size);
         module = std::make_unique<Module>(std::make_unique<BufferDataLoader>(pte, pte_size), nullptr, nullptr, nullptr,
                                           std::move(data));
     }
+    /* load_method reads the program and has XNNPACK pack every weight, from a path or from memory alike */
     if (module->load_method("forward") != Error::Ok) fail("the program does not load");
+    const double load_ms = now_ms() - t0;
     auto meta = module->method_meta("forward");
     if (!meta.ok()) fail("no forward method");
     auto in_meta = meta->input_tensor_meta(0);
@@ -195,6 +238,7 @@ int main(int argc, char **argv) {
     if (!f || std::fwrite(y.const_data_ptr<float>(), sizeof(float), (size_t)y.numel(), f) != (size_t)y.numel())
         fail("cannot write the output");
     std::fclose(f);
-    std::printf("hwm_kib=%ld base_kib=%ld files=%zu\n", hwm_kib(), base, filled);
+    std::printf("hwm_kib=%ld base_kib=%ld files=%zu open_ms=%.3f fill_ms=%.3f load_ms=%.3f\n", hwm_kib(), base,
+                filled, open_ms, fill_ms, load_ms);
     return 0;
 }
