@@ -84,6 +84,12 @@ def load_once(exe: Path, mode: str, bundle: Path, plain: Path, bucket: int, runt
     return {k: float(v) for k, v in (f.split("=") for f in line.split())}, np.fromfile(yout, np.float32)
 
 
+def fresh_ms(exe: Path, size: int) -> float:
+    """Milliseconds a fresh et_host process takes to write ``size`` bytes of new memory, nothing else."""
+    done = subprocess.run([str(exe), "fresh", str(size)], capture_output=True, text=True, check=True)
+    return float(done.stdout.split("=")[1])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("bundle", type=Path)

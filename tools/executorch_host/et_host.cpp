@@ -4,6 +4,7 @@
  *
  *   et_host bundle BUNDLE BUCKET RUNTIME release|buffer THREADS INPUT OUTPUT
  *   et_host plain PTE INPUT OUTPUT
+ *   et_host fresh BYTES
  *   et_host selftest
  *
  * bundle: the C core opens the mapped bundle, fills the graph's model.pte and weights.ptd into anonymous
@@ -12,7 +13,9 @@
  * (mapped), the reference. INPUT: raw float32 of the method's input shape; OUTPUT: raw float32 of output 0.
  * Prints one line: "hwm_kib=<peak> base_kib=<peak before loading> files=<bytes filled> open_ms=<map, open,
  * find the graph> fill_ms=<write the files> load_ms=<ExecuTorch's program and method, weights packed>" (plain:
- * open and fill 0). The libraries are loaded before the clock starts, as in an app. selftest: which pages
+ * open and fill 0). The libraries are loaded before the clock starts, as in an app. fresh: new anonymous memory
+ * of BYTES written once, nothing else ("fresh_ms=<ms>"): what the memory of a fill's files alone costs in this
+ * process. selftest: which pages
  * inn::ReleasingDataLoader gives back (overlapping and repeated ranges, the loader gone first); prints
  * "selftest ok", or each wrong page. */
 #include <executorch/extension/data_loader/buffer_data_loader.h>
@@ -192,9 +195,17 @@ static int selftest() {
 int main(int argc, char **argv) {
     const std::string mode = argc > 1 ? argv[1] : "";
     if (mode == "selftest" && argc == 2) return selftest();
+    if (mode == "fresh" && argc == 3) {
+        const size_t size = (size_t)std::strtoull(argv[2], nullptr, 10);
+        const double t = now_ms();
+        std::memset(anonymous(size), 1, size);
+        std::printf("fresh_ms=%.3f\n", now_ms() - t);
+        return 0;
+    }
     if (!((mode == "bundle" && argc == 9) || (mode == "plain" && argc == 5))) {
         std::fprintf(stderr, "usage: et_host bundle BUNDLE BUCKET RUNTIME release|buffer THREADS INPUT OUTPUT\n"
                              "       et_host plain PTE INPUT OUTPUT\n"
+                             "       et_host fresh BYTES\n"
                              "       et_host selftest\n");
         return 2;
     }
