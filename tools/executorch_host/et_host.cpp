@@ -8,16 +8,15 @@
  *   et_host selftest
  *
  * bundle: the C core opens the mapped bundle, fills the graph's model.pte and weights.ptd into anonymous
- * memory on THREADS threads, and ExecuTorch loads them from there: the .ptd through inn::ReleasingDataLoader ("release") or a
- * plain BufferDataLoader ("buffer", what the Python bindings do). plain: a plain .pte loaded from its path
- * (mapped), the reference. INPUT: raw float32 of the method's input shape; OUTPUT: raw float32 of output 0.
- * Prints one line: "hwm_kib=<peak> base_kib=<peak before loading> files=<bytes filled> open_ms=<map, open,
- * find the graph> fill_ms=<write the files> load_ms=<ExecuTorch's program and method, weights packed>" (plain:
- * open and fill 0). The libraries are loaded before the clock starts, as in an app. fresh: new anonymous memory
- * of BYTES written once, nothing else ("fresh_ms=<ms>"): what the memory of a fill's files alone costs in this
- * process. selftest: which pages
- * inn::ReleasingDataLoader gives back (overlapping and repeated ranges, the loader gone first); prints
- * "selftest ok", or each wrong page. */
+ * memory on THREADS threads, and ExecuTorch loads them from there: the .ptd through inn::ReleasingDataLoader
+ * ("release") or a plain BufferDataLoader ("buffer", what the Python bindings do). plain: a plain .pte loaded
+ * from its path (mapped), the reference. INPUT: raw float32 of the method's input shape; OUTPUT: raw float32
+ * of output 0. Prints one line: "hwm_kib=<peak> base_kib=<peak before loading> files=<bytes filled>
+ * open_ms=<map, open, find the graph> fill_ms=<write the files> load_ms=<ExecuTorch's program and method,
+ * weights packed>" (plain: open and fill 0). The libraries are loaded before the clock starts, as in an app.
+ * fresh: new anonymous memory of BYTES written once, nothing else ("fresh_ms=<ms>"): what the memory of a
+ * fill's files alone costs in this process. selftest: which pages inn::ReleasingDataLoader gives back
+ * (overlapping and repeated ranges, the loader gone first); prints "selftest ok", or each wrong page. */
 #include <executorch/extension/data_loader/buffer_data_loader.h>
 #include <executorch/extension/module/module.h>
 #include <executorch/extension/tensor/tensor.h>
