@@ -112,7 +112,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         work = Path(d)
         exe = build(work)
-        shape = _input_shape(args.plain)
+        shape = input_shape(args.plain)
         xin = write_input(np.random.default_rng(0).standard_normal(shape).astype(np.float32), work)
         peaks: dict[str, list[float]] = {m: [] for m in MODES}
         outs: dict[str, np.ndarray] = {}
@@ -135,7 +135,7 @@ def main() -> None:
         sys.exit("bench_executorch_loader: the two bundle loads disagree")
 
 
-def _input_shape(pte: Path) -> tuple[int, ...]:
+def input_shape(pte: Path) -> tuple[int, ...]:
     """The forward method's input shape, read by ExecuTorch's Python bindings (nothing is run)."""
     from executorch.extension.pybindings.portable_lib import _load_for_executorch
 

@@ -472,7 +472,7 @@ def _startup_table_cpp(name: str, paths: dict[str, Path], plain: dict[str, Path]
             print(f"| the C++ host does not build here: {e} |", flush=True)
             return
         for rt in runtimes:
-            xin = host.write_input(np.zeros(host._input_shape(plain[rt]), np.float32), work)  # noqa: SLF001
+            xin = host.write_input(np.zeros(host.input_shape(plain[rt]), np.float32), work)
             rows: dict[str, list[dict[str, float]]] = {key: [] for key in (*paths, "plain", "fresh")}
             files = 0
             for _ in range(runs):
