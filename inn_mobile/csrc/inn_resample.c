@@ -229,24 +229,29 @@ __attribute__((target("avx2"))) static inline void transpose8(__m256 r[8]) {
     }
 }
 
-/* scale_transposed for whole blocks of 8 input rows and 8 taps, the last taps (taps % 8) of each block by the
- * plain loop; the rows past the last whole block are left to scale_transposed. Returns the rows done and, if
+/* scale_transposed for whole blocks of 8 input rows, 8 taps at a time; the last taps (taps % 8: the ninth of a
+ * 3x3 kernel) read by masked loads (nothing past them is touched) and transposed alike, for only taps % 8 tap
+ * rows out. The rows past the last whole block are left to scale_transposed. Returns the rows done and, if
  * `top` is not NULL, their largest magnitude (inn_magnitude, 8 lanes at a time) in *top. */
 __attribute__((target("avx2"))) static uint32_t scale_transposed_avx2(const float *restrict x, uint32_t count,
                                                                      uint32_t taps, const float *restrict q,
                                                                      float *restrict row, int32_t *top) {
     const __m256i sign_off = _mm256_set1_epi32(0x7FFFFFFF), inf = _mm256_set1_epi32(0x7F800000);
+    const uint32_t tail = taps % 8;
+    const __m256i lanes_tail = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)tail), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
     __m256i most = _mm256_setzero_si256();
-    int32_t rest = 0;
     uint32_t i0 = 0;
     for (; i0 + 8 <= count; i0 += 8) {
         const __m256 qv = _mm256_loadu_ps(q + i0);
-        uint32_t t0 = 0;
-        for (; t0 + 8 <= taps; t0 += 8) {
+        for (uint32_t t0 = 0; t0 < taps; t0 += 8) {
+            const int whole = t0 + 8 <= taps;
             __m256 r[8];
-            for (int c = 0; c < 8; c++) r[c] = _mm256_loadu_ps(x + (size_t)(i0 + c) * taps + t0);
+            for (int c = 0; c < 8; c++) {
+                const float *src = x + (size_t)(i0 + c) * taps + t0;
+                r[c] = whole ? _mm256_loadu_ps(src) : _mm256_maskload_ps(src, lanes_tail);
+            }
             transpose8(r);
-            for (int t = 0; t < 8; t++) {
+            for (uint32_t t = 0; t < (whole ? 8 : tail); t++) {
                 const __m256 v = _mm256_mul_ps(r[t], qv);
                 _mm256_storeu_ps(row + (size_t)(t0 + t) * count + i0, v);
                 if (!top) continue;
@@ -255,14 +260,9 @@ __attribute__((target("avx2"))) static uint32_t scale_transposed_avx2(const floa
                 most = _mm256_max_epi32(most, m);
             }
         }
-        for (; t0 < taps; t0++)
-            for (uint32_t i = i0; i < i0 + 8; i++) {
-                row[(size_t)t0 * count + i] = x[(size_t)i * taps + t0] * q[i];
-                rest = top_of(rest, row[(size_t)t0 * count + i]);
-            }
     }
     if (!top) return i0;
-    int32_t lanes[8];
+    int32_t lanes[8], rest = 0;
     _mm256_storeu_si256((__m256i *)lanes, most);
     for (int k = 0; k < 8; k++) rest = lanes[k] > rest ? lanes[k] : rest;
     *top = rest;
