@@ -229,16 +229,44 @@ __attribute__((target("avx2"))) static inline void transpose8(__m256 r[8]) {
     }
 }
 
-/* scale_transposed for whole blocks of 8 input rows, 8 taps at a time; the last taps (taps % 8: the ninth of a
- * 3x3 kernel) read by masked loads (nothing past them is touched) and transposed alike, for only taps % 8 tap
- * rows out. The rows past the last whole block are left to scale_transposed. Returns the rows done and, if
- * `top` is not NULL, their largest magnitude (inn_magnitude, 8 lanes at a time) in *top. */
-__attribute__((target("avx2"))) static uint32_t scale_transposed_avx2(const float *restrict x, uint32_t count,
-                                                                     uint32_t taps, const float *restrict q,
-                                                                     float *restrict row, int32_t *top) {
+/* Eight consecutive values of a row stored as `dtype`, from element k, in float32 exactly as node_row widens
+ * them: float16 by F16C, int8 as (float)q * scale. */
+__attribute__((target("avx2,f16c"))) static inline __m256 load8(const void *x, inn_node_dtype dtype, float scale,
+                                                               size_t k) {
+    switch (dtype) {
+        case INN_NODES_F16: return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)x + k)));
+        case INN_NODES_I8: {
+            const __m128i q = _mm_loadl_epi64((const __m128i *)((const int8_t *)x + k));
+            return _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)), _mm256_set1_ps(scale));
+        }
+        default: return _mm256_loadu_ps((const float *)x + k);
+    }
+}
+
+/* load8 of the last n (< 8) values of a row, padded with zeros: nothing past them is read. */
+__attribute__((target("avx2,f16c"))) static __m256 load_last(const void *x, inn_node_dtype dtype, float scale,
+                                                            size_t k, size_t n) {
+    float v[8] = {0};
+    for (size_t e = 0; e < n; e++)
+        v[e] = dtype == INN_NODES_F16 ? inn_half_to_float(((const uint16_t *)x)[k + e])
+               : dtype == INN_NODES_I8 ? (float)((const int8_t *)x)[k + e] * scale
+                                       : ((const float *)x)[k + e];
+    return _mm256_loadu_ps(v);
+}
+
+/* scale_transposed for whole blocks of 8 input rows, 8 taps at a time, from a row x stored as `dtype` (float32;
+ * float16 and int8 nodes widened in registers, with no widened row written and read back: float16 only where
+ * the CPU has F16C); the last taps (taps % 8: the ninth of a 3x3 kernel) read as 8 values too (the next input
+ * row's first ones after them, unused) but at the row's very end, where nothing past it is read, and
+ * transposed alike, for only taps % 8 tap rows out. The rows past the last whole block are left to
+ * scale_transposed. Returns the rows done and, if `top` is not NULL, their largest magnitude (inn_magnitude, 8
+ * lanes at a time) in *top. Inlined into one copy per dtype (transposed_f32, ...): a constant dtype keeps the
+ * 8 x 8 block in registers. */
+__attribute__((target("avx2,f16c"), always_inline)) static inline uint32_t transposed_rows(
+    const void *restrict x, inn_node_dtype dtype, float scale, uint32_t count, uint32_t taps,
+    const float *restrict q, float *restrict row, int32_t *top) {
     const __m256i sign_off = _mm256_set1_epi32(0x7FFFFFFF), inf = _mm256_set1_epi32(0x7F800000);
     const uint32_t tail = taps % 8;
-    const __m256i lanes_tail = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)tail), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
     __m256i most = _mm256_setzero_si256();
     uint32_t i0 = 0;
     for (; i0 + 8 <= count; i0 += 8) {
@@ -247,8 +275,9 @@ __attribute__((target("avx2"))) static uint32_t scale_transposed_avx2(const floa
             const int whole = t0 + 8 <= taps;
             __m256 r[8];
             for (int c = 0; c < 8; c++) {
-                const float *src = x + (size_t)(i0 + c) * taps + t0;
-                r[c] = whole ? _mm256_loadu_ps(src) : _mm256_maskload_ps(src, lanes_tail);
+                const size_t at = (size_t)(i0 + c) * taps + t0;
+                r[c] = c == 7 && !whole && i0 + 8 == count ? load_last(x, dtype, scale, at, tail)
+                                                           : load8(x, dtype, scale, at);
             }
             transpose8(r);
             for (uint32_t t = 0; t < (whole ? 8 : tail); t++) {
@@ -268,6 +297,17 @@ __attribute__((target("avx2"))) static uint32_t scale_transposed_avx2(const floa
     *top = rest;
     return i0;
 }
+
+__attribute__((target("avx2,f16c"))) static uint32_t scale_transposed_avx2(const void *restrict x, inn_node_dtype dtype,
+                                                                          float scale, uint32_t count, uint32_t taps,
+                                                                          const float *restrict q,
+                                                                          float *restrict row, int32_t *top) {
+    switch (dtype) {
+        case INN_NODES_F16: return transposed_rows(x, INN_NODES_F16, scale, count, taps, q, row, top);
+        case INN_NODES_I8: return transposed_rows(x, INN_NODES_I8, scale, count, taps, q, row, top);
+        default: return transposed_rows(x, INN_NODES_F32, scale, count, taps, q, row, top);
+    }
+}
 #endif
 
 /* The input-axis pass when it is the identity (compact_taps.identity): row[i, t] = (x[i, t] * 1) * q_i is
@@ -281,7 +321,8 @@ static int32_t scale_identity(const float *x, uint32_t count, uint32_t taps, con
     uint32_t done = 0;
     int32_t top = want ? 0 : -1;
 #ifdef INN_HAS_CLONES
-    if (__builtin_cpu_supports("avx2")) done = scale_transposed_avx2(x, count, taps, q, row, want ? &top : NULL);
+    if (__builtin_cpu_supports("avx2"))
+        done = scale_transposed_avx2(x, INN_NODES_F32, 1.0f, count, taps, q, row, want ? &top : NULL);
 #endif
     return scale_transposed(x, count, taps, q, row, done, top);
 }
@@ -467,9 +508,22 @@ INN_AVX2_CLONE static const float *node_row(const inn_nodes *nd, uint32_t node, 
  * the combined row of the passes below. Returns the row's largest magnitude if `want` (sink_row's `top`), else -1. */
 static int32_t identity_row(const inn_nodes *nd, uint32_t node, size_t node_len, uint32_t count, uint32_t taps,
                             const float *q, const float *qx, int ordered, float *wide, float *row, int want) {
+    const size_t at = (size_t)node * node_len;
     if (nd->dtype == INN_NODES_I8 && (taps == 1 || !ordered))
-        return scale_row_i8((const int8_t *)nd->data + (size_t)node * node_len, nd->scales[node], taps == 1 ? q : qx,
-                            (size_t)count * taps, row, want);
+        return scale_row_i8((const int8_t *)nd->data + at, nd->scales[node], taps == 1 ? q : qx, (size_t)count * taps,
+                            row, want);
+#ifdef INN_HAS_CLONES
+    /* rows written transposed in whole blocks of 8 input rows: straight from the stored row */
+    if (ordered && taps > 1 && count % 8 == 0 && (nd->dtype != INN_NODES_F16 || nd->f16c) &&
+        __builtin_cpu_supports("avx2")) {
+        const size_t size = nd->dtype == INN_NODES_F32 ? 4 : nd->dtype == INN_NODES_F16 ? 2 : 1;
+        int32_t top = want ? 0 : -1;
+        scale_transposed_avx2((const uint8_t *)nd->data + at * size, (inn_node_dtype)nd->dtype,
+                              nd->dtype == INN_NODES_I8 ? nd->scales[node] : 1.0f, count, taps, q, row,
+                              want ? &top : NULL);
+        return top;
+    }
+#endif
     return scale_identity(node_row(nd, node, node_len, wide), count, taps, q, qx, ordered, row, want);
 }
 
