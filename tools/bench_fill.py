@@ -1,7 +1,7 @@
-"""Warm fill speed of two builds of the C core, side by side: the core of a git revision against this checkout's.
+"""Fill speed of two builds of the C core, side by side: the core of a git revision against this checkout's.
 
     python tools/bench_fill.py BUNDLE [--runtimes litert-i8 executorch-i8] [--baseline HEAD~1] [--rounds 5]
-                               [--fills 100] [--threads 1]
+                               [--fills 100] [--threads 1] [--fresh]
 
 Each round runs one process per build (the baseline's library built by the setup.py of ``git archive`` of --baseline,
 then this checkout's installed one), taking turns; each process opens BUNDLE from its file
@@ -9,6 +9,8 @@ and fills the full width --fills times on --threads threads, after one untimed f
 Printed per runtime: the median over rounds of those medians, per build, and the ratio. A warm process
 measures the fill's computing (the output memory was touched before): what a change to the core's loops
 does, apart from the first-touch cost of fresh pages that a startup also pays (``tools/bench_real.py``).
+With --fresh each process times its first fill instead, as a startup runs it: new output pages, the nodes
+read from the page cache, their checks done by the fill; the median over rounds of those.
 Both builds must write the same bytes: the first fill of each process is compared by checksum.
 """
 
@@ -46,14 +48,16 @@ def build(revision: str, out: Path) -> Path:
 
 
 def child(bundle: str, runtime: str, fills: int, threads: int) -> None:
-    """In this process: the median ms of ``fills`` warm fills, and the first fill's checksum, as JSON."""
+    """In this process: the median ms of ``fills`` warm fills (none: the first fill's ms), and the first fill's
+    checksum, as JSON."""
     from inn_mobile import native
 
     nb = native.NativeBundle.from_file(bundle)
     full = nb.bucket_count - 1
+    t = time.perf_counter()
     files = nb.fill(full, runtime, threads=threads)
+    times = [(time.perf_counter() - t) * 1e3] if fills == 0 else []
     digest = hashlib.sha256(b"".join(files[k] for k in sorted(files))).hexdigest()
-    times = []
     for _ in range(fills):
         t = time.perf_counter()
         nb.fill(full, runtime, threads=threads)
@@ -69,6 +73,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=5, help="processes per build and runtime, taking turns")
     p.add_argument("--fills", type=int, default=100, help="timed fills per process")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--fresh", action="store_true", help="time each process's first fill (as a startup runs it)")
     p.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
@@ -78,8 +83,10 @@ def main() -> None:
         sys.exit(f"bench_fill.py: {args.bundle}: no such file")
     with tempfile.TemporaryDirectory(prefix="bench_fill_") as tmp:
         builds = {args.baseline: build(args.baseline, Path(tmp)), "this checkout": None}
-        print(f"| {args.bundle.name}, full width, warm fill ms ({args.threads} thread(s), median of {args.fills} "
-              f"fills, median of {args.rounds} processes) | " + " | ".join(builds) + " | ratio |")
+        fills = 0 if args.fresh else args.fills
+        what = "fill ms, first fill of a fresh process" if args.fresh else f"warm fill ms, median of {fills} fills"
+        print(f"| {args.bundle.name}, full width, {what} ({args.threads} thread(s), median of {args.rounds} "
+              f"processes) | " + " | ".join(builds) + " | ratio |")
         print("|---|---|---|---|")
         for runtime in args.runtimes:
             rows: dict[str, list[float]] = {name: [] for name in builds}
@@ -90,7 +97,7 @@ def main() -> None:
                     env.pop("INN_NATIVE_LIB", None)
                     if lib is not None:
                         env["INN_NATIVE_LIB"] = str(lib)
-                    res = subprocess.run([sys.executable, __file__, str(args.bundle), "--fills", str(args.fills),
+                    res = subprocess.run([sys.executable, __file__, str(args.bundle), "--fills", str(fills),
                                           "--child", runtime, str(args.threads)], capture_output=True, text=True,
                                          env=env, check=True)
                     out = json.loads(res.stdout.strip().splitlines()[-1])

@@ -60,6 +60,32 @@ __attribute__((target("avx2"))) static void quantize_avx2(const float *restrict 
 }
 #endif
 
+#if defined(__aarch64__) && !defined(INN_PORTABLE)
+#define INN_NEON_QUANT 1
+#include <arm_neon.h>
+
+/* quantize_one over a contiguous row, 16 values per step in NEON registers (aarch64: no run-time test): the
+ * same quotient (a vector division), NaN to +0, the same clamp, then FCVTNS, which rounds to nearest with
+ * ties to even as the loop's 1.5 * 2^23 trick does, and narrowing moves that cannot saturate (|q| <= 127).
+ * The last len % 16 values by quantize_one. */
+static void quantize_neon(const float *restrict x, size_t len, float scale, int8_t *restrict q) {
+    const float32x4_t s = vdupq_n_f32(scale), hi = vdupq_n_f32(127.0f), lo = vdupq_n_f32(-127.0f);
+    size_t k = 0;
+    for (; k + 16 <= len; k += 16) {
+        int32x4_t v[4];
+        for (int j = 0; j < 4; j++) {
+            const float32x4_t y = vdivq_f32(vld1q_f32(x + k + 4 * j), s);
+            const float32x4_t z = vreinterpretq_f32_u32(vandq_u32(vreinterpretq_u32_f32(y), vceqq_f32(y, y)));
+            v[j] = vcvtnq_s32_f32(vmaxq_f32(vminq_f32(z, hi), lo));
+        }
+        const int16x8_t a = vcombine_s16(vmovn_s32(v[0]), vmovn_s32(v[1]));
+        const int16x8_t b = vcombine_s16(vmovn_s32(v[2]), vmovn_s32(v[3]));
+        vst1q_s8(q + k, vcombine_s8(vmovn_s16(a), vmovn_s16(b)));
+    }
+    for (; k < len; k++) q[k] = quantize_one(x[k], scale);
+}
+#endif
+
 /* The largest inn_magnitude of x[k * stride]. Static, for clang's target_clones (which it applies to internal
  * functions only). */
 INN_AVX2_CLONE INN_VECTOR_COMPARES static int32_t row_top(const float *x, size_t len, size_t stride) {
@@ -83,6 +109,9 @@ INN_AVX2_CLONE INN_VECTOR_COMPARES static void quantize_top(const float *x, size
             quantize_avx2(x, len, scale, q);
             return;
         }
+#elif defined(INN_NEON_QUANT)
+        quantize_neon(x, len, scale, q);
+        return;
 #endif
         for (size_t k = 0; k < len; k++) q[k] = quantize_one(x[k], scale);
         return;

@@ -34,6 +34,13 @@
 #include <immintrin.h>
 #endif
 
+/* aarch64 (phones): NEON is part of the architecture, so its loops need no run-time test. Moves, shuffles and
+ * the products the plain loops compute, one rounding each (no fused multiply-add): the same bits. */
+#if defined(__aarch64__) && !defined(INN_PORTABLE)
+#define INN_NEON 1
+#include <arm_neon.h>
+#endif
+
 /* Output rows sampled together in 1x1 layers (see sample_rows1); widened node rows cached (row_cache). */
 enum { ROWS1 = 8, SLOTS = 2 * INN_TAPS };
 
@@ -310,6 +317,113 @@ __attribute__((target("avx2,f16c"))) static uint32_t scale_transposed_avx2(const
 }
 #endif
 
+#ifdef INN_NEON
+/* Four consecutive values of a row stored as `dtype`, from element k, in float32 exactly as node_row widens
+ * them: float16 by FCVTL (exact), int8 as (float)q * scale. */
+static inline float32x4_t load4(const void *x, inn_node_dtype dtype, float scale, size_t k) {
+    switch (dtype) {
+        case INN_NODES_F16: return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16((const uint16_t *)x + k)));
+        case INN_NODES_I8: {
+            int32_t four;
+            memcpy(&four, (const int8_t *)x + k, sizeof four);
+            const int16x8_t wide = vmovl_s8(vreinterpret_s8_s32(vdup_n_s32(four)));
+            return vmulq_n_f32(vcvtq_f32_s32(vmovl_s16(vget_low_s16(wide))), scale);
+        }
+        default: return vld1q_f32((const float *)x + k);
+    }
+}
+
+/* load4 of the last n (< 4) values of a row, padded with zeros: nothing past them is read. */
+static float32x4_t load_last4(const void *x, inn_node_dtype dtype, float scale, size_t k, size_t n) {
+    float v[4] = {0};
+    for (size_t e = 0; e < n; e++)
+        v[e] = dtype == INN_NODES_F16 ? inn_half_to_float(((const uint16_t *)x)[k + e])
+               : dtype == INN_NODES_I8 ? (float)((const int8_t *)x)[k + e] * scale
+                                       : ((const float *)x)[k + e];
+    return vld1q_f32(v);
+}
+
+/* r[t][c] = r[c][t] for 4 vectors of 4 floats. */
+static inline void transpose4(float32x4_t r[4]) {
+    const float32x4_t a0 = vtrn1q_f32(r[0], r[1]), a1 = vtrn2q_f32(r[0], r[1]);
+    const float32x4_t a2 = vtrn1q_f32(r[2], r[3]), a3 = vtrn2q_f32(r[2], r[3]);
+    r[0] = vreinterpretq_f32_f64(vtrn1q_f64(vreinterpretq_f64_f32(a0), vreinterpretq_f64_f32(a2)));
+    r[1] = vreinterpretq_f32_f64(vtrn1q_f64(vreinterpretq_f64_f32(a1), vreinterpretq_f64_f32(a3)));
+    r[2] = vreinterpretq_f32_f64(vtrn2q_f64(vreinterpretq_f64_f32(a0), vreinterpretq_f64_f32(a2)));
+    r[3] = vreinterpretq_f32_f64(vtrn2q_f64(vreinterpretq_f64_f32(a1), vreinterpretq_f64_f32(a3)));
+}
+
+/* scale_transposed_avx2 in NEON registers: whole blocks of 4 input rows, 4 taps at a time, the same reads
+ * (the last taps of a row as 4 values but at the row's very end) and the same products. Inlined into one
+ * copy per dtype (scale_transposed_neon). */
+__attribute__((always_inline)) static inline uint32_t transposed_rows4(const void *restrict x, inn_node_dtype dtype,
+                                                                      float scale, uint32_t count, uint32_t taps,
+                                                                      const float *restrict q,
+                                                                      float *restrict row, int32_t *top) {
+    const uint32x4_t sign_off = vdupq_n_u32(0x7FFFFFFFu), inf = vdupq_n_u32(0x7F800000u);
+    const uint32_t tail = taps % 4;
+    uint32x4_t most = vdupq_n_u32(0);
+    uint32_t i0 = 0;
+    for (; i0 + 4 <= count; i0 += 4) {
+        const float32x4_t qv = vld1q_f32(q + i0);
+        for (uint32_t t0 = 0; t0 < taps; t0 += 4) {
+            const int whole = t0 + 4 <= taps;
+            float32x4_t r[4];
+            for (int c = 0; c < 4; c++) {
+                const size_t at = (size_t)(i0 + c) * taps + t0;
+                r[c] = c == 3 && !whole && i0 + 4 == count ? load_last4(x, dtype, scale, at, tail)
+                                                           : load4(x, dtype, scale, at);
+            }
+            transpose4(r);
+            for (uint32_t t = 0; t < (whole ? 4 : tail); t++) {
+                const float32x4_t v = vmulq_f32(r[t], qv);
+                vst1q_f32(row + (size_t)(t0 + t) * count + i0, v);
+                if (!top) continue;
+                uint32x4_t m = vandq_u32(vreinterpretq_u32_f32(v), sign_off);
+                m = vbicq_u32(m, vcgtq_u32(m, inf)); /* NaN: 0 */
+                most = vmaxq_u32(most, m);
+            }
+        }
+    }
+    if (top) *top = (int32_t)vmaxvq_u32(most);
+    return i0;
+}
+
+static uint32_t scale_transposed_neon(const void *restrict x, inn_node_dtype dtype, float scale, uint32_t count,
+                                      uint32_t taps, const float *restrict q, float *restrict row, int32_t *top) {
+    switch (dtype) {
+        case INN_NODES_F16: return transposed_rows4(x, INN_NODES_F16, scale, count, taps, q, row, top);
+        case INN_NODES_I8: return transposed_rows4(x, INN_NODES_I8, scale, count, taps, q, row, top);
+        default: return transposed_rows4(x, INN_NODES_F32, scale, count, taps, q, row, top);
+    }
+}
+#endif
+
+/* Input rows per block of the vector transposes (scale_transposed_avx2 / _neon); 0 where there are none. */
+#if defined(INN_HAS_CLONES)
+#define TRANSPOSED_BLOCK 8u
+#elif defined(INN_NEON)
+#define TRANSPOSED_BLOCK 4u
+#else
+#define TRANSPOSED_BLOCK 0u
+#endif
+
+/* The whole blocks of TRANSPOSED_BLOCK input rows of scale_transposed, from a row stored as `dtype`, by the
+ * CPU's vector unit (float16 on x86 only with F16C: `f16c`); returns the rows done, 0 where there is none. */
+static uint32_t transposed_blocks(const void *x, inn_node_dtype dtype, float scale, int f16c, uint32_t count,
+                                  uint32_t taps, const float *q, float *row, int32_t *top) {
+#if defined(INN_HAS_CLONES)
+    if (__builtin_cpu_supports("avx2") && (dtype != INN_NODES_F16 || f16c))
+        return scale_transposed_avx2(x, dtype, scale, count, taps, q, row, top);
+#elif defined(INN_NEON)
+    (void)f16c;
+    return scale_transposed_neon(x, dtype, scale, count, taps, q, row, top);
+#else
+    (void)x, (void)dtype, (void)scale, (void)f16c, (void)count, (void)taps, (void)q, (void)row, (void)top;
+#endif
+    return 0;
+}
+
 /* The input-axis pass when it is the identity (compact_taps.identity): row[i, t] = (x[i, t] * 1) * q_i is
  * x[i, t] * q_i exactly, with no gather, written [i][t] (qx: q_i per element, for taps > 1), or [t][i] if
  * `ordered` (an OTI sink's order, so that the row needs no transposition after: int8 quantised straight into
@@ -318,12 +432,8 @@ __attribute__((target("avx2,f16c"))) static uint32_t scale_transposed_avx2(const
 static int32_t scale_identity(const float *x, uint32_t count, uint32_t taps, const float *q, const float *qx,
                               int ordered, float *row, int want) {
     if (taps == 1 || !ordered) return scale_row(x, taps == 1 ? q : qx, (size_t)count * taps, row, want);
-    uint32_t done = 0;
     int32_t top = want ? 0 : -1;
-#ifdef INN_HAS_CLONES
-    if (__builtin_cpu_supports("avx2"))
-        done = scale_transposed_avx2(x, INN_NODES_F32, 1.0f, count, taps, q, row, want ? &top : NULL);
-#endif
+    const uint32_t done = transposed_blocks(x, INN_NODES_F32, 1.0f, 1, count, taps, q, row, want ? &top : NULL);
     return scale_transposed(x, count, taps, q, row, done, top);
 }
 
@@ -512,16 +622,15 @@ static int32_t identity_row(const inn_nodes *nd, uint32_t node, size_t node_len,
     if (nd->dtype == INN_NODES_I8 && (taps == 1 || !ordered))
         return scale_row_i8((const int8_t *)nd->data + at, nd->scales[node], taps == 1 ? q : qx, (size_t)count * taps,
                             row, want);
-#ifdef INN_HAS_CLONES
-    /* rows written transposed in whole blocks of 8 input rows: straight from the stored row */
-    if (ordered && taps > 1 && count % 8 == 0 && (nd->dtype != INN_NODES_F16 || nd->f16c) &&
-        __builtin_cpu_supports("avx2")) {
+#if TRANSPOSED_BLOCK
+    /* rows written transposed in whole blocks of input rows: straight from the stored row, where the CPU can */
+    if (ordered && taps > 1 && count % TRANSPOSED_BLOCK == 0) {
         const size_t size = nd->dtype == INN_NODES_F32 ? 4 : nd->dtype == INN_NODES_F16 ? 2 : 1;
         int32_t top = want ? 0 : -1;
-        scale_transposed_avx2((const uint8_t *)nd->data + at * size, (inn_node_dtype)nd->dtype,
-                              nd->dtype == INN_NODES_I8 ? nd->scales[node] : 1.0f, count, taps, q, row,
-                              want ? &top : NULL);
-        return top;
+        if (transposed_blocks((const uint8_t *)nd->data + at * size, nd->dtype,
+                              nd->dtype == INN_NODES_I8 ? nd->scales[node] : 1.0f, nd->f16c, count, taps, q, row,
+                              want ? &top : NULL) == count)
+            return top;
     }
 #endif
     return scale_identity(node_row(nd, node, node_len, wide), count, taps, q, qx, ordered, row, want);
