@@ -216,6 +216,17 @@ static int32_t scale_transposed(const float *restrict x, uint32_t count, uint32_
     return top;
 }
 
+#if defined(INN_HAS_CLONES) || defined(INN_NEON)
+/* Values k..k+n-1 of a row stored as `dtype`, widened one at a time as node_row widens them, into v: a row's last
+ * values, which the vector loads below (load_last, load_last4) must not read past. */
+static void widen_values(const void *x, inn_node_dtype dtype, float scale, size_t k, size_t n, float *v) {
+    for (size_t e = 0; e < n; e++)
+        v[e] = dtype == INN_NODES_F16 ? inn_half_to_float(((const uint16_t *)x)[k + e])
+               : dtype == INN_NODES_I8 ? (float)((const int8_t *)x)[k + e] * scale
+                                       : ((const float *)x)[k + e];
+}
+#endif
+
 #ifdef INN_HAS_CLONES
 /* r[t][c] = r[c][t] for 8 vectors of 8 floats: unpacks, shuffles and lane swaps, the products unchanged. */
 __attribute__((target("avx2"))) static inline void transpose8(__m256 r[8]) {
@@ -254,10 +265,7 @@ __attribute__((target("avx2,f16c"))) static inline __m256 load8(const void *x, i
 __attribute__((target("avx2,f16c"))) static __m256 load_last(const void *x, inn_node_dtype dtype, float scale,
                                                             size_t k, size_t n) {
     float v[8] = {0};
-    for (size_t e = 0; e < n; e++)
-        v[e] = dtype == INN_NODES_F16 ? inn_half_to_float(((const uint16_t *)x)[k + e])
-               : dtype == INN_NODES_I8 ? (float)((const int8_t *)x)[k + e] * scale
-                                       : ((const float *)x)[k + e];
+    widen_values(x, dtype, scale, k, n, v);
     return _mm256_loadu_ps(v);
 }
 
@@ -267,8 +275,8 @@ __attribute__((target("avx2,f16c"))) static __m256 load_last(const void *x, inn_
  * row's first ones after them, unused) but at the row's very end, where nothing past it is read, and
  * transposed alike, for only taps % 8 tap rows out. The rows past the last whole block are left to
  * scale_transposed. Returns the rows done and, if `top` is not NULL, their largest magnitude (inn_magnitude, 8
- * lanes at a time) in *top. Inlined into one copy per dtype (transposed_f32, ...): a constant dtype keeps the
- * 8 x 8 block in registers. */
+ * lanes at a time) in *top. Inlined into one copy per dtype (scale_transposed_avx2): a constant dtype keeps
+ * the 8 x 8 block in registers. */
 __attribute__((target("avx2,f16c"), always_inline)) static inline uint32_t transposed_rows(
     const void *restrict x, inn_node_dtype dtype, float scale, uint32_t count, uint32_t taps,
     const float *restrict q, float *restrict row, int32_t *top) {
@@ -336,10 +344,7 @@ static inline float32x4_t load4(const void *x, inn_node_dtype dtype, float scale
 /* load4 of the last n (< 4) values of a row, padded with zeros: nothing past them is read. */
 static float32x4_t load_last4(const void *x, inn_node_dtype dtype, float scale, size_t k, size_t n) {
     float v[4] = {0};
-    for (size_t e = 0; e < n; e++)
-        v[e] = dtype == INN_NODES_F16 ? inn_half_to_float(((const uint16_t *)x)[k + e])
-               : dtype == INN_NODES_I8 ? (float)((const int8_t *)x)[k + e] * scale
-                                       : ((const float *)x)[k + e];
+    widen_values(x, dtype, scale, k, n, v);
     return vld1q_f32(v);
 }
 
