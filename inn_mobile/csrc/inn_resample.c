@@ -272,7 +272,7 @@ __attribute__((target("avx2,f16c"))) static __m256 load_last(const void *x, inn_
 /* scale_transposed for whole blocks of 8 input rows, 8 taps at a time, from a row x stored as `dtype` (float32;
  * float16 and int8 nodes widened in registers, with no widened row written and read back: float16 only where
  * the CPU has F16C); the last taps (taps % 8: the ninth of a 3x3 kernel) read as 8 values too (the next input
- * row's first ones after them, unused) but at the row's very end, where nothing past it is read, and
+ * rows' first ones after them, unused) but near the row's end, where nothing past it is read (`end`), and
  * transposed alike, for only taps % 8 tap rows out. The rows past the last whole block are left to
  * scale_transposed. Returns the rows done and, if `top` is not NULL, their largest magnitude (inn_magnitude, 8
  * lanes at a time) in *top. Inlined into one copy per dtype (scale_transposed_avx2): a constant dtype keeps
@@ -281,6 +281,7 @@ __attribute__((target("avx2,f16c"), always_inline)) static inline uint32_t trans
     const void *restrict x, inn_node_dtype dtype, float scale, uint32_t count, uint32_t taps,
     const float *restrict q, float *restrict row, int32_t *top) {
     const __m256i sign_off = _mm256_set1_epi32(0x7FFFFFFF), inf = _mm256_set1_epi32(0x7F800000);
+    const size_t end = (size_t)count * taps;
     const uint32_t tail = taps % 8;
     __m256i most = _mm256_setzero_si256();
     uint32_t i0 = 0;
@@ -288,12 +289,16 @@ __attribute__((target("avx2,f16c"), always_inline)) static inline uint32_t trans
         const __m256 qv = _mm256_loadu_ps(q + i0);
         for (uint32_t t0 = 0; t0 < taps; t0 += 8) {
             const int whole = t0 + 8 <= taps;
+            /* the block's last tail read ends past the row: its reads checked one by one (the last block or two) */
+            const int near_end = !whole && (size_t)(i0 + 8) * taps + 8 - tail > end;
             __m256 r[8];
-            for (int c = 0; c < 8; c++) {
-                const size_t at = (size_t)(i0 + c) * taps + t0;
-                r[c] = c == 7 && !whole && i0 + 8 == count ? load_last(x, dtype, scale, at, tail)
-                                                           : load8(x, dtype, scale, at);
-            }
+            if (!near_end)
+                for (int c = 0; c < 8; c++) r[c] = load8(x, dtype, scale, (size_t)(i0 + c) * taps + t0);
+            else
+                for (int c = 0; c < 8; c++) {
+                    const size_t at = (size_t)(i0 + c) * taps + t0;
+                    r[c] = at + 8 <= end ? load8(x, dtype, scale, at) : load_last(x, dtype, scale, at, end - at);
+                }
             transpose8(r);
             for (uint32_t t = 0; t < (whole ? 8 : tail); t++) {
                 const __m256 v = _mm256_mul_ps(r[t], qv);
@@ -359,13 +364,14 @@ static inline void transpose4(float32x4_t r[4]) {
 }
 
 /* scale_transposed_avx2 in NEON registers: whole blocks of 4 input rows, 4 taps at a time, the same reads
- * (the last taps of a row as 4 values but at the row's very end) and the same products. Inlined into one
+ * (the last taps of a row as 4 values but near the row's end) and the same products. Inlined into one
  * copy per dtype (scale_transposed_neon). */
 __attribute__((always_inline)) static inline uint32_t transposed_rows4(const void *restrict x, inn_node_dtype dtype,
                                                                       float scale, uint32_t count, uint32_t taps,
                                                                       const float *restrict q,
                                                                       float *restrict row, int32_t *top) {
     const uint32x4_t sign_off = vdupq_n_u32(0x7FFFFFFFu), inf = vdupq_n_u32(0x7F800000u);
+    const size_t end = (size_t)count * taps;
     const uint32_t tail = taps % 4;
     uint32x4_t most = vdupq_n_u32(0);
     uint32_t i0 = 0;
@@ -373,12 +379,15 @@ __attribute__((always_inline)) static inline uint32_t transposed_rows4(const voi
         const float32x4_t qv = vld1q_f32(q + i0);
         for (uint32_t t0 = 0; t0 < taps; t0 += 4) {
             const int whole = t0 + 4 <= taps;
+            const int near_end = !whole && (size_t)(i0 + 4) * taps + 4 - tail > end; /* as in transposed_rows */
             float32x4_t r[4];
-            for (int c = 0; c < 4; c++) {
-                const size_t at = (size_t)(i0 + c) * taps + t0;
-                r[c] = c == 3 && !whole && i0 + 4 == count ? load_last4(x, dtype, scale, at, tail)
-                                                           : load4(x, dtype, scale, at);
-            }
+            if (!near_end)
+                for (int c = 0; c < 4; c++) r[c] = load4(x, dtype, scale, (size_t)(i0 + c) * taps + t0);
+            else
+                for (int c = 0; c < 4; c++) {
+                    const size_t at = (size_t)(i0 + c) * taps + t0;
+                    r[c] = at + 4 <= end ? load4(x, dtype, scale, at) : load_last4(x, dtype, scale, at, end - at);
+                }
             transpose4(r);
             for (uint32_t t = 0; t < (whole ? 4 : tail); t++) {
                 const float32x4_t v = vmulq_f32(r[t], qv);

@@ -598,11 +598,13 @@ static void quantiser(void) {
 
 /* Full-width rows written transposed (OTI: the vector transposes where the CPU has them, x86 AVX2 and aarch64
  * NEON, straight from float32, float16 and int8 nodes) against the same rows written in their own order (OIT:
- * no transposes), element for element, into float32 and int8 sinks. 3x3, 2x2 and 5x5 kernels (a tail of 1, none
- * and 1 tap past the blocks of 4 and 8) and 16, 12 and 5 input rows (whole blocks of 8 and 4, of 4 only, none). */
+ * no transposes), element for element, into float32 and int8 sinks. Kernels of 9, 4, 25, 2 and 3 taps (tails of
+ * 1, none, 1, 2 and 3 past the blocks of 4 and 8: the last taps are read with the next rows' first values) and
+ * 16, 12 and 5 input rows (whole blocks of 8 and 4, of 4 only, none). The nodes are copied into memory of their
+ * exact size, so that a read past their end is one past an allocation (which ASan reports). */
 static void transposed_rows(void) {
-    enum { M_OUT = 6, MAX_IN = 16, MAX_TAPS = 25, MAX_LEN = MAX_IN * MAX_TAPS };
-    static const uint32_t taps_cases[3] = {9, 4, 25}, in_cases[3] = {16, 12, 5};
+    enum { M_OUT = 6, MAX_IN = 16, MAX_TAPS = 25, MAX_LEN = MAX_IN * MAX_TAPS, TAPS_CASES = 5 };
+    static const uint32_t taps_cases[TAPS_CASES] = {9, 4, 25, 2, 3}, in_cases[3] = {16, 12, 5};
     static const inn_node_dtype dtypes[3] = {INN_NODES_F32, INN_NODES_F16, INN_NODES_I8};
     static float f32[M_OUT * MAX_LEN], a[M_OUT * MAX_LEN], b[M_OUT * MAX_LEN];
     static uint16_t f16[M_OUT * MAX_LEN];
@@ -621,13 +623,15 @@ static void transposed_rows(void) {
     }
     CHECK(inn_taps(NULL, M_OUT, M_OUT, oidx, ow) == INN_OK, "output taps");
     const inn_axis out = {oidx, ow, NULL, M_OUT};
-    for (int tc = 0; tc < 3; tc++)
+    for (int tc = 0; tc < TAPS_CASES; tc++)
         for (int ic = 0; ic < 3; ic++)
             for (int dc = 0; dc < 3; dc++) {
                 const uint32_t taps = taps_cases[tc], m_in = in_cases[ic];
                 const size_t len = (size_t)m_in * taps, total = M_OUT * len;
-                const void *data = dtypes[dc] == INN_NODES_F32 ? (const void *)f32
-                                   : dtypes[dc] == INN_NODES_F16 ? (const void *)f16 : (const void *)i8;
+                const size_t size = dtypes[dc] == INN_NODES_F32 ? 4 : dtypes[dc] == INN_NODES_F16 ? 2 : 1;
+                void *data = malloc(total * size);
+                memcpy(data, dtypes[dc] == INN_NODES_F32 ? (const void *)f32
+                             : dtypes[dc] == INN_NODES_F16 ? (const void *)f16 : (const void *)i8, total * size);
                 const inn_nodes nd = {data, dtypes[dc], dtypes[dc] == INN_NODES_I8 ? node_scales : NULL, 0};
                 CHECK(inn_taps(NULL, m_in, m_in, iidx, iw) == INN_OK, "input taps");
                 CHECK(inn_quadrature_weights(NULL, m_in, INN_QUAD_TRAPEZOID, iq) == INN_OK, "quadrature");
@@ -653,8 +657,10 @@ static void transposed_rows(void) {
                     cases++;
                 }
                 free(scratch);
+                free(data);
             }
-    CHECK(bad == 0 && cases == 54, "transposed rows differ from rows in their own order in %d places", bad);
+    CHECK(bad == 0 && cases == 2 * 3 * 3 * TAPS_CASES,
+          "transposed rows differ from rows in their own order in %d places", bad);
 }
 
 /* The portable float16 widening (every CPU without F16C, and row tails) against ldexp, all 65536 halves. */
