@@ -140,11 +140,6 @@ INN_NOINLINE static int all_finite(const uint8_t *p, size_t count, int half) {
     return !(carry & 0x80000000u);
 }
 
-/* Bytes per node value: NODE element type 1 float32, 2 float16, 3 int8. */
-static size_t node_elem_size(const inn_bundle *b) {
-    return b->node_dtype == INN_NODES_I8 ? 1 : b->node_dtype == INN_NODES_F16 ? 2 : 4;
-}
-
 /* int8 nodes: the layer's [m_out] scales at NSCL offset `first` must exist. */
 static int scales_fit(const inn_bundle *b, uint32_t first, uint64_t m_out) {
     return b->node_dtype != INN_NODES_I8 || (uint64_t)first + m_out <= b->node_scales_count;
@@ -188,7 +183,7 @@ static int weight_node_count(uint32_t kind, uint64_t m_out, uint64_t m_in_per_bl
 static int has_bias_nodes(layer_rec r) { return (r.flags & 1u) || r.kind == INN_KIND_AFFINE; }
 
 static inn_status check_layers(const inn_bundle *b) {
-    size_t node_count = b->nodes_size / node_elem_size(b);
+    size_t node_count = b->nodes_size / inn_node_size((inn_node_dtype)b->node_dtype);
     for (uint32_t l = 0; l < b->layer_count; l++) {
         layer_rec r = layer_at(b, l);
         uint32_t kind = r.kind, blocks = r.blocks, taps = r.taps;
@@ -579,7 +574,7 @@ inn_status inn_layer_norm(const inn_bundle *b, uint32_t bucket, uint32_t layer, 
  * checksum is ~section_state(..., 0xFFFFFFFF, ...); a share of NODE continues from its own start state. */
 static uint32_t section_state(const uint8_t *d, size_t off, size_t len, int castagnoli, uint32_t state, uint32_t elem,
                               int *finite, inn_read_done done, void *ctx) {
-    size_t esize = elem == INN_NODES_F16 ? 2 : 4;
+    const size_t esize = inn_node_size((inn_node_dtype)elem);
     size_t at = 0;
     do { /* an empty section too: its CRC is that of nothing */
         size_t n = len - at < OPEN_STRETCH ? len - at : OPEN_STRETCH;
@@ -827,7 +822,7 @@ inn_status inn_layer_node_bytes(const inn_bundle *b, uint32_t bucket, uint32_t l
     inn_status st = inn_layer_info_get(b, bucket, layer, &li);
     if (st) return st;
     layer_rec r = layer_at(b, layer);
-    size_t elem = node_elem_size(b), base = (size_t)(b->nodes - b->data), count;
+    size_t elem = inn_node_size((inn_node_dtype)b->node_dtype), base = (size_t)(b->nodes - b->data), count;
     if (!weight_node_count(li.kind, li.m_out, li.m_in, li.taps, &count)) return INN_ERR_OVERFLOW;
     size_t lo = (size_t)r.weight_off, hi = lo + count;
     if (has_bias_nodes(r)) {
@@ -915,7 +910,8 @@ static inn_status build_axis(const inn_bundle *b, uint32_t bucket, uint32_t firs
 
 /* One node tensor of a layer: `offset` in node elements, `scale_first` its first NSCL scale (int8 only). */
 static inn_nodes layer_nodes(const inn_bundle *b, uint64_t offset, uint32_t scale_first) {
-    inn_nodes n = {b->nodes + (size_t)offset * node_elem_size(b), (inn_node_dtype)b->node_dtype, NULL, 0};
+    const inn_node_dtype dtype = (inn_node_dtype)b->node_dtype;
+    inn_nodes n = {b->nodes + (size_t)offset * inn_node_size(dtype), dtype, NULL, 0};
     if (b->node_dtype == INN_NODES_I8) n.scales = (const float *)b->node_scales + scale_first;
     return n;
 }

@@ -2,12 +2,12 @@
  * before 1.4) and CRC-32C (Castagnoli; the section table and the sections from 1.4 on).
  *
  * CRC-32C runs on the CPU's CRC instructions where it has them (x86-64 SSE4.2 `crc32`, ARMv8 `crc32c*`),
- * asked at run time (CPUID, the Linux/Android hwcaps), so one binary serves CPUs with and without them;
- * elsewhere, and in -DINN_PORTABLE builds, by the same table method as CRC-32: the same values everywhere
- * (tests compare both paths). The instruction has a latency of about three cycles and a throughput of one,
- * so long inputs run as three interleaved lanes joined by a "skip LANE zero bytes" map: several times
- * faster than one lane, which is itself several times faster than tables. No global state: tables are
- * built on the stack for each call that needs them (microseconds). */
+ * asked at run time once per process (CPUID, the Linux/Android hwcaps: inn_cpu.c), so one binary serves CPUs
+ * with and without them; elsewhere, and in -DINN_PORTABLE builds, by the same table method as CRC-32: the
+ * same values everywhere (tests compare both paths). The instruction has a latency of about three cycles and
+ * a throughput of one, so long inputs run as three interleaved lanes joined by a "skip LANE zero bytes" map:
+ * several times faster than one lane, which is itself several times faster than tables. No state of its
+ * own: tables are built on the stack for each call that needs them (microseconds). */
 #include <string.h>
 
 #include "inn.h"
@@ -45,35 +45,24 @@ uint32_t inn_crc32c_portable(const uint8_t *data, size_t size) {
 
 /* ---------------------------------------------------------------- CRC instructions
  * CRC_HW: the attribute that lets a function use them; HW8 / HW1: one step over 8 bytes (a little-endian
- * load) / one byte; crc_hw_present(): does this CPU have them. The instructions read the 8 bytes in memory
+ * load) / one byte; inn_cpu_features() says whether this CPU has them. The instructions read the 8 bytes in memory
  * order only on little-endian CPUs, hence the byte-order test. */
 #if !defined(INN_PORTABLE) && (defined(__GNUC__) || defined(__clang__)) && defined(__BYTE_ORDER__) && \
     __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
 #if defined(__x86_64__)
-#include <cpuid.h>
 #include <nmmintrin.h>
 #define INN_CRC_HW 1
 #define CRC_HW __attribute__((target("sse4.2")))
 #define HW8(c, v) ((uint32_t)_mm_crc32_u64((c), (v)))
 #define HW1(c, v) _mm_crc32_u8((c), (v))
-/* CPUID leaf 1, ECX bit 20 (SSE4.2); no OS support is needed (no new register state). */
-static int crc_hw_present(void) {
-    unsigned a, b, c, d;
-    return __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 20)) != 0;
-}
 #elif defined(__aarch64__) && (defined(__ARM_FEATURE_CRC32) || defined(__linux__))
 #define INN_CRC_HW 1
 #if defined(__ARM_FEATURE_CRC32) /* built for CPUs that all have them (e.g. -march=armv8.1-a, Apple) */
 #define CRC_HW
-static int crc_hw_present(void) { return 1; }
-#else /* Linux and Android: the kernel's hwcaps say (HWCAP_CRC32, bit 7 of AT_HWCAP) */
-#include <sys/auxv.h>
-#if defined(__clang__)
+#elif defined(__clang__) /* Linux and Android: the kernel's hwcaps say (inn_cpu.c) */
 #define CRC_HW __attribute__((target("crc")))
 #else
 #define CRC_HW __attribute__((target("+crc")))
-#endif
-static int crc_hw_present(void) { return (getauxval(AT_HWCAP) & (1ul << 7)) != 0; }
 #endif
 #if defined(__clang__) /* clang's arm_acle.h declares the intrinsics only under __ARM_FEATURE_CRC32 */
 #define HW8(c, v) __builtin_arm_crc32cd((c), (v))
@@ -142,7 +131,7 @@ CRC_HW static uint32_t crc32c_hw(uint32_t c, const uint8_t *p, size_t size) {
 uint32_t inn_crc_update(int castagnoli, uint32_t state, const uint8_t *data, size_t size) {
     if (!castagnoli) return crc_tables(POLY_CRC32, state, data, size);
 #ifdef INN_CRC_HW
-    if (crc_hw_present()) return crc32c_hw(state, data, size);
+    if (inn_cpu_features() & INN_CPU_CRC32C) return crc32c_hw(state, data, size);
 #endif
     return crc_tables(POLY_CRC32C, state, data, size);
 }

@@ -95,6 +95,11 @@ static inline float inn_half_to_float(uint16_t h) {
 /* Node storage, widened on the fly: float32, float16 (exactly), or int8 times a float32 scale per node
  * row (the tensor's first axis), as the one product (float)q * scale. */
 typedef enum { INN_NODES_F32 = 1, INN_NODES_F16 = 2, INN_NODES_I8 = 3 } inn_node_dtype;
+
+/* Bytes per stored node value. */
+static inline size_t inn_node_size(inn_node_dtype dtype) {
+    return dtype == INN_NODES_I8 ? 1 : dtype == INN_NODES_F16 ? 2 : 4;
+}
 typedef struct {
     const void *data;
     inn_node_dtype dtype;
@@ -151,6 +156,12 @@ inn_status inn_rows_to_sink(const inn_nodes *nd, uint32_t m, uint32_t taps, cons
 
 /* The bytes of the bundle's data that hold layer `layer`'s nodes: [*first, *end) (inn_graph_part_nodes). */
 inn_status inn_layer_node_bytes(const inn_bundle *b, uint32_t bucket, uint32_t layer, size_t *first, size_t *end);
+
+/* The optional instructions this CPU runs (inn_cpu.c), asked once per process (CPUID is slow in virtual
+ * machines). */
+enum { INN_CPU_CRC32C = 1u << 0, /* x86 SSE4.2 crc32, ARMv8 crc32c* */
+       INN_CPU_F16C = 1u << 1 }; /* x86 F16C with the OS saving the YMM registers */
+unsigned inn_cpu_features(void);
 
 /* A CRC state (not inverted: start from 0xFFFFFFFF, invert the end) advanced over `size` bytes: CRC-32C when
  * `castagnoli`, else CRC-32. inn_crc32 / inn_crc32c over pieces, for the open's stretches. */

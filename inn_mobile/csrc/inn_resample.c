@@ -30,7 +30,6 @@
 /* float16 nodes widened by the F16C instruction where the CPU has it (with the AVX2 clones of inn_internal.h) */
 #ifdef INN_HAS_CLONES
 #define INN_F16C 1
-#include <cpuid.h>
 #include <immintrin.h>
 #endif
 
@@ -584,18 +583,6 @@ __attribute__((target("avx,f16c"))) static void widen_f16c(const uint16_t *restr
 }
 #endif
 
-/* Does this CPU run F16C (with the AVX state the 256-bit stores need)? CPUID leaf 1 ECX bit 29, asked
- * once per layer (clang 14's __builtin_cpu_supports does not know "f16c"; the "avx" test covers the OS
- * saving the YMM registers). */
-static int has_f16c(void) {
-#ifdef INN_F16C
-    unsigned a, b, c, d;
-    return __builtin_cpu_supports("avx") && __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29)) != 0;
-#else
-    return 0;
-#endif
-}
-
 static void widen_f16(const uint16_t *restrict h, size_t len, float *restrict out, int f16c) {
 #ifdef INN_F16C
     if (f16c) {
@@ -639,9 +626,8 @@ static int32_t identity_row(const inn_nodes *nd, uint32_t node, size_t node_len,
 #if TRANSPOSED_BLOCK
     /* rows written transposed in whole blocks of input rows: straight from the stored row, where the CPU can */
     if (ordered && taps > 1 && count % TRANSPOSED_BLOCK == 0) {
-        const size_t size = nd->dtype == INN_NODES_F32 ? 4 : nd->dtype == INN_NODES_F16 ? 2 : 1;
         int32_t top = want ? 0 : -1;
-        if (transposed_blocks((const uint8_t *)nd->data + at * size, nd->dtype,
+        if (transposed_blocks((const uint8_t *)nd->data + at * inn_node_size(nd->dtype), nd->dtype,
                               nd->dtype == INN_NODES_I8 ? nd->scales[node] : 1.0f, nd->f16c, count, taps, q, row,
                               want ? &top : NULL) == count)
             return top;
@@ -772,7 +758,7 @@ inn_status inn_dense_to_sink(const inn_nodes *nd, uint32_t m_out, uint32_t m_in,
         return INN_ERR_ARG;
     if (m_out % blocks) return INN_ERR_ARG;
     inn_nodes nodes = *nd;
-    nodes.f16c = nd->dtype == INN_NODES_F16 && has_f16c();
+    nodes.f16c = nd->dtype == INN_NODES_F16 && (inn_cpu_features() & INN_CPU_F16C);
     nd = &nodes;
     inn_status st = inn_check_axis(out, blocks, m_out / blocks);
     if (st == INN_OK) st = inn_check_axis(in, blocks, m_in);

@@ -8,6 +8,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#if defined(__aarch64__) && defined(__linux__) && !defined(INN_PORTABLE)
+#include <sys/auxv.h>
+#endif
+
 #include "bundle_edit.h"
 #include "check.h"
 #include "inn.h"
@@ -519,6 +523,26 @@ static void deferred_nodes(const unsigned char *good, size_t size) {
     free(bb);
 }
 
+/* inn_cpu_features: the same bits on every call (the first asks the CPU, later ones read the kept word), and
+ * the CPU's own answer (libgcc's on x86-64, the kernel's hwcaps on Linux aarch64), so a detection that found
+ * nothing, which would leave every CPU on the slow paths that the bit-exact checks cannot tell apart, fails
+ * here. Portable builds have no optional paths, hence no bits. */
+static void cpu_features(void) {
+    const unsigned first = inn_cpu_features();
+    CHECK(inn_cpu_features() == first, "CPU features %u, then %u", first, inn_cpu_features());
+#if defined(INN_PORTABLE)
+    CHECK(first == 0, "a portable build found CPU features %u", first);
+#elif defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    CHECK(!(first & INN_CPU_CRC32C) == !__builtin_cpu_supports("sse4.2"), "SSE4.2: CPU features %u", first);
+#if !defined(__clang__) /* clang 14's __builtin_cpu_supports does not know "f16c" */
+    CHECK(!(first & INN_CPU_F16C) == !(__builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx")),
+          "F16C: CPU features %u", first);
+#endif
+#elif defined(__aarch64__) && defined(__linux__)
+    CHECK(!(first & INN_CPU_CRC32C) == !(getauxval(AT_HWCAP) & (1ul << 7)), "HWCAP_CRC32: CPU features %u", first);
+#endif
+}
+
 /* CRC-32C: known answers (the check value of "123456789" and RFC 3720's iSCSI vectors), the CPU's CRC
  * instructions (where this CPU has them) equal to the tables at every length and alignment around the
  * three-lane blocks, and a bundle of 1.4 or later checked by CRC-32C (the writer always sets the flag), which
@@ -724,6 +748,7 @@ int main(int argc, char **argv) {
     CHECK(graph_records == 9, "graph images checked: %d of 9", graph_records);
     bucket_tables(bundle, bsize);
     bad_input(bundle, bsize);
+    cpu_features();
     checksums(bundle, bsize);
     open_with_done(bundle, bsize);
     crc_shift();
