@@ -41,12 +41,26 @@ inn_status inn_check_partition(const float *points, uint32_t n) {
     return INN_OK;
 }
 
+/* inn_taps of a uniform partition at full width, where position k is node k: the general loop's values (its
+ * on-node branch, s = base = k) without its per-position arithmetic. Every fill at full width builds these
+ * for every layer's two axes, so they are written directly. */
+static void identity_taps(uint32_t n, int32_t *idx, double *w) {
+    for (uint32_t k = 0; k < n; k++)
+        for (int b = 0; b < INN_TAPS; b++) {
+            const int64_t raw = (int64_t)k + b - 1;
+            idx[(size_t)k * INN_TAPS + b] = (int32_t)(raw < 0 ? 0 : raw > (int64_t)n - 1 ? (int64_t)n - 1 : raw);
+            w[(size_t)k * INN_TAPS + b] = b == 1 ? 1.0 : 0.0;
+        }
+}
+
 inn_status inn_taps(const float *points, uint32_t n, uint32_t m, int32_t *idx, double *w) {
     if (!idx || !w || n == 0 || m == 0 || m > INN_MAX_DIM || n > INN_MAX_DIM) return INN_ERR_ARG;
+    if (!points && n == m) {
+        identity_taps(n, idx, w);
+        return INN_OK;
+    }
     for (uint32_t k = 0; k < n; k++) {
-        /* a uniform partition at full width: k / (m-1) * (m-1) is within the snap of k, which the snap below
-         * would make it; taken as k directly, without the division */
-        double s = !points && n == m ? (double)k : point_at(points, n, k) * (double)(m - 1);
+        double s = point_at(points, n, k) * (double)(m - 1);
         if (!isfinite(s)) return INN_ERR_PARTITION; /* a NaN or inf point (converting it is undefined) */
         const double near = round_even(s);
         double off = s - near;
