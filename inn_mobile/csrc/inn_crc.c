@@ -45,8 +45,8 @@ uint32_t inn_crc32c_portable(const uint8_t *data, size_t size) {
 
 /* ---------------------------------------------------------------- CRC instructions
  * CRC_HW: the attribute that lets a function use them; HW8 / HW1: one step over 8 bytes (a little-endian
- * load) / one byte; inn_cpu_features() says whether this CPU has them. The instructions read the 8 bytes in memory
- * order only on little-endian CPUs, hence the byte-order test. */
+ * load) / one byte; inn_cpu_features() says whether this CPU has them. The instructions read the 8 bytes in
+ * memory order only on little-endian CPUs, hence the byte-order test. */
 #if !defined(INN_PORTABLE) && (defined(__GNUC__) || defined(__clang__)) && defined(__BYTE_ORDER__) && \
     __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
 #if defined(__x86_64__)

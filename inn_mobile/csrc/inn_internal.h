@@ -100,6 +100,7 @@ typedef enum { INN_NODES_F32 = 1, INN_NODES_F16 = 2, INN_NODES_I8 = 3 } inn_node
 static inline size_t inn_node_size(inn_node_dtype dtype) {
     return dtype == INN_NODES_I8 ? 1 : dtype == INN_NODES_F16 ? 2 : 4;
 }
+
 typedef struct {
     const void *data;
     inn_node_dtype dtype;
