@@ -652,7 +652,7 @@ static void transposed_rows(void) {
             for (int dc = 0; dc < 3; dc++) {
                 const uint32_t taps = taps_cases[tc], m_in = in_cases[ic];
                 const size_t len = (size_t)m_in * taps, total = M_OUT * len;
-                const size_t size = dtypes[dc] == INN_NODES_F32 ? 4 : dtypes[dc] == INN_NODES_F16 ? 2 : 1;
+                const size_t size = inn_node_size(dtypes[dc]);
                 void *data = malloc(total * size);
                 memcpy(data, dtypes[dc] == INN_NODES_F32 ? (const void *)f32
                              : dtypes[dc] == INN_NODES_F16 ? (const void *)f16 : (const void *)i8, total * size);
