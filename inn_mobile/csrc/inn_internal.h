@@ -146,6 +146,11 @@ static inline int32_t inn_magnitude(float v) {
 
 /* Quantise len values x[k * stride] (one output channel) to q[k * stride] with one scale. */
 void inn_quantize_row(const float *x, size_t len, size_t stride, int8_t *q, float *scale_out);
+/* inn_quantize_row of INN_QUANT_LANES rows of len values at once, interleaved (value k of row r at
+ * x[k * INN_QUANT_LANES + r], and so in q); scales[r]: row r's scale. The same values, a vector op for all rows
+ * where short rows (a depthwise kernel) would each take their own. */
+enum { INN_QUANT_LANES = 8 };
+void inn_quantize_lanes(const float *x, size_t len, int8_t *q, float *scales);
 /* inn_quantize_row of a contiguous row whose largest inn_magnitude, `top`, the caller computed as it wrote it. */
 void inn_quantize_row_top(const float *x, size_t len, int32_t top, int8_t *q, float *scale_out);
 inn_status inn_dense_to_sink(const inn_nodes *nd, uint32_t m_out, uint32_t m_in, uint32_t taps, uint32_t blocks,

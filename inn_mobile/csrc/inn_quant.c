@@ -97,11 +97,16 @@ INN_AVX2_CLONE INN_VECTOR_COMPARES static int32_t row_top(const float *x, size_t
     return top;
 }
 
-INN_AVX2_CLONE INN_VECTOR_COMPARES static void quantize_top(const float *x, size_t len, size_t stride, int32_t top,
-                                                           int8_t *q, float *scale_out) {
+/* The scale of a row whose largest inn_magnitude is `top`. */
+static float scale_of(int32_t top) {
     float amax;
     memcpy(&amax, &top, sizeof amax);
-    float scale = (amax > 1e-9f ? amax : 1e-9f) / 127.0f;
+    return (amax > 1e-9f ? amax : 1e-9f) / 127.0f;
+}
+
+INN_AVX2_CLONE INN_VECTOR_COMPARES static void quantize_top(const float *x, size_t len, size_t stride, int32_t top,
+                                                           int8_t *q, float *scale_out) {
+    const float scale = scale_of(top);
     *scale_out = scale;
     if (stride == 1) { /* rows of OIT/OTI layouts and of the resampler: contiguous */
 #ifdef INN_HAS_CLONES
@@ -122,6 +127,23 @@ INN_AVX2_CLONE INN_VECTOR_COMPARES static void quantize_top(const float *x, size
 void inn_quantize_row(const float *x, size_t len, size_t stride, int8_t *q, float *scale_out) {
     quantize_top(x, len, stride, row_top(x, len, stride), q, scale_out);
 }
+
+/* Static, for clang's target_clones, as row_top. */
+INN_AVX2_CLONE INN_VECTOR_COMPARES static void quantize_lanes(const float *x, size_t len, int8_t *q, float *scales) {
+    int32_t top[INN_QUANT_LANES] = {0};
+    float scale[INN_QUANT_LANES];
+    for (size_t k = 0; k < len; k++)
+        for (int r = 0; r < INN_QUANT_LANES; r++) {
+            const int32_t m = inn_magnitude(x[k * INN_QUANT_LANES + r]);
+            top[r] = m > top[r] ? m : top[r];
+        }
+    for (int r = 0; r < INN_QUANT_LANES; r++) scales[r] = scale[r] = scale_of(top[r]);
+    for (size_t k = 0; k < len; k++)
+        for (int r = 0; r < INN_QUANT_LANES; r++)
+            q[k * INN_QUANT_LANES + r] = quantize_one(x[k * INN_QUANT_LANES + r], scale[r]);
+}
+
+void inn_quantize_lanes(const float *x, size_t len, int8_t *q, float *scales) { quantize_lanes(x, len, q, scales); }
 
 void inn_quantize_row_top(const float *x, size_t len, int32_t top, int8_t *q, float *scale_out) {
     quantize_top(x, len, 1, top, q, scale_out);

@@ -852,6 +852,92 @@ inn_status inn_dense_to_sink(const inn_nodes *nd, uint32_t m_out, uint32_t m_in,
     return INN_OK;
 }
 
+/* Rows o, o + 1, ... of a float32 vector (one value per row: a bias, a scale) that read nodes node, node + 1, ...
+ * alone (full width), at most `max` of them: widened (int8: each value with its own row's scale, as node_span
+ * widens a row), normalised (normalize_row's products) and written at once, where sink_row would take one row
+ * at a time. One value per row lies at element o in every layout. Returns the rows written (at least 1). */
+INN_AVX2_CLONE static uint32_t vector_run(const inn_nodes *nd, const inn_axis *out, const inn_sink *s, uint32_t o,
+                                          size_t node, float *restrict v, uint32_t max) {
+    uint32_t len = 1;
+    while (len < max && o + len < out->n && single_node(out, o + len) == (int64_t)(node + len)) len++;
+    if (nd->dtype == INN_NODES_I8) {
+        const int8_t *restrict q = (const int8_t *)nd->data + node;
+        const float *restrict scale = nd->scales + node;
+        for (uint32_t k = 0; k < len; k++) v[k] = (float)q[k] * scale[k];
+    } else {
+        node_span(nd, node, node, len, v);
+    }
+    if (s->norm_a) {
+        const float *restrict a = s->norm_a + o;
+        for (uint32_t k = 0; k < len; k++) v[k] = v[k] * a[k];
+        if (s->norm_c) {
+            const float *restrict c = s->norm_c + o;
+            for (uint32_t k = 0; k < len; k++) v[k] = v[k] + c[k];
+        }
+    }
+    memcpy((float *)s->dst + o, v, len * sizeof(float));
+    return len;
+}
+
+/* Rows of a row layer (depthwise) finished together at full width: the quantiser's lanes, kernels of up to
+ * BLOCK_TAPS taps (7x7 and smaller) in a block on the stack. */
+enum { LANES = INN_QUANT_LANES, BLOCK_TAPS = 64 };
+
+/* Do rows o .. o + LANES - 1 each read one node alone (full width)? */
+static int block_on_nodes(const inn_axis *out, uint32_t o) {
+    for (uint32_t r = 0; r < LANES; r++)
+        if (single_node(out, o + r) < 0) return 0;
+    return 1;
+}
+
+/* A block of LANES rows (element type T, ordered [tap][row]) into `dst` in the sink's layout, rows o..: ITO a
+ * tap's LANES values at once (consecutive channels); OIT, and OTI of a row layer (one input), row o at o * taps. */
+#define PLACE_BLOCK(T, dst, src)                                                                      \
+    do {                                                                                             \
+        T *restrict d = (T *)(dst);                                                                  \
+        const T *restrict b = (src);                                                                 \
+        if (s->layout == INN_LAYOUT_ITO)                                                             \
+            for (uint32_t t = 0; t < taps; t++)                                                      \
+                memcpy(d + (size_t)t * s->n_out + o, b + t * LANES, LANES * sizeof(T));              \
+        else                                                                                         \
+            for (uint32_t r = 0; r < LANES; r++)                                                     \
+                for (uint32_t t = 0; t < taps; t++) d[(size_t)(o + r) * taps + t] = b[t * LANES + r]; \
+    } while (0)
+
+/* LANES rows of taps values, ordered [tap][row] in v: normalised, then (int8 sinks) quantised, each row with its
+ * own scale: sink_row's operations on every value, but one vector op for all LANES rows where sink_row takes one
+ * short row at a time, and in an ITO layout a tap's LANES values (consecutive channels) written together. */
+INN_AVX2_CLONE static void finish_block(const inn_sink *s, uint32_t o, uint32_t taps, float *restrict v) {
+    if (s->norm_a) {
+        for (uint32_t t = 0; t < taps; t++)
+            for (uint32_t r = 0; r < LANES; r++) v[t * LANES + r] = v[t * LANES + r] * s->norm_a[o + r];
+        if (s->norm_c)
+            for (uint32_t t = 0; t < taps; t++)
+                for (uint32_t r = 0; r < LANES; r++) v[t * LANES + r] = v[t * LANES + r] + s->norm_c[o + r];
+    }
+    if (s->dtype == INN_I8) {
+        int8_t q[BLOCK_TAPS * LANES];
+        inn_quantize_lanes(v, taps, q, s->scales + o);
+        PLACE_BLOCK(int8_t, s->dst, q);
+    } else {
+        PLACE_BLOCK(float, s->dst, v);
+    }
+}
+
+/* Rows o .. o + LANES - 1 of a row layer at full width, each its node row (block_on_nodes), 1 < taps <=
+ * BLOCK_TAPS: widened one row at a time into rowf (node_span), gathered into a [tap][row] block, finished
+ * together (finish_block). */
+static void rows_block(const inn_nodes *nd, const inn_axis *out, const inn_sink *s, uint32_t o, uint32_t taps,
+                       float *rowf) {
+    float v[BLOCK_TAPS * LANES];
+    for (uint32_t r = 0; r < LANES; r++) {
+        const size_t node = (size_t)single_node(out, o + r);
+        node_span(nd, node, node * taps, taps, rowf);
+        for (uint32_t t = 0; t < taps; t++) v[t * LANES + r] = rowf[t];
+    }
+    finish_block(s, o, taps, v);
+}
+
 inn_status inn_rows_to_sink(const inn_nodes *nd, uint32_t m, uint32_t taps, const inn_axis *out, const inn_sink *sink,
                             float *rowf, int8_t *qrow) {
     if (!nd || !nd->data || !sink || !sink->dst || !rowf || taps == 0 || m == 0) return INN_ERR_ARG;
@@ -865,6 +951,15 @@ inn_status inn_rows_to_sink(const inn_nodes *nd, uint32_t m, uint32_t taps, cons
     float span[SPAN];
     for (uint32_t o = 0; o < out->n; o++) {
         const int64_t node = single_node(out, o);
+        if (node >= 0 && taps == 1 && sink->dtype == INN_F32) {
+            o += vector_run(nd, out, sink, o, (size_t)node, span, SPAN) - 1;
+            continue;
+        }
+        if (node >= 0 && taps > 1 && taps <= BLOCK_TAPS && out->n - o >= LANES && block_on_nodes(out, o)) {
+            rows_block(nd, out, sink, o, taps, rowf);
+            o += LANES - 1;
+            continue;
+        }
         if (node >= 0) { /* full width: the node row itself (x * 1.0f is x), widened in one pass */
             node_span(nd, (size_t)node, (size_t)node * taps, taps, rowf);
             sink_row(sink, o, rowf, 1, taps, qrow, 0, -1);

@@ -620,6 +620,47 @@ static void quantiser(void) {
     CHECK(bad == 0, "int8 quantisation differs from its definition in %d places", bad);
 }
 
+/* inn_quantize_lanes (INN_QUANT_LANES interleaved rows, the depthwise blocks of a full-width fill) against the
+ * same definition row by row: a row of exact ties (amax 127, scale 1), one with NaN, one with an infinity, one
+ * of zeros and -0.0, one of values under the 1e-9 floor, the rest random, for 9, 25 and 64 taps. */
+static void quantiser_lanes(void) {
+    enum { L = INN_QUANT_LANES, MAX = 64 };
+    float x[MAX * L], scales[L], row[MAX];
+    int8_t q[MAX * L];
+    uint32_t r = 5;
+    int bad = 0;
+    static const size_t lens[3] = {9, 25, MAX};
+    for (int c = 0; c < 3; c++) {
+        const size_t len = lens[c];
+        for (size_t k = 0; k < len; k++)
+            for (int l = 0; l < L; l++) {
+                r = r * 1103515245u + 12345u;
+                float v = ((float)(r >> 8) / 16777216.0f - 0.5f) * 3.0f;
+                if (l == 0) v = k == 0 ? 127.0f : (float)((int)(r >> 16) % 255 - 127) + 0.5f;
+                if (l == 1 && k == 1) v = NAN;
+                if (l == 2 && k == 2) v = -INFINITY;
+                if (l == 3) v = k % 2 ? -0.0f : 0.0f;
+                if (l == 4) v *= 1e-10f;
+                x[k * L + l] = v;
+            }
+        inn_quantize_lanes(x, len, q, scales);
+        for (int l = 0; l < L; l++) {
+            float amax = 0.0f, want_scale;
+            for (size_t k = 0; k < len; k++) {
+                row[k] = x[k * L + l];
+                if (fabsf(row[k]) > amax) amax = fabsf(row[k]);
+            }
+            want_scale = (amax > 1e-9f ? amax : 1e-9f) / 127.0f;
+            bad += memcmp(&scales[l], &want_scale, sizeof want_scale) != 0;
+            for (size_t k = 0; k < len; k++) {
+                float v = nearbyintf(row[k] / want_scale);
+                bad += q[k * L + l] != (int8_t)(v > 127.0f ? 127 : (v < -127.0f ? -127 : (v == v ? v : 0.0f)));
+            }
+        }
+    }
+    CHECK(bad == 0, "int8 quantisation of interleaved rows differs from its definition in %d places", bad);
+}
+
 /* Full-width rows written transposed (OTI: the vector transposes where the CPU has them, x86 AVX2 and aarch64
  * NEON, straight from float32, float16 and int8 nodes) against the same rows written in their own order (OIT:
  * no transposes), element for element, into float32 and int8 sinks. Kernels of 9, 4, 25, 2 and 3 taps (tails of
@@ -742,6 +783,7 @@ int main(int argc, char **argv) {
     math();
     halves();
     quantiser();
+    quantiser_lanes();
     transposed_rows();
     int records = vectors(bundle, bsize, exp, esize);
     int graph_records = gexp ? graphs(bundle, bsize, gexp, gsize) : 0;
