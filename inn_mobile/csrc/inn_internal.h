@@ -105,7 +105,7 @@ typedef struct {
     const void *data;
     inn_node_dtype dtype;
     const float *scales; /* int8: one per row of this tensor */
-    int f16c;            /* float16: widen with the F16C instruction (set by inn_dense_to_sink) */
+    int f16c;            /* float16: widen with the F16C instruction (set by inn_dense_to_sink, inn_rows_to_sink) */
 } inn_nodes;
 
 /* Resizable groups are sampled at no more than this many points per node (FORMAT.md "Reader limits"):

@@ -595,6 +595,13 @@ static void widen_f16(const uint16_t *restrict h, size_t len, float *restrict ou
     for (size_t k = 0; k < len; k++) out[k] = inn_half_to_float(h[k]);
 }
 
+/* The nodes as this CPU widens them: float16 by F16C where it has it (the same values as the plain loop). */
+static inn_nodes on_this_cpu(const inn_nodes *nd) {
+    inn_nodes nodes = *nd;
+    nodes.f16c = nd->dtype == INN_NODES_F16 && (inn_cpu_features() & INN_CPU_F16C);
+    return nodes;
+}
+
 /* Node row `node` (len = m_in * taps values) in float32: in place for float32 nodes, else widened
  * into `wide` (float16 exactly; int8 as (float)q * scale). */
 INN_AVX2_CLONE static const float *node_row(const inn_nodes *nd, uint32_t node, size_t len, float *restrict wide) {
@@ -757,8 +764,7 @@ inn_status inn_dense_to_sink(const inn_nodes *nd, uint32_t m_out, uint32_t m_in,
     if (!nd || !nd->data || !sink || !sink->dst || !scratch || taps == 0 || m_in == 0 || m_out == 0 || blocks == 0)
         return INN_ERR_ARG;
     if (m_out % blocks) return INN_ERR_ARG;
-    inn_nodes nodes = *nd;
-    nodes.f16c = nd->dtype == INN_NODES_F16 && (inn_cpu_features() & INN_CPU_F16C);
+    const inn_nodes nodes = on_this_cpu(nd);
     nd = &nodes;
     inn_status st = inn_check_axis(out, blocks, m_out / blocks);
     if (st == INN_OK) st = inn_check_axis(in, blocks, m_in);
@@ -947,6 +953,8 @@ inn_status inn_rows_to_sink(const inn_nodes *nd, uint32_t m, uint32_t taps, cons
     if (!inn_mul(out->n, taps, &total)) return INN_ERR_OVERFLOW;
     if (sink->count < total || (sink->dtype == INN_I8 && (!sink->scales || sink->scales_count < out->n || !qrow)))
         return INN_ERR_BUFFER;
+    const inn_nodes nodes = on_this_cpu(nd);
+    nd = &nodes;
     enum { SPAN = 64 }; /* node values widened at a time */
     float span[SPAN];
     for (uint32_t o = 0; o < out->n; o++) {
