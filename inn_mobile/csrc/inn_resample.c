@@ -886,7 +886,8 @@ INN_AVX2_CLONE static uint32_t vector_run(const inn_nodes *nd, const inn_axis *o
 }
 
 /* Rows of a row layer (depthwise) finished together at full width: the quantiser's lanes, kernels of up to
- * BLOCK_TAPS taps (7x7 and smaller) in a block on the stack. */
+ * BLOCK_TAPS taps (7x7 and smaller) in a block on the stack. Float32 rows that lie whole in the output (OIT)
+ * gain nothing from it: they are copied one by one. */
 enum { LANES = INN_QUANT_LANES, BLOCK_TAPS = 64 };
 
 /* Do rows o .. o + LANES - 1 each read one node alone (full width)? */
@@ -963,7 +964,8 @@ inn_status inn_rows_to_sink(const inn_nodes *nd, uint32_t m, uint32_t taps, cons
             o += vector_run(nd, out, sink, o, (size_t)node, span, SPAN) - 1;
             continue;
         }
-        if (node >= 0 && taps > 1 && taps <= BLOCK_TAPS && out->n - o >= LANES && block_on_nodes(out, o)) {
+        if (node >= 0 && taps > 1 && taps <= BLOCK_TAPS && (sink->dtype == INN_I8 || sink->layout == INN_LAYOUT_ITO) &&
+            out->n - o >= LANES && block_on_nodes(out, o)) {
             rows_block(nd, out, sink, o, taps, rowf);
             o += LANES - 1;
             continue;
