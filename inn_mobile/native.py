@@ -154,6 +154,12 @@ def lib() -> C.CDLL:
                                                  C.c_uint32, C.c_void_p, C.c_size_t, P(C.c_uint32)]),
         "inn_graph_part_nodes": (C.c_int, [P(_Bundle), P(_Graph), C.c_uint32, C.c_uint32, P(C.c_size_t),
                                            P(C.c_size_t)]),
+        "inn_cache_entry": (C.c_int, [P(_Bundle), P(_Graph), C.c_char_p, C.c_char_p]),
+        "inn_cache_stamp_size": (C.c_size_t, [P(_Graph)]),
+        "inn_cache_stamp": (C.c_int, [P(_Bundle), P(_Graph), C.c_char_p, P(C.c_void_p), P(C.c_size_t), C.c_void_p,
+                                      C.c_size_t]),
+        "inn_cache_check": (C.c_int, [P(_Bundle), P(_Graph), C.c_char_p, C.c_void_p, C.c_size_t, P(C.c_void_p),
+                                      P(C.c_size_t)]),
     }
     for name, (res, args) in sig.items():
         fn = getattr(L, name)
@@ -445,15 +451,8 @@ class NativeBundle:
         files and a few parts' nodes, not all the nodes besides. Nodes the open left unchecked
         (``defer_nodes``) are checked here, each part its share first (``inn_graph_fill_part_verify``), and
         the parts' checksums joined before anything is returned."""
-        g = _Graph()
-        _check(lib().inn_graph_find(C.byref(self._b), bucket, runtime.encode(), C.byref(g)),
-               f"{runtime!r} graph of bucket {bucket}")
-        names, outs = [], []
-        for i in range(g.image_count):
-            info = _ImageInfo()
-            _check(lib().inn_graph_image(C.byref(g), i, C.byref(info)), f"image {i} of the {runtime!r} graph")
-            names.append(C.string_at(info.name, info.name_len).decode("utf-8", "replace"))
-            outs.append(_new_bytes(info.size))
+        g, images = self._graph(bucket, runtime)
+        names, outs = [name for name, _ in images], [_new_bytes(size) for _, size in images]
         ptrs = (C.c_void_p * max(1, len(outs)))(*[address for _, address in outs])
         sizes = (C.c_size_t * max(1, len(outs)))(*[len(o) for o, _ in outs])
         need = C.c_size_t()
@@ -502,6 +501,64 @@ class NativeBundle:
                     _check(lib().inn_bundle_nodes_verified(C.byref(self._b), joined, parts),
                            f"filling the {runtime!r} graph of bucket {bucket}")
         return dict(zip(names, (o for o, _ in outs)))
+
+    def _graph(self, bucket: int, runtime: str) -> tuple[_Graph, list[tuple[str, int]]]:
+        """Graph (bucket, runtime), validated by the core, and its images' ``(file name, size)``."""
+        g = _Graph()
+        _check(lib().inn_graph_find(C.byref(self._b), bucket, runtime.encode(), C.byref(g)),
+               f"{runtime!r} graph of bucket {bucket}")
+        images = []
+        for i in range(g.image_count):
+            info = _ImageInfo()
+            _check(lib().inn_graph_image(C.byref(g), i, C.byref(info)), f"image {i} of the {runtime!r} graph")
+            images.append((C.string_at(info.name, info.name_len).decode("utf-8", "replace"), info.size))
+        return g, images
+
+    def image_names(self, bucket: int, runtime: str) -> list[str]:
+        """The file names of graph (bucket, runtime), in the order :meth:`fill` and the cache stamps use."""
+        return [name for name, _ in self._graph(bucket, runtime)[1]]
+
+    def cache_entry(self, bucket: int, runtime: str) -> str:
+        """The name of graph (bucket, runtime)'s width cache entry (``inn_cache_entry``); a ``FORMAT`` error
+        when the graph names a file that is not a plain file name (such a graph is not kept)."""
+        g, _ = self._graph(bucket, runtime)
+        name = C.create_string_buffer(vocab.CACHE_NAME)
+        _check(lib().inn_cache_entry(C.byref(self._b), C.byref(g), runtime.encode(), name),
+               f"the width cache entry of the {runtime!r} graph of bucket {bucket}")
+        return name.value.decode()
+
+    def cache_stamp(self, bucket: int, runtime: str, files: dict[str, bytes]) -> bytes:
+        """The width cache stamp (``inn_cache_stamp``) of graph (bucket, runtime)'s filled ``files``."""
+        g, images = self._graph(bucket, runtime)
+        ptrs, sizes, _keep = _image_pointers(images, files)
+        stamp = bytearray(lib().inn_cache_stamp_size(C.byref(g)))
+        out = (C.c_char * len(stamp)).from_buffer(stamp)
+        _check(lib().inn_cache_stamp(C.byref(self._b), C.byref(g), runtime.encode(), ptrs, sizes, out, len(stamp)),
+               f"stamping the {runtime!r} files of bucket {bucket}")
+        return bytes(stamp)
+
+    def cache_check(self, bucket: int, runtime: str, stamp: bytes, files: dict[str, object]) -> None:
+        """Raise :class:`NativeError` unless ``stamp`` is graph (bucket, runtime)'s and ``files`` (any buffers:
+        memory maps of the cached files) are byte for byte what it stamped (``inn_cache_check``): ``STALE``
+        for a stamp of another bundle, width, runtime or core, ``CHECKSUM`` for damaged files."""
+        g, images = self._graph(bucket, runtime)
+        ptrs, sizes, views = _image_pointers(images, files)
+        status = lib().inn_cache_check(C.byref(self._b), C.byref(g), runtime.encode(), stamp, len(stamp), ptrs, sizes)
+        del ptrs, views  # no view of the caller's maps may outlive this call (an error's frame would keep them)
+        _check(status, f"the cached {runtime!r} files of bucket {bucket}")
+
+
+def _image_pointers(images: list[tuple[str, int]], files: dict[str, object]) -> tuple:
+    """C arrays of the addresses and sizes of ``files`` in the order of ``images`` (a missing file is a
+    ``BUFFER`` error), and the numpy views that keep them valid."""
+    missing = [name for name, _ in images if name not in files]
+    if missing:
+        raise NativeError(vocab.STATUS["BUFFER"], f"no {missing[0]} among {sorted(files)}")
+    views = [np.frombuffer(files[name], np.uint8) if len(files[name]) else np.zeros(0, np.uint8) for name, _ in images]
+    n = max(1, len(views))
+    ptrs = (C.c_void_p * n)(*[v.ctypes.data for v in views])
+    sizes = (C.c_size_t * n)(*[v.nbytes for v in views])
+    return ptrs, sizes, views
 
 
 _PARTS_PER_THREAD = 8  # a mapped bundle's fill parts per thread: the nodes resident at once are ~1/8 of a thread's

@@ -42,7 +42,10 @@ One run prints, per model:
     against the installed core and ExecuTorch wheel): the core's fill on the same threads, the ``.ptd`` read
     through ``inn::ReleasingDataLoader`` (each weight's pages given back once XNNPACK has packed it, as the
     plain file's path loader unmaps them, which the Python bindings cannot do), against the plain ``.pte``
-    loaded from its path in C++: startup and peak RSS, fresh processes.
+    loaded from its path in C++: startup and peak RSS, fresh processes;
+  - startup with a width cache (``open_model(..., cache_dir=...)``), fresh processes: a width's first start
+    (fill, then its files kept on disk, synced) and the next (the kept files checked against their stamp and
+    loaded from their paths, as the plain file is), against the plain file, with the later start's peak RSS.
 The targets the issue sets are checked and printed as met / NOT met; nothing is rounded up.
 
 ``--startup-only`` measures startup alone, on the bundles and plain files an earlier run left in --out
@@ -54,6 +57,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -71,6 +75,7 @@ RUNTIMES = ("litert", "litert-i8", "executorch", "executorch-i8")
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry")
 SIZE = 224
 CROP_MIN = 0.35  # smallest calibration crop, as a fraction of the photo's short side
+CACHE_ENV = "INN_BENCH_WIDTH_CACHE"  # a child's width cache directory (kind "cached")
 
 
 # ------------------------------------------------------------------------------------------- startup
@@ -99,10 +104,14 @@ def _load_once(kind: str, path: Path, runtime: str, bucket: int) -> dict[str, fl
     from inn_mobile import runtime as rt_mod
 
     t0 = time.perf_counter()
-    if kind == "bundle":
-        net = rt_mod.open_model(path, runtime, bucket)
+    if kind in ("bundle", "cached"):
+        cache_dir = os.environ[CACHE_ENV] if kind == "cached" else None
+        net = rt_mod.open_model(path, runtime, bucket, cache_dir=cache_dir)
         s = net.startup
-        out = {"open_ms": s.open_ms, "fill_ms": s.fill_ms, "load_ms": s.load_ms}
+        out = {"open_ms": s.open_ms, "fill_ms": s.fill_ms, "load_ms": s.load_ms, "store_ms": s.store_ms,
+               "hit": float(s.cache == "hit")}
+        if kind == "cached" and s.cache not in ("hit", "stored"):
+            raise RuntimeError(f"the width cache in {cache_dir} was not used: {s.cache}")
         if runtime.startswith("executorch"):
             # ExecuTorch's module loaded from memory sets its method up (XNNPACK packs the weights) on
             # the first call, where the plain path's load_method does it eagerly: both ExecuTorch
@@ -135,7 +144,7 @@ def _load_once(kind: str, path: Path, runtime: str, bucket: int) -> dict[str, fl
         method = Runtime.get().load_program(path).load_method("forward")
         method.execute([torch.zeros(tuple(method.metadata.input_tensor_meta(0).sizes()))])
         out = {"open_ms": 0.0, "fill_ms": 0.0, "load_ms": (time.perf_counter() - t0) * 1e3}
-    out["total_ms"] = out["open_ms"] + out["fill_ms"] + out["load_ms"]
+    out["total_ms"] = out["open_ms"] + out["fill_ms"] + out["load_ms"] + out.get("store_ms", 0.0)
     return out
 
 
@@ -154,7 +163,7 @@ def _child(args: argparse.Namespace) -> None:
         from inn_mobile.runtime.executorch import ExecutorchModel  # noqa: F401
     from inn_mobile import native
 
-    if kind == "bundle":
+    if kind in ("bundle", "cached"):
         native.lib()
     if kind == "fresh":  # path is a byte count: new memory written once, in 4 KiB pages as the fill's are
         t0 = time.perf_counter()
@@ -188,11 +197,47 @@ def _startup(paths: dict[str, Path], runtime: str, bucket: int, runs: int) -> di
     for _ in range(runs):
         for key, path in paths.items():
             kind = key if key in ("plain", "memory", "fresh") else "bundle"
-            res = subprocess.run([sys.executable, __file__, "--child", kind, str(path), runtime, str(bucket)],
-                                 capture_output=True, text=True, check=True,
-                                 env={**os.environ, "OMP_NUM_THREADS": "1"})
-            rows[key].append(json.loads(res.stdout.strip().splitlines()[-1]))
+            rows[key].append(_run_child(kind, path, runtime, bucket))
+    return _medians(rows)
+
+
+def _medians(rows: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, float]]:
     return {key: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for key, rs in rows.items()}
+
+
+def _run_child(kind: str, path: Path, runtime: str, bucket: int, cache_dir: Path | None = None) -> dict[str, float]:
+    """One load in a fresh process (:func:`_child`), its timings and peak RSS."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **({CACHE_ENV: str(cache_dir)} if cache_dir else {})}
+    res = subprocess.run([sys.executable, __file__, "--child", kind, str(path), runtime, str(bucket)],
+                         capture_output=True, text=True, env=env)
+    if res.returncode:
+        why = (res.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"a {kind} load of {path} ({runtime}) failed: {why}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def _startup_cached(paths: dict[str, Path], plain: Path, runtime: str, bucket: int,
+                    runs: int) -> dict[str, dict[str, float]]:
+    """Per bundle of ``paths`` (by node dtype): the median over ``runs`` of a width's first start with an empty
+    width cache (fill, then keep the files: ``"<dtype> first"``) and of the next start, a fresh process again
+    (the kept files checked and loaded: ``"<dtype> later"``); and of the plain file's load (``"plain"``), all
+    taking turns."""
+    rows: dict[str, list[dict[str, float]]] = {"plain": []}
+    with tempfile.TemporaryDirectory(prefix="inn_width_cache_") as d:
+        for r in range(runs):
+            for dt, path in paths.items():
+                cache = Path(d) / f"{dt}-{r}"
+                first = _run_child("cached", path, runtime, bucket, cache)
+                later = _run_child("cached", path, runtime, bucket, cache)
+                if first["hit"] or not later["hit"]:
+                    raise RuntimeError(f"{path}: the width cache was {'hit' if first['hit'] else 'missed'} "
+                                       f"on the {'first' if first['hit'] else 'second'} start")
+                first["cache_mib"] = sum(f.stat().st_size for f in cache.rglob("*") if f.is_file()) / 2**20
+                rows.setdefault(f"{dt} first", []).append(first)
+                rows.setdefault(f"{dt} later", []).append(later)
+                shutil.rmtree(cache)
+            rows["plain"].append(_run_child("plain", plain, runtime, bucket))
+    return _medians(rows)
 
 
 # ------------------------------------------------------------------------------------------- models
@@ -443,9 +488,35 @@ def _startup_table(name: str, paths: dict[str, Path], plain: dict[str, Path], fu
                   f"{bs['peak_extra_mib']:.1f} | {ps['peak_extra_mib']:.1f} | {largest:.1f} | {scratch:.1f} | "
                   f"{'met' if rss_ok else 'NOT met'} | {files / 2**20:.1f} | {fresh:.1f} | "
                   f"{(fresh + bs['load_ms']) / ps['load_ms']:.2f}x |", flush=True)
+    _startup_table_cached(name, paths, plain, full, runtimes, runs, largest + scratch)
     et = [rt for rt in runtimes if rt.startswith("executorch")]
     if et:
         _startup_table_cpp(name, paths, plain, full, et, runs, largest + scratch)
+
+
+def _startup_table_cached(name: str, paths: dict[str, Path], plain: dict[str, Path], full: int, runtimes: list[str],
+                          runs: int, allowance: float) -> None:
+    """The startup table with a width cache (``open_model(..., cache_dir=...)``), fresh processes: a width's
+    first start (fill, then the files kept: written and synced) and every later one (the kept files checked
+    against their stamp, then loaded from their paths), against the plain file; peak RSS of the later start.
+    ``allowance``: the issue's MiB over the plain file's peak."""
+    print(f"\n| {name} startup with a width cache (full width) | nodes | first start: fill ms | store ms | total ms "
+          "| later starts: open ms | check ms | load ms | total ms | plain ms | ratio | <= 1.5x | peak RSS MiB | "
+          "plain RSS MiB | RSS target | cache MiB |")
+    print("|---|" + "---|" * 15)
+    for rt in runtimes:
+        timed = _startup_cached(paths, plain[rt], rt, full, runs)
+        ps = timed["plain"]
+        for dt in paths:
+            first, later = timed[f"{dt} first"], timed[f"{dt} later"]
+            ratio = later["total_ms"] / ps["load_ms"]
+            rss_ok = later["peak_extra_mib"] <= ps["peak_extra_mib"] + allowance
+            print(f"| {rt} | {dt} | {first['fill_ms']:.1f} | {first['store_ms']:.1f} | {first['total_ms']:.1f} | "
+                  f"{later['open_ms']:.1f} | {later['fill_ms']:.1f} | {later['load_ms']:.1f} | "
+                  f"{later['total_ms']:.1f} | {ps['load_ms']:.1f} | {ratio:.2f}x | "
+                  f"{'met' if ratio <= 1.5 else 'NOT met'} | {later['peak_extra_mib']:.1f} | "
+                  f"{ps['peak_extra_mib']:.1f} | {'met' if rss_ok else 'NOT met'} | {first['cache_mib']:.1f} |",
+                  flush=True)
 
 
 def _startup_table_cpp(name: str, paths: dict[str, Path], plain: dict[str, Path], full: int, runtimes: list[str],

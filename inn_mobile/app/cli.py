@@ -261,9 +261,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     cands = policy.candidates(b, args.runtime, prof)
     choice = policy.choose(cands, args.memory_budget, args.latency_budget)
     print(f"chose {choice.reason}")
-    net = runtime.open_model(args.bundle, args.runtime, choice.bucket, threads=args.threads)
+    net = runtime.open_model(args.bundle, args.runtime, choice.bucket, threads=args.threads, cache_dir=args.cache_dir)
     s = net.startup  # what an app pays at each start (the runtime's one-off import is not part of it)
-    print(f"startup: {s.total_ms:.1f} ms (open {s.open_ms:.1f} + fill {s.fill_ms:.1f} + runtime load {s.load_ms:.1f})")
+    if s.cache == "hit":
+        print(f"startup: {s.total_ms:.1f} ms (open {s.open_ms:.1f} + width cache checked {s.fill_ms:.1f} + "
+              f"runtime load {s.load_ms:.1f})")
+    else:
+        kept = f" + kept in the width cache {s.store_ms:.1f}" if s.cache == "stored" else ""
+        print(f"startup: {s.total_ms:.1f} ms (open {s.open_ms:.1f} + fill {s.fill_ms:.1f}{kept} + "
+              f"runtime load {s.load_ms:.1f})")
+        if s.cache.startswith("not stored"):
+            print(f"width cache: {s.cache}", file=sys.stderr)
     x = load_tensor(args.input) if args.input else torch.randn(*net.input_shape)  # the graph's, not META's
     t = time.perf_counter()
     y = net(x)
@@ -408,6 +416,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", help="device profile from `inn-mobile profile`")
     p.add_argument("--input", help="inputs (.pt/.npy) shaped like the graph's input; random if omitted")
     p.add_argument("--threads", type=int, default=1, help="runtime threads (default: %(default)s)")
+    p.add_argument("--cache-dir", help="a width cache: the first start of a width keeps its filled files there, "
+                   "later starts load them (checked) as plain files")
     p.set_defaults(fn=cmd_run)
 
     p = sub.add_parser("bench", help="startup, latency, size and accuracy of every bucket, with plots")

@@ -53,7 +53,8 @@ typedef enum {
     INN_ERR_BUFFER = 9,     /* caller buffer too small */
     INN_ERR_MISSING = 10,   /* required section, bucket or layer absent */
     INN_ERR_PARTITION = 11, /* partition not sorted / not within [0, 1] / ends not 0 and 1 */
-    INN_ERR_UNVERIFIED = 12 /* nodes of a bundle opened by inn_bundle_open_deferred, not verified yet */
+    INN_ERR_UNVERIFIED = 12, /* nodes of a bundle opened by inn_bundle_open_deferred, not verified yet */
+    INN_ERR_STALE = 13       /* a width-cache stamp of other files: another bundle, width, runtime or fill */
 } inn_status;
 
 typedef enum { INN_QUAD_TRAPEZOID = 0, INN_QUAD_SIMPSON = 1, INN_QUAD_RECTANGLE = 2 } inn_quadrature;
@@ -317,6 +318,34 @@ inn_status inn_graph_fill_part_verify(const inn_bundle *b, const inn_graph *g, v
  * wrong byte. */
 inn_status inn_graph_part_nodes(const inn_bundle *b, const inn_graph *g, uint32_t part, uint32_t parts, size_t *first,
                                 size_t *end);
+
+/* ---------------------------------------------------------------- width cache stamps
+ * An app that starts the same width again may keep the files a fill wrote (in its cache directory) and load
+ * them as plain runtime files: every start after the first is then a plain file's, fill and fresh memory
+ * included. What proves such files current and whole is a stamp the core writes and checks (the file I/O is
+ * the platform's; the core does none). It names the bundle (its header, which holds the section table's
+ * checksum, and the graph record's CRC-32C), the bucket, the runtime and the fill's version, and each file's
+ * size and CRC-32C (FORMAT.md "Width cache stamps"). Write the files, then the stamp, each atomically; on a
+ * later start, map the files and check them with the stamp before the runtime sees them. */
+#define INN_FILL_VERSION 1u /* bumped whenever the bytes a fill writes change (tests/test_width_cache.py) */
+#define INN_CACHE_STAMP_FILE "stamp.innc" /* the stamp's file name, beside the files of its entry */
+#define INN_CACHE_NAME 64                 /* bytes of an entry's name, its NUL included */
+/* The name of graph g's entry (a directory of the cache, holding the graph's files under their own names and
+ * the stamp): "<section table checksum>-<bundle size>-b<bucket>-<runtime>", hexadecimal. INN_ERR_FORMAT when
+ * a file of the graph is not named as a plain file may be (1-100 of [A-Za-z0-9_.-], not starting with a dot,
+ * not the stamp's name): such a graph is not kept. */
+inn_status inn_cache_entry(const inn_bundle *b, const inn_graph *g, const char *runtime, char name[INN_CACHE_NAME]);
+/* Bytes of the stamp of graph g. */
+size_t inn_cache_stamp_size(const inn_graph *g);
+/* The stamp of graph g of bundle b (found for `runtime`), whose filled files are images[i] of sizes[i] bytes,
+ * in g's image order: stamp_size (>= inn_cache_stamp_size) bytes at stamp. */
+inn_status inn_cache_stamp(const inn_bundle *b, const inn_graph *g, const char *runtime, const void *const *images,
+                           const size_t *sizes, uint8_t *stamp, size_t stamp_size);
+/* INN_OK when `stamp` is graph g's (same bundle header, graph record, bucket, runtime, INN_FILL_VERSION) and
+ * the files match it byte for byte (sizes and CRC-32C); INN_ERR_STALE for a whole stamp of other files;
+ * INN_ERR_CHECKSUM when a file (or the stamp) is damaged; MAGIC / TRUNCATED / FORMAT for a malformed stamp. */
+inn_status inn_cache_check(const inn_bundle *b, const inn_graph *g, const char *runtime, const uint8_t *stamp,
+                           size_t stamp_size, const void *const *images, const size_t *sizes);
 
 #ifdef __cplusplus
 }

@@ -25,6 +25,7 @@ const char *inn_status_str(inn_status s) {
         case INN_ERR_MISSING: return "missing section, bucket or layer";
         case INN_ERR_PARTITION: return "invalid partition (must be sorted within [0, 1] from 0 to 1)";
         case INN_ERR_UNVERIFIED: return "the bundle's nodes are not verified yet (inn_bundle_open_deferred)";
+        case INN_ERR_STALE: return "a width-cache stamp of other files (bundle, width, runtime or fill version)";
     }
     return "unknown status";
 }
@@ -44,6 +45,7 @@ const char *inn_status_name(inn_status s) {
         case INN_ERR_MISSING: return "MISSING";
         case INN_ERR_PARTITION: return "PARTITION";
         case INN_ERR_UNVERIFIED: return "UNVERIFIED";
+        case INN_ERR_STALE: return "STALE";
     }
     return "UNKNOWN";
 }

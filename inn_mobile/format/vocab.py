@@ -28,8 +28,10 @@ GAP_FLOOR = 1 << 20  # INN_GAP_FLOOR: ... plus this many
 # inn_status: the core's result codes, by their short name (INN_ERR_<NAME>; 0 is INN_OK)
 STATUS = {
     "OK": 0, "ARG": 1, "TRUNCATED": 2, "MAGIC": 3, "VERSION": 4, "CHECKSUM": 5, "FORMAT": 6, "RANGE": 7,
-    "OVERFLOW": 8, "BUFFER": 9, "MISSING": 10, "PARTITION": 11, "UNVERIFIED": 12,
+    "OVERFLOW": 8, "BUFFER": 9, "MISSING": 10, "PARTITION": 11, "UNVERIFIED": 12, "STALE": 13,
 }
+CACHE_NAME = 64  # INN_CACHE_NAME: bytes of a width cache entry's name, its NUL included
+CACHE_STAMP_FILE = "stamp.innc"  # INN_CACHE_STAMP_FILE: the stamp's file name in a width cache entry
 QUADRATURES = {"trapezoid": 0, "simpson": 1, "rectangle": 2}  # inn_quadrature (INN_QUAD_*)
 KINDS = {"dense": 1, "depthwise": 2, "affine": 3}  # inn_kind (INN_KIND_*): a layer record's kind
 LAYOUTS = {"oit": 0, "oti": 1, "ito": 2}  # inn_layout (INN_LAYOUT_*): OIHW, OHWI, 1HWO / IO

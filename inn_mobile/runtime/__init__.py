@@ -13,8 +13,9 @@ import os
 
 from inn_mobile.format.vocab import RUNTIMES, Runtime
 from inn_mobile.runtime.reader import LoadedModel, Startup
+from inn_mobile.runtime.width_cache import WidthCache
 
-__all__ = ["RUNTIMES", "LoadedModel", "Startup", "check_runtime", "installed", "open_model"]
+__all__ = ["RUNTIMES", "LoadedModel", "Startup", "WidthCache", "check_runtime", "installed", "open_model"]
 
 
 def _missing(rt: Runtime) -> list[str]:
@@ -38,15 +39,18 @@ def check_runtime(name: str) -> Runtime:
 
 
 def open_model(source: str | os.PathLike | bytes, runtime: str, bucket: int | str | float = -1, *,
-               threads: int = 1) -> LoadedModel:
+               threads: int = 1, cache_dir: str | os.PathLike | None = None) -> LoadedModel:
     """Load one width of a bundle (path or bytes) in ``runtime``: the core fills its files from the
     nodes, the runtime loads them. ``bucket``: index (negative counts from the widest), name
-    (``"w0500"``) or width ratio (``0.5``)."""
+    (``"w0500"``) or width ratio (``0.5``). ``cache_dir``: a width cache (:mod:`inn_mobile.runtime.width_cache`):
+    the first start of a width keeps its filled files there, later starts load them as plain files, each
+    byte checked first (``startup.cache`` says which happened)."""
     rt = check_runtime(runtime)
+    cache = WidthCache(cache_dir) if cache_dir is not None else None
     if rt.family == "litert":
         from inn_mobile.runtime.litert import LiteRTModel
 
-        return LiteRTModel.open(source, bucket=bucket, int8=rt.int8, threads=threads)
+        return LiteRTModel.open(source, bucket=bucket, int8=rt.int8, threads=threads, cache=cache)
     from inn_mobile.runtime.executorch import ExecutorchModel
 
-    return ExecutorchModel.open(source, bucket=bucket, int8=rt.int8, threads=threads)
+    return ExecutorchModel.open(source, bucket=bucket, int8=rt.int8, threads=threads, cache=cache)

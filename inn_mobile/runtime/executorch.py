@@ -11,6 +11,10 @@
    (``_load_for_executorch_from_buffer(pte, data_map_buffer=ptd)``: no temporary file) and its
    ``forward`` method (XNNPACK packs the weights here).
 
+With a :class:`~inn_mobile.runtime.width_cache.WidthCache`, step 2 happens on the width's first start only: the
+filled files are kept there, and later starts check them against their stamp and let ExecuTorch map them from
+their paths, as it loads a plain program.
+
 The two files are checked before ExecuTorch sees them, because an XNNPACK ``.pte`` whose ``.ptd`` is
 missing crashes the process instead of returning an error. A corrupted bundle or an incomplete graph
 raises :class:`~inn_mobile.format.bundle.BundleError`; a width, or a graph for the runtime, that is not in
@@ -20,9 +24,11 @@ what is there.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -31,7 +37,8 @@ from inn_mobile.format import bundle
 from inn_mobile.format.vocab import PTD_FILE as PTD
 from inn_mobile.format.vocab import PTE_FILE as PTE
 from inn_mobile.format.vocab import runtime_name
-from inn_mobile.runtime.reader import BundleReader, Startup, run_batched
+from inn_mobile.runtime.reader import BundleReader, Startup, prepare, run_batched
+from inn_mobile.runtime.width_cache import WidthCache
 
 # FlatBuffers file identifiers at bytes 4..8: ExecuTorch program, FlatTensor data file.
 _MAGIC = {PTE: b"ET", PTD: b"FT"}
@@ -52,30 +59,25 @@ class ExecutorchModel:
     @classmethod
     def open(
         cls, source: str | os.PathLike | bytes | BundleReader, *, bucket: int | str | float = -1,
-        int8: bool = False, threads: int | None = None, reference: bool = False,
+        int8: bool = False, threads: int | None = None, reference: bool = False, cache: WidthCache | None = None,
     ) -> ExecutorchModel:
         """Load ``bucket`` (index, name such as ``"w0750"``, or width ratio) of a bundle file or bytes.
 
         ``threads`` resets ExecuTorch's process-wide thread pool first (see :func:`set_threads`: only
-        while no other program is loaded). ``reference=True`` fills with the Python reference.
+        while no other program is loaded). ``reference=True`` fills with the Python reference. ``cache``:
+        load the width's checked ``.pte`` and ``.ptd`` from there when it holds them, else fill and keep them.
         """
         if threads is not None:
             set_threads(threads)
         runtime = runtime_name("executorch", int8)
-        t0 = time.perf_counter()
-        reader = BundleReader.of(source, reference=reference)
-        index = reader.bucket_index(bucket)
-        name = reader.names[index]
-        t1 = time.perf_counter()
-        files = reader.fill(index, runtime)
-        del reader
-        _check_files(files, runtime, name)
+        got = prepare(source, bucket, runtime, reference=reference, cache=cache)
+        _check_files(got.paths or got.files, runtime, got.name)
         t2 = time.perf_counter()
-        program, method = _load(files)
+        program, method = _load_files(got.paths) if got.paths else _load(got.files)
         t3 = time.perf_counter()
         shape = tuple(method.metadata.input_tensor_meta(0).sizes())
-        startup = Startup((t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3)
-        return cls(index, name, runtime, shape, startup, program, method)
+        startup = dataclasses.replace(got.startup, load_ms=(t3 - t2) * 1e3)
+        return cls(got.bucket, got.name, runtime, shape, startup, program, method)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Float outputs for inputs ``[N, *input_shape[1:]]``, run in chunks of the lowered batch."""
@@ -141,10 +143,21 @@ def _load(files: dict[str, bytearray | bytes]):
     return (module, pte, ptd), forward
 
 
-def _check_files(files: dict[str, bytes], runtime: str, bucket_name: str) -> None:
+def _load_files(paths: dict[str, Path]):
+    """:func:`_load` for a width cache's files: ExecuTorch maps them from their paths, as a plain program."""
+    from executorch.extension.pybindings.portable_lib import _load_for_executorch
+
+    module = _load_for_executorch(str(paths[PTE]), data_path=str(paths[PTD]))
+    return (module,), _Forward(module)
+
+
+def _check_files(files: dict[str, bytes] | dict[str, Path], runtime: str, bucket_name: str) -> None:
     """Refuse files ExecuTorch would crash on (XNNPACK segfaults on a missing or foreign ``.ptd``)."""
     for name, magic in _MAGIC.items():
         data = files.get(name)
+        if isinstance(data, Path):
+            with open(data, "rb") as f:
+                data = f.read(8)
         if data is None:
             raise bundle.BundleError(f"the {runtime!r} graph of width {bucket_name!r} has no {name} "
                                      f"(it has {sorted(files)}): the bundle is incomplete")

@@ -2,15 +2,18 @@
 
 The bundle stores each bucket's flatbuffer without its weights (see :mod:`inn_mobile.export.litert`);
 :meth:`LiteRTModel.open` validates the bundle, has the C core fill the weight holes from the nodes and
-hands the bytes to ``ai_edge_litert.interpreter.Interpreter(model_content=...)``: nothing is written to disk.
+hands the bytes to ``ai_edge_litert.interpreter.Interpreter(model_content=...)``: nothing is written to disk,
+unless a :class:`~inn_mobile.runtime.width_cache.WidthCache` is given (later starts then map the kept file).
 Static int8 graphs have int8 inputs and outputs; ``__call__`` quantizes and dequantizes with the
 graph's own scales, so callers always pass and get float tensors.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -18,58 +21,62 @@ import torch
 from inn_mobile.format import bundle
 from inn_mobile.format.vocab import TFLITE_FILE as FILE_NAME
 from inn_mobile.format.vocab import runtime_name
-from inn_mobile.runtime.reader import BundleReader, Startup, run_batched
+from inn_mobile.runtime.reader import BundleReader, Startup, prepare, run_batched
+from inn_mobile.runtime.width_cache import WidthCache
 
 
 class LiteRTModel:
     """A bucket's LiteRT graph, weights filled from the nodes, ready to run on float inputs."""
 
-    def __init__(self, flatbuffer: bytes, *, threads: int = 1, name: str = "", startup: Startup | None = None):
+    def __init__(self, model: bytes | Path, *, threads: int = 1, name: str = "", startup: Startup | None = None):
+        """``model``: the ``.tflite`` bytes (the interpreter reads them in place) or a file's path (mapped)."""
         from ai_edge_litert.interpreter import Interpreter
 
         t = time.perf_counter()
         # the interpreter reads the bytes in place (no copy of its own): keep exactly one copy, this one
-        flatbuffer = flatbuffer if isinstance(flatbuffer, bytes) else bytes(flatbuffer)
+        self._model = model if isinstance(model, (bytes, Path)) else bytes(model)
+        source = {"model_path": str(model)} if isinstance(model, Path) else {"model_content": self._model}
         try:
-            self.interpreter = Interpreter(model_content=flatbuffer, num_threads=threads)
+            self.interpreter = Interpreter(**source, num_threads=threads)
             self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as e:
             raise bundle.BundleError(f"{name or 'graph'}: not a loadable .tflite ({e})") from e
         (self._in,), (self._out,) = self.interpreter.get_input_details(), self.interpreter.get_output_details()
         self.name = name
-        self.flatbuffer = flatbuffer
         interp_ms = (time.perf_counter() - t) * 1e3
-        self.startup = Startup(startup.open_ms if startup else 0.0, startup.fill_ms if startup else 0.0, interp_ms)
+        self.startup = dataclasses.replace(startup or Startup(0.0, 0.0, 0.0), load_ms=interp_ms)
 
     @classmethod
     def open(cls, source: str | os.PathLike | bytes | BundleReader, *, bucket: int | str | float = -1,
-             int8: bool = False, threads: int = 1, reference: bool = False) -> LiteRTModel:
+             int8: bool = False, threads: int = 1, reference: bool = False,
+             cache: WidthCache | None = None) -> LiteRTModel:
         """Load one bucket of a bundle (path or bytes).
 
         ``bucket``: index (negative counts from the widest), name (``"w0500"``) or width ratio (0.5).
         Raises :class:`~inn_mobile.format.bundle.BundleError` for a corrupted bundle or graph,
         :class:`~inn_mobile.runtime.reader.NotInBundleError` (a ``KeyError``) when the width or its
         graph is not in the bundle. ``reference=True`` fills with the Python reference, not the core.
+        ``cache``: load the width's checked ``.tflite`` from there when it holds it, else fill and keep it.
         """
         runtime = runtime_name("litert", int8)
-        t0 = time.perf_counter()
-        reader = BundleReader.of(source, reference=reference)
-        k = reader.bucket_index(bucket)
-        t1 = time.perf_counter()
-        files = reader.fill(k, runtime)
-        if FILE_NAME not in files:
-            raise bundle.BundleError(f"{runtime!r} graph of {reader.names[k]!r} has no {FILE_NAME}: {list(files)}")
-        flat = bytes(files.pop(FILE_NAME))  # the binding takes bytes: the core's fill is bytes already (no copy)
-        t2 = time.perf_counter()
-        startup = Startup((t1 - t0) * 1e3, (t2 - t1) * 1e3, 0.0)
-        return cls(flat, threads=threads, name=f"{reader.names[k]} ({runtime})", startup=startup)
+        got = prepare(source, bucket, runtime, reference=reference, cache=cache)
+        model = got.paths.get(FILE_NAME) or got.files.get(FILE_NAME)
+        if model is None:
+            raise bundle.BundleError(f"{runtime!r} graph of {got.name!r} has no {FILE_NAME}: {list(got.files)}")
+        return cls(model, threads=threads, name=f"{got.name} ({runtime})", startup=got.startup)
+
+    @property
+    def flatbuffer(self) -> bytes:
+        """The loaded ``.tflite``'s bytes (read from the width cache's file when it came from there)."""
+        return self._model.read_bytes() if isinstance(self._model, Path) else self._model
 
     def arena_bytes(self) -> int:
         """Bytes of every activation the graph produces (plus its input), read from the graph run
         without delegates: an upper bound of the interpreter's arena, which reuses memory."""
         from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-        plain = Interpreter(model_content=self.flatbuffer,
+        source = {"model_path": str(self._model)} if isinstance(self._model, Path) else {"model_content": self._model}
+        plain = Interpreter(**source,
                             experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
         plain.allocate_tensors()
         produced = {self._in["index"]} | {i for op in plain._get_ops_details() for i in op["outputs"]}  # noqa: SLF001

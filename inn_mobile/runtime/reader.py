@@ -8,6 +8,7 @@ The native core does the work, as on a device; ``reference=True`` uses the Pytho
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from inn_mobile import native
 from inn_mobile.errors import NotInBundleError
 from inn_mobile.format import bundle, reference
 from inn_mobile.format.tables import Cascade
+from inn_mobile.runtime.width_cache import WidthCache
 
 
 @dataclass(frozen=True)
@@ -27,12 +29,14 @@ class Startup:
     """Where the time from bundle bytes to a ready model went, in milliseconds (every runtime)."""
 
     open_ms: float  # validate the bundle (CRCs, tables) and find the width and its graph
-    fill_ms: float  # the core writes the width's weights into the runtime's files
+    fill_ms: float  # the core writes the width's weights into the runtime's files (a width cache hit: checks them)
     load_ms: float  # the runtime parses its files and prepares to run (interpreter / program + method)
+    store_ms: float = 0.0  # the filled files written to the width cache (its first start of the width)
+    cache: str = ""  # "" without a width cache, else "hit", "stored" or "not stored: <why>"
 
     @property
     def total_ms(self) -> float:
-        return self.open_ms + self.fill_ms + self.load_ms
+        return self.open_ms + self.fill_ms + self.load_ms + self.store_ms
 
 
 @runtime_checkable
@@ -86,6 +90,11 @@ class BundleReader:
         packing measures every width), else a new reader of it."""
         return source if isinstance(source, BundleReader) else cls(source, reference=reference)
 
+    @property
+    def native(self) -> native.NativeBundle:
+        """The core's bundle (not with ``reference=True``)."""
+        return self._core
+
     def bucket_index(self, bucket: int | str | float) -> int:
         """See :func:`inn_mobile.format.bundle.resolve_bucket`."""
         return bundle.resolve_bucket(self.names, self.ratios, bucket)
@@ -94,12 +103,17 @@ class BundleReader:
         """See :func:`inn_mobile.format.bundle.resolve_cascade`."""
         return bundle.resolve_cascade(self.cascades, which)
 
-    def fill(self, k: int, runtime: str) -> dict[str, bytearray | bytes]:
-        """The runtime's files of bucket ``k`` with their weights written."""
+    def require_graph(self, k: int, runtime: str) -> None:
+        """Raise :class:`NotInBundleError` (a ``KeyError``) unless the bundle has a ``runtime`` graph for
+        bucket ``k``."""
         if (k, runtime) not in self.graphs:
             have = sorted(rt for b, rt in self.graphs if b == k)
             raise NotInBundleError(f"no {runtime!r} graph for width {self.names[k]!r} in this bundle "
                                    f"(it has {have or 'none'} there)")
+
+    def fill(self, k: int, runtime: str) -> dict[str, bytearray | bytes]:
+        """The runtime's files of bucket ``k`` with their weights written."""
+        self.require_graph(k, runtime)
         if self.reference:
             return reference.fill(self._py, k, runtime)
         try:
@@ -108,6 +122,51 @@ class BundleReader:
             raise bundle.BundleError(f"the core rejected the {runtime!r} graph of {self.names[k]!r}: {e}") from e
         self._core.release_pages()  # the runtime is about to copy the weights: do not hold the nodes too
         return files
+
+
+@dataclass
+class Prepared:
+    """A width's runtime files, ready for the runtime: filled in memory, or checked files of a width cache."""
+
+    bucket: int
+    name: str  # the width's name
+    files: dict[str, bytes]  # filled now (empty on a cache hit)
+    paths: dict[str, Path]  # a width cache's checked files (empty when filled now)
+    startup: Startup  # open, fill (or check) and store times; load_ms is the runtime's, 0 here
+
+
+def prepare(source: str | os.PathLike | bytes | BundleReader, bucket: int | str | float, runtime: str, *,
+            reference: bool = False, cache: WidthCache | None = None) -> Prepared:
+    """What every loader does before its runtime: open (validate) the bundle, find the width, then either
+    load it from ``cache`` (every byte checked against its stamp) or fill it, and keep the fill in ``cache``.
+    A cache that cannot be written leaves the start in memory (``startup.cache``
+    says why)."""
+    if cache is not None and reference:
+        raise ValueError("a width cache keeps the native core's fill: it cannot be used with reference=True")
+    t0 = time.perf_counter()
+    reader = BundleReader.of(source, reference=reference)
+    k = reader.bucket_index(bucket)
+    reader.require_graph(k, runtime)
+    t1 = time.perf_counter()
+    try:
+        paths = cache.load(reader.native, k, runtime) if cache is not None else None
+    except native.NativeError as e:  # the graph record itself is bad: as the fill would say
+        raise bundle.BundleError(f"the core rejected the {runtime!r} graph of {reader.names[k]!r}: {e}") from e
+    if paths is not None:
+        t2 = time.perf_counter()
+        return Prepared(k, reader.names[k], {}, paths, Startup((t1 - t0) * 1e3, (t2 - t1) * 1e3, 0.0, cache="hit"))
+    files = reader.fill(k, runtime)
+    t2 = time.perf_counter()
+    note = ""
+    if cache is not None:
+        try:
+            cache.store(reader.native, k, runtime, files)
+            note = "stored"
+        except (OSError, bundle.BundleError) as e:
+            note = f"not stored: {e}"
+    t3 = time.perf_counter()
+    startup = Startup((t1 - t0) * 1e3, (t2 - t1) * 1e3, 0.0, (t3 - t2) * 1e3, note)
+    return Prepared(k, reader.names[k], files, {}, startup)
 
 
 def run_batched(invoke: Callable[[np.ndarray], np.ndarray], x: torch.Tensor | np.ndarray,

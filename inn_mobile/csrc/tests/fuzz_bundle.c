@@ -56,6 +56,17 @@ static void exercise_graphs(const inn_bundle *b) {
                 if (inn_graph_fill_part(b, &g, outs, sizes, p, 3, scratch, scratch_size) != INN_OK) abort();
                 if (inn_graph_part_nodes(b, &g, p, 3, &first, &end) != INN_OK || first > end || end > b->size) abort();
             }
+            /* a width cache's entry name (any graph: bad file names are refused, never overrun), and a stamp of
+             * the filled files, which must check them */
+            char name[INN_CACHE_NAME];
+            inn_status st = inn_cache_entry(b, &g, runtime, name);
+            if (st == INN_OK && !memchr(name, 0, INN_CACHE_NAME)) abort();
+            size_t n = inn_cache_stamp_size(&g);
+            uint8_t *stamp = malloc(n);
+            if (inn_cache_stamp(b, &g, runtime, (const void *const *)outs, sizes, stamp, n) != INN_OK ||
+                inn_cache_check(b, &g, runtime, stamp, n, (const void *const *)outs, sizes) != INN_OK)
+                abort();
+            free(stamp);
         }
         for (uint32_t k = 0; k < g.image_count; k++) free(outs[k]);
         free(scratch);

@@ -222,6 +222,99 @@ static int graphs(const unsigned char *bundle, size_t bsize, const unsigned char
     return records;
 }
 
+/* Width cache stamps (inn_cache.c): a stamp checks its own files; every damaged byte, file size or stamp byte
+ * reads CHECKSUM, and a whole stamp of another bucket, runtime or bundle header reads STALE. */
+static void cache_stamps(const unsigned char *bundle, size_t bsize) {
+    unsigned char *copy = malloc(bsize);
+    memcpy(copy, bundle, bsize);
+    inn_bundle b, other;
+    inn_graph g, g1;
+    if (inn_bundle_open(&b, copy, bsize) != INN_OK || inn_graph_find(&b, 0, "vectors", &g) != INN_OK ||
+        inn_graph_find(&b, 1, "vectors", &g1) != INN_OK || g.image_count > 8 || g1.image_count > 8) {
+        CHECK(0, "cache stamps: the vectors' graphs of buckets 0 and 1 do not open");
+        free(copy);
+        return;
+    }
+    void *outs[8], *outs1[8];
+    size_t sizes[8], sizes1[8], scratch_size = 0;
+    image_buffers(&g, outs, sizes);
+    image_buffers(&g1, outs1, sizes1);
+    inn_graph_scratch_size(&b, &g, &scratch_size);
+    void *scratch = malloc(scratch_size);
+    CHECK(inn_graph_fill(&b, &g, outs, sizes, scratch, scratch_size) == INN_OK, "cache stamps: fill");
+    size_t n = inn_cache_stamp_size(&g), n1 = inn_cache_stamp_size(&g1);
+    CHECK(n == 104 + 16 * (size_t)g.image_count + 4 && inn_cache_stamp_size(NULL) == 0, "stamp size %zu", n);
+    uint8_t *stamp = malloc(n + 1), *stamp1 = malloc(n1);
+    const void *const *imgs = (const void *const *)outs;
+    CHECK(inn_cache_stamp(&b, &g, "vectors", imgs, sizes, stamp, n - 1) == INN_ERR_BUFFER, "small stamp buffer");
+    CHECK(inn_cache_stamp(&b, NULL, "vectors", imgs, sizes, stamp, n) == INN_ERR_ARG, "stamp of no graph");
+    CHECK(inn_cache_stamp(&b, &g, "", imgs, sizes, stamp, n) == INN_ERR_ARG, "stamp of no runtime");
+    sizes[0]--;
+    CHECK(inn_cache_stamp(&b, &g, "vectors", imgs, sizes, stamp, n) == INN_ERR_ARG, "stamp of a short file");
+    sizes[0]++;
+    CHECK(inn_cache_stamp(&b, &g, "vectors", imgs, sizes, stamp, n) == INN_OK, "stamp");
+    CHECK(inn_cache_check(&b, &g, "vectors", stamp, n, imgs, sizes) == INN_OK, "a stamp checks its own files");
+    for (uint32_t k = 0; k < g.image_count; k++) { /* a flipped bit anywhere in a file */
+        for (size_t at = 0; at < sizes[k]; at += 1 + sizes[k] / 7) {
+            ((uint8_t *)outs[k])[at] ^= 0x10;
+            CHECK(inn_cache_check(&b, &g, "vectors", stamp, n, imgs, sizes) == INN_ERR_CHECKSUM, "file %u byte %zu", k, at);
+            ((uint8_t *)outs[k])[at] ^= 0x10;
+        }
+        sizes[k]--;
+        CHECK(inn_cache_check(&b, &g, "vectors", stamp, n, imgs, sizes) == INN_ERR_CHECKSUM, "file %u cut short", k);
+        sizes[k]++;
+    }
+    for (size_t at = 0; at < n; at++) { /* a flipped bit anywhere in the stamp */
+        stamp[at] ^= 0x01;
+        inn_status st = inn_cache_check(&b, &g, "vectors", stamp, n, imgs, sizes);
+        CHECK(st == (at < 4 ? INN_ERR_MAGIC : INN_ERR_CHECKSUM) || (at >= 100 && at < 104 && st == INN_ERR_TRUNCATED) ||
+              (at >= 100 && at < 104 && st == INN_ERR_FORMAT), "stamp byte %zu: %s", at, inn_status_name(st));
+        stamp[at] ^= 0x01;
+    }
+    CHECK(inn_cache_check(&b, &g, "vectors", stamp, n - 1, imgs, sizes) == INN_ERR_TRUNCATED, "stamp cut short");
+    CHECK(inn_cache_check(&b, &g, "vectors", stamp, 50, imgs, sizes) == INN_ERR_TRUNCATED, "stamp cut to 50 bytes");
+    CHECK(inn_cache_check(&b, &g, "vectors", stamp, 3, imgs, sizes) == INN_ERR_MAGIC, "stamp cut to 3 bytes");
+    stamp[n] = 0;
+    CHECK(inn_cache_check(&b, &g, "vectors", stamp, n + 1, imgs, sizes) == INN_ERR_FORMAT, "stamp with a byte more");
+    /* whole stamps of other files */
+    CHECK(inn_cache_check(&b, &g, "vector", stamp, n, imgs, sizes) == INN_ERR_STALE, "another runtime");
+    inn_graph_fill(&b, &g1, outs1, sizes1, scratch, scratch_size);
+    CHECK(inn_cache_stamp(&b, &g1, "vectors", (const void *const *)outs1, sizes1, stamp1, n1) == INN_OK, "stamp 1");
+    CHECK(n1 != n || inn_cache_check(&b, &g, "vectors", stamp1, n1, imgs, sizes) == INN_ERR_STALE, "another bucket");
+    memcpy(&other, &b, sizeof b);
+    unsigned char header[64];
+    memcpy(header, copy, 64);
+    header[36] ^= 1; /* another section table checksum: another bundle */
+    other.data = header;
+    other.size = 64;
+    CHECK(inn_cache_check(&other, &g, "vectors", stamp, n, imgs, sizes) == INN_ERR_STALE, "another bundle");
+    /* the entry's name, and graphs whose files are not named as plain files may be */
+    char name[INN_CACHE_NAME], want[INN_CACHE_NAME];
+    snprintf(want, sizeof want, "%08x-%llx-b0-vectors", (unsigned)get32(copy + 36), (unsigned long long)get64(copy + 24));
+    CHECK(inn_cache_entry(&b, &g, "vectors", name) == INN_OK && strcmp(name, want) == 0, "entry name %s", name);
+    CHECK(inn_cache_entry(&b, &g, "../up", name) == INN_ERR_ARG, "a runtime name that is a path");
+    static const char *bad[] = {"/.bin", ".abin", "a/bin", "a bin"};
+    size_t at = 0;
+    while (at + 5 <= bsize && memcmp(bundle + at, "a.bin", 5) != 0) at++;
+    CHECK(at + 5 <= bsize, "the vectors' graph names a.bin");
+    for (int k = 0; k < 4 && at + 5 <= bsize; k++) {
+        memcpy(copy, bundle, bsize);
+        memcpy(copy + at, bad[k], 5);
+        reseal(copy, bsize);
+        inn_bundle e;
+        inn_graph eg;
+        CHECK(inn_bundle_open(&e, copy, bsize) == INN_OK && inn_graph_find(&e, 0, "vectors", &eg) == INN_OK &&
+                  inn_cache_entry(&e, &eg, "vectors", name) == INN_ERR_FORMAT,
+              "a graph file named %s is not kept", bad[k]);
+    }
+    for (uint32_t k = 0; k < g.image_count; k++) free(outs[k]);
+    for (uint32_t k = 0; k < g1.image_count; k++) free(outs1[k]);
+    free(stamp);
+    free(stamp1);
+    free(scratch);
+    free(copy);
+}
+
 /* Bucket names, ratios and costs as tools/make_test_vectors.py wrote them (BKIN, COST). */
 static void bucket_tables(const unsigned char *bundle, size_t bsize) {
     inn_bundle b;
@@ -796,6 +889,7 @@ int main(int argc, char **argv) {
     crc_shift();
     deferred_nodes(bundle, bsize);
     bad_graphs(bundle, bsize);
+    cache_stamps(bundle, bsize);
     free(gexp);
     free(bundle);
     free(exp);

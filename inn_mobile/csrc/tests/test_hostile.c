@@ -134,7 +134,7 @@ static inn_status materialize(const inn_bundle *b, inn_dtype dtype, float *w, in
 
 static void status_names(void) {
     static const char *want[] = {"OK", "ARG", "TRUNCATED", "MAGIC", "VERSION", "CHECKSUM", "FORMAT",
-                                 "RANGE", "OVERFLOW", "BUFFER", "MISSING", "PARTITION", "UNVERIFIED"};
+                                 "RANGE", "OVERFLOW", "BUFFER", "MISSING", "PARTITION", "UNVERIFIED", "STALE"};
     for (int s = 0; s < (int)(sizeof want / sizeof *want); s++)
         CHECK(strcmp(inn_status_name((inn_status)s), want[s]) == 0, "name of %d: %s", s, inn_status_name((inn_status)s));
     CHECK(strcmp(inn_status_name((inn_status)99), "UNKNOWN") == 0, "unknown status name");

@@ -40,14 +40,6 @@ typedef struct {
     pthread_mutex_t nodes_lock;
 } jni_bundle;
 
-static const char *const STATUS_NAMES[] = {"OK",     "ARG",      "TRUNCATED", "MAGIC",  "VERSION",  "CHECKSUM",
-                                           "FORMAT", "RANGE",    "OVERFLOW",  "BUFFER", "MISSING",  "PARTITION",
-                                           "UNVERIFIED"};
-
-static const char *status_name(inn_status s) {
-    return (unsigned)s < sizeof STATUS_NAMES / sizeof STATUS_NAMES[0] ? STATUS_NAMES[s] : "UNKNOWN";
-}
-
 static void throw_class(JNIEnv *env, const char *cls, const char *msg) {
     jclass c = (*env)->FindClass(env, cls);
     if (c) (*env)->ThrowNew(env, c, msg); /* else FindClass already left NoClassDefFoundError pending */
@@ -57,7 +49,7 @@ static void throw_class(JNIEnv *env, const char *cls, const char *msg) {
  * Python binding's NativeError, so host tests can compare the two. */
 static void throw_status(JNIEnv *env, inn_status s, const char *what) {
     char msg[512];
-    snprintf(msg, sizeof msg, "%s: %s (INN_ERR_%s)", what, inn_status_str(s), status_name(s));
+    snprintf(msg, sizeof msg, "%s: %s (INN_ERR_%s)", what, inn_status_str(s), inn_status_name(s));
     jclass c = (*env)->FindClass(env, EXC_CLASS);
     if (!c) return;
     jmethodID ctor = (*env)->GetMethodID(env, c, "<init>", "(ILjava/lang/String;)V");

@@ -12,7 +12,7 @@ public final class InnException extends RuntimeException {
     private static final long serialVersionUID = 1L;
     private static final String[] NAMES = {
         "OK", "ARG", "TRUNCATED", "MAGIC", "VERSION", "CHECKSUM", "FORMAT", "RANGE", "OVERFLOW", "BUFFER",
-        "MISSING", "PARTITION", "UNVERIFIED",
+        "MISSING", "PARTITION", "UNVERIFIED", "STALE",
     };
 
     /** The {@code inn_status} code (see inn.h). */

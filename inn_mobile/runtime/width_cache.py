@@ -1,0 +1,106 @@
+"""A directory of filled widths, so that every start after the first loads plain runtime files.
+
+A bundle's startup pays for the fill: writing a width's weights into fresh memory costs about as much as
+the runtime's own load on real networks, and the plain file it is compared with pays neither (its weights
+sit in the page cache, mapped). An app starts the same width on the same phone again and again, so the first
+start may keep the files the core filled, and later starts load those as plain files, from a memory map.
+
+What makes the kept files safe to load is a stamp the core writes after them and checks before the runtime
+sees them (``inn_cache_stamp`` / ``inn_cache_check``, FORMAT.md "Width cache stamps"): it names the bundle
+(its header and the graph record's checksum), the width, the runtime and the fill's version, and each
+file's size and CRC-32C. Every start checks every byte of the files against it, so a damaged or outdated
+entry is never loaded: it is removed and the width filled again. An entry appears whole or not at all to
+other processes (its files are written in a temporary directory, renamed into place last). The files are
+not synced to the disk (a first start would wait for it): after a power cut an entry may be left with
+lost or stale pages, which the check on the next start finds like any other damage. A cache that cannot be
+written (full or read-only disk) costs nothing but the time: the start goes on from memory.
+
+One entry per (bundle, width, runtime): a directory named for them holding the runtime's files (names
+from the graph record, which the core checks to be plain file names) and ``stamp.innc``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import mmap
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from inn_mobile.format import bundle, vocab
+from inn_mobile.native import NativeBundle, NativeError
+
+STAMP = vocab.CACHE_STAMP_FILE
+
+
+class WidthCache:
+    """Filled widths kept in ``directory`` (created when first written), checked on every load."""
+
+    def __init__(self, directory: str | os.PathLike) -> None:
+        self.directory = Path(directory)
+
+    def entry(self, nb: NativeBundle, bucket: int, runtime: str) -> Path:
+        """The entry's directory, named by the core (``inn_cache_entry``): the bundle's section-table checksum
+        and size, the bucket and the runtime. :class:`~inn_mobile.native.NativeError` (``FORMAT``) for a graph
+        that names a file other than by a plain file name: it is not kept."""
+        return self.directory / nb.cache_entry(bucket, runtime)
+
+    def load(self, nb: NativeBundle, bucket: int, runtime: str) -> dict[str, Path] | None:
+        """The entry's files, each checked byte for byte against its stamp; ``None`` when there is no whole,
+        current entry (a damaged or outdated one is removed, so that the next :meth:`store` replaces it)."""
+        try:
+            entry = self.entry(nb, bucket, runtime)
+        except NativeError:
+            return None  # a graph that is never kept: fill it
+        names = nb.image_names(bucket, runtime)
+        try:
+            stamp = (entry / STAMP).read_bytes()
+        except OSError:
+            return None  # no entry (or none readable): a miss
+        try:
+            with contextlib.ExitStack() as stack:
+                files = {name: stack.enter_context(_mapped(entry / name)) for name in names}
+                nb.cache_check(bucket, runtime, stamp, files)
+        except (OSError, NativeError):  # a file missing or unreadable, damaged, or the stamp of other files
+            shutil.rmtree(entry, ignore_errors=True)
+            return None
+        return {name: entry / name for name in names}
+
+    def store(self, nb: NativeBundle, bucket: int, runtime: str, files: dict[str, bytes]) -> dict[str, Path]:
+        """Keep the filled ``files`` of graph (bucket, runtime) with their stamp; raise ``OSError`` when the
+        disk refuses (nothing is left half-written either way) and :class:`~inn_mobile.format.bundle.
+        BundleError` for a graph that is not kept (its file names are not plain names)."""
+        try:
+            entry = self.entry(nb, bucket, runtime)
+        except NativeError as e:
+            raise bundle.BundleError(f"the {runtime!r} graph is not kept in a width cache: {e}") from e
+        stamp = nb.cache_stamp(bucket, runtime, files)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.directory))
+        try:
+            for name, data in (*files.items(), (STAMP, stamp)):
+                (tmp / name).write_bytes(data)
+            shutil.rmtree(entry, ignore_errors=True)  # an outdated entry (load removes damaged ones already)
+            try:
+                os.rename(tmp, entry)
+            except OSError:  # another process put a whole entry there meanwhile: keep theirs
+                if not (entry / STAMP).is_file():
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return {name: entry / name for name in files}
+
+
+@contextlib.contextmanager
+def _mapped(path: Path):
+    """A read-only memory map of ``path`` (an empty file: empty bytes, which ``mmap`` cannot map)."""
+    with open(path, "rb") as f:
+        if os.fstat(f.fileno()).st_size == 0:
+            yield b""
+            return
+        m = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    try:
+        yield m
+    finally:
+        m.close()
