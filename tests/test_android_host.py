@@ -407,3 +407,39 @@ def test_a_mapped_bundle_checks_its_nodes_at_the_first_read_and_hands_out_nothin
         assert [ln.split()[:3] for ln in lines] == [[read, "InnException", expected.name] for read in reads], \
             (name, lines)
         assert all(ln.endswith(f"(INN_ERR_{expected.name})") for ln in lines), (name, lines)
+
+
+def test_the_apps_width_cache_checks_every_byte_and_shares_entries_with_the_python_loader(host, tmp_path):
+    """WidthCache (the facade) keeps a width's filled files and hands them out on the next start only when the
+    core's stamp checks them; a damaged file or another width's entry is refilled. The entries are the Python
+    loader's (the same core names and stamps them): an entry either writes is a hit for the other."""
+    import zlib
+
+    from inn_mobile.runtime import WidthCache
+
+    path = tmp_path / "b.innb"
+    path.write_bytes((VECTORS / "vectors.innb").read_bytes())
+    nb = native.NativeBundle.from_file(path)
+    (bucket, runtime), (other, _) = nb.graphs()[-1], nb.graphs()[0]
+    want = [f"cache file {name} {len(data)} {zlib.crc32(data):08x}" for name, data in nb.fill(bucket, runtime).items()]
+    cache = tmp_path / "cache"
+
+    def start(b: int = bucket) -> list[str]:
+        return run_java(host[0], "cache", path, b, runtime, cache).splitlines()
+
+    assert start() == ["cache: stored", *want]
+    assert start() == ["cache: hit", *want]
+    assert WidthCache(cache).load(nb, bucket, runtime) is not None  # Java's entry, checked by Python
+    entry = WidthCache(cache).entry(nb, bucket, runtime)
+    first = entry / nb.image_names(bucket, runtime)[0]
+    data = bytearray(first.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    first.write_bytes(bytes(data))
+    assert start() == ["cache: stored", *want]  # damaged: refused, filled, kept anew
+    assert start(other)[0] == "cache: stored"
+    shutil.rmtree(entry)
+    shutil.copytree(WidthCache(cache).entry(nb, other, runtime), entry)  # another width's entry in its place
+    assert start() == ["cache: stored", *want]
+    shutil.rmtree(cache)
+    WidthCache(cache).store(nb, bucket, runtime, nb.fill(bucket, runtime))  # Python's entry, hit by Java
+    assert start() == ["cache: hit", *want]

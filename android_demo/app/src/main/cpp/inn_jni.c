@@ -389,9 +389,10 @@ JNIEXPORT void JNICALL Java_dev_innmobile_InnBundle_nMaterialize(JNIEnv *env, jc
 
 /* ------------------------------------------------------------------ runtime graphs (inn_graph_*) */
 
-/* Finds graph (bucket, runtime); runtime comes as ASCII bytes. 0 on success, else an exception is pending. */
-static int find_graph(JNIEnv *env, jni_bundle *h, jint bucket, jbyteArray runtime, inn_graph *g) {
-    char rt[INN_RUNTIME_NAME + 1];
+/* Finds graph (bucket, runtime); runtime comes as ASCII bytes, and is left NUL-terminated in `rt`. 0 on success,
+ * else an exception is pending. */
+static int find_graph_named(JNIEnv *env, jni_bundle *h, jint bucket, jbyteArray runtime, inn_graph *g,
+                            char rt[INN_RUNTIME_NAME + 1]) {
     jsize n = (*env)->GetArrayLength(env, runtime);
     if (n < 1 || n > INN_RUNTIME_NAME) {
         throw_class(env, "java/lang/IllegalArgumentException", "runtime names have 1 to 16 characters");
@@ -407,6 +408,11 @@ static int find_graph(JNIEnv *env, jni_bundle *h, jint bucket, jbyteArray runtim
         return -1;
     }
     return 0;
+}
+
+static int find_graph(JNIEnv *env, jni_bundle *h, jint bucket, jbyteArray runtime, inn_graph *g) {
+    char rt[INN_RUNTIME_NAME + 1];
+    return find_graph_named(env, h, bucket, runtime, g, rt);
 }
 
 /* A table's row count from the core (`count_fn`), clamped to jint; 0 with a pending InnException on error. */
@@ -502,6 +508,27 @@ JNIEXPORT jlong JNICALL Java_dev_innmobile_InnBundle_nGraphScratchSize(JNIEnv *e
     return (jlong)bytes;
 }
 
+/* The addresses and capacities of the direct buffers of `bufs` (each aligned to `align`), in new tables the caller
+ * frees (also on failure, when they may be NULL). 0 with an exception pending when a buffer is null or not
+ * direct, or memory runs out. */
+static int image_table(JNIEnv *env, jobjectArray bufs, size_t align, void ***ptrs, size_t **sizes) {
+    jsize n = (*env)->GetArrayLength(env, bufs);
+    *ptrs = (void **)calloc(n ? (size_t)n : 1, sizeof **ptrs);
+    *sizes = (size_t *)calloc(n ? (size_t)n : 1, sizeof **sizes);
+    if (!*ptrs || !*sizes) {
+        throw_class(env, "java/lang/OutOfMemoryError", "graph buffer table");
+        return 0;
+    }
+    int ok = 1;
+    for (jsize i = 0; i < n && ok; i++) {
+        jobject buf = (*env)->GetObjectArrayElement(env, bufs, i);
+        ok = buf != NULL && direct(env, buf, align, "image buffer", &(*ptrs)[i], &(*sizes)[i]);
+        if (!buf && !(*env)->ExceptionCheck(env)) throw_class(env, "java/lang/NullPointerException", "image buffer");
+        if (buf) (*env)->DeleteLocalRef(env, buf);
+    }
+    return ok;
+}
+
 /* Rebuilds the images of graph (bucket, runtime) into `outs` (one direct, 4-byte aligned buffer per image, in
  * image order): part -1 copies the stored bytes of every image (inn_graph_fill_spans; scratch unused), part p
  * in [0, parts) writes its share of the holes (inn_graph_fill_part; InnBundle.fillGraph runs the parts on its
@@ -534,21 +561,9 @@ JNIEXPORT void JNICALL Java_dev_innmobile_InnBundle_nGraphFill(JNIEnv *env, jcla
             return;
         }
     }
-    void **ptrs = (void **)calloc(n ? (size_t)n : 1, sizeof *ptrs);
-    size_t *sizes = (size_t *)calloc(n ? (size_t)n : 1, sizeof *sizes);
-    if (!ptrs || !sizes) {
-        free(ptrs);
-        free(sizes);
-        throw_class(env, "java/lang/OutOfMemoryError", "graph buffer table");
-        return;
-    }
-    int ok = 1;
-    for (jsize i = 0; i < n && ok; i++) {
-        jobject buf = (*env)->GetObjectArrayElement(env, outs, i);
-        ok = buf != NULL && direct(env, buf, 4, "image buffer", &ptrs[i], &sizes[i]);
-        if (!buf && !(*env)->ExceptionCheck(env)) throw_class(env, "java/lang/NullPointerException", "image buffer");
-        if (buf) (*env)->DeleteLocalRef(env, buf);
-    }
+    void **ptrs;
+    size_t *sizes;
+    int ok = image_table(env, outs, 4, &ptrs, &sizes);
     if (ok && states && (part < 0 || (*env)->GetArrayLength(env, states) != parts)) {
         throw_class(env, "java/lang/IllegalArgumentException", "node states: one per part, and only for parts");
         ok = 0;
@@ -574,6 +589,70 @@ JNIEXPORT void JNICALL Java_dev_innmobile_InnBundle_nGraphFill(JNIEnv *env, jcla
     }
     free(ptrs);
     free(sizes);
+}
+
+/* ------------------------------------------------------------------ width cache (inn_cache_*) */
+
+/* The name of graph (bucket, runtime)'s width cache entry (ASCII); InnException(FORMAT) for a graph that names a
+ * file other than by a plain file name (it is not kept). */
+JNIEXPORT jbyteArray JNICALL Java_dev_innmobile_InnBundle_nCacheEntry(JNIEnv *env, jclass cls, jlong handle,
+                                                                      jint bucket, jbyteArray runtime) {
+    (void)cls;
+    jni_bundle *h = handle_of(env, handle);
+    inn_graph g;
+    char rt[INN_RUNTIME_NAME + 1], name[INN_CACHE_NAME];
+    if (!h || find_graph_named(env, h, bucket, runtime, &g, rt)) return NULL;
+    inn_status s = inn_cache_entry(&h->bundle, &g, rt, name);
+    if (s != INN_OK) {
+        throw_status(env, s, "naming the width cache entry");
+        return NULL;
+    }
+    jsize n = (jsize)strlen(name);
+    jbyteArray out = (*env)->NewByteArray(env, n);
+    if (out) (*env)->SetByteArrayRegion(env, out, 0, n, (const jbyte *)name);
+    return out;
+}
+
+/* The stamp of graph (bucket, runtime)'s filled files `images` (direct buffers, in image order) when `stamp` is
+ * null; else checks `images` (the kept files, mapped) against `stamp` and returns null, or throws InnException
+ * (STALE: the stamp of other files; CHECKSUM: damaged files). */
+JNIEXPORT jbyteArray JNICALL Java_dev_innmobile_InnBundle_nCacheStamp(JNIEnv *env, jclass cls, jlong handle,
+                                                                      jint bucket, jbyteArray runtime,
+                                                                      jobjectArray images, jbyteArray stamp) {
+    (void)cls;
+    jni_bundle *h = handle_of(env, handle);
+    inn_graph g;
+    char rt[INN_RUNTIME_NAME + 1];
+    if (!h || find_graph_named(env, h, bucket, runtime, &g, rt)) return NULL;
+    if ((uint32_t)(*env)->GetArrayLength(env, images) != g.image_count) {
+        throw_class(env, "java/lang/IllegalArgumentException", "one buffer per image of the graph");
+        return NULL;
+    }
+    void **ptrs;
+    size_t *sizes;
+    jbyteArray out = NULL;
+    if (image_table(env, images, 1, &ptrs, &sizes)) {
+        size_t n = stamp ? (size_t)(*env)->GetArrayLength(env, stamp) : inn_cache_stamp_size(&g);
+        uint8_t *bytes = (uint8_t *)malloc(n ? n : 1);
+        if (!bytes) {
+            throw_class(env, "java/lang/OutOfMemoryError", "stamp");
+        } else if (stamp) {
+            (*env)->GetByteArrayRegion(env, stamp, 0, (jsize)n, (jbyte *)bytes);
+            inn_status s = inn_cache_check(&h->bundle, &g, rt, bytes, n, (const void *const *)ptrs, sizes);
+            if (s != INN_OK) throw_status(env, s, "checking the width cache's files");
+        } else {
+            inn_status s = inn_cache_stamp(&h->bundle, &g, rt, (const void *const *)ptrs, sizes, bytes, n);
+            if (s != INN_OK) {
+                throw_status(env, s, "stamping the width cache's files");
+            } else if ((out = (*env)->NewByteArray(env, (jsize)n)) != NULL) {
+                (*env)->SetByteArrayRegion(env, out, 0, (jsize)n, (const jbyte *)bytes);
+            }
+        }
+        free(bytes);
+    }
+    free(ptrs);
+    free(sizes);
+    return out;
 }
 
 /* ------------------------------------------------------------------ what a width costs (BKIN, COST) */

@@ -3,6 +3,7 @@ package dev.innmobile.host;
 import dev.innmobile.Cascade;
 import dev.innmobile.InnBundle;
 import dev.innmobile.InnException;
+import dev.innmobile.WidthCache;
 import dev.innmobile.WidthPolicy;
 import java.io.File;
 import java.io.IOException;
@@ -15,6 +16,7 @@ import java.util.Locale;
 import java.util.Map;
 import java.util.Random;
 import java.util.TreeMap;
+import java.util.zip.CRC32;
 
 /**
  * The JVM test of the app's native layer: the shipped Java facade (dev.innmobile) over the shipped
@@ -30,6 +32,8 @@ import java.util.TreeMap;
  *   open     FILE...             one line per file: "OK ..." or "InnException STATUS MESSAGE"
  *   dump     BUNDLE DIR                       every bucket/layout/dtype/layer's weight, scales, bias as raw files
  *   graph    BUNDLE BUCKET RUNTIME DIR        the filled runtime files of one graph
+ *   cache    BUNDLE BUCKET RUNTIME CACHE_DIR  WidthCache.open: "cache: hit|stored|not stored: ...", then one
+ *                                         "cache file NAME SIZE CRC32" line per file it hands out
  *   mapped   BUNDLE BUCKET RUNTIME THREADS DIR  a mapped bundle's nodes, checked by the first read: fill then
  *                                         read, read then fill, and 8 threads at once; one line per read
  *   policy   BUNDLE RUNTIME BUDGET_BYTES [LATENCY_MS|- [PROFILE_RUNTIME [BUCKET=LATENCY_MS:PEAK_BYTES...]]]
@@ -77,6 +81,9 @@ public final class HostTest {
             case "graph":
                 ok = graph(new File(args[1]), Integer.parseInt(args[2]), args[3], new File(args[4]));
                 break;
+            case "cache":
+                ok = cache(new File(args[1]), Integer.parseInt(args[2]), args[3], new File(args[4]));
+                break;
             case "mapped":
                 ok = mapped(new File(args[1]), Integer.parseInt(args[2]), args[3], Integer.parseInt(args[4]),
                             new File(args[5]));
@@ -103,7 +110,7 @@ public final class HostTest {
     }
 
     private static void usage() {
-        System.err.println("usage: HostTest selftest|vectors|corrupt|open|dump|graph|policy|cascade-policy|costs|cascades ... (see the class comment)");
+        System.err.println("usage: HostTest selftest|vectors|corrupt|open|dump|graph|cache|policy|cascade-policy|costs|cascades ... (see the class comment)");
         System.exit(2);
     }
 
@@ -332,6 +339,22 @@ public final class HostTest {
             for (int i = 0; i < files.length; i++) {
                 Files.write(new File(dir, images.get(i).name).toPath(), bytes(files[i]));
                 System.out.printf("graph image %s %d bytes%n", images.get(i).name, images.get(i).size);
+            }
+        }
+        return true;
+    }
+
+    /** One start through a {@link WidthCache}: what it did, and the files it hands out (name, size, CRC-32). */
+    static boolean cache(File bundleFile, int bucket, String runtime, File dir) throws IOException {
+        try (InnBundle b = InnBundle.open(bundleFile)) {
+            List<InnBundle.GraphImage> images = b.graphImages(bucket, runtime);
+            WidthCache.Loaded got = new WidthCache(dir).open(b, bucket, runtime);
+            System.out.printf("cache: %s%n", got.cache);
+            for (int i = 0; i < got.buffers.length; i++) {
+                CRC32 crc = new CRC32();
+                crc.update(bytes(got.buffers[i]));
+                System.out.printf("cache file %s %d %08x%n", images.get(i).name, got.buffers[i].capacity(),
+                                  crc.getValue());
             }
         }
         return true;

@@ -472,6 +472,30 @@ public final class InnBundle implements AutoCloseable {
     }
 
     /**
+     * The name of graph (bucket, runtime)'s entry in a {@link WidthCache}; InnException(FORMAT) for a graph that
+     * names a file other than by a plain file name (such a graph is not kept).
+     */
+    public String cacheEntry(int bucket, String runtime) {
+        return new String(nCacheEntry(live(), bucket, runtime.getBytes(StandardCharsets.US_ASCII)),
+                          StandardCharsets.US_ASCII);
+    }
+
+    /** The stamp of graph (bucket, runtime)'s filled files (direct buffers, in {@link #graphImages} order). */
+    public byte[] cacheStamp(int bucket, String runtime, ByteBuffer[] images) {
+        return nCacheStamp(live(), bucket, runtime.getBytes(StandardCharsets.US_ASCII), images, null);
+    }
+
+    /**
+     * Throws InnException unless {@code stamp} is graph (bucket, runtime)'s and {@code images} (the kept files,
+     * mapped) are byte for byte what it stamped: STALE for a stamp of another bundle, width, runtime or core,
+     * CHECKSUM for damaged files.
+     */
+    public void checkCache(int bucket, String runtime, byte[] stamp, ByteBuffer[] images) {
+        nCacheStamp(live(), bucket, runtime.getBytes(StandardCharsets.US_ASCII), images,
+                    Objects.requireNonNull(stamp, "stamp"));
+    }
+
+    /**
      * Threads {@link #fillGraph(int, String)} uses: the processors available, at most 4 (past that the
      * largest layer, which one thread writes alone, bounds the gain on real networks); the Python
      * loader's {@code native.fill_threads} rule.
@@ -548,6 +572,12 @@ public final class InnBundle implements AutoCloseable {
      */
     private static native void nGraphFill(long handle, int bucket, byte[] runtime, ByteBuffer[] outs,
                                           ByteBuffer scratch, int part, int parts, boolean release, int[] nodeStates);
+
+    private static native byte[] nCacheEntry(long handle, int bucket, byte[] runtime);
+
+    /** With {@code stamp} null: the stamp of {@code images}; else checks {@code images} against it (returns null). */
+    private static native byte[] nCacheStamp(long handle, int bucket, byte[] runtime, ByteBuffer[] images,
+                                             byte[] stamp);
 
     /** Whether the open left the nodes to the first fill (a mapped file) and none has verified them yet. */
     private static native boolean nNodesPending(long handle);
