@@ -47,7 +47,7 @@ class MainActivity : Activity() {
             "Width: %s (bucket %d of %d, %s)\n" +
                 "Budget: %.1f MiB = availMem %.0f MiB / %d%s\n" +
                 "Why: %s\n\n" +
-                "Startup: %.1f ms\n  open + choose %.1f ms\n  materialise (C core, JNI) %.1f ms\n" +
+                "Startup: %.1f ms\n  open + choose %.1f ms\n  materialise (C core, JNI) %.1f ms, width cache: %s\n" +
                 "  LiteRT interpreter %.1f ms\n" +
                 "Inference: %.2f ms\n\n" +
                 "Prediction: %d (%.0f%%), label %d",
@@ -56,7 +56,7 @@ class MainActivity : Activity() {
             if (r.lowRamDevice) WidthPolicy.LOW_RAM_AVAIL_MEM_DIVISOR else WidthPolicy.AVAIL_MEM_DIVISOR,
             if (r.lowRamDevice) " (low-RAM device)" else "",
             r.choice.reason,
-            r.openMs + r.fillMs + r.interpreterMs, r.openMs, r.fillMs, r.interpreterMs, r.inferenceMs,
+            r.openMs + r.fillMs + r.interpreterMs, r.openMs, r.fillMs, r.widthCache, r.interpreterMs, r.inferenceMs,
             r.predicted, 100f * r.confidence, r.label,
         )
     }

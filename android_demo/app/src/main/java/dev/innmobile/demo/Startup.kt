@@ -6,10 +6,12 @@ import android.graphics.Bitmap
 import android.graphics.BitmapFactory
 import android.os.SystemClock
 import dev.innmobile.InnBundle
+import dev.innmobile.WidthCache
 import dev.innmobile.WidthPolicy
 import org.json.JSONObject
 import org.tensorflow.lite.DataType
 import org.tensorflow.lite.Interpreter
+import java.io.File
 import java.io.FileInputStream
 import java.nio.ByteBuffer
 import java.nio.ByteOrder
@@ -25,6 +27,7 @@ data class StartupReport(
     val runtime: String,
     val openMs: Double,
     val fillMs: Double,
+    val widthCache: String,
     val interpreterMs: Double,
     val inferenceMs: Double,
     val predicted: Int,
@@ -60,14 +63,16 @@ class Startup(private val context: Context) {
             val bucket = choice.candidate.bucket
             val t1 = SystemClock.elapsedRealtimeNanos()
 
-            // 3. The weights: the core rebuilds the .tflite with this width's weights in place.
+            // 3. The weights: on this width's first start the core rebuilds the .tflite with its weights in
+            // place and the width cache keeps it; every later start maps the kept file, each byte checked
+            // against the core's stamp (a damaged or outdated one is filled again).
             val images = bundle.graphImages(bucket, runtime)
-            val files = bundle.fillGraph(bucket, runtime)
-            val model = files[images.indexOfFirst { it.name.endsWith(".tflite") }]
+            val loaded = WidthCache(File(context.noBackupFilesDir, "inn-widths")).open(bundle, bucket, runtime)
+            val model = loaded.buffers[images.indexOfFirst { it.name.endsWith(".tflite") }]
             bundle.releasePages() // LiteRT copies the weights next: peak memory need not hold the nodes too
             val t2 = SystemClock.elapsedRealtimeNanos()
 
-            // 4. The runtime: LiteRT reads the model from the direct buffer (no file written).
+            // 4. The runtime: LiteRT reads the model from the buffer as it is (a mapped file or the filled one).
             Interpreter(model, Interpreter.Options().setNumThreads(2)).use { interpreter ->
                 val t3 = SystemClock.elapsedRealtimeNanos()
                 val bitmap = context.assets.open(SAMPLE_PNG).use { BitmapFactory.decodeStream(it) }
@@ -87,6 +92,7 @@ class Startup(private val context: Context) {
                     runtime = runtime,
                     openMs = ms(t0, t1),
                     fillMs = ms(t1, t2),
+                    widthCache = loaded.cache,
                     interpreterMs = ms(t2, t3),
                     inferenceMs = ms(t3, t4),
                     predicted = best,
