@@ -22,6 +22,7 @@ from inn_mobile.format import bundle, runtime_file
 
 pytest.importorskip("executorch", reason="executorch not installed (pip install -e '.[executorch]')")
 from inn_mobile.export import executorch as ex  # noqa: E402
+from inn_mobile.runtime import WidthCache
 from inn_mobile.runtime.executorch import ExecutorchModel  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
@@ -70,14 +71,22 @@ def loads(exe, tmp_path_factory):
         got, outs[mode] = host.load_once(exe, mode, path, plain, 0, ex.RUNTIME, xin, work,
                                          threads=2 if mode == "release" else 1)
         peaks[mode] = got["hwm_kib"] / 1024
-    python = ExecutorchModel.open(path)(x).numpy().ravel()
+    cache = work / "cache"
+    for start in ("stored", "hit"):  # a width cache: the first start fills and keeps, the next maps the kept files
+        got, outs[start] = host.load_once(exe, "cached", path, plain, 0, ex.RUNTIME, xin, work, threads=2,
+                                          cache_dir=cache)
+        assert got["hit"] == (start == "hit") and (got["store_ms"] > 0) == (start == "stored"), (start, got)
+        peaks[start] = got["hwm_kib"] / 1024
+    python = ExecutorchModel.open(path, cache=WidthCache(cache))  # the C++ entry, checked and loaded by Python
+    assert python.startup.cache == "hit"
+    python = python(x).numpy().ravel()
     weights = sum(p.numel() for p in _net().parameters() if p.ndim > 1) * 4 / 2**20
     return peaks, outs, python, weights, sum(rss_allowance(native.NativeBundle.from_file(path), 0))
 
 
 def test_the_cpp_loads_run_the_same_network(loads):
     _, outs, python, _, _ = loads
-    assert outs["buffer"].tobytes() == outs["release"].tobytes()
+    assert outs["buffer"].tobytes() == outs["release"].tobytes() == outs["stored"].tobytes() == outs["hit"].tobytes()
     np.testing.assert_allclose(outs["release"], outs["plain"], rtol=0, atol=1e-5)
     np.testing.assert_allclose(outs["release"], python, rtol=0, atol=1e-5)
 
@@ -88,3 +97,9 @@ def test_the_releasing_loader_peaks_at_the_plain_files_memory(loads):
     peaks, _, _, weights, allowance = loads
     assert peaks["release"] <= peaks["plain"] + allowance, (peaks, allowance)
     assert peaks["buffer"] - peaks["release"] >= 0.6 * weights, (peaks, weights)
+
+
+def test_a_start_from_the_width_cache_peaks_at_the_plain_files_memory(loads):
+    """The kept files are mapped by ExecuTorch as the plain file is: the same bound as a plain start's."""
+    peaks, _, _, _, allowance = loads
+    assert peaks["hit"] <= peaks["plain"] + allowance, (peaks, allowance)

@@ -3,6 +3,7 @@
  * (VmHWM) and writes the outputs of one inference.
  *
  *   et_host bundle BUNDLE BUCKET RUNTIME release|buffer THREADS INPUT OUTPUT
+ *   et_host cached BUNDLE BUCKET RUNTIME CACHE_DIR THREADS INPUT OUTPUT
  *   et_host plain PTE INPUT OUTPUT
  *   et_host fresh BYTES
  *   et_host selftest
@@ -10,16 +11,21 @@
  * bundle: the C core opens the mapped bundle, fills the graph's model.pte and weights.ptd into anonymous
  * memory on THREADS threads, and ExecuTorch loads them from there: the .ptd through inn::ReleasingDataLoader
  * ("release") or a plain BufferDataLoader ("buffer", what the Python bindings do). plain: a plain .pte loaded
- * from its path (mapped), the reference. INPUT: raw float32 of the method's input shape; OUTPUT: raw float32
+ * from its path (mapped), the reference. cached: "bundle" through a width cache in CACHE_DIR, as the Python and
+ * Java loaders keep one (their entries): when the core's stamp checks the kept files, ExecuTorch maps them from
+ * their paths (fill_ms is then the check's, and files=0); else the fill, kept there (store_ms), then "release".
+ * INPUT: raw float32 of the method's input shape; OUTPUT: raw float32
  * of output 0. Prints one line: "hwm_kib=<peak> base_kib=<peak before loading> files=<bytes filled>
  * open_ms=<map, open, find the graph> fill_ms=<write the files> load_ms=<ExecuTorch's program and method,
- * weights packed>" (plain: open and fill 0). The libraries are loaded before the clock starts, as in an app.
+ * weights packed> store_ms=<the cache written> hit=<1 when loaded from the cache>" (plain: open and fill 0).
+ * The libraries are loaded before the clock starts, as in an app.
  * fresh: new anonymous memory of BYTES written once, nothing else ("fresh_ms=<ms>"): what the memory of a
  * fill's files alone costs in this process. selftest: which pages inn::ReleasingDataLoader gives back
  * (overlapping and repeated ranges, the loader gone first); prints "selftest ok", or each wrong page. */
 #include <executorch/extension/data_loader/buffer_data_loader.h>
 #include <executorch/extension/module/module.h>
 #include <executorch/extension/tensor/tensor.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -31,6 +37,7 @@
 #include <cstring>
 #include <ctime>
 #include <fstream>
+#include <iterator>
 #include <memory>
 #include <string>
 #include <thread>
@@ -90,43 +97,58 @@ static void check(inn_status s, const std::string &what) {
     if (s != INN_OK) fail(what + ": " + inn_status_str(s));
 }
 
-/* The bundle's graph of (bucket, runtime) filled by the core: {model.pte, weights.ptd} in anonymous memory,
- * written on `threads` threads as the Python and Java loaders write it (NativeBundle.fill, InnBundle.fillGraph):
- * the open leaves the nodes' checks to the fill (inn_bundle_open_deferred), each stretch it verifies leaves
- * memory at once, the layers are written in PARTS_PER_THREAD parts per thread, each part checking its share
- * of the nodes first and dropping its nodes' pages once written, and the parts' checksums are joined before
- * the files are used. Sets the open's and the fill's milliseconds. */
-static size_t fill(const char *path, uint32_t bucket, const char *runtime, uint32_t threads, uint8_t **pte,
-                   size_t *pte_size, uint8_t **ptd, size_t *ptd_size, double *open_ms, double *fill_ms) {
-    const double t0 = now_ms();
+/* A bundle mapped from its file and opened by the core (inn_bundle_open_deferred: the nodes' checks are left to
+ * the fill, and each stretch the open verifies leaves memory at once), and its graph of (bucket, runtime). */
+struct Opened {
+    void *map = nullptr;
+    size_t size = 0;
+    inn_bundle b;
+    inn_graph g;
+    ~Opened() { close(); }
+    void close() { /* nothing reads the nodes again: the page cache keeps the file */
+        if (map) munmap(map, size);
+        map = nullptr;
+    }
+};
+
+static void open_graph(Opened *o, const char *path, uint32_t bucket, const char *runtime) {
     int fd = open(path, O_RDONLY);
     struct stat st;
     if (fd < 0 || fstat(fd, &st) != 0) fail(std::string("cannot open ") + path);
-    void *map = mmap(nullptr, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    o->size = (size_t)st.st_size;
+    o->map = mmap(nullptr, o->size, PROT_READ, MAP_PRIVATE, fd, 0);
     close(fd);
-    if (map == MAP_FAILED) fail("cannot map the bundle");
-    inn_bundle b;
-    inn_graph g;
-    check(inn_bundle_open_deferred(&b, map, (size_t)st.st_size, drop, map), "bundle");
-    check(inn_graph_find(&b, bucket, runtime, &g), "bundle");
-    const double t1 = now_ms();
-    std::vector<void *> outs(g.image_count);
-    std::vector<size_t> sizes(g.image_count);
+    if (o->map == MAP_FAILED) o->map = nullptr, fail("cannot map the bundle");
+    check(inn_bundle_open_deferred(&o->b, o->map, o->size, drop, o->map), "bundle");
+    check(inn_graph_find(&o->b, bucket, runtime, &o->g), "bundle");
+}
+
+/* The opened graph filled by the core: its images in anonymous memory (`outs`, `sizes`, in image order), written
+ * on `threads` threads as the Python and Java loaders write them (NativeBundle.fill, InnBundle.fillGraph): the
+ * layers in PARTS_PER_THREAD parts per thread, each part checking its share of the nodes first and dropping its
+ * nodes' pages once written, and the parts' checksums joined before the files are used. Sets model.pte's and
+ * weights.ptd's buffers; returns the bytes filled. */
+static size_t fill(Opened *o, uint32_t threads, std::vector<void *> *outs, std::vector<size_t> *sizes, uint8_t **pte,
+                   size_t *pte_size, uint8_t **ptd, size_t *ptd_size) {
+    inn_bundle &b = o->b;
+    inn_graph &g = o->g;
+    outs->assign(g.image_count, nullptr);
+    sizes->assign(g.image_count, 0);
     size_t total = 0;
     for (uint32_t i = 0; i < g.image_count; i++) {
         inn_image_info info;
         check(inn_graph_image(&g, i, &info), "graph");
-        sizes[i] = (size_t)info.size;
-        outs[i] = anonymous(sizes[i]);
-        total += sizes[i];
+        (*sizes)[i] = (size_t)info.size;
+        (*outs)[i] = anonymous((*sizes)[i]);
+        total += (*sizes)[i];
         std::string name(info.name, info.name_len);
-        if (name == "model.pte") *pte = (uint8_t *)outs[i], *pte_size = sizes[i];
-        if (name == "weights.ptd") *ptd = (uint8_t *)outs[i], *ptd_size = sizes[i];
+        if (name == "model.pte") *pte = (uint8_t *)(*outs)[i], *pte_size = (*sizes)[i];
+        if (name == "weights.ptd") *ptd = (uint8_t *)(*outs)[i], *ptd_size = (*sizes)[i];
     }
     if (!*pte || !*ptd) fail("the graph has no model.pte and weights.ptd");
     size_t scratch_size;
     check(inn_graph_scratch_size(&b, &g, &scratch_size), "graph");
-    check(inn_graph_fill_spans(&b, &g, outs.data(), sizes.data()), "fill");
+    check(inn_graph_fill_spans(&b, &g, outs->data(), sizes->data()), "fill");
     threads = std::max(1u, std::min(threads, b.layer_count));
     const uint32_t parts = std::max(threads, std::min(b.layer_count, threads * PARTS_PER_THREAD));
     std::vector<uint32_t> states(parts);
@@ -134,11 +156,11 @@ static size_t fill(const char *path, uint32_t bucket, const char *runtime, uint3
     auto run = [&](uint32_t t) {
         std::vector<uint8_t> scratch(scratch_size ? scratch_size : 1);
         for (uint32_t p = t * parts / threads; p < (t + 1) * parts / threads; p++) {
-            status[p] = inn_graph_fill_part_verify(&b, &g, outs.data(), sizes.data(), p, parts, scratch.data(),
+            status[p] = inn_graph_fill_part_verify(&b, &g, outs->data(), sizes->data(), p, parts, scratch.data(),
                                                    scratch.size(), &states[p]);
             if (status[p] != INN_OK) return;
             size_t first, end;
-            if (inn_graph_part_nodes(&b, &g, p, parts, &first, &end) == INN_OK) drop(map, first, end);
+            if (inn_graph_part_nodes(&b, &g, p, parts, &first, &end) == INN_OK) drop(o->map, first, end);
         }
     };
     std::vector<std::thread> workers;
@@ -147,10 +169,73 @@ static size_t fill(const char *path, uint32_t bucket, const char *runtime, uint3
     for (auto &w : workers) w.join();
     for (uint32_t p = 0; p < parts; p++) check(status[p], "fill part " + std::to_string(p));
     check(inn_bundle_nodes_verified(&b, states.data(), parts), "fill");
-    munmap(map, (size_t)st.st_size); /* the page cache keeps the file; nothing reads the nodes again */
-    *open_ms = t1 - t0;
-    *fill_ms = now_ms() - t1;
     return total;
+}
+
+/* ---- a width cache, as an app keeps one in C++: the Python and Java loaders' entries (width_cache.py) ---- */
+
+static std::string image_name(const inn_graph &g, uint32_t i) {
+    inn_image_info info;
+    check(inn_graph_image(&g, i, &info), "graph");
+    return std::string(info.name, info.name_len);
+}
+
+/* The kept files of the opened graph in `entry` when the core's stamp checks every byte of them (each mapped for
+ * the check, then unmapped: ExecuTorch maps them again from their paths). */
+static bool cache_hit(const Opened &o, const char *runtime, const std::string &entry) {
+    std::ifstream f(entry + "/" INN_CACHE_STAMP_FILE, std::ios::binary);
+    std::vector<uint8_t> stamp((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    if (!f.good() && !f.eof()) return false;
+    std::vector<const void *> maps(o.g.image_count, nullptr);
+    std::vector<size_t> sizes(o.g.image_count, 0);
+    bool ok = !stamp.empty();
+    for (uint32_t i = 0; ok && i < o.g.image_count; i++) {
+        int fd = open((entry + "/" + image_name(o.g, i)).c_str(), O_RDONLY);
+        struct stat st;
+        ok = fd >= 0 && fstat(fd, &st) == 0 && st.st_size > 0;
+        if (ok) {
+            sizes[i] = (size_t)st.st_size;
+            void *m = mmap(nullptr, sizes[i], PROT_READ, MAP_SHARED, fd, 0);
+            ok = m != MAP_FAILED;
+            maps[i] = ok ? m : nullptr;
+        }
+        if (fd >= 0) close(fd);
+    }
+    ok = ok && inn_cache_check(&o.b, &o.g, runtime, stamp.data(), stamp.size(), maps.data(), sizes.data()) == INN_OK;
+    for (uint32_t i = 0; i < o.g.image_count; i++)
+        if (maps[i]) munmap(const_cast<void *>(maps[i]), sizes[i]);
+    return ok;
+}
+
+static void write_file(const std::string &path, const void *data, size_t size) {
+    std::FILE *f = std::fopen(path.c_str(), "wb");
+    if (!f || std::fwrite(data, 1, size, f) != size || std::fclose(f) != 0) fail("cannot write " + path);
+}
+
+/* Removes an entry directory and the files in it (an entry holds files only). */
+static void remove_entry(const std::string &entry) {
+    if (DIR *d = opendir(entry.c_str())) {
+        while (dirent *e = readdir(d))
+            if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0)
+                unlink((entry + "/" + e->d_name).c_str());
+        closedir(d);
+    }
+    rmdir(entry.c_str());
+}
+
+/* Keeps the filled files in `entry` of `dir`: written in a temporary directory with the stamp last, renamed into
+ * place (a damaged or outdated entry, which cache_hit refused, is removed first). */
+static void cache_store(const Opened &o, const char *runtime, const std::string &dir, const std::string &entry,
+                        const std::vector<void *> &outs, const std::vector<size_t> &sizes) {
+    std::vector<uint8_t> stamp(inn_cache_stamp_size(&o.g));
+    check(inn_cache_stamp(&o.b, &o.g, runtime, outs.data(), sizes.data(), stamp.data(), stamp.size()), "stamp");
+    mkdir(dir.c_str(), 0700);
+    const std::string tmp = dir + "/.tmp-" + std::to_string(getpid());
+    if (mkdir(tmp.c_str(), 0700) != 0) fail("cannot write in " + dir);
+    for (uint32_t i = 0; i < o.g.image_count; i++) write_file(tmp + "/" + image_name(o.g, i), outs[i], sizes[i]);
+    write_file(tmp + "/" INN_CACHE_STAMP_FILE, stamp.data(), stamp.size());
+    remove_entry(entry);
+    if (rename(tmp.c_str(), entry.c_str()) != 0) fail("cannot rename " + tmp + " to " + entry);
 }
 
 /* Buffers of the loader over 8 pages of 0x5A: freeing one zeroes exactly the pages no live buffer touches. */
@@ -201,8 +286,9 @@ int main(int argc, char **argv) {
         std::printf("fresh_ms=%.3f\n", now_ms() - t);
         return 0;
     }
-    if (!((mode == "bundle" && argc == 9) || (mode == "plain" && argc == 5))) {
+    if (!((mode == "bundle" && argc == 9) || (mode == "cached" && argc == 9) || (mode == "plain" && argc == 5))) {
         std::fprintf(stderr, "usage: et_host bundle BUNDLE BUCKET RUNTIME release|buffer THREADS INPUT OUTPUT\n"
+                             "       et_host cached BUNDLE BUCKET RUNTIME CACHE_DIR THREADS INPUT OUTPUT\n"
                              "       et_host plain PTE INPUT OUTPUT\n"
                              "       et_host fresh BYTES\n"
                              "       et_host selftest\n");
@@ -211,24 +297,54 @@ int main(int argc, char **argv) {
     std::vector<float> x = read_floats(argv[argc - 2]);
     const long base = hwm_kib();
     std::unique_ptr<Module> module;
+    Opened opened;
     size_t filled = 0;
-    double open_ms = 0, fill_ms = 0, t0;
+    double open_ms = 0, fill_ms = 0, store_ms = 0, t0 = now_ms();
+    const char *cache = "none";
     if (mode == "plain") {
-        t0 = now_ms();
         module = std::make_unique<Module>(argv[2], Module::LoadMode::Mmap);
     } else {
-        uint8_t *pte = nullptr, *ptd = nullptr;
-        size_t pte_size = 0, ptd_size = 0;
+        const char *runtime = argv[4];
+        open_graph(&opened, argv[2], (uint32_t)std::strtoul(argv[3], nullptr, 10), runtime);
+        std::string dir, entry;
+        if (mode == "cached") {
+            char name[INN_CACHE_NAME];
+            check(inn_cache_entry(&opened.b, &opened.g, runtime, name), "cache entry");
+            dir = argv[5];
+            entry = dir + "/" + name;
+        }
+        const double t1 = now_ms();
+        open_ms = t1 - t0;
         const long threads = std::strtol(argv[6], nullptr, 10);
         if (threads < 1 || threads > 64) fail(std::string("THREADS must be 1..64, got ") + argv[6]);
-        filled = fill(argv[2], (uint32_t)std::strtoul(argv[3], nullptr, 10), argv[4], (uint32_t)threads, &pte,
-                      &pte_size, &ptd, &ptd_size, &open_ms, &fill_ms);
-        t0 = now_ms();
-        std::unique_ptr<DataLoader> data;
-        if (std::string(argv[5]) == "release") data = std::make_unique<inn::ReleasingDataLoader>(ptd, ptd_size);
-        else data = std::make_unique<BufferDataLoader>(ptd, ptd_size);
-        module = std::make_unique<Module>(std::make_unique<BufferDataLoader>(pte, pte_size), nullptr, nullptr, nullptr,
-                                          std::move(data));
+        if (mode == "cached" && cache_hit(opened, runtime, entry)) {
+            cache = "hit";
+            fill_ms = now_ms() - t1; /* the check */
+            t0 = now_ms();
+            module = std::make_unique<Module>(entry + "/model.pte", entry + "/weights.ptd", Module::LoadMode::Mmap);
+        } else {
+            uint8_t *pte = nullptr, *ptd = nullptr;
+            size_t pte_size = 0, ptd_size = 0;
+            std::vector<void *> outs;
+            std::vector<size_t> sizes;
+            filled = fill(&opened, (uint32_t)threads, &outs, &sizes, &pte, &pte_size, &ptd, &ptd_size);
+            const double t2 = now_ms();
+            fill_ms = t2 - t1;
+            if (mode == "cached") {
+                cache_store(opened, runtime, dir, entry, outs, sizes);
+                cache = "stored";
+                store_ms = now_ms() - t2;
+            }
+            t0 = now_ms();
+            std::unique_ptr<DataLoader> data;
+            if (mode == "cached" || std::string(argv[5]) == "release")
+                data = std::make_unique<inn::ReleasingDataLoader>(ptd, ptd_size);
+            else
+                data = std::make_unique<BufferDataLoader>(ptd, ptd_size);
+            module = std::make_unique<Module>(std::make_unique<BufferDataLoader>(pte, pte_size), nullptr, nullptr,
+                                              nullptr, std::move(data));
+        }
+        opened.close();
     }
     /* load_method reads the program and has XNNPACK pack every weight, from a path or from memory alike */
     if (module->load_method("forward") != Error::Ok) fail("the program does not load");
@@ -248,7 +364,8 @@ int main(int argc, char **argv) {
     if (!f || std::fwrite(y.const_data_ptr<float>(), sizeof(float), (size_t)y.numel(), f) != (size_t)y.numel())
         fail("cannot write the output");
     std::fclose(f);
-    std::printf("hwm_kib=%ld base_kib=%ld files=%zu open_ms=%.3f fill_ms=%.3f load_ms=%.3f\n", hwm_kib(), base,
-                filled, open_ms, fill_ms, load_ms);
+    std::printf("hwm_kib=%ld base_kib=%ld files=%zu open_ms=%.3f fill_ms=%.3f load_ms=%.3f store_ms=%.3f "
+                "hit=%d\n", hwm_kib(), base, filled, open_ms, fill_ms, load_ms, store_ms,
+                std::strcmp(cache, "hit") == 0);
     return 0;
 }
