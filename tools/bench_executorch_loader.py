@@ -71,7 +71,7 @@ def write_input(x: np.ndarray, work: Path) -> Path:
 def load_once(exe: Path, mode: str, bundle: Path, plain: Path, bucket: int, runtime: str, xin: Path,
               work: Path, threads: int = 1, cache_dir: Path | None = None) -> tuple[dict[str, float], np.ndarray]:
     """One load + inference of input file ``xin`` in a fresh process: what et_host prints (``hwm_kib``,
-    ``base_kib``, ``files``, ``open_ms``, ``fill_ms``, ``load_ms``, ``store_ms``, ``hit``) and output 0. A bundle
+    ``base_kib``, ``files``, ``open_ms``, ``fill_ms``, ``load_ms``, ``hit``) and output 0. A bundle
     is filled on ``threads`` threads; mode ``"cached"`` goes through the width cache in ``cache_dir``."""
     yout = work / f"y_{mode}.bin"
     args = (["plain", str(plain)] if mode == "plain"

@@ -267,8 +267,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"startup: {s.total_ms:.1f} ms (open {s.open_ms:.1f} + width cache checked {s.fill_ms:.1f} + "
               f"runtime load {s.load_ms:.1f})")
     else:
-        kept = f" + kept in the width cache {s.store_ms:.1f}" if s.cache == "stored" else ""
-        print(f"startup: {s.total_ms:.1f} ms (open {s.open_ms:.1f} + fill {s.fill_ms:.1f}{kept} + "
+        into = " into the width cache" if s.cache == "stored" else ""
+        print(f"startup: {s.total_ms:.1f} ms (open {s.open_ms:.1f} + fill{into} {s.fill_ms:.1f} + "
               f"runtime load {s.load_ms:.1f})")
         if s.cache.startswith("not stored"):
             print(f"width cache: {s.cache}", file=sys.stderr)

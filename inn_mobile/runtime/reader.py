@@ -29,14 +29,13 @@ class Startup:
     """Where the time from bundle bytes to a ready model went, in milliseconds (every runtime)."""
 
     open_ms: float  # validate the bundle (CRCs, tables) and find the width and its graph
-    fill_ms: float  # the core writes the width's weights into the runtime's files (a width cache hit: checks them)
+    fill_ms: float  # the core writes the width's weights into the runtime's files (width cache: a hit checks them)
     load_ms: float  # the runtime parses its files and prepares to run (interpreter / program + method)
-    store_ms: float = 0.0  # the filled files written to the width cache (its first start of the width)
     cache: str = ""  # "" without a width cache, else "hit", "stored" or "not stored: <why>"
 
     @property
     def total_ms(self) -> float:
-        return self.open_ms + self.fill_ms + self.load_ms + self.store_ms
+        return self.open_ms + self.fill_ms + self.load_ms
 
 
 @runtime_checkable
@@ -132,15 +131,14 @@ class Prepared:
     name: str  # the width's name
     files: dict[str, bytes]  # filled now (empty on a cache hit)
     paths: dict[str, Path]  # a width cache's checked files (empty when filled now)
-    startup: Startup  # open, fill (or check) and store times; load_ms is the runtime's, 0 here
+    startup: Startup  # open and fill (or check) times; load_ms is the runtime's, 0 here
 
 
 def prepare(source: str | os.PathLike | bytes | BundleReader, bucket: int | str | float, runtime: str, *,
             reference: bool = False, cache: WidthCache | None = None) -> Prepared:
     """What every loader does before its runtime: open (validate) the bundle, find the width, then either
-    load it from ``cache`` (every byte checked against its stamp) or fill it, and keep the fill in ``cache``.
-    A cache that cannot be written leaves the start in memory (``startup.cache``
-    says why)."""
+    load it from ``cache`` (every byte checked against its stamp) or fill it (into a new entry of ``cache``,
+    when given). A cache that cannot be written leaves the start in memory (``startup.cache`` says why)."""
     if cache is not None and reference:
         raise ValueError("a width cache keeps the native core's fill: it cannot be used with reference=True")
     t0 = time.perf_counter()
@@ -155,18 +153,20 @@ def prepare(source: str | os.PathLike | bytes | BundleReader, bucket: int | str 
     if paths is not None:
         t2 = time.perf_counter()
         return Prepared(k, reader.names[k], {}, paths, Startup((t1 - t0) * 1e3, (t2 - t1) * 1e3, 0.0, cache="hit"))
-    files = reader.fill(k, runtime)
-    t2 = time.perf_counter()
     note = ""
     if cache is not None:
         try:
-            cache.store(reader.native, k, runtime, files)
-            note = "stored"
-        except (OSError, bundle.BundleError) as e:
+            paths = cache.fill(reader.native, k, runtime)
+            t2 = time.perf_counter()
+            return Prepared(k, reader.names[k], {}, paths, Startup((t1 - t0) * 1e3, (t2 - t1) * 1e3, 0.0,
+                                                                   cache="stored"))
+        except native.NativeError as e:  # the bundle itself is bad: as the fill without a cache would say
+            raise bundle.BundleError(f"the core rejected the {runtime!r} graph of {reader.names[k]!r}: {e}") from e
+        except (OSError, bundle.BundleError) as e:  # the disk refused, or a graph that is not kept: fill in memory
             note = f"not stored: {e}"
-    t3 = time.perf_counter()
-    startup = Startup((t1 - t0) * 1e3, (t2 - t1) * 1e3, 0.0, (t3 - t2) * 1e3, note)
-    return Prepared(k, reader.names[k], files, {}, startup)
+    files = reader.fill(k, runtime)
+    t2 = time.perf_counter()
+    return Prepared(k, reader.names[k], files, {}, Startup((t1 - t0) * 1e3, (t2 - t1) * 1e3, 0.0, cache=note))
 
 
 def run_batched(invoke: Callable[[np.ndarray], np.ndarray], x: torch.Tensor | np.ndarray,

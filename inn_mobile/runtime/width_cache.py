@@ -9,10 +9,11 @@ What makes the kept files safe to load is a stamp the core writes after them and
 sees them (``inn_cache_stamp`` / ``inn_cache_check``, FORMAT.md "Width cache stamps"): it names the bundle
 (its header and the graph record's checksum), the width, the runtime and the fill's version, and each
 file's size and CRC-32C. Every start checks every byte of the files against it, so a damaged or outdated
-entry is never loaded: it is removed and the width filled again. An entry appears whole or not at all to
-other processes (its files are written in a temporary directory, renamed into place last). The files are
-not synced to the disk (a first start would wait for it): after a power cut an entry may be left with
-lost or stale pages, which the check on the next start finds like any other damage. A cache that cannot be
+entry is never loaded: it is removed and the width filled again. The first start fills the width straight
+into the entry's files (memory maps of them), so keeping the width costs little more than filling it; an
+entry appears whole or not at all to other processes (written in a temporary directory, renamed into place).
+The files are not synced to the disk (a first start would wait for it): after a power cut an entry may be
+left with lost or stale pages, which the check on the next start finds like any other damage. A cache that cannot be
 written (full or read-only disk) costs nothing but the time: the start goes on from memory.
 
 One entry per (bundle, width, runtime): a directory named for them holding the runtime's files (names
@@ -67,20 +68,25 @@ class WidthCache:
             return None
         return {name: entry / name for name in names}
 
-    def store(self, nb: NativeBundle, bucket: int, runtime: str, files: dict[str, bytes]) -> dict[str, Path]:
-        """Keep the filled ``files`` of graph (bucket, runtime) with their stamp; raise ``OSError`` when the
-        disk refuses (nothing is left half-written either way) and :class:`~inn_mobile.format.bundle.
-        BundleError` for a graph that is not kept (its file names are not plain names)."""
+    def fill(self, nb: NativeBundle, bucket: int, runtime: str) -> dict[str, Path]:
+        """Fill graph (bucket, runtime) straight into a new entry's files and keep them with their stamp: the
+        core writes the weights into memory maps of the files (page cache pages, which the runtime then maps
+        again: no other copy, no fresh anonymous memory). Raises ``OSError`` when the disk refuses (its space
+        is reserved before a byte is written, so a full disk is an error here, never a fault in the core) and
+        :class:`~inn_mobile.format.bundle.BundleError` for a graph that is not kept (its file names are not
+        plain names); nothing is left half-written either way."""
         try:
             entry = self.entry(nb, bucket, runtime)
         except NativeError as e:
             raise bundle.BundleError(f"the {runtime!r} graph is not kept in a width cache: {e}") from e
-        stamp = nb.cache_stamp(bucket, runtime, files)
         self.directory.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.directory))
         try:
-            for name, data in (*files.items(), (STAMP, stamp)):
-                (tmp / name).write_bytes(data)
+            with contextlib.ExitStack() as maps:
+                files = nb.fill(bucket, runtime, into=lambda name, size: maps.enter_context(_new_map(tmp / name, size)))
+                nb.release_pages()  # the runtime maps the files next: do not hold the nodes too
+                stamp = nb.cache_stamp(bucket, runtime, files)
+            (tmp / STAMP).write_bytes(stamp)  # last: it vouches for the files
             shutil.rmtree(entry, ignore_errors=True)  # an outdated entry (load removes damaged ones already)
             try:
                 os.rename(tmp, entry)
@@ -100,6 +106,22 @@ def _mapped(path: Path):
             yield b""
             return
         m = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    try:
+        yield m
+    finally:
+        m.close()
+
+
+@contextlib.contextmanager
+def _new_map(path: Path, size: int):
+    """A writable shared memory map of a new file of ``size`` bytes, its blocks reserved first: writing a
+    mapped page the disk has no room for would be a fault (SIGBUS), not an error."""
+    with open(path, "w+b") as f:
+        if size == 0:
+            yield bytearray()
+            return
+        os.posix_fallocate(f.fileno(), 0, size)
+        m = mmap.mmap(f.fileno(), size)
     try:
         yield m
     finally:

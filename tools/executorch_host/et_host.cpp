@@ -13,11 +13,12 @@
  * ("release") or a plain BufferDataLoader ("buffer", what the Python bindings do). plain: a plain .pte loaded
  * from its path (mapped), the reference. cached: "bundle" through a width cache in CACHE_DIR, as the Python and
  * Java loaders keep one (their entries): when the core's stamp checks the kept files, ExecuTorch maps them from
- * their paths (fill_ms is then the check's, and files=0); else the fill, kept there (store_ms), then "release".
+ * their paths (fill_ms is then the check's, and files=0); else the core fills them straight into a new entry's
+ * files (memory maps of them), which ExecuTorch then maps from their paths alike.
  * INPUT: raw float32 of the method's input shape; OUTPUT: raw float32
  * of output 0. Prints one line: "hwm_kib=<peak> base_kib=<peak before loading> files=<bytes filled>
  * open_ms=<map, open, find the graph> fill_ms=<write the files> load_ms=<ExecuTorch's program and method,
- * weights packed> store_ms=<the cache written> hit=<1 when loaded from the cache>" (plain: open and fill 0).
+ * weights packed> hit=<1 when loaded from the cache>" (plain: open and fill 0).
  * The libraries are loaded before the clock starts, as in an app.
  * fresh: new anonymous memory of BYTES written once, nothing else ("fresh_ms=<ms>"): what the memory of a
  * fill's files alone costs in this process. selftest: which pages inn::ReleasingDataLoader gives back
@@ -37,6 +38,7 @@
 #include <cstring>
 #include <ctime>
 #include <fstream>
+#include <functional>
 #include <iterator>
 #include <memory>
 #include <string>
@@ -123,13 +125,14 @@ static void open_graph(Opened *o, const char *path, uint32_t bucket, const char 
     check(inn_graph_find(&o->b, bucket, runtime, &o->g), "bundle");
 }
 
-/* The opened graph filled by the core: its images in anonymous memory (`outs`, `sizes`, in image order), written
+/* The opened graph filled by the core: its images in `memory(name, size)` (`outs`, `sizes`, in image order), written
  * on `threads` threads as the Python and Java loaders write them (NativeBundle.fill, InnBundle.fillGraph): the
  * layers in PARTS_PER_THREAD parts per thread, each part checking its share of the nodes first and dropping its
  * nodes' pages once written, and the parts' checksums joined before the files are used. Sets model.pte's and
  * weights.ptd's buffers; returns the bytes filled. */
 static size_t fill(Opened *o, uint32_t threads, std::vector<void *> *outs, std::vector<size_t> *sizes, uint8_t **pte,
-                   size_t *pte_size, uint8_t **ptd, size_t *ptd_size) {
+                   size_t *pte_size, uint8_t **ptd, size_t *ptd_size,
+                   const std::function<void *(const std::string &, size_t)> &memory) {
     inn_bundle &b = o->b;
     inn_graph &g = o->g;
     outs->assign(g.image_count, nullptr);
@@ -139,7 +142,7 @@ static size_t fill(Opened *o, uint32_t threads, std::vector<void *> *outs, std::
         inn_image_info info;
         check(inn_graph_image(&g, i, &info), "graph");
         (*sizes)[i] = (size_t)info.size;
-        (*outs)[i] = anonymous((*sizes)[i]);
+        (*outs)[i] = memory(std::string(info.name, info.name_len), (*sizes)[i]);
         total += (*sizes)[i];
         std::string name(info.name, info.name_len);
         if (name == "model.pte") *pte = (uint8_t *)(*outs)[i], *pte_size = (*sizes)[i];
@@ -207,11 +210,6 @@ static bool cache_hit(const Opened &o, const char *runtime, const std::string &e
     return ok;
 }
 
-static void write_file(const std::string &path, const void *data, size_t size) {
-    std::FILE *f = std::fopen(path.c_str(), "wb");
-    if (!f || std::fwrite(data, 1, size, f) != size || std::fclose(f) != 0) fail("cannot write " + path);
-}
-
 /* Removes an entry directory and the files in it (an entry holds files only). */
 static void remove_entry(const std::string &entry) {
     if (DIR *d = opendir(entry.c_str())) {
@@ -223,19 +221,37 @@ static void remove_entry(const std::string &entry) {
     rmdir(entry.c_str());
 }
 
-/* Keeps the filled files in `entry` of `dir`: written in a temporary directory with the stamp last, renamed into
- * place (a damaged or outdated entry, which cache_hit refused, is removed first). */
-static void cache_store(const Opened &o, const char *runtime, const std::string &dir, const std::string &entry,
-                        const std::vector<void *> &outs, const std::vector<size_t> &sizes) {
-    std::vector<uint8_t> stamp(inn_cache_stamp_size(&o.g));
-    check(inn_cache_stamp(&o.b, &o.g, runtime, outs.data(), sizes.data(), stamp.data(), stamp.size()), "stamp");
+/* A width's first start with a cache: the core fills the graph straight into the files of a new entry of `dir`
+ * (shared memory maps of them, their blocks reserved first: a mapped page the disk has no room for would be a
+ * fault, not an error), the stamp is written beside them, and the entry is renamed into place (a damaged or
+ * outdated one, which cache_hit refused, removed first). Returns the bytes filled. */
+static size_t cache_fill(Opened *o, const char *runtime, uint32_t threads, const std::string &dir,
+                         const std::string &entry) {
     mkdir(dir.c_str(), 0700);
     const std::string tmp = dir + "/.tmp-" + std::to_string(getpid());
     if (mkdir(tmp.c_str(), 0700) != 0) fail("cannot write in " + dir);
-    for (uint32_t i = 0; i < o.g.image_count; i++) write_file(tmp + "/" + image_name(o.g, i), outs[i], sizes[i]);
-    write_file(tmp + "/" INN_CACHE_STAMP_FILE, stamp.data(), stamp.size());
+    std::vector<void *> outs;
+    std::vector<size_t> sizes;
+    uint8_t *pte = nullptr, *ptd = nullptr;
+    size_t pte_size = 0, ptd_size = 0;
+    auto file_memory = [&](const std::string &name, size_t size) -> void * {
+        int fd = open((tmp + "/" + name).c_str(), O_RDWR | O_CREAT | O_TRUNC, 0600);
+        if (fd < 0 || posix_fallocate(fd, 0, (off_t)size) != 0) fail("no room for " + name + " in " + dir);
+        void *m = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        close(fd);
+        if (m == MAP_FAILED) fail("cannot map " + name);
+        return m;
+    };
+    const size_t total = fill(o, threads, &outs, &sizes, &pte, &pte_size, &ptd, &ptd_size, file_memory);
+    std::vector<uint8_t> stamp(inn_cache_stamp_size(&o->g));
+    check(inn_cache_stamp(&o->b, &o->g, runtime, outs.data(), sizes.data(), stamp.data(), stamp.size()), "stamp");
+    for (size_t i = 0; i < outs.size(); i++) munmap(outs[i], sizes[i]);
+    std::FILE *f = std::fopen((tmp + "/" INN_CACHE_STAMP_FILE).c_str(), "wb");
+    if (!f || std::fwrite(stamp.data(), 1, stamp.size(), f) != stamp.size() || std::fclose(f) != 0)
+        fail("cannot write the stamp");
     remove_entry(entry);
     if (rename(tmp.c_str(), entry.c_str()) != 0) fail("cannot rename " + tmp + " to " + entry);
+    return total;
 }
 
 /* Buffers of the loader over 8 pages of 0x5A: freeing one zeroes exactly the pages no live buffer touches. */
@@ -299,7 +315,7 @@ int main(int argc, char **argv) {
     std::unique_ptr<Module> module;
     Opened opened;
     size_t filled = 0;
-    double open_ms = 0, fill_ms = 0, store_ms = 0, t0 = now_ms();
+    double open_ms = 0, fill_ms = 0, t0 = now_ms();
     const char *cache = "none";
     if (mode == "plain") {
         module = std::make_unique<Module>(argv[2], Module::LoadMode::Mmap);
@@ -317,9 +333,14 @@ int main(int argc, char **argv) {
         open_ms = t1 - t0;
         const long threads = std::strtol(argv[6], nullptr, 10);
         if (threads < 1 || threads > 64) fail(std::string("THREADS must be 1..64, got ") + argv[6]);
-        if (mode == "cached" && cache_hit(opened, runtime, entry)) {
-            cache = "hit";
-            fill_ms = now_ms() - t1; /* the check */
+        if (mode == "cached") {
+            if (cache_hit(opened, runtime, entry)) {
+                cache = "hit";
+            } else {
+                filled = cache_fill(&opened, runtime, (uint32_t)threads, dir, entry);
+                cache = "stored";
+            }
+            fill_ms = now_ms() - t1; /* the check, or the fill into the entry's files */
             t0 = now_ms();
             module = std::make_unique<Module>(entry + "/model.pte", entry + "/weights.ptd", Module::LoadMode::Mmap);
         } else {
@@ -327,20 +348,13 @@ int main(int argc, char **argv) {
             size_t pte_size = 0, ptd_size = 0;
             std::vector<void *> outs;
             std::vector<size_t> sizes;
-            filled = fill(&opened, (uint32_t)threads, &outs, &sizes, &pte, &pte_size, &ptd, &ptd_size);
-            const double t2 = now_ms();
-            fill_ms = t2 - t1;
-            if (mode == "cached") {
-                cache_store(opened, runtime, dir, entry, outs, sizes);
-                cache = "stored";
-                store_ms = now_ms() - t2;
-            }
+            filled = fill(&opened, (uint32_t)threads, &outs, &sizes, &pte, &pte_size, &ptd, &ptd_size,
+                          [](const std::string &, size_t size) { return anonymous(size); });
+            fill_ms = now_ms() - t1;
             t0 = now_ms();
             std::unique_ptr<DataLoader> data;
-            if (mode == "cached" || std::string(argv[5]) == "release")
-                data = std::make_unique<inn::ReleasingDataLoader>(ptd, ptd_size);
-            else
-                data = std::make_unique<BufferDataLoader>(ptd, ptd_size);
+            if (std::string(argv[5]) == "release") data = std::make_unique<inn::ReleasingDataLoader>(ptd, ptd_size);
+            else data = std::make_unique<BufferDataLoader>(ptd, ptd_size);
             module = std::make_unique<Module>(std::make_unique<BufferDataLoader>(pte, pte_size), nullptr, nullptr,
                                               nullptr, std::move(data));
         }
@@ -364,8 +378,7 @@ int main(int argc, char **argv) {
     if (!f || std::fwrite(y.const_data_ptr<float>(), sizeof(float), (size_t)y.numel(), f) != (size_t)y.numel())
         fail("cannot write the output");
     std::fclose(f);
-    std::printf("hwm_kib=%ld base_kib=%ld files=%zu open_ms=%.3f fill_ms=%.3f load_ms=%.3f store_ms=%.3f "
-                "hit=%d\n", hwm_kib(), base, filled, open_ms, fill_ms, load_ms, store_ms,
-                std::strcmp(cache, "hit") == 0);
+    std::printf("hwm_kib=%ld base_kib=%ld files=%zu open_ms=%.3f fill_ms=%.3f load_ms=%.3f hit=%d\n", hwm_kib(),
+                base, filled, open_ms, fill_ms, load_ms, std::strcmp(cache, "hit") == 0);
     return 0;
 }
