@@ -87,15 +87,17 @@ class WidthCache:
                 nb.release_pages()  # the runtime maps the files next: do not hold the nodes too
                 stamp = nb.cache_stamp(bucket, runtime, files)
             (tmp / STAMP).write_bytes(stamp)  # last: it vouches for the files
-            shutil.rmtree(entry, ignore_errors=True)  # an outdated entry (load removes damaged ones already)
-            try:
-                os.rename(tmp, entry)
-            except OSError:  # another process put a whole entry there meanwhile: keep theirs
-                if not (entry / STAMP).is_file():
-                    raise
+            for _ in range(2):  # the entry's place is free (load removed a bad entry), unless another start won
+                try:
+                    os.rename(tmp, entry)
+                    return {name: entry / name for name in files}
+                except OSError:
+                    theirs = self.load(nb, bucket, runtime)  # checked like any entry (and removed if bad)
+                    if theirs is not None:
+                        return theirs
+            raise OSError(f"cannot put {tmp.name} in place of {entry}")
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        return {name: entry / name for name in files}
 
 
 @contextlib.contextmanager

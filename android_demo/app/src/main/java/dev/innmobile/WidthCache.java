@@ -107,11 +107,16 @@ public final class WidthCache {
                 write(new File(tmp, names.get(i).name), images[i]);
             }
             write(new File(tmp, STAMP), ByteBuffer.wrap(stamp));
-            delete(entry); // an outdated entry (load deletes damaged ones already)
-            if (!tmp.renameTo(entry) && !new File(entry, STAMP).isFile()) { // else another start kept it meanwhile
-                throw new IOException("cannot rename " + tmp + " to " + entry);
+            for (int attempt = 0; attempt < 2; attempt++) { // free (load deleted a bad entry), unless another won
+                if (tmp.renameTo(entry)) {
+                    return paths;
+                }
+                Loaded theirs = load(bundle, bucket, runtime); // checked like any entry (and deleted if bad)
+                if (theirs != null) {
+                    return theirs.paths;
+                }
             }
-            return paths;
+            throw new IOException("cannot rename " + tmp + " to " + entry);
         } finally {
             delete(tmp);
         }
