@@ -11,7 +11,6 @@ import importlib.machinery
 import mmap
 import os
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -439,14 +438,10 @@ class NativeBundle:
             out.append((bucket.value, name.value.decode()))
         return out
 
-    def fill(self, bucket: int, runtime: str, threads: int | None = None,
-             into: Callable[[str, int], object] | None = None) -> dict[str, object]:
+    def fill(self, bucket: int, runtime: str, threads: int | None = None) -> dict[str, bytes]:
         """Rebuild the runtime files of one bucket with their weights written by the core
         (``{file name: bytes}``; the same result as :func:`inn_mobile.format.reference.fill`). The core
         writes straight into the ``bytes`` objects the runtimes' bindings take, so no file is copied.
-        ``into(name, size)``, when given, supplies each file's writable buffer instead (a memory map of the
-        file it becomes: the width cache's); the result then holds those buffers, and no view of them is
-        left behind, even when the fill fails (the caller may close them at once).
 
         The layers are written by ``threads`` threads at once (``inn_graph_fill_part``; ctypes releases the
         GIL during each call), by default :func:`fill_threads`: the fill is most of a bundle's startup
@@ -457,20 +452,9 @@ class NativeBundle:
         (``defer_nodes``) are checked here, each part its share first (``inn_graph_fill_part_verify``), and
         the parts' checksums joined before anything is returned."""
         g, images = self._graph(bucket, runtime)
-        views: list[np.ndarray] = []  # into's buffers as numpy views, for their addresses: dropped on the way out
-        try:
-            outs = [_new_bytes(size) if into is None else _writable(into(name, size), size, views)
-                    for name, size in images]
-            return self._fill(g, images, outs, bucket, runtime, threads)
-        finally:
-            views.clear()
-
-    def _fill(self, g: _Graph, images: list[tuple[str, int]], outs: list[tuple[object, int]], bucket: int,
-              runtime: str, threads: int | None) -> dict[str, object]:
-        """:meth:`fill` into ``outs`` (each file's buffer and its address)."""
-        names = [name for name, _ in images]
+        names, outs = [name for name, _ in images], [_new_bytes(size) for _, size in images]
         ptrs = (C.c_void_p * max(1, len(outs)))(*[address for _, address in outs])
-        sizes = (C.c_size_t * max(1, len(outs)))(*[size for _, size in images])
+        sizes = (C.c_size_t * max(1, len(outs)))(*[len(o) for o, _ in outs])
         need = C.c_size_t()
         _check(lib().inn_graph_scratch_size(C.byref(self._b), C.byref(g), C.byref(need)), "graph scratch size")
         _check(lib().inn_graph_fill_spans(C.byref(self._b), C.byref(g), ptrs, sizes),
@@ -562,17 +546,6 @@ class NativeBundle:
         status = lib().inn_cache_check(C.byref(self._b), C.byref(g), runtime.encode(), stamp, len(stamp), ptrs, sizes)
         del ptrs, views  # no view of the caller's maps may outlive this call (an error's frame would keep them)
         _check(status, f"the cached {runtime!r} files of bucket {bucket}")
-
-
-def _writable(buf: object, size: int, views: list[np.ndarray]) -> tuple[object, int]:
-    """``buf`` (from :meth:`NativeBundle.fill`'s ``into``) and its address, checked to be a writable, 4-byte
-    aligned buffer of ``size`` bytes; its numpy view is kept in ``views`` while the core writes."""
-    view = np.frombuffer(buf, np.uint8) if size else np.zeros(0, np.uint8)
-    if view.nbytes != size or not view.flags.writeable or view.ctypes.data % 4:
-        raise NativeError(vocab.STATUS["ARG"], f"a buffer of {view.nbytes} bytes, writable {view.flags.writeable}, "
-                          f"at {view.ctypes.data:#x}: the core needs {size} writable, 4-byte aligned bytes")
-    views.append(view)
-    return buf, view.ctypes.data
 
 
 def _image_pointers(images: list[tuple[str, int]], files: dict[str, object]) -> tuple:

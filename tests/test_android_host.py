@@ -441,5 +441,5 @@ def test_the_apps_width_cache_checks_every_byte_and_shares_entries_with_the_pyth
     shutil.copytree(WidthCache(cache).entry(nb, other, runtime), entry)  # another width's entry in its place
     assert start() == ["cache: stored", *want]
     shutil.rmtree(cache)
-    WidthCache(cache).fill(nb, bucket, runtime)  # Python's entry, hit by Java
+    WidthCache(cache).store(nb, bucket, runtime, nb.fill(bucket, runtime))  # Python's entry, hit by Java
     assert start() == ["cache: hit", *want]

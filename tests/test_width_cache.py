@@ -55,9 +55,11 @@ def _entry(cache: Path, runtime: str, bucket: int = 1) -> Path:
 def test_a_later_start_loads_the_kept_files_and_answers_as_a_fill_does(packed, tmp_path, runtime):
     path, x = packed
     want = open_model(path, runtime, 1)(x).numpy()
-    first = open_model(path, runtime, 1, cache_dir=tmp_path)
+    cache = WidthCache(tmp_path)
+    first = open_model(path, runtime, 1, cache_dir=cache)
+    assert first.startup.cache == "storing" and cache.wait() == []
     later = open_model(path, runtime, 1, cache_dir=tmp_path)
-    assert (first.startup.cache, later.startup.cache) == ("stored", "hit")
+    assert later.startup.cache == "hit"
     np.testing.assert_array_equal(first(x).numpy(), want)
     np.testing.assert_array_equal(later(x).numpy(), want)
     filled = native.NativeBundle.from_file(path).fill(1, runtime)
@@ -105,11 +107,13 @@ def _another_widths_entry(entry: Path) -> None:
 def test_a_damaged_or_stale_entry_is_never_loaded_and_is_filled_again(packed, tmp_path, damage):
     path, x = packed
     want = open_model(path, "litert", 1)(x).numpy()
-    open_model(path, "litert", 0, cache_dir=tmp_path)
-    open_model(path, "litert", 1, cache_dir=tmp_path)
+    cache = WidthCache(tmp_path)
+    open_model(path, "litert", 0, cache_dir=cache)
+    open_model(path, "litert", 1, cache_dir=cache)
+    assert cache.wait() == []
     damage(_entry(tmp_path, "litert"))
-    again = open_model(path, "litert", 1, cache_dir=tmp_path)
-    assert again.startup.cache == "stored"  # checked, refused, filled and kept anew
+    again = open_model(path, "litert", 1, cache_dir=cache)
+    assert again.startup.cache == "storing" and cache.wait() == []  # checked, refused, filled and kept anew
     np.testing.assert_array_equal(again(x).numpy(), want)
     assert open_model(path, "litert", 1, cache_dir=tmp_path).startup.cache == "hit"
     assert open_model(path, "litert", 0, cache_dir=tmp_path).startup.cache == "hit"  # the other entry is intact
@@ -119,37 +123,52 @@ def test_a_cache_that_cannot_be_written_leaves_the_start_in_memory(packed, tmp_p
     path, x = packed
     blocked = tmp_path / "a-file"
     blocked.write_bytes(b"")  # a directory cannot be made here (root ignores permissions, not this)
-    net = open_model(path, "litert", 1, cache_dir=blocked)
-    assert net.startup.cache.startswith("not stored: ") and blocked.read_bytes() == b""
+    cache = WidthCache(blocked)
+    net = open_model(path, "litert", 1, cache_dir=cache)
+    (why,) = cache.wait()
+    assert net.startup.cache == "storing" and why.startswith("litert width 1: ") and blocked.read_bytes() == b""
     np.testing.assert_array_equal(net(x).numpy(), open_model(path, "litert", 1)(x).numpy())
+    assert cache.wait() == []  # each failure is told once
 
 
-def test_a_full_disk_leaves_the_start_in_memory_and_nothing_in_the_cache(packed, tmp_path, monkeypatch):
-    """The cache reserves a file's blocks before the core writes into its memory map (a mapped page the disk
-    has no room for would be a SIGBUS): here the reservation fails as on a full disk."""
+def test_a_full_disk_leaves_nothing_in_the_cache(packed, tmp_path, monkeypatch):
+    """The disk fills up in the middle of the entry's second file: the start has its model, the cache has no
+    temporary directory, no partial entry, and the next start fills again."""
     import errno
     import os
 
-    def full(fd: int, offset: int, length: int) -> None:
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    from inn_mobile.runtime import width_cache
 
     path, x = packed
-    monkeypatch.setattr(os, "posix_fallocate", full)
-    net = open_model(path, "litert", 1, cache_dir=tmp_path)
-    assert net.startup.cache.startswith("not stored: ") and "No space left" in net.startup.cache
+    written: list[str] = []
+
+    def full_after_one(p: Path, data: bytes) -> None:
+        if written:
+            p.write_bytes(data[:len(data) // 2])
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        written.append(p.name)
+        p.write_bytes(data)
+
+    monkeypatch.setattr(width_cache, "_write", full_after_one)
+    cache = WidthCache(tmp_path)
+    net = open_model(path, "executorch", 1, cache_dir=cache)
+    (why,) = cache.wait()
+    assert "No space left" in why and written
     assert not any(tmp_path.iterdir())  # the temporary entry is gone
-    np.testing.assert_array_equal(net(x).numpy(), open_model(path, "litert", 1)(x).numpy())
+    np.testing.assert_array_equal(net(x).numpy(), open_model(path, "executorch", 1)(x).numpy())
+    assert open_model(path, "executorch", 1, cache_dir=tmp_path).startup.cache == "storing"  # a miss again
 
 
 def test_starts_racing_to_keep_the_same_width_leave_one_whole_entry(packed, tmp_path):
     path, _ = packed
     nb = native.NativeBundle.from_file(path)
+    files = nb.fill(1, "litert")
     cache = WidthCache(tmp_path)
     errors: list[BaseException] = []
 
     def keep() -> None:
         try:
-            cache.fill(nb, 1, "litert")
+            cache.store(nb, 1, "litert", files)
         except BaseException as e:  # noqa: BLE001 - reported below
             errors.append(e)
 
@@ -173,11 +192,14 @@ def test_a_graph_whose_file_name_is_a_path_writes_nothing_anywhere(packed, tmp_p
     evil = tmp_path / "work" / "evil.innb"
     evil.parent.mkdir()
     evil.write_bytes(reseal(data.replace(b"model.tflite", name.encode())))
-    cache = tmp_path / "work" / "cache"
+    cache = WidthCache(tmp_path / "work" / "cache")
     with pytest.raises(bundle.BundleError, match="has no model.tflite"):  # the loader's own refusal, after
         open_model(evil, "litert", 1, cache_dir=cache)
+    (why,) = cache.wait()
+    assert "not kept in a width cache" in why
+    nb = native.NativeBundle.from_file(evil)
     with pytest.raises(bundle.BundleError, match="not kept in a width cache"):
-        WidthCache(cache).fill(native.NativeBundle.from_file(evil), 1, "litert")
+        cache.store(nb, 1, "litert", nb.fill(1, "litert"))
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == ["work", "work/evil.innb"]
 
 
@@ -192,7 +214,7 @@ def test_the_command_line_runs_from_the_cache_on_the_second_start(packed, tmp_pa
     path, _ = packed
     argv = ["run", str(path), "--runtime", "litert", "--memory-budget", "1G", "--cache-dir", str(tmp_path)]
     assert cli.main(argv) == 0
-    assert "fill into the width cache" in capsys.readouterr().out
+    assert "width cache: stored for the next start" in capsys.readouterr().out
     assert cli.main(argv) == 0
     assert "width cache checked" in capsys.readouterr().out
 

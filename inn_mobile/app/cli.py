@@ -261,17 +261,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     cands = policy.candidates(b, args.runtime, prof)
     choice = policy.choose(cands, args.memory_budget, args.latency_budget)
     print(f"chose {choice.reason}")
-    net = runtime.open_model(args.bundle, args.runtime, choice.bucket, threads=args.threads, cache_dir=args.cache_dir)
+    cache = runtime.WidthCache(args.cache_dir) if args.cache_dir else None
+    net = runtime.open_model(args.bundle, args.runtime, choice.bucket, threads=args.threads, cache_dir=cache)
     s = net.startup  # what an app pays at each start (the runtime's one-off import is not part of it)
-    if s.cache == "hit":
-        print(f"startup: {s.total_ms:.1f} ms (open {s.open_ms:.1f} + width cache checked {s.fill_ms:.1f} + "
-              f"runtime load {s.load_ms:.1f})")
-    else:
-        into = " into the width cache" if s.cache == "stored" else ""
-        print(f"startup: {s.total_ms:.1f} ms (open {s.open_ms:.1f} + fill{into} {s.fill_ms:.1f} + "
-              f"runtime load {s.load_ms:.1f})")
-        if s.cache.startswith("not stored"):
-            print(f"width cache: {s.cache}", file=sys.stderr)
+    step = "width cache checked" if s.cache == "hit" else "fill"
+    print(f"startup: {s.total_ms:.1f} ms (open {s.open_ms:.1f} + {step} {s.fill_ms:.1f} + "
+          f"runtime load {s.load_ms:.1f})")
     x = load_tensor(args.input) if args.input else torch.randn(*net.input_shape)  # the graph's, not META's
     t = time.perf_counter()
     y = net(x)
@@ -280,6 +275,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     for i in range(min(len(x), 5)):
         print(f"input {i}: " + ", ".join(f"class {c} ({p:.2f})" for p, c in zip(top.values[i].tolist(),
                                                                                   top.indices[i].tolist())))
+    if s.cache == "storing":  # written while the runtime loaded and ran: its outcome, before the process ends
+        failed = cache.wait()
+        print(f"width cache: not stored: {failed[0]}" if failed else "width cache: stored for the next start",
+              file=sys.stderr if failed else sys.stdout)
     return 0
 
 

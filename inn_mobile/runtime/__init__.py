@@ -39,14 +39,15 @@ def check_runtime(name: str) -> Runtime:
 
 
 def open_model(source: str | os.PathLike | bytes, runtime: str, bucket: int | str | float = -1, *,
-               threads: int = 1, cache_dir: str | os.PathLike | None = None) -> LoadedModel:
+               threads: int = 1, cache_dir: str | os.PathLike | WidthCache | None = None) -> LoadedModel:
     """Load one width of a bundle (path or bytes) in ``runtime``: the core fills its files from the
     nodes, the runtime loads them. ``bucket``: index (negative counts from the widest), name
     (``"w0500"``) or width ratio (``0.5``). ``cache_dir``: a width cache (:mod:`inn_mobile.runtime.width_cache`):
-    the first start of a width keeps its filled files there, later starts load them as plain files, each
-    byte checked first (``startup.cache`` says which happened)."""
+    the first start of a width keeps its filled files there (a thread writes them while the runtime loads; a
+    :class:`WidthCache` given here can :meth:`~WidthCache.wait` for it), later starts load them as plain
+    files, each byte checked first (``startup.cache`` says which happened)."""
     rt = check_runtime(runtime)
-    cache = WidthCache(cache_dir) if cache_dir is not None else None
+    cache = cache_dir if isinstance(cache_dir, WidthCache) or cache_dir is None else WidthCache(cache_dir)
     if rt.family == "litert":
         from inn_mobile.runtime.litert import LiteRTModel
 

@@ -31,7 +31,7 @@ class Startup:
     open_ms: float  # validate the bundle (CRCs, tables) and find the width and its graph
     fill_ms: float  # the core writes the width's weights into the runtime's files (width cache: a hit checks them)
     load_ms: float  # the runtime parses its files and prepares to run (interpreter / program + method)
-    cache: str = ""  # "" without a width cache, else "hit", "stored" or "not stored: <why>"
+    cache: str = ""  # "" without a width cache, else "hit" or "storing" (WidthCache.wait says when kept, or why not)
 
     @property
     def total_ms(self) -> float:
@@ -137,8 +137,8 @@ class Prepared:
 def prepare(source: str | os.PathLike | bytes | BundleReader, bucket: int | str | float, runtime: str, *,
             reference: bool = False, cache: WidthCache | None = None) -> Prepared:
     """What every loader does before its runtime: open (validate) the bundle, find the width, then either
-    load it from ``cache`` (every byte checked against its stamp) or fill it (into a new entry of ``cache``,
-    when given). A cache that cannot be written leaves the start in memory (``startup.cache`` says why)."""
+    load it from ``cache`` (every byte checked against its stamp) or fill it in memory (and keep it in
+    ``cache``, when given, by a thread of its own: :meth:`WidthCache.store_later`)."""
     if cache is not None and reference:
         raise ValueError("a width cache keeps the native core's fill: it cannot be used with reference=True")
     t0 = time.perf_counter()
@@ -153,20 +153,12 @@ def prepare(source: str | os.PathLike | bytes | BundleReader, bucket: int | str 
     if paths is not None:
         t2 = time.perf_counter()
         return Prepared(k, reader.names[k], {}, paths, Startup((t1 - t0) * 1e3, (t2 - t1) * 1e3, 0.0, cache="hit"))
-    note = ""
-    if cache is not None:
-        try:
-            paths = cache.fill(reader.native, k, runtime)
-            t2 = time.perf_counter()
-            return Prepared(k, reader.names[k], {}, paths, Startup((t1 - t0) * 1e3, (t2 - t1) * 1e3, 0.0,
-                                                                   cache="stored"))
-        except native.NativeError as e:  # the bundle itself is bad: as the fill without a cache would say
-            raise bundle.BundleError(f"the core rejected the {runtime!r} graph of {reader.names[k]!r}: {e}") from e
-        except (OSError, bundle.BundleError) as e:  # the disk refused, or a graph that is not kept: fill in memory
-            note = f"not stored: {e}"
     files = reader.fill(k, runtime)
     t2 = time.perf_counter()
-    return Prepared(k, reader.names[k], files, {}, Startup((t1 - t0) * 1e3, (t2 - t1) * 1e3, 0.0, cache=note))
+    if cache is not None:  # kept by a thread of its own while the runtime loads the files from memory
+        cache.store_later(reader.native, k, runtime, files)
+    return Prepared(k, reader.names[k], files, {}, Startup((t1 - t0) * 1e3, (t2 - t1) * 1e3, 0.0,
+                                                           cache="storing" if cache is not None else ""))
 
 
 def run_batched(invoke: Callable[[np.ndarray], np.ndarray], x: torch.Tensor | np.ndarray,
