@@ -443,3 +443,7 @@ def test_the_apps_width_cache_checks_every_byte_and_shares_entries_with_the_pyth
     shutil.rmtree(cache)
     WidthCache(cache).store(nb, bucket, runtime, nb.fill(bucket, runtime))  # Python's entry, hit by Java
     assert start() == ["cache: hit", *want]
+    shutil.rmtree(cache)  # an executor writes the entry after the start, the bundle closed by then
+    assert run_java(host[0], "cache", path, bucket, runtime, cache, "background").splitlines() == \
+        ["cache: storing", *want, "cache kept: stored"]
+    assert start() == ["cache: hit", *want]

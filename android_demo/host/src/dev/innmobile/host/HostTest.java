@@ -16,6 +16,9 @@ import java.util.Locale;
 import java.util.Map;
 import java.util.Random;
 import java.util.TreeMap;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
 import java.util.zip.CRC32;
 
 /**
@@ -32,8 +35,10 @@ import java.util.zip.CRC32;
  *   open     FILE...             one line per file: "OK ..." or "InnException STATUS MESSAGE"
  *   dump     BUNDLE DIR                       every bucket/layout/dtype/layer's weight, scales, bias as raw files
  *   graph    BUNDLE BUCKET RUNTIME DIR        the filled runtime files of one graph
- *   cache    BUNDLE BUCKET RUNTIME CACHE_DIR  WidthCache.open: "cache: hit|stored|not stored: ...", then one
- *                                         "cache file NAME SIZE CRC32" line per file it hands out
+ *   cache    BUNDLE BUCKET RUNTIME CACHE_DIR [background]  WidthCache.open: "cache: hit|stored|storing|not
+ *                                         stored: ...", then one "cache file NAME SIZE CRC32" line per file it
+ *                                         hands out; with background (an executor writes a new entry, the
+ *                                         bundle closed meanwhile) then "cache kept: stored|not stored: ..."
  *   mapped   BUNDLE BUCKET RUNTIME THREADS DIR  a mapped bundle's nodes, checked by the first read: fill then
  *                                         read, read then fill, and 8 threads at once; one line per read
  *   policy   BUNDLE RUNTIME BUDGET_BYTES [LATENCY_MS|- [PROFILE_RUNTIME [BUCKET=LATENCY_MS:PEAK_BYTES...]]]
@@ -82,7 +87,8 @@ public final class HostTest {
                 ok = graph(new File(args[1]), Integer.parseInt(args[2]), args[3], new File(args[4]));
                 break;
             case "cache":
-                ok = cache(new File(args[1]), Integer.parseInt(args[2]), args[3], new File(args[4]));
+                ok = cache(new File(args[1]), Integer.parseInt(args[2]), args[3], new File(args[4]),
+                           args.length > 5 && args[5].equals("background"));
                 break;
             case "mapped":
                 ok = mapped(new File(args[1]), Integer.parseInt(args[2]), args[3], Integer.parseInt(args[4]),
@@ -345,16 +351,31 @@ public final class HostTest {
     }
 
     /** One start through a {@link WidthCache}: what it did, and the files it hands out (name, size, CRC-32). */
-    static boolean cache(File bundleFile, int bucket, String runtime, File dir) throws IOException {
+    static boolean cache(File bundleFile, int bucket, String runtime, File dir, boolean background)
+            throws IOException {
+        ExecutorService writer = background ? Executors.newSingleThreadExecutor() : null;
+        WidthCache.Loaded got;
         try (InnBundle b = InnBundle.open(bundleFile)) {
+            WidthCache cache = new WidthCache(dir);
+            got = background ? cache.open(b, bucket, runtime, writer) : cache.open(b, bucket, runtime);
             List<InnBundle.GraphImage> images = b.graphImages(bucket, runtime);
-            WidthCache.Loaded got = new WidthCache(dir).open(b, bucket, runtime);
             System.out.printf("cache: %s%n", got.cache);
             for (int i = 0; i < got.buffers.length; i++) {
                 CRC32 crc = new CRC32();
                 crc.update(bytes(got.buffers[i]));
                 System.out.printf("cache file %s %d %08x%n", images.get(i).name, got.buffers[i].capacity(),
                                   crc.getValue());
+            }
+        }
+        if (writer != null) { // the bundle is closed: the write needs only the buffers and the stamp
+            try {
+                if (got.kept != null) {
+                    System.out.printf("cache kept: %s%n", got.kept.get());
+                }
+            } catch (InterruptedException | ExecutionException e) {
+                throw new IOException(e);
+            } finally {
+                writer.shutdown();
             }
         }
         return true;

@@ -16,6 +16,8 @@ import java.io.FileInputStream
 import java.nio.ByteBuffer
 import java.nio.ByteOrder
 import java.nio.channels.FileChannel
+import java.util.concurrent.ExecutorService
+import java.util.concurrent.Executors
 
 /** What the screen shows: the device's budget, the width it chose, how long startup took, a prediction. */
 data class StartupReport(
@@ -64,10 +66,12 @@ class Startup(private val context: Context) {
             val t1 = SystemClock.elapsedRealtimeNanos()
 
             // 3. The weights: on this width's first start the core rebuilds the .tflite with its weights in
-            // place and the width cache keeps it; every later start maps the kept file, each byte checked
-            // against the core's stamp (a damaged or outdated one is filled again).
+            // place, LiteRT starts from it and the width cache writes it meanwhile (CACHE_WRITER); every later
+            // start maps the kept file, each byte checked against the core's stamp (a damaged or outdated one
+            // is filled again).
             val images = bundle.graphImages(bucket, runtime)
-            val loaded = WidthCache(File(context.noBackupFilesDir, "inn-widths")).open(bundle, bucket, runtime)
+            val cache = WidthCache(File(context.noBackupFilesDir, "inn-widths"))
+            val loaded = cache.open(bundle, bucket, runtime, CACHE_WRITER)
             val model = loaded.buffers[images.indexOfFirst { it.name.endsWith(".tflite") }]
             bundle.releasePages() // LiteRT copies the weights next: peak memory need not hold the nodes too
             val t2 = SystemClock.elapsedRealtimeNanos()
@@ -178,5 +182,7 @@ class Startup(private val context: Context) {
         const val SAMPLE_PNG = "sample.png"
         /** Optional: a device profile (`inn-mobile profile`) measured on the target phone. */
         const val PROFILE_JSON = "profile.json"
+        /** Writes a width's first-start files into the width cache off the start's path (one at a time). */
+        val CACHE_WRITER: ExecutorService = Executors.newSingleThreadExecutor()
     }
 }
